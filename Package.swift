@@ -1,0 +1,34 @@
+// swift-tools-version:5.10
+// reid-dist: data-parallel person re-identification training on CPU clusters.
+//
+// Targets, arrows pointing down (see ../shared/DESIGN.md):
+//   reid-dist (executable)  -> ReIDEval, ReIDCore, ArgumentParser
+//   ReIDEval                -> ReIDCore
+//   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
+// The core knows nothing of MPI, files beyond safetensors, or the command line.
+import PackageDescription
+
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "reid-dist",
+    products: [
+        .executable(name: "reid-dist", targets: ["reid-dist"]),
+        .library(name: "ReIDCore", targets: ["ReIDCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "ReIDEval", dependencies: ["ReIDCore"], swiftSettings: fast),
+        .executableTarget(name: "reid-dist",
+                          dependencies: ["ReIDCore", "ReIDEval",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: fast),
+        .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
+        .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore"]),
+    ]
+)

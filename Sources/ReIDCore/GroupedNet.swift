@@ -1,0 +1,110 @@
+// The grouped multi-branch network of "In Defense of the Classification Loss
+// for Person Re-Identification" (Zhai et al., CVPRW 2019), exactly as
+// ../shared/reference/grouped_multibranch.py:
+//   ResNet -> global average pool -> C channels split into G contiguous groups
+//   -> per group BatchNorm1d -> B bias-free classifiers per group
+//   loss = mean over the G*B label-smoothed cross-entropies
+//   inference feature = L2-normalise(concat of the G batch-normalised groups)
+// Names: backbone.<torchvision>, head.groups.{g}.bn.*, head.groups.{g}.classifiers.{b}.weight
+
+public struct ModelSpec: Equatable, Codable {
+    public var depth = 50, width = 64, lastStride = 1, groups = 4, branches = 2, classes = 751
+    public init(depth: Int = 50, width: Int = 64, lastStride: Int = 1, groups: Int = 4, branches: Int = 2, classes: Int = 751) {
+        self.depth = depth; self.width = width; self.lastStride = lastStride
+        self.groups = groups; self.branches = branches; self.classes = classes
+    }
+    /// Channels of the pooled feature: width*8, times 4 for bottleneck depths.
+    public var featureChannels: Int { width * 8 * (depth >= 50 ? 4 : 1) }
+}
+
+public final class GroupedMultiBranchNet {
+    public let spec: ModelSpec
+    public let arena = Arena()
+    public let backbone: ResNet
+    let bn: BatchNorm                  // all G groups' BatchNorm1d as one (C) layer
+    let classifiers: [[Linear]]        // [group][branch]
+    let pooled = Tensor([0])           // (C, N)
+    let dPooled = Tensor([0])          // (C, N)
+    let dHidden = Tensor([0])          // (C, N)
+    let dLogits: [[Tensor]]
+    private var lastMap: [Int] = []    // shape of the backbone's last feature map
+
+    public init(_ spec: ModelSpec, seed: UInt64 = 0) {
+        let c = spec.featureChannels
+        precondition(spec.groups >= 1 && c % spec.groups == 0, "model.groups=\(spec.groups) must divide the \(c) feature channels")
+        precondition(spec.branches >= 1 && spec.classes >= 1)
+        self.spec = spec
+        let arena = self.arena
+        backbone = ResNet(arena, prefix: "backbone.", depth: spec.depth, width: spec.width, lastStride: spec.lastStride)
+        let d = c / spec.groups
+        bn = BatchNorm(arena, (0..<spec.groups).map { "head.groups.\($0).bn" }, channels: c)
+        classifiers = (0..<spec.groups).map { g in
+            (0..<spec.branches).map { b in
+                Linear(arena, "head.groups.\(g).classifiers.\(b)", inFeatures: d, outFeatures: spec.classes, std: 0.001)
+            }
+        }
+        dLogits = classifiers.map { $0.map { _ in Tensor([0]) } }
+        arena.allocate(seed: seed)
+    }
+
+    var groupDim: Int { spec.featureChannels / spec.groups }
+
+    /// Training forward and loss for an NCHW batch; keeps what backward needs.
+    /// Returns the mean loss over the G*B heads and the per-head correct counts summed.
+    public func forwardLoss(_ x: Tensor, labels: [Int], labelSmoothing eps: Float) -> (loss: Double, correct: Int) {
+        let n = x.shape[0]
+        precondition(labels.count == n, "labels: \(labels.count) for a batch of \(n)")
+        let fmap = backbone.forward(nchw: x, training: true)
+        lastMap = fmap.shape
+        let c = fmap.shape[0], hw = fmap.shape[2] * fmap.shape[3]
+        pooled.reshape([c, n])
+        GlobalAvgPool.forward(pooled.ptr, fmap.ptr, planes: c * n, hw: hw)
+        let h = bn.forward(pooled, training: true)
+        let heads = spec.groups * spec.branches
+        var loss = 0.0, correct = 0
+        for g in 0..<spec.groups {
+            for b in 0..<spec.branches {
+                let z = classifiers[g][b].forward(h.ptr + g * groupDim * n, batch: n)
+                dLogits[g][b].reshape(z.shape)
+                let r = CrossEntropy.forward(logits: z.ptr, labels: labels, classes: spec.classes, eps: eps,
+                                             dLogits: dLogits[g][b].ptr, scale: 1 / Float(heads))
+                loss += r.loss; correct += r.correct
+            }
+        }
+        return (loss / Double(heads), correct)
+    }
+
+    /// Adds the gradient of the last `forwardLoss` into `arena.grad`.
+    public func backward() {
+        let n = pooled.shape[1], c = pooled.shape[0], d = groupDim
+        dHidden.reshape([c, n])
+        for g in 0..<spec.groups {
+            for b in 0..<spec.branches {
+                classifiers[g][b].backward(dLogits[g][b].ptr, dX: dHidden.ptr + g * d * n, accumulate: b > 0)
+            }
+        }
+        dPooled.reshape([c, n])
+        bn.backward(dHidden.ptr, dX: dPooled.ptr)
+        let dMap = backbone.featureGradBuffer(lastMap)
+        GlobalAvgPool.backward(dMap.ptr, dPooled.ptr, planes: c * n, hw: lastMap[2] * lastMap[3])
+        backbone.backward(dMap)
+    }
+
+    /// Inference features (N, C): running-statistics BN, concatenated, L2-normalised.
+    public func features(_ x: Tensor) -> Tensor {
+        let n = x.shape[0]
+        let fmap = backbone.forward(nchw: x, training: false)
+        let c = fmap.shape[0], hw = fmap.shape[2] * fmap.shape[3]
+        pooled.reshape([c, n])
+        GlobalAvgPool.forward(pooled.ptr, fmap.ptr, planes: c * n, hw: hw)
+        let h = bn.forward(pooled, training: false)
+        let out = Tensor([n, c])
+        swapLeadingAxes(out.ptr, h.ptr, c, n, 1)
+        for i in 0..<n {
+            let row = out.ptr + i * c
+            let norm = Swift.max(vdot(row, row, c).squareRoot(), 1e-12)
+            for j in 0..<c { row[j] /= norm }
+        }
+        return out
+    }
+}

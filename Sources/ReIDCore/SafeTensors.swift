@@ -1,0 +1,254 @@
+// safetensors reading and writing, following the format exactly:
+// https://github.com/huggingface/safetensors#format
+//   8 bytes: N, little-endian u64, the header size
+//   N bytes: a JSON object {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}
+//   rest:    the byte buffer; offsets are relative to it, and together they
+//            cover it exactly, with no holes and no overlaps.
+// Every fault in a file is reported with its path and what is wrong; nothing
+// is read outside the file.
+import Foundation
+
+public enum DType: String, CaseIterable {
+    case F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
+    public var size: Int {
+        switch self {
+        case .F64, .I64: return 8
+        case .F32, .I32: return 4
+        case .F16, .BF16, .I16: return 2
+        case .I8, .U8, .BOOL: return 1
+        }
+    }
+}
+
+public struct SafeTensorsError: Error, CustomStringConvertible {
+    public let path: String, reason: String
+    public init(_ path: String, _ reason: String) { self.path = path; self.reason = reason }
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// One tensor of a file: its dtype, shape and byte range within the data buffer.
+public struct TensorInfo: Equatable {
+    public let dtype: DType, shape: [Int], begin: Int, end: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// A parsed, validated safetensors file (memory-mapped).
+public struct SafeTensorsFile {
+    public let path: String
+    public let tensors: [String: TensorInfo]
+    public let metadata: [String: String]
+    let bytes: Data
+    let dataStart: Int
+
+    /// Refuses headers above this size, as the reference implementation does.
+    public static let maxHeader = 100_000_000
+
+    public init(path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) }
+        catch { throw SafeTensorsError(path, "cannot read file (\(error.localizedDescription))") }
+        try self.init(data: data, path: path)
+    }
+
+    public init(data: Data, path: String = "<memory>") throws {
+        self.path = path; self.bytes = data
+        func fail(_ r: String) -> SafeTensorsError { SafeTensorsError(path, r) }
+        guard data.count >= 8 else { throw fail("file is \(data.count) bytes, shorter than the 8-byte header length") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(SafeTensorsFile.maxHeader) else { throw fail("header length \(n) exceeds the \(SafeTensorsFile.maxHeader)-byte limit") }
+        guard Int(n) <= data.count - 8 else { throw fail("header length \(n) runs past the end of the \(data.count)-byte file (truncated?)") }
+        let hdr = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
+        guard let first = hdr.first, first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: hdr) }
+        catch { throw fail("header is not valid JSON") }
+        guard let obj = json as? [String: Any] else { throw fail("header is not a JSON object") }
+        dataStart = 8 + Int(n)
+        let dataLen = data.count - dataStart
+        var meta: [String: String] = [:]
+        var infos: [String: TensorInfo] = [:]
+        for (name, value) in obj {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else { throw fail("__metadata__ is not an object of strings") }
+                for (k, v) in m {
+                    guard let s = v as? String else { throw fail("__metadata__[\(k)] is not a string") }
+                    meta[k] = s
+                }
+                continue
+            }
+            guard let e = value as? [String: Any] else { throw fail("tensor '\(name)': entry is not an object") }
+            guard let ds = e["dtype"] as? String else { throw fail("tensor '\(name)': missing dtype") }
+            guard let dt = DType(rawValue: ds) else { throw fail("tensor '\(name)': unsupported dtype \(ds)") }
+            guard let shapeAny = e["shape"] as? [Any] else { throw fail("tensor '\(name)': missing shape") }
+            var shape: [Int] = []
+            var elems = 1
+            for d in shapeAny {
+                guard let v = SafeTensorsFile.nonNegativeInt(d) else { throw fail("tensor '\(name)': shape \(shapeAny) has a non-integer or negative dimension") }
+                shape.append(v)
+                let (p, o) = elems.multipliedReportingOverflow(by: v)
+                guard !o, p <= Int(Int32.max) * 64 else { throw fail("tensor '\(name)': shape \(shape) is too large") }
+                elems = p
+            }
+            guard let offs = e["data_offsets"] as? [Any], offs.count == 2,
+                  let b = SafeTensorsFile.nonNegativeInt(offs[0]), let en = SafeTensorsFile.nonNegativeInt(offs[1])
+            else { throw fail("tensor '\(name)': data_offsets must be two non-negative integers") }
+            guard b <= en else { throw fail("tensor '\(name)': data_offsets [\(b), \(en)] are reversed") }
+            guard en <= dataLen else { throw fail("tensor '\(name)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)") }
+            guard en - b == elems * dt.size else {
+                throw fail("tensor '\(name)': \(en - b) bytes for shape \(shape) of \(dt.rawValue) (needs \(elems * dt.size))")
+            }
+            infos[name] = TensorInfo(dtype: dt, shape: shape, begin: b, end: en)
+        }
+        // The ranges, sorted, must tile [0, dataLen) exactly.
+        var pos = 0
+        for (name, t) in infos.sorted(by: { ($0.value.begin, $0.value.end) < ($1.value.begin, $1.value.end) }) {
+            if t.begin < pos { throw fail("tensor '\(name)': data overlaps the previous tensor at byte \(t.begin)") }
+            if t.begin > pos { throw fail("tensor '\(name)': hole in the data buffer before byte \(t.begin)") }
+            pos = t.end
+        }
+        guard pos == dataLen else { throw fail("data buffer has \(dataLen - pos) trailing bytes not covered by any tensor") }
+        tensors = infos; metadata = meta
+    }
+
+    static func nonNegativeInt(_ v: Any) -> Int? {
+        guard let num = v as? NSNumber else { return nil }
+        // Reject booleans and fractional numbers hiding as NSNumber.
+        if String(cString: num.objCType) == "c" { return nil }
+        let d = num.doubleValue
+        guard d >= 0, d == d.rounded(), d < 9.0e15 else { return nil }
+        return num.intValue
+    }
+
+    public func info(_ name: String) throws -> TensorInfo {
+        guard let t = tensors[name] else { throw SafeTensorsError(path, "no tensor named '\(name)'") }
+        return t
+    }
+
+    /// Copies the raw bytes of `name` into `dst` (exactly `end - begin` bytes).
+    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let t = try info(name)
+        return try bytes.withUnsafeBytes { raw in
+            try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + t.begin)..<(dataStart + t.end)]))
+        }
+    }
+
+    /// The tensor as Float32 values (F32 only).
+    public func floats(_ name: String) throws -> [Float] {
+        let t = try info(name)
+        guard t.dtype == .F32 else { throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected F32") }
+        return try withBytes(name) { raw in
+            var out = [Float](repeating: 0, count: t.count)
+            out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
+            return out.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
+        }
+    }
+
+    /// The tensor as Int64 values (I64 or I32).
+    public func int64s(_ name: String) throws -> [Int64] {
+        let t = try info(name)
+        switch t.dtype {
+        case .I64:
+            return try withBytes(name) { raw in
+                var out = [Int64](repeating: 0, count: t.count)
+                out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
+                return out.map { Int64(littleEndian: $0) }
+            }
+        case .I32:
+            return try withBytes(name) { raw in
+                var out = [Int32](repeating: 0, count: t.count)
+                out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
+                return out.map { Int64(Int32(littleEndian: $0)) }
+            }
+        default:
+            throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected I64")
+        }
+    }
+}
+
+/// A tensor to write: name, dtype, shape and its little-endian bytes.
+public struct TensorRecord {
+    public let name: String, dtype: DType, shape: [Int], data: Data
+    public init(_ name: String, floats: UnsafeBufferPointer<Float>, shape: [Int]) {
+        precondition(floats.count == shape.reduce(1, *))
+        self.name = name; dtype = .F32; self.shape = shape; data = Data(buffer: floats)
+    }
+    public init(_ name: String, floats: [Float], shape: [Int]) {
+        self = floats.withUnsafeBufferPointer { TensorRecord(name, floats: $0, shape: shape) }
+    }
+    public init(_ name: String, int64s: [Int64], shape: [Int]) {
+        precondition(int64s.count == shape.reduce(1, *))
+        self.name = name; dtype = .I64; self.shape = shape
+        data = int64s.withUnsafeBufferPointer { Data(buffer: $0) }
+    }
+}
+
+public enum SafeTensors {
+    /// Serialises tensors (in name order) and metadata into safetensors bytes.
+    public static func encode(_ tensors: [TensorRecord], metadata: [String: String] = [:]) -> Data {
+        let sorted = tensors.sorted { $0.name < $1.name }
+        var header: [String] = []
+        if !metadata.isEmpty {
+            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            header.append("\"__metadata__\":{\(items.joined(separator: ","))}")
+        }
+        var off = 0
+        for t in sorted {
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            header.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(off),\(off + t.data.count)]}")
+            off += t.data.count
+        }
+        var json = Array(("{" + header.joined(separator: ",") + "}").utf8)
+        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }   // align the data buffer
+        var out = Data(capacity: 8 + json.count + off)
+        var n = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(contentsOf: json)
+        for t in sorted { out.append(t.data) }
+        return out
+    }
+
+    /// Writes atomically: a temporary file in the same folder, fsync, rename.
+    public static func write(_ tensors: [TensorRecord], metadata: [String: String] = [:], to path: String) throws {
+        try writeAtomically(encode(tensors, metadata: metadata), to: path)
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var r = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": r += "\\\""
+            case "\\": r += "\\\\"
+            case "\n": r += "\\n"
+            case "\r": r += "\\r"
+            case "\t": r += "\\t"
+            default:
+                if u.value < 0x20 { r += String(format: "\\u%04x", u.value) } else { r.unicodeScalars.append(u) }
+            }
+        }
+        return r + "\""
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves either the old file or the new one.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let tmp = path + ".tmp-\(getpid())"
+    guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
+        throw SafeTensorsError(path, "cannot create \(tmp)")
+    }
+    let fd = open(tmp, O_WRONLY)
+    guard fd >= 0 else { throw SafeTensorsError(path, "cannot open \(tmp) for writing") }
+    var ok = true
+    data.withUnsafeBytes { raw in
+        var done = 0
+        while done < raw.count {
+            let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
+            if w <= 0 { ok = false; break }
+            done += w
+        }
+    }
+    if fsync(fd) != 0 { ok = false }
+    close(fd)
+    guard ok else { unlink(tmp); throw SafeTensorsError(path, "write failed (disk full?)") }
+    guard rename(tmp, path) == 0 else { unlink(tmp); throw SafeTensorsError(path, "cannot rename \(tmp) into place") }
+}

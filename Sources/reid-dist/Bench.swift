@@ -1,0 +1,7 @@
+import ArgumentParser
+import ReIDCore
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks.")
+    func run() throws {}
+}

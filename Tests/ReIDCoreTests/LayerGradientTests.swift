@@ -1,0 +1,222 @@
+// Every layer's backward against finite differences, on odd shapes.
+import XCTest
+@testable import ReIDCore
+
+final class LayerGradientTests: XCTestCase {
+    let gc = GradCheck()
+
+    func checkConv(cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false) {
+        let arena = Arena()
+        let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: k, stride: s, pad: p)
+        arena.allocate(seed: 1)
+        let ws = Workspace()
+        let x = randomTensor([cin, n, h, w], seed: 2)
+        let y = conv.forward(x, ws)
+        let (ho, wo) = conv.outputSize(h, w)
+        XCTAssertEqual(y.shape, [cout, n, ho, wo])
+        let r = randomTensor(y.shape, seed: 3)
+        let dx = randomTensor(x.shape, seed: 4)        // garbage unless accumulating
+        let before = dx.array
+        conv.backward(r.ptr, dX: dx.ptr, accumulate: accumulate, ws)
+        let loss = { () -> Double in let o = conv.forward(x, ws); return weightedSum(o.ptr, r.ptr, o.count) }
+        let tag = "conv k\(k) s\(s) p\(p) n\(n) \(h)x\(w)"
+        gc.check("\(tag) dX", x.ptr, count: x.count,
+                 analytic: { dx.ptr[$0] - (accumulate ? before[$0] : 0) }, loss: loss)
+        gc.check("\(tag) dW", arena.value + conv.weight, count: cout * cin * k * k,
+                 analytic: { arena.grad[conv.weight + $0] }, loss: loss)
+    }
+
+    func testConvGradients() {
+        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
+        checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7)
+        checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
+        checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3)          // pointwise, no im2col
+        checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5)          // strided downsample
+        checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1)          // tiny width
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
+        checkConv(cin: 4, cout: 3, k: 1, s: 1, p: 0, n: 2, h: 3, w: 3, accumulate: true)
+    }
+
+    /// Conv2d forward against a direct 7-loop convolution.
+    func testConvMatchesDirectLoop() {
+        let arena = Arena()
+        let (cin, cout, k, s, p, n, h, w) = (3, 4, 3, 2, 1, 2, 7, 6)
+        let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: k, stride: s, pad: p)
+        arena.allocate(seed: 5)
+        let x = randomTensor([cin, n, h, w], seed: 6)
+        let y = conv.forward(x, Workspace())
+        let (ho, wo) = conv.outputSize(h, w)
+        let wt = arena.value + conv.weight
+        for co in 0..<cout { for b in 0..<n { for oy in 0..<ho { for ox in 0..<wo {
+            var acc: Float = 0
+            for ci in 0..<cin { for ki in 0..<k { for kj in 0..<k {
+                let iy = oy * s - p + ki, ix = ox * s - p + kj
+                if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                    acc += wt[((co * cin + ci) * k + ki) * k + kj] * x.ptr[((ci * n + b) * h + iy) * w + ix]
+                }
+            }}}
+            XCTAssertEqual(y.ptr[((co * n + b) * ho + oy) * wo + ox], acc, accuracy: 1e-5)
+        }}}}
+    }
+
+    func checkBN(c: Int, n: Int, hw: Int, training: Bool, relu: Bool, residual: Bool) {
+        let arena = Arena()
+        let bn = BatchNorm(arena, "bn", channels: c)
+        arena.allocate(seed: 1)
+        // Non-trivial affine parameters and running statistics.
+        for i in 0..<c {
+            arena.value[bn.weight + i] = 0.5 + Float(i) * 0.3
+            arena.value[bn.bias + i] = 0.1 * Float(i) - 0.2
+            arena.buffer[bn.runningMean + i] = 0.05 * Float(i)
+            arena.buffer[bn.runningVar + i] = 0.8 + 0.1 * Float(i)
+        }
+        let x = randomTensor([c, n, hw], seed: 2, scale: 1.5)
+        let res = residual ? randomTensor([c, n, hw], seed: 9) : nil
+        let saved = Array(UnsafeBufferPointer(start: arena.buffer, count: arena.bufferCount))
+        let y = bn.forward(x, training: training, relu: relu, residual: res)
+        let r = randomTensor(y.shape, seed: 3)
+        let g = Tensor(r.shape); g.copy(from: r)
+        let dx = Tensor(x.shape)
+        bn.backward(g.ptr, dX: dx.ptr)                   // g becomes d(bn + residual)
+        let loss = { () -> Double in
+            // Running statistics must not drift between evaluations in inference mode.
+            arena.buffer.update(from: saved, count: saved.count)
+            let o = bn.forward(x, training: training, relu: relu, residual: res)
+            return weightedSum(o.ptr, r.ptr, o.count)
+        }
+        let tag = "bn train=\(training) relu=\(relu) res=\(residual)"
+        let gc = GradCheck(h: 2e-3)        // a small step: a sum over a channel crosses fewer kinks
+        gc.check("\(tag) dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: loss)
+        gc.check("\(tag) dgamma", arena.value + bn.weight, count: c, analytic: { arena.grad[bn.weight + $0] }, loss: loss)
+        gc.check("\(tag) dbeta", arena.value + bn.bias, count: c, analytic: { arena.grad[bn.bias + $0] }, loss: loss)
+        if let res { gc.check("\(tag) dResidual", res.ptr, count: res.count, analytic: { g.ptr[$0] }, loss: loss) }
+    }
+
+    func testBatchNormGradients() {
+        checkBN(c: 3, n: 2, hw: 5, training: true, relu: false, residual: false)
+        checkBN(c: 2, n: 1, hw: 7, training: true, relu: true, residual: false)    // batch 1, spatial
+        checkBN(c: 4, n: 5, hw: 1, training: true, relu: false, residual: false)   // BatchNorm1d
+        checkBN(c: 3, n: 2, hw: 3, training: true, relu: true, residual: true)
+        checkBN(c: 3, n: 2, hw: 3, training: false, relu: false, residual: false)
+        checkBN(c: 3, n: 2, hw: 3, training: false, relu: true, residual: true)
+    }
+
+    /// Running statistics: momentum 0.1, unbiased variance, num_batches_tracked.
+    func testBatchNormRunningStatistics() {
+        let arena = Arena()
+        let bn = BatchNorm(arena, "bn", channels: 1)
+        arena.allocate(seed: 0)
+        let x = Tensor([1, 4], [1, 2, 3, 6])              // mean 3, biased var 3.5, unbiased 14/3
+        let y = bn.forward(x, training: true)
+        XCTAssertEqual(arena.buffer[bn.runningMean], 0.3, accuracy: 1e-6)
+        XCTAssertEqual(arena.buffer[bn.runningVar], 0.9 + 0.1 * 14 / 3, accuracy: 1e-6)
+        XCTAssertEqual(arena.counters[bn.counters[0]], 1)
+        XCTAssertEqual(y.ptr[0], (1 - 3) / (3.5 + 1e-5).squareRoot(), accuracy: 1e-6)
+        let e = bn.forward(x, training: false)
+        XCTAssertEqual(e.ptr[3], (6 - 0.3) / (arena.buffer[bn.runningVar] + 1e-5).squareRoot(), accuracy: 1e-5)
+        XCTAssertEqual(arena.counters[bn.counters[0]], 1, "inference does not count batches")
+    }
+
+    func testMaxPoolGradientAndTies() {
+        let pool = MaxPool2d()
+        let x = randomTensor([2, 2, 7, 5], seed: 11)
+        let y = pool.forward(x)
+        XCTAssertEqual(y.shape, [2, 2, 4, 3])
+        let r = randomTensor(y.shape, seed: 12)
+        let dx = Tensor(x.shape)
+        pool.backward(r.ptr, dX: dx.ptr)
+        gc.check("maxpool dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: {
+            let o = pool.forward(x); return weightedSum(o.ptr, r.ptr, o.count)
+        })
+        // Ties: the first maximum in scan order takes the whole gradient.
+        let t = Tensor([1, 1, 2, 2], [1, 1, 1, 1])
+        let o = pool.forward(t)
+        XCTAssertEqual(o.shape, [1, 1, 1, 1])
+        let d = Tensor(t.shape)
+        let g = Tensor([1, 1, 1, 1], [5])
+        pool.backward(g.ptr, dX: d.ptr)
+        XCTAssertEqual(d.array, [5, 0, 0, 0])
+    }
+
+    func testGlobalAvgPoolAndReLUAndAdd() {
+        let x = randomTensor([3, 2, 5, 3], seed: 13)
+        let y = Tensor([3, 2])
+        let r = randomTensor([3, 2], seed: 14)
+        let dx = Tensor(x.shape)
+        GlobalAvgPool.forward(y.ptr, x.ptr, planes: 6, hw: 15)
+        GlobalAvgPool.backward(dx.ptr, r.ptr, planes: 6, hw: 15)
+        gc.check("gap dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: {
+            GlobalAvgPool.forward(y.ptr, x.ptr, planes: 6, hw: 15); return weightedSum(y.ptr, r.ptr, 6)
+        })
+        let ry = Tensor(x.shape), rr = randomTensor(x.shape, seed: 15), rdx = Tensor(x.shape)
+        ReLU.forward(ry.ptr, x.ptr, x.count)
+        ReLU.backward(rdx.ptr, rr.ptr, ry.ptr, x.count)
+        gc.check("relu dX", x.ptr, count: x.count, analytic: { rdx.ptr[$0] }, loss: {
+            ReLU.forward(ry.ptr, x.ptr, x.count); return weightedSum(ry.ptr, rr.ptr, x.count)
+        })
+        let b = randomTensor(x.shape, seed: 16), s = Tensor(x.shape)
+        Add.forward(s.ptr, x.ptr, b.ptr, x.count)
+        XCTAssertEqual(s.ptr[7], x.ptr[7] + b.ptr[7])
+    }
+
+    func testSplitConcatRoundTrip() {
+        let x = randomTensor([6, 2, 3], seed: 17)
+        let parts = Channels.split(x, [2, 1, 3])
+        XCTAssertEqual(parts.map(\.shape), [[2, 2, 3], [1, 2, 3], [3, 2, 3]])
+        XCTAssertEqual(parts[1].ptr[0], x.ptr[2 * 6])
+        XCTAssertEqual(Channels.concat(parts).array, x.array)
+    }
+
+    func testLinearGradients() {
+        let arena = Arena()
+        let lin = Linear(arena, "fc", inFeatures: 5, outFeatures: 7, std: 0.5)
+        arena.allocate(seed: 3)
+        let x = randomTensor([5, 3], seed: 4)             // (D, N) channel-major
+        let y = lin.forward(x.ptr, batch: 3)
+        XCTAssertEqual(y.shape, [3, 7])
+        // y[n, k] = sum_d W[k, d] x[d, n]
+        let wv = arena.value + lin.weight
+        var ref: Float = 0
+        for d in 0..<5 { ref += wv[2 * 5 + d] * x.ptr[d * 3 + 1] }
+        XCTAssertEqual(y.ptr[1 * 7 + 2], ref, accuracy: 1e-5)
+        let r = randomTensor([3, 7], seed: 5), dx = Tensor([5, 3])
+        lin.backward(r.ptr, dX: dx.ptr)
+        let loss = { () -> Double in let o = lin.forward(x.ptr, batch: 3); return weightedSum(o.ptr, r.ptr, o.count) }
+        gc.check("linear dX", x.ptr, count: 15, analytic: { dx.ptr[$0] }, loss: loss)
+        gc.check("linear dW", arena.value + lin.weight, count: 35, analytic: { arena.grad[lin.weight + $0] }, loss: loss)
+    }
+
+    func testCrossEntropyValueAndGradient() {
+        // Hand-worked: logits (0, ln 2, ln 3)... softmax = (1/6, 2/6, 3/6); label 2, eps 0.3, K 3.
+        let z = Tensor([1, 3], [0, Float(log(2.0)), Float(log(3.0))])
+        let r = CrossEntropy.forward(logits: z.ptr, labels: [2], classes: 3, eps: 0.3, dLogits: nil)
+        let q: [Double] = [0.1, 0.1, 0.8], p: [Double] = [1.0 / 6, 2.0 / 6, 3.0 / 6]
+        let expect = -(0..<3).map { q[$0] * log(p[$0]) }.reduce(0, +)
+        XCTAssertEqual(r.loss, expect, accuracy: 1e-6)
+        XCTAssertEqual(r.correct, 1)
+        let logits = randomTensor([4, 5], seed: 21, scale: 2)
+        let labels = [0, 3, 4, 3]
+        let d = Tensor([4, 5])
+        _ = CrossEntropy.forward(logits: logits.ptr, labels: labels, classes: 5, eps: 0.1, dLogits: d.ptr)
+        gc.check("ce dlogits", logits.ptr, count: 20, analytic: { d.ptr[$0] }, loss: {
+            CrossEntropy.forward(logits: logits.ptr, labels: labels, classes: 5, eps: 0.1, dLogits: nil).loss
+        })
+    }
+
+    func testDropout() {
+        let drop = Dropout(p: 0.25)
+        let x = randomTensor([4, 50], seed: 3)
+        let y = drop.forward(x, training: true, seed: 9)
+        var zeros = 0
+        for i in 0..<x.count {
+            if y.ptr[i] == 0 { zeros += 1 } else { XCTAssertEqual(y.ptr[i], x.ptr[i] / 0.75, accuracy: 1e-6) }
+        }
+        XCTAssert(zeros > 25 && zeros < 75, "dropped \(zeros) of 200 at p=0.25")
+        let r = randomTensor(x.shape, seed: 4), dx = Tensor(x.shape)
+        drop.backward(r.ptr, dX: dx.ptr)
+        gc.check("dropout dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: {
+            let o = drop.forward(x, training: true, seed: 9); return weightedSum(o.ptr, r.ptr, o.count)
+        })
+        XCTAssertEqual(drop.forward(x, training: false, seed: 9).array, x.array)
+    }
+}
