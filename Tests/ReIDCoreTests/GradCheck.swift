@@ -39,6 +39,43 @@ struct GradCheck {
     }
 }
 
+extension GradCheck {
+    /// Whole-tensor check for deep networks, where single entries cross ReLU
+    /// kinks too often: the directional derivative along v, a unit vector, by
+    /// central differences, against g.v. Two directions: the analytic gradient
+    /// itself (a wrong value, sign or scale shows as g.v != true slope) and a
+    /// random one. Errors are measured against |g|, the largest g.v can be.
+    /// The slope is Richardson-extrapolated from steps h and h/2.
+    func checkDirectional(_ what: String, _ ptr: UnsafeMutablePointer<Float>, count: Int,
+                          analytic g: [Float], loss: () -> Double,
+                          file: StaticString = #filePath, line: UInt = #line) {
+        let gnorm = Double(g.reduce(0) { $0 + $1 * $1 }).squareRoot()
+        var rng = RNG(key: seed, UInt64(count), 77)
+        let random = (0..<count).map { _ in Float(rng.normal()) }
+        for (dirName, dir) in [("gradient", g), ("random", random)] {
+            let norm = Double(dir.reduce(0) { $0 + $1 * $1 }).squareRoot()
+            if norm == 0 { continue }
+            let v = dir.map { Float(Double($0) / norm) }
+            let orig = Array(UnsafeBufferPointer(start: ptr, count: count))
+            func slope(_ step: Float) -> Double {
+                for i in 0..<count { ptr[i] = orig[i] + step * v[i] }
+                let lp = loss()
+                for i in 0..<count { ptr[i] = orig[i] - step * v[i] }
+                let lm = loss()
+                ptr.update(from: orig, count: count)
+                return (lp - lm) / (2 * Double(step))
+            }
+            // Richardson extrapolation cancels the h^2 term of central differences.
+            let numeric = (4 * slope(h / 2) - slope(h)) / 3
+            var a = 0.0
+            for i in 0..<count { a += Double(g[i]) * Double(v[i]) }
+            XCTAssertLessThanOrEqual(abs(a - numeric), rtol * gnorm + atol,
+                                     "\(what) along the \(dirName) direction: analytic \(a) vs numeric \(numeric) (|g| = \(gnorm))",
+                                     file: file, line: line)
+        }
+    }
+}
+
 /// A fixed random tensor.
 func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
     let t = Tensor(shape)
