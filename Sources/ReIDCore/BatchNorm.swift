@@ -50,6 +50,8 @@ public final class BatchNorm {
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let rp = residual?.ptr
         let eps = self.eps, mom = self.momentum
+        let t0 = Profile.enabled ? Profile.now() : 0
+        defer { if Profile.enabled { Profile.seconds[Profile.Part.batchnorm.rawValue] += Profile.now() - t0 } }
         parallelFor(c) { ch in
             let xc = xp + ch * m, yc = yp + ch * m
             var mu: Float, rs: Float
@@ -90,6 +92,8 @@ public final class BatchNorm {
         let dgamma = arena.grad + weight, dbeta = arena.grad + bias
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let relu = self.relu, training = trainedLast
+        let t0 = Profile.enabled ? Profile.now() : 0
+        defer { if Profile.enabled { Profile.seconds[Profile.Part.batchnorm.rawValue] += Profile.now() - t0 } }
         parallelFor(c) { ch in
             let g = dOut + ch * m, xc = xp + ch * m, dx = dX + ch * m
             if relu {

@@ -45,11 +45,11 @@ public final class Conv2d {
         output.reshape([cout, n, ho, wo])
         let wp = arena.value + weight
         if isPointwise {
-            sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr)
+            Profile.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
         } else {
             ws.col.reshape([ckk, m])
-            im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo)
-            sgemm(m: cout, n: m, k: ckk, a: wp, b: ws.col.ptr, c: output.ptr)
+            Profile.measure(.im2col) { im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo) }
+            Profile.measure(.gemm) { sgemm(m: cout, n: m, k: ckk, a: wp, b: ws.col.ptr, c: output.ptr) }
         }
         return output
     }
@@ -64,19 +64,23 @@ public final class Conv2d {
         let m = n * ho * wo, ckk = cin * kernel * kernel
         let wp = arena.value + weight, gw = arena.grad + weight
         if isPointwise {
-            sgemm(transB: true, m: cout, n: cin, k: m, a: dOut, b: x.ptr, beta: 1, c: gw)
-            if let dX {
-                sgemm(transA: true, m: cin, n: m, k: cout, a: wp, b: dOut, beta: accumulate ? 1 : 0, c: dX)
+            Profile.measure(.gemm) {
+                sgemm(transB: true, m: cout, n: cin, k: m, a: dOut, b: x.ptr, beta: 1, c: gw)
+                if let dX {
+                    sgemm(transA: true, m: cin, n: m, k: cout, a: wp, b: dOut, beta: accumulate ? 1 : 0, c: dX)
+                }
             }
             return
         }
         ws.col.reshape([ckk, m])
-        im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo)
-        sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: ws.col.ptr, beta: 1, c: gw)
+        Profile.measure(.im2col) { im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo) }
+        Profile.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: ws.col.ptr, beta: 1, c: gw) }
         guard let dX else { return }
-        sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr)
-        if !accumulate { dX.update(repeating: 0, count: cin * n * h * w) }
-        col2im(ws.col.ptr, dX, n: n, h: h, w: w, ho: ho, wo: wo)
+        Profile.measure(.gemm) { sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr) }
+        Profile.measure(.im2col) {
+            if !accumulate { dX.update(repeating: 0, count: cin * n * h * w) }
+            col2im(ws.col.ptr, dX, n: n, h: h, w: w, ho: ho, wo: wo)
+        }
     }
 
     /// col row (c, ki, kj), column (n, oy, ox) = x[c, n, oy*s - p + ki, ox*s - p + kj] or 0.

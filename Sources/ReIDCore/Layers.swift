@@ -48,6 +48,8 @@ public final class MaxPool2d {
         }
         let xp = x.ptr, yp = output.ptr, ap = argmax
         let k = kernel, s = stride, p = pad
+        let t0 = Profile.enabled ? Profile.now() : 0
+        defer { if Profile.enabled { Profile.seconds[Profile.Part.pool.rawValue] += Profile.now() - t0 } }
         parallelFor(planes) { pl in
             let src = xp + pl * h * w, dst = yp + pl * ho * wo, arg = ap + pl * ho * wo
             for oy in 0..<ho {
@@ -73,6 +75,8 @@ public final class MaxPool2d {
         let planes = inShape[0] * inShape[1], h = inShape[2], w = inShape[3]
         let ho = output.shape[2], wo = output.shape[3]
         let ap = argmax
+        let t0 = Profile.enabled ? Profile.now() : 0
+        defer { if Profile.enabled { Profile.seconds[Profile.Part.pool.rawValue] += Profile.now() - t0 } }
         parallelFor(planes) { pl in
             let d = dX + pl * h * w, g = dOut + pl * ho * wo, arg = ap + pl * ho * wo
             d.update(repeating: 0, count: h * w)

@@ -1,7 +1,214 @@
+// `reid-dist bench`: sgemm speed, per-stage ResNet-50 times, training-step
+// throughput of the grouped multi-branch network, peak memory, and (with
+// --torch-python) PyTorch's numbers for the same cases measured in the same run.
 import ArgumentParser
+import Foundation
 import ReIDCore
 
+struct BenchCase: Codable {
+    let name: String, depth: Int, width: Int, height: Int, imageWidth: Int, batch: Int, classes: Int
+}
+
+let benchCases = [
+    BenchCase(name: "r50-256x128-b16", depth: 50, width: 64, height: 256, imageWidth: 128, batch: 16, classes: 751),
+    BenchCase(name: "r18-256x128-b32", depth: 18, width: 64, height: 256, imageWidth: 128, batch: 32, classes: 751),
+    BenchCase(name: "r18w32-128x64-b32", depth: 18, width: 32, height: 128, imageWidth: 64, batch: 32, classes: 751),
+]
+
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks.")
-    func run() throws {}
+    static let configuration = CommandConfiguration(
+        abstract: "Measure sgemm, per-stage and training-step speed, and peak memory.",
+        discussion: """
+        OpenBLAS reads OPENBLAS_CORETYPE at start; for figures that represent this CPU run
+        `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE reid-dist bench`. The kernel in use is printed.
+        """)
+
+    @Option(help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
+    var steps = 5
+    @Option(help: "Threads for OpenBLAS and for the engine's own loops.")
+    var threads = 2
+    @Option(help: "Cases to run (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.")
+    var cases = "r50-256x128-b16,r18w32-128x64-b32"
+    @Flag(help: "Skip the per-stage ResNet-50 timing.")
+    var noStages = false
+    @Option(help: "A Python with torch: runs ../shared/bench/torch_baseline.py in the same run and prints ratios.")
+    var torchPython: String?
+    @Option(help: "Path of the PyTorch baseline script.")
+    var torchScript = "../shared/bench/torch_baseline.py"
+    @Option(help: "Write all figures as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        let known = Set(benchCases.map(\.name))
+        for c in selected where !known.contains(c) { throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))") }
+        if let p = torchPython, !FileManager.default.isExecutableFile(atPath: p) {
+            throw ValidationError("--torch-python \(p) is not an executable")
+        }
+        if torchPython != nil, !FileManager.default.fileExists(atPath: torchScript) {
+            throw ValidationError("--torch-script \(torchScript) does not exist")
+        }
+    }
+
+    var selected: [String] { cases == "all" ? benchCases.map(\.name) : cases.split(separator: ",").map(String.init) }
+
+    func run() throws {
+        setBLASThreads(threads)
+        engineThreads = threads
+        var report: [String: Any] = [:]
+        let env = ProcessInfo.processInfo.environment
+        let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
+        print("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)")
+        report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
+
+        let gf = sgemmGFLOPs()
+        print(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
+        report["sgemm_gflops"] = gf
+
+        if !noStages {
+            report["r50_stages"] = stageTimes()
+        }
+
+        var rows: [[String: Any]] = []
+        for name in selected {
+            let c = benchCases.first { $0.name == name }!
+            let r = trainStep(c)
+            rows.append(r)
+        }
+        report["train_step"] = rows
+        let peak = peakRSSMB()
+        print(String(format: "peak resident memory: %.0f MB", peak))
+        report["peak_rss_mb"] = peak
+
+        if let py = torchPython {
+            report["torch"] = runTorch(py, ours: rows)
+        }
+        if let json {
+            let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: json))
+            print("wrote \(json)")
+        }
+    }
+
+    func sgemmGFLOPs() -> Double {
+        let n = 2048
+        let a = Tensor([n, n]), b = Tensor([n, n]), c = Tensor([n, n])
+        for i in 0..<a.count { a.ptr[i] = Float(i % 7) * 0.1; b.ptr[i] = Float(i % 5) * 0.1 }
+        sgemm(m: n, n: n, k: n, a: a.ptr, b: b.ptr, c: c.ptr)
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t = Profile.now()
+            sgemm(m: n, n: n, k: n, a: a.ptr, b: b.ptr, c: c.ptr)
+            best = min(best, Profile.now() - t)
+        }
+        return 2 * Double(n * n * n) / best / 1e9
+    }
+
+    /// Forward and backward time of each ResNet-50 stage at 256x128, batch 16.
+    func stageTimes() -> [[String: Any]] {
+        let net = GroupedMultiBranchNet(ModelSpec(depth: 50, width: 64, classes: 751))
+        let x = Tensor([16, 3, 256, 128])
+        var rng = RNG(key: 1)
+        for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
+        let labels = (0..<16).map { $0 % 751 }
+        _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1); net.backward()   // sizes every buffer
+        let bb = net.backbone
+        var fwd = [Double](repeating: .infinity, count: 5), bwd = fwd
+        for _ in 0..<3 {
+            var t = bb.input
+            for s in 0..<5 {
+                let t0 = Profile.now()
+                t = bb.forwardStage(s, t, training: true)
+                fwd[s] = min(fwd[s], Profile.now() - t0)
+            }
+            let g = bb.featureGradBuffer(t.shape)
+            for i in 0..<g.count { g.ptr[i] = 1e-3 }
+            var d = g
+            for s in stride(from: 4, through: 0, by: -1) {
+                let t0 = Profile.now()
+                d = bb.backwardStage(s, d)
+                bwd[s] = min(bwd[s], Profile.now() - t0)
+            }
+        }
+        let names = ["stem", "layer1", "layer2", "layer3", "layer4"]
+        print("ResNet-50 256x128 batch 16, per stage (best of 3):")
+        var out: [[String: Any]] = []
+        for s in 0..<5 {
+            print(String(format: "  %-7@ forward %7.1f ms   backward %7.1f ms", names[s], fwd[s] * 1e3, bwd[s] * 1e3))
+            out.append(["stage": names[s], "forward_ms": fwd[s] * 1e3, "backward_ms": bwd[s] * 1e3])
+        }
+        return out
+    }
+
+    /// Median training step (forward, loss, backward, SGD update) of the full network.
+    func trainStep(_ c: BenchCase) -> [String: Any] {
+        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
+        let opt = Optimizer(.sgd, paramCount: net.arena.paramCount, momentum: 0.9, weightDecay: 5e-4)
+        let x = Tensor([c.batch, 3, c.height, c.imageWidth])
+        var rng = RNG(key: 2)
+        for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
+        let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
+        var times: [Double] = []
+        Profile.reset()
+        for i in 0..<(steps + 2) {
+            if i == 2 { Profile.reset(); Profile.enabled = true }
+            let t0 = Profile.now()
+            _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1)
+            net.arena.zeroGrad()
+            net.backward()
+            opt.step(value: net.arena.value, grad: net.arena.grad, lr: 0.01)
+            if i >= 2 { times.append(Profile.now() - t0) }
+        }
+        Profile.enabled = false
+        let med = times.sorted()[times.count / 2]
+        let total = times.reduce(0, +)
+        var parts: [String: Double] = [:]
+        var accounted = 0.0
+        for p in Profile.Part.allCases where p != .other {
+            parts["\(p)"] = Profile.seconds[p.rawValue] / total
+            accounted += Profile.seconds[p.rawValue]
+        }
+        parts["other"] = max(0, 1 - accounted / total)
+        let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map { String(format: "%@ %.0f%%", $0, parts[$0]! * 100) }
+        print(String(format: "%-20@ b=%-3d %8.1f ms/step %8.1f img/s   [%@]", c.name, c.batch, med * 1e3,
+                     Double(c.batch) / med, split.joined(separator: ", ")))
+        return ["case": c.name, "batch": c.batch, "ms_per_step": med * 1e3, "images_per_second": Double(c.batch) / med,
+                "time_fraction": parts]
+    }
+
+    func runTorch(_ py: String, ours: [[String: Any]]) -> [String: Any] {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("torch-bench-\(getpid()).json").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: py)
+        p.arguments = [torchScript, "--threads", "\(threads)", "--steps", "\(steps)", "--json", out]
+        print("PyTorch baseline (\(torchScript)):")
+        do { try p.run(); p.waitUntilExit() } catch {
+            print("  could not run \(py): \(error)"); return ["error": "\(error)"]
+        }
+        guard p.terminationStatus == 0, let data = try? Data(contentsOf: URL(fileURLWithPath: out)),
+              let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+            print("  the baseline failed (exit \(p.terminationStatus))"); return ["error": "exit \(p.terminationStatus)"]
+        }
+        var ratios: [[String: Any]] = []
+        print("reid-dist / PyTorch (best of its layouts), images/s:")
+        for r in ours {
+            let name = r["case"] as! String, mine = r["images_per_second"] as! Double
+            let theirs = rows.filter { ($0["case"] as? String) == name }.compactMap { $0["images_per_second"] as? Double }.max()
+            guard let theirs else { continue }
+            print(String(format: "  %-20@ %8.1f vs %8.1f  ratio %.2f", name, mine, theirs, mine / theirs))
+            ratios.append(["case": name, "reid_dist": mine, "torch": theirs, "ratio": mine / theirs])
+        }
+        return ["rows": rows, "ratios": ratios]
+    }
+}
+
+/// Peak resident set size of this process in MB (VmHWM).
+func peakRSSMB() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kb / 1024
+    }
+    return 0
 }
