@@ -4,14 +4,24 @@
 // Forward is one sgemm over the whole batch:
 //   out (Cout, N*Ho*Wo) = W (Cout, Cin*k*k) . col (Cin*k*k, N*Ho*Wo)
 // with col built by im2col (skipped for 1x1 stride-1 convolutions, where the
-// input already is the column matrix). Backward recomputes col into the shared
-// workspace rather than keeping one per layer:
-//   dW += dOut . col^T            dcol = W^T . dOut, then col2im into dX.
+// input already is the column matrix). Backward:
+//   dW += dOut . col^T   (col kept from forward when the workspace's cache
+//                         budget allows, rebuilt otherwise)
+//   dX, stride 1: a convolution of dOut with the flipped, transposed kernel,
+//                 Wf (Cin, Cout*k*k) . im2col(dOut, pad k-1-p): a K = Cout*k*k
+//                 GEMM and a gather, instead of a K = Cout GEMM and a scatter-add
+//   dX, stride > 1: dcol = W^T . dOut, then col2im (scatter-add).
 
-/// Scratch memory shared by all layers of a model (one step at a time).
+/// Scratch memory shared by all layers of a model (one step at a time), and
+/// the budget for keeping each convolution's column matrix between forward
+/// and backward (saves one im2col per convolution per step).
 public final class Workspace {
     public let col = Tensor([1])
-    public init() {}
+    public let flipped = Tensor([1])
+    /// Bytes of column matrices that may be kept across forward and backward.
+    public var cacheBudget: Int
+    var cacheUsed = 0
+    public init(cacheBudget: Int = 256 << 20) { self.cacheBudget = cacheBudget }
 }
 
 public final class Conv2d {
@@ -20,6 +30,8 @@ public final class Conv2d {
     unowned let arena: Arena
     public let output = Tensor([0])               // (Cout, N, Ho, Wo)
     private var input: Tensor?                    // cache: the forward input, not a copy
+    private var cached: Tensor?                   // col from forward, when within budget
+    private var cachedValid = false
 
     public init(_ arena: Arena, _ name: String, cin: Int, cout: Int, kernel: Int, stride: Int = 1, pad: Int = 0) {
         self.cin = cin; self.cout = cout; self.kernel = kernel; self.stride = stride; self.pad = pad
@@ -34,9 +46,10 @@ public final class Conv2d {
         ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1)
     }
 
-    /// x: (Cin, N, H, W) -> output (Cout, N, Ho, Wo)
+    /// x: (Cin, N, H, W) -> output (Cout, N, Ho, Wo). `training` keeps the
+    /// column matrix for backward when the workspace's budget allows.
     @discardableResult
-    public func forward(_ x: Tensor, _ ws: Workspace) -> Tensor {
+    public func forward(_ x: Tensor, _ ws: Workspace, training: Bool = true) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[0] == cin, "Conv2d: input \(x.shape), expected Cin=\(cin)")
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
@@ -46,12 +59,30 @@ public final class Conv2d {
         let wp = arena.value + weight
         if isPointwise {
             Profile.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
-        } else {
-            ws.col.reshape([ckk, m])
-            Profile.measure(.im2col) { im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo) }
-            Profile.measure(.gemm) { sgemm(m: cout, n: m, k: ckk, a: wp, b: ws.col.ptr, c: output.ptr) }
+            return output
         }
+        let col = columnBuffer(ckk * m, ws, keep: training)
+        Profile.measure(.im2col) {
+            im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
+        }
+        cachedValid = col !== ws.col
+        Profile.measure(.gemm) { sgemm(m: cout, n: m, k: ckk, a: wp, b: col.ptr, c: output.ptr) }
         return output
+    }
+
+    /// The layer's own column matrix when it fits the budget, else the shared scratch.
+    private func columnBuffer(_ count: Int, _ ws: Workspace, keep: Bool) -> Tensor {
+        if keep {
+            if let c = cached, c.count >= count { c.reshape([count]); return c }
+            if cached == nil, ws.cacheUsed + count * 4 <= ws.cacheBudget {
+                ws.cacheUsed += count * 4
+                let c = Tensor([count], zero: false)
+                cached = c
+                return c
+            }
+        }
+        ws.col.reshape([count])
+        return ws.col
     }
 
     /// dOut: (Cout, N, Ho, Wo). Adds into the weight gradient; writes dX
@@ -72,75 +103,104 @@ public final class Conv2d {
             }
             return
         }
-        ws.col.reshape([ckk, m])
-        Profile.measure(.im2col) { im2col(x.ptr, ws.col.ptr, n: n, h: h, w: w, ho: ho, wo: wo) }
-        Profile.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: ws.col.ptr, beta: 1, c: gw) }
+        var col: Tensor
+        if cachedValid, let c = cached {
+            col = c
+        } else {
+            ws.col.reshape([ckk, m]); col = ws.col
+            Profile.measure(.im2col) {
+                im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
+            }
+        }
+        Profile.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: col.ptr, beta: 1, c: gw) }
+        cachedValid = false
         guard let dX else { return }
+        let k = kernel
+        if stride == 1 {
+            // dX = Wf . im2col(dOut) with Wf[ci, (co, a, b)] = W[co, ci, k-1-a, k-1-b].
+            let kk = k * k, rows = cout * kk
+            ws.flipped.reshape([cin, rows])
+            let wf = ws.flipped.ptr
+            for co in 0..<cout {
+                for ci in 0..<cin {
+                    let src = wp + (co * cin + ci) * kk, dst = wf + ci * rows + co * kk
+                    for j in 0..<kk { dst[j] = src[kk - 1 - j] }
+                }
+            }
+            ws.col.reshape([rows, n * h * w])
+            Profile.measure(.im2col) {
+                im2col(dOut, ws.col.ptr, c: cout, n: n, h: ho, w: wo, k: k, s: 1, p: k - 1 - pad, ho: h, wo: w)
+            }
+            Profile.measure(.gemm) {
+                sgemm(m: cin, n: n * h * w, k: rows, a: wf, b: ws.col.ptr, beta: accumulate ? 1 : 0, c: dX)
+            }
+            return
+        }
+        ws.col.reshape([ckk, m])
         Profile.measure(.gemm) { sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr) }
         Profile.measure(.im2col) {
             if !accumulate { dX.update(repeating: 0, count: cin * n * h * w) }
-            col2im(ws.col.ptr, dX, n: n, h: h, w: w, ho: ho, wo: wo)
+            col2im(ws.col.ptr, dX, c: cin, n: n, h: h, w: w, k: k, s: stride, p: pad, ho: ho, wo: wo)
         }
     }
+}
 
-    /// col row (c, ki, kj), column (n, oy, ox) = x[c, n, oy*s - p + ki, ox*s - p + kj] or 0.
-    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
-                n: Int, h: Int, w: Int, ho: Int, wo: Int) {
-        let k = kernel, s = stride, p = pad
-        let m = n * ho * wo
-        parallelFor(cin * k * k) { row in
-            let c = row / (k * k), ki = (row / k) % k, kj = row % k
-            // Output columns whose input x-coordinate is inside [0, w): ox in [oxLo, oxHi).
-            let oxLo = Swift.max(0, (p - kj + s - 1) / s)
-            let oxHi = lastInside(w - 1 + p - kj, s, wo)
-            var dst = col + row * m
-            for img in 0..<n {
-                let src = x + (c * n + img) * h * w
-                for oy in 0..<ho {
-                    let iy = oy * s - p + ki
-                    if iy < 0 || iy >= h || oxHi <= oxLo {
-                        dst.update(repeating: 0, count: wo)
+/// col row (ci, ki, kj), column (img, oy, ox) = x[ci, img, oy*s - p + ki, ox*s - p + kj], or 0 outside.
+func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+            c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int) {
+    let m = n * ho * wo
+    parallelFor(c * k * k) { row in
+        let ci = row / (k * k), ki = (row / k) % k, kj = row % k
+        // Output columns whose input column is inside [0, w): ox in [oxLo, oxHi).
+        let oxLo = Swift.min(wo, Swift.max(0, (p - kj + s - 1) / s))
+        let oxHi = Swift.max(oxLo, lastInside(w - 1 + p - kj, s, wo))
+        let shift = kj - p
+        var dst = col + row * m
+        for img in 0..<n {
+            let src = x + (ci * n + img) * h * w
+            for oy in 0..<ho {
+                let iy = oy * s - p + ki
+                if iy < 0 || iy >= h {
+                    for ox in 0..<wo { dst[ox] = 0 }
+                } else {
+                    let srow = src + iy * w
+                    for ox in 0..<oxLo { dst[ox] = 0 }
+                    if s == 1 {
+                        let sr = srow + shift
+                        for ox in oxLo..<oxHi { dst[ox] = sr[ox] }
                     } else {
-                        let srow = src + iy * w
-                        for ox in 0..<oxLo { dst[ox] = 0 }
-                        if s == 1 {
-                            (dst + oxLo).update(from: srow + (oxLo - p + kj), count: oxHi - oxLo)
-                        } else {
-                            var ix = oxLo * s - p + kj
-                            for ox in oxLo..<oxHi { dst[ox] = srow[ix]; ix += s }
-                        }
-                        for ox in oxHi..<wo { dst[ox] = 0 }
+                        for ox in oxLo..<oxHi { dst[ox] = srow[ox * s + shift] }
                     }
-                    dst += wo
+                    for ox in oxHi..<wo { dst[ox] = 0 }
                 }
+                dst += wo
             }
         }
     }
+}
 
-    /// The adjoint of im2col: dX[c, n, iy, ix] += col[(c, ki, kj), (n, oy, ox)].
-    /// Parallel over input channels, each of which only its own rows touch.
-    func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-                n: Int, h: Int, w: Int, ho: Int, wo: Int) {
-        let k = kernel, s = stride, p = pad
-        let m = n * ho * wo
-        parallelFor(cin) { c in
-            for ki in 0..<k {
-                for kj in 0..<k {
-                    let oxLo = Swift.max(0, (p - kj + s - 1) / s)
-                    let oxHi = lastInside(w - 1 + p - kj, s, wo)
-                    if oxHi <= oxLo { continue }
-                    var src = col + ((c * k + ki) * k + kj) * m
-                    for img in 0..<n {
-                        let dst = dx + (c * n + img) * h * w
-                        for oy in 0..<ho {
-                            let iy = oy * s - p + ki
-                            if iy >= 0 && iy < h {
-                                let drow = dst + iy * w
-                                var ix = oxLo * s - p + kj
-                                for ox in oxLo..<oxHi { drow[ix] += src[ox]; ix += s }
-                            }
-                            src += wo
+/// The adjoint of im2col: dx[ci, img, iy, ix] += col[(ci, ki, kj), (img, oy, ox)].
+/// Parallel over input channels, each of which only its own rows touch.
+func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+            c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int) {
+    let m = n * ho * wo
+    parallelFor(c) { ci in
+        for ki in 0..<k {
+            for kj in 0..<k {
+                let oxLo = Swift.min(wo, Swift.max(0, (p - kj + s - 1) / s))
+                let oxHi = Swift.max(oxLo, lastInside(w - 1 + p - kj, s, wo))
+                if oxHi <= oxLo { continue }
+                let shift = kj - p
+                var src = col + ((ci * k + ki) * k + kj) * m
+                for img in 0..<n {
+                    let dst = dx + (ci * n + img) * h * w
+                    for oy in 0..<ho {
+                        let iy = oy * s - p + ki
+                        if iy >= 0 && iy < h {
+                            let drow = dst + iy * w
+                            for ox in oxLo..<oxHi { drow[ox * s + shift] += src[ox] }
                         }
+                        src += wo
                     }
                 }
             }

@@ -42,10 +42,10 @@ final class BasicBlock: ResidualBlock {
 
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
         input = x
-        let a1 = bn1.forward(conv1.forward(x, ws), training: training, relu: true)
-        let o2 = conv2.forward(a1, ws)
+        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
+        let o2 = conv2.forward(a1, ws, training: training)
         var idt = x
-        if let down { idt = down.bn.forward(down.conv.forward(x, ws), training: training) }
+        if let down { idt = down.bn.forward(down.conv.forward(x, ws, training: training), training: training) }
         return bn2.forward(o2, training: training, relu: true, residual: idt)
     }
 
@@ -88,11 +88,11 @@ final class Bottleneck: ResidualBlock {
 
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
         input = x
-        let a1 = bn1.forward(conv1.forward(x, ws), training: training, relu: true)
-        let a2 = bn2.forward(conv2.forward(a1, ws), training: training, relu: true)
-        let o3 = conv3.forward(a2, ws)
+        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
+        let a2 = bn2.forward(conv2.forward(a1, ws, training: training), training: training, relu: true)
+        let o3 = conv3.forward(a2, ws, training: training)
         var idt = x
-        if let down { idt = down.bn.forward(down.conv.forward(x, ws), training: training) }
+        if let down { idt = down.bn.forward(down.conv.forward(x, ws, training: training), training: training) }
         return bn3.forward(o3, training: training, relu: true, residual: idt)
     }
 
@@ -177,7 +177,7 @@ public final class ResNet {
     }
 
     func forwardStem(_ x: Tensor, training: Bool) -> Tensor {
-        let a = bn1.forward(conv1.forward(x, ws), training: training, relu: true)
+        let a = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
         return maxpool.forward(a)
     }
 
