@@ -149,6 +149,10 @@ public final class Conv2d {
 func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
             c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int) {
     let m = n * ho * wo
+    if s == 1 && ho == h && wo == w {
+        im2colSame(x, col, c: c, n: n, h: h, w: w, k: k, p: p)
+        return
+    }
     parallelFor(c * k * k) { row in
         let ci = row / (k * k), ki = (row / k) % k, kj = row % k
         // Output columns whose input column is inside [0, w): ox in [oxLo, oxHi).
@@ -174,6 +178,39 @@ func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
                     for ox in oxHi..<wo { dst[ox] = 0 }
                 }
                 dst += wo
+            }
+        }
+    }
+}
+
+/// im2col for stride 1 with "same" output size: each row is the channel's
+/// whole (N, H, W) block shifted by (ki - p, kj - p), one long copy, after
+/// which the positions that fell outside their image are zeroed. Far fewer,
+/// longer loops than row-by-row copying when H and W are small.
+func im2colSame(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+                c: Int, n: Int, h: Int, w: Int, k: Int, p: Int) {
+    let total = n * h * w
+    parallelFor(c * k * k) { row in
+        let ci = row / (k * k), dy = (row / k) % k - p, dx = row % k - p
+        let src = x + ci * total, dst = col + row * total
+        let off = dy * w + dx
+        let lo = Swift.max(0, -off), hi = Swift.min(total, total - off)
+        for i in 0..<lo { dst[i] = 0 }
+        let s = src + off
+        for i in lo..<hi { dst[i] = s[i] }
+        for i in hi..<total { dst[i] = 0 }
+        for img in 0..<n {
+            let plane = dst + img * h * w
+            for oy in 0..<h {
+                let r = plane + oy * w
+                let iy = oy + dy
+                if iy < 0 || iy >= h {
+                    for ox in 0..<w { r[ox] = 0 }
+                } else if dx > 0 {
+                    for ox in Swift.max(0, w - dx)..<w { r[ox] = 0 }
+                } else if dx < 0 {
+                    for ox in 0..<Swift.min(w, -dx) { r[ox] = 0 }
+                }
             }
         }
     }

@@ -5,11 +5,12 @@ import XCTest
 final class LayerGradientTests: XCTestCase {
     let gc = GradCheck()
 
-    func checkConv(cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false) {
+    func checkConv(cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false,
+                   cacheBudget: Int = 1 << 30) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: k, stride: s, pad: p)
         arena.allocate(seed: 1)
-        let ws = Workspace()
+        let ws = Workspace(cacheBudget: cacheBudget)
         let x = randomTensor([cin, n, h, w], seed: 2)
         let y = conv.forward(x, ws)
         let (ho, wo) = conv.outputSize(h, w)
@@ -35,6 +36,10 @@ final class LayerGradientTests: XCTestCase {
         checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1)          // tiny width
         checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
         checkConv(cin: 4, cout: 3, k: 1, s: 1, p: 0, n: 2, h: 3, w: 3, accumulate: true)
+        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)   // col rebuilt in backward
+        checkConv(cin: 3, cout: 4, k: 3, s: 2, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
+        checkConv(cin: 2, cout: 3, k: 5, s: 1, p: 2, n: 2, h: 4, w: 3)                   // shift wider than the image
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 0, n: 2, h: 6, w: 5)                   // stride 1, "valid"
     }
 
     /// Conv2d forward against a direct 7-loop convolution.
