@@ -32,40 +32,67 @@ public struct TensorInfo: Equatable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// A parsed, validated safetensors file (memory-mapped).
+/// A parsed, validated safetensors file. Opening one reads only its header;
+/// tensors are read on demand, each straight into its destination.
 public struct SafeTensorsFile {
     public let path: String
     public let tensors: [String: TensorInfo]
     public let metadata: [String: String]
-    let bytes: Data
+    enum Source { case file, memory(Data) }
+    let source: Source
     let dataStart: Int
 
     /// Refuses headers above this size, as the reference implementation does.
     public static let maxHeader = 100_000_000
 
     public init(path: String) throws {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) }
-        catch { throw SafeTensorsError(path, "cannot read file (\(error.localizedDescription))") }
-        try self.init(data: data, path: path)
+        func fail(_ r: String) -> SafeTensorsError { SafeTensorsError(path, r) }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw fail("cannot open (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw fail("cannot stat (\(String(cString: strerror(errno))))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file") }
+        let size = Int(st.st_size)
+        guard size >= 8 else { throw fail("file is \(size) bytes, shorter than the 8-byte header length") }
+        var lenBytes = [UInt8](repeating: 0, count: 8)
+        guard preadFully(fd, &lenBytes, 8, 0) else { throw fail("cannot read the header length") }
+        let n = SafeTensorsFile.littleEndian64(lenBytes)
+        try SafeTensorsFile.checkHeaderLength(n, fileSize: size, fail)
+        var hdr = [UInt8](repeating: 0, count: Int(n))
+        guard preadFully(fd, &hdr, Int(n), 8) else { throw fail("cannot read the \(n)-byte header") }
+        (tensors, metadata) = try SafeTensorsFile.parseHeader(Data(hdr), dataLength: size - 8 - Int(n), fail)
+        self.path = path; source = .file; dataStart = 8 + Int(n)
     }
 
     public init(data: Data, path: String = "<memory>") throws {
-        self.path = path; self.bytes = data
         func fail(_ r: String) -> SafeTensorsError { SafeTensorsError(path, r) }
         guard data.count >= 8 else { throw fail("file is \(data.count) bytes, shorter than the 8-byte header length") }
-        var n: UInt64 = 0
-        for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
-        guard n <= UInt64(SafeTensorsFile.maxHeader) else { throw fail("header length \(n) exceeds the \(SafeTensorsFile.maxHeader)-byte limit") }
-        guard Int(n) <= data.count - 8 else { throw fail("header length \(n) runs past the end of the \(data.count)-byte file (truncated?)") }
+        let n = SafeTensorsFile.littleEndian64(Array(data.prefix(8)))
+        try SafeTensorsFile.checkHeaderLength(n, fileSize: data.count, fail)
         let hdr = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
+        (tensors, metadata) = try SafeTensorsFile.parseHeader(hdr, dataLength: data.count - 8 - Int(n), fail)
+        self.path = path; source = .memory(data); dataStart = 8 + Int(n)
+    }
+
+    static func littleEndian64(_ b: [UInt8]) -> UInt64 {
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(b[i]) << (8 * UInt64(i)) }
+        return n
+    }
+
+    static func checkHeaderLength(_ n: UInt64, fileSize: Int, _ fail: (String) -> SafeTensorsError) throws {
+        guard n <= UInt64(maxHeader) else { throw fail("header length \(n) exceeds the \(maxHeader)-byte limit") }
+        guard Int(n) <= fileSize - 8 else { throw fail("header length \(n) runs past the end of the \(fileSize)-byte file (truncated?)") }
+    }
+
+    static func parseHeader(_ hdr: Data, dataLength dataLen: Int, _ fail: (String) -> SafeTensorsError) throws
+        -> ([String: TensorInfo], [String: String]) {
         guard let first = hdr.first, first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: hdr) }
         catch { throw fail("header is not valid JSON") }
         guard let obj = json as? [String: Any] else { throw fail("header is not a JSON object") }
-        dataStart = 8 + Int(n)
-        let dataLen = data.count - dataStart
         var meta: [String: String] = [:]
         var infos: [String: TensorInfo] = [:]
         for (name, value) in obj {
@@ -84,14 +111,14 @@ public struct SafeTensorsFile {
             var shape: [Int] = []
             var elems = 1
             for d in shapeAny {
-                guard let v = SafeTensorsFile.nonNegativeInt(d) else { throw fail("tensor '\(name)': shape \(shapeAny) has a non-integer or negative dimension") }
+                guard let v = nonNegativeInt(d) else { throw fail("tensor '\(name)': shape \(shapeAny) has a non-integer or negative dimension") }
                 shape.append(v)
                 let (p, o) = elems.multipliedReportingOverflow(by: v)
                 guard !o, p <= Int(Int32.max) * 64 else { throw fail("tensor '\(name)': shape \(shape) is too large") }
                 elems = p
             }
             guard let offs = e["data_offsets"] as? [Any], offs.count == 2,
-                  let b = SafeTensorsFile.nonNegativeInt(offs[0]), let en = SafeTensorsFile.nonNegativeInt(offs[1])
+                  let b = nonNegativeInt(offs[0]), let en = nonNegativeInt(offs[1])
             else { throw fail("tensor '\(name)': data_offsets must be two non-negative integers") }
             guard b <= en else { throw fail("tensor '\(name)': data_offsets [\(b), \(en)] are reversed") }
             guard en <= dataLen else { throw fail("tensor '\(name)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)") }
@@ -108,7 +135,7 @@ public struct SafeTensorsFile {
             pos = t.end
         }
         guard pos == dataLen else { throw fail("data buffer has \(dataLen - pos) trailing bytes not covered by any tensor") }
-        tensors = infos; metadata = meta
+        return (infos, meta)
     }
 
     static func nonNegativeInt(_ v: Any) -> Int? {
@@ -125,23 +152,36 @@ public struct SafeTensorsFile {
         return t
     }
 
-    /// Copies the raw bytes of `name` into `dst` (exactly `end - begin` bytes).
-    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    /// Reads the raw bytes of `name` into `dst`, which must hold `end - begin` bytes.
+    public func read(_ name: String, into dst: UnsafeMutableRawPointer) throws {
         let t = try info(name)
-        return try bytes.withUnsafeBytes { raw in
-            try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + t.begin)..<(dataStart + t.end)]))
+        let count = t.end - t.begin
+        switch source {
+        case .memory(let data):
+            data.withUnsafeBytes { raw in dst.copyMemory(from: raw.baseAddress! + dataStart + t.begin, byteCount: count) }
+        case .file:
+            let fd = open(path, O_RDONLY)
+            guard fd >= 0 else { throw SafeTensorsError(path, "cannot reopen (\(String(cString: strerror(errno))))") }
+            defer { close(fd) }
+            guard preadFully(fd, dst, count, dataStart + t.begin) else {
+                throw SafeTensorsError(path, "tensor '\(name)': read failed (file changed or truncated?)")
+            }
         }
+    }
+
+    /// Reads an F32 tensor straight into `dst` (count elements).
+    public func readFloats(_ name: String, into dst: UnsafeMutablePointer<Float>) throws {
+        let t = try info(name)
+        guard t.dtype == .F32 else { throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected F32") }
+        try read(name, into: UnsafeMutableRawPointer(dst))
     }
 
     /// The tensor as Float32 values (F32 only).
     public func floats(_ name: String) throws -> [Float] {
         let t = try info(name)
-        guard t.dtype == .F32 else { throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected F32") }
-        return try withBytes(name) { raw in
-            var out = [Float](repeating: 0, count: t.count)
-            out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
-            return out.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
-        }
+        var out = [Float](repeating: 0, count: t.count)
+        try out.withUnsafeMutableBufferPointer { try readFloats(name, into: $0.baseAddress!) }
+        return out
     }
 
     /// The tensor as Int64 values (I64 or I32).
@@ -149,21 +189,29 @@ public struct SafeTensorsFile {
         let t = try info(name)
         switch t.dtype {
         case .I64:
-            return try withBytes(name) { raw in
-                var out = [Int64](repeating: 0, count: t.count)
-                out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
-                return out.map { Int64(littleEndian: $0) }
-            }
+            var out = [Int64](repeating: 0, count: t.count)
+            try out.withUnsafeMutableBytes { try read(name, into: $0.baseAddress!) }
+            return out.map { Int64(littleEndian: $0) }
         case .I32:
-            return try withBytes(name) { raw in
-                var out = [Int32](repeating: 0, count: t.count)
-                out.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
-                return out.map { Int64(Int32(littleEndian: $0)) }
-            }
+            var out = [Int32](repeating: 0, count: t.count)
+            try out.withUnsafeMutableBytes { try read(name, into: $0.baseAddress!) }
+            return out.map { Int64(Int32(littleEndian: $0)) }
         default:
             throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected I64")
         }
     }
+}
+
+/// pread until `count` bytes are in, or false on error or end of file.
+func preadFully(_ fd: Int32, _ dst: UnsafeMutableRawPointer, _ count: Int, _ offset: Int) -> Bool {
+    var done = 0
+    while done < count {
+        let r = pread(fd, dst + done, count - done, off_t(offset + done))
+        if r < 0 && errno == EINTR { continue }
+        if r <= 0 { return false }
+        done += r
+    }
+    return true
 }
 
 /// A tensor to write: name, dtype, shape and its little-endian bytes.

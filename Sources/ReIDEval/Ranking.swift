@@ -1,0 +1,78 @@
+// Query-gallery ranking in blocks of queries: each block's distances come
+// from one sgemm against the whole gallery, are scored, and are dropped, so
+// memory stays at (block x gallery) floats whatever the query count.
+//   cosine:    1 - q.g / (|q| |g|)       (features need not be normalised)
+//   euclidean: |q|^2 + |g|^2 - 2 q.g     (squared, as torchreid and fast-reid)
+import Foundation
+import ReIDCore
+
+public enum Metric: String, CaseIterable, Codable { case cosine, euclidean }
+
+public struct RankingError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Checks that two sets can be compared; the error names both files.
+public func checkComparable(_ q: FeatureSet, _ g: FeatureSet) throws {
+    guard q.dim == g.dim else {
+        throw RankingError("\(q.path) has \(q.dim)-dimensional features but \(g.path) has \(g.dim)")
+    }
+}
+
+/// Squared L2 norm of each row of x (n, d).
+func rowNormsSquared(_ x: Tensor) -> [Float] {
+    let n = x.shape[0], d = x.shape[1]
+    var out = [Float](repeating: 0, count: n)
+    out.withUnsafeMutableBufferPointer { o in
+        let op = o.baseAddress!
+        parallelFor(n, minChunk: 256) { i in op[i] = vdot(x.ptr + i * d, x.ptr + i * d, d) }
+    }
+    return out
+}
+
+/// Distances of rows a0..<a0+rows of `a` to every row of `b`, into `out`
+/// (rows x b.count, leading dimension `ldc`).
+func distanceBlock(_ a: FeatureSet, _ b: FeatureSet, q0 a0: Int, rows: Int, metric: Metric,
+                   qn an: [Float], gn bn: [Float], out: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    let d = a.dim, bc = b.count, ld = ldc ?? bc
+    sgemm(transB: true, m: rows, n: bc, k: d, alpha: 1, a: a.features.ptr + a0 * d, b: b.features.ptr, c: out, ldc: ld)
+    parallelFor(rows) { r in
+        let row = out + r * ld, x = an[a0 + r]
+        switch metric {
+        case .cosine:
+            let ix = 1 / Swift.max(x.squareRoot(), 1e-12)
+            for j in 0..<bc { row[j] = 1 - row[j] * ix / Swift.max(bn[j].squareRoot(), 1e-12) }
+        case .euclidean:
+            for j in 0..<bc { row[j] = x + bn[j] - 2 * row[j] }
+        }
+    }
+}
+
+/// The full distance matrix (Q x G); for re-ranking and tests. Memory Q*G floats.
+public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric) -> Tensor {
+    let out = Tensor([q.count, g.count], zero: false)
+    distanceBlock(q, g, q0: 0, rows: q.count, metric: metric, qn: rowNormsSquared(q.features),
+                  gn: rowNormsSquared(g.features), out: out.ptr)
+    return out
+}
+
+/// Ranks every query against the gallery in blocks of `blockRows` queries.
+/// The result is identical for any block size.
+public func rank(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
+                 maxRank: Int = 50, blockRows: Int = 512) throws -> RankingResult {
+    try checkComparable(q, g)
+    let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
+    var acc = ProtocolAccumulator(queries: q.count, maxRank: maxRank)
+    let rowsPerBlock = Swift.max(1, Swift.min(blockRows, q.count))
+    let block = Tensor([rowsPerBlock, g.count], zero: false)
+    var q0 = 0
+    while q0 < q.count {
+        let rows = Swift.min(rowsPerBlock, q.count - q0)
+        distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: block.ptr)
+        acc.add(rows: rows, firstQuery: q0, distances: block.ptr,
+                query: (q.pids, q.camids), gallery: (g.pids, g.camids))
+        q0 += rows
+    }
+    return acc.result
+}
