@@ -3,7 +3,8 @@
 //
 // Targets, arrows pointing down (see ../shared/DESIGN.md):
 //   reid-dist (executable)  -> ReIDEval, ReIDCore, ArgumentParser
-//   ReIDEval                -> ReIDCore
+//   ReIDEval                -> ReIDCore, ReIDImage
+//   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
 import PackageDescription
@@ -22,13 +23,15 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
-        .target(name: "ReIDEval", dependencies: ["ReIDCore"], swiftSettings: fast),
+        .target(name: "ReIDImage", dependencies: ["CJPEG"], swiftSettings: fast),
+        .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDEval",
+                          dependencies: ["ReIDCore", "ReIDEval", "ReIDImage",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
-        .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore"]),
+        .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
     ]
 )

@@ -7,5 +7,5 @@ struct ReIDDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reid-dist",
         abstract: "Data-parallel person re-identification training on CPU clusters.",
-        subcommands: [Bench.self])
+        subcommands: [Rank.self, Bench.self])
 }

@@ -1,0 +1,97 @@
+// RGB8 images: JPEG decode/encode (libjpeg-turbo through CJPEG), bilinear
+// resize, and the few drawing operations the ranked-list pictures need.
+import CJPEG
+import Foundation
+
+public struct ImageError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ path: String, _ reason: String) { description = "\(path): \(reason)" }
+}
+
+/// Packed RGB, 8 bits per channel, row-major.
+public struct RGBImage {
+    public let width: Int, height: Int
+    public var pixels: [UInt8]
+    public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (0, 0, 0)) {
+        self.width = width; self.height = height
+        pixels = [UInt8](repeating: 0, count: width * height * 3)
+        for i in 0..<(width * height) { pixels[3 * i] = fill.0; pixels[3 * i + 1] = fill.1; pixels[3 * i + 2] = fill.2 }
+    }
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3)
+        self.width = width; self.height = height; self.pixels = pixels
+    }
+
+    /// Decodes JPEG bytes; `path` names the source in errors.
+    public init(jpeg data: Data, path: String) throws {
+        var out: UnsafeMutablePointer<UInt8>?
+        var w: Int32 = 0, h: Int32 = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = data.withUnsafeBytes { raw -> Int32 in
+            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return -2 }
+            return rd_jpeg_decode(base, raw.count, &out, &w, &h, &err, err.count)
+        }
+        if rc == -2 { throw ImageError(path, "empty file") }
+        guard rc == 0, let out else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
+        defer { rd_free(out) }
+        width = Int(w); height = Int(h)
+        pixels = Array(UnsafeBufferPointer(start: out, count: width * height * 3))
+    }
+
+    public init(jpegFile path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
+        try self.init(jpeg: data, path: path)
+    }
+
+    public func jpegData(quality: Int = 90) throws -> Data {
+        var out: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = pixels.withUnsafeBufferPointer {
+            rd_jpeg_encode($0.baseAddress, Int32(width), Int32(height), Int32(quality), &out, &size, &err, err.count)
+        }
+        guard rc == 0, let out else { throw ImageError("<jpeg>", "encoding failed (\(String(cString: err)))") }
+        defer { rd_free(out) }
+        return Data(bytes: out, count: size)
+    }
+
+    /// Bilinear resize with half-pixel centres (as PIL / torchvision, no antialias).
+    public func resized(width ow: Int, height oh: Int) -> RGBImage {
+        var out = RGBImage(width: ow, height: oh)
+        let sx = Double(width) / Double(ow), sy = Double(height) / Double(oh)
+        for y in 0..<oh {
+            let fy = Swift.max(0, Swift.min(Double(height - 1), (Double(y) + 0.5) * sy - 0.5))
+            let y0 = Int(fy), y1 = Swift.min(y0 + 1, height - 1), wy = fy - Double(y0)
+            for x in 0..<ow {
+                let fx = Swift.max(0, Swift.min(Double(width - 1), (Double(x) + 0.5) * sx - 0.5))
+                let x0 = Int(fx), x1 = Swift.min(x0 + 1, width - 1), wx = fx - Double(x0)
+                for c in 0..<3 {
+                    let a = Double(pixels[(y0 * width + x0) * 3 + c]), b = Double(pixels[(y0 * width + x1) * 3 + c])
+                    let d = Double(pixels[(y1 * width + x0) * 3 + c]), e = Double(pixels[(y1 * width + x1) * 3 + c])
+                    let v = (a * (1 - wx) + b * wx) * (1 - wy) + (d * (1 - wx) + e * wx) * wy
+                    out.pixels[(y * ow + x) * 3 + c] = UInt8(Swift.max(0, Swift.min(255, v.rounded())))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Copies `img` with its top-left corner at (x, y), clipped to this image.
+    public mutating func paste(_ img: RGBImage, x: Int, y: Int) {
+        for r in 0..<img.height where y + r >= 0 && y + r < height {
+            for c in 0..<img.width where x + c >= 0 && x + c < width {
+                for k in 0..<3 { pixels[((y + r) * width + x + c) * 3 + k] = img.pixels[(r * img.width + c) * 3 + k] }
+            }
+        }
+    }
+
+    /// Fills a rectangle, clipped.
+    public mutating func fill(x: Int, y: Int, width w: Int, height h: Int, _ color: (UInt8, UInt8, UInt8)) {
+        for r in Swift.max(0, y)..<Swift.min(height, y + h) {
+            for c in Swift.max(0, x)..<Swift.min(width, x + w) {
+                let i = (r * width + c) * 3
+                pixels[i] = color.0; pixels[i + 1] = color.1; pixels[i + 2] = color.2
+            }
+        }
+    }
+}
