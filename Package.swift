@@ -2,7 +2,9 @@
 // reid-dist: data-parallel person re-identification training on CPU clusters.
 //
 // Targets, arrows pointing down (see ../shared/DESIGN.md):
-//   reid-dist (executable)  -> ReIDEval, ReIDCore, ArgumentParser
+//   reid-dist (executable)  -> ReIDDist, ReIDEval, ReIDData, ReIDCore, ArgumentParser
+//   ReIDDist                -> the trainer, configs (Yams), checkpoints; ReIDData, ReIDEval, ReIDCore
+//   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
@@ -19,6 +21,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -27,11 +30,15 @@ let package = Package(
         .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "ReIDImage", dependencies: ["CJPEG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
+        .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
+        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDData", "ReIDEval", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDEval", "ReIDImage",
+                          dependencies: ["ReIDCore", "ReIDEval", "ReIDImage", "ReIDData", "ReIDDist",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
+        .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
+        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDEval"]),
     ]
 )

@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then runs the tests in a
 # release build (numeric loops are 10-100x slower in debug builds).
+# Extra arguments go to `swift test` (e.g. --filter ProtocolTests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Cluster/setup.sh --no-build
-swift test -c release -Xswiftc -enable-testing "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift test -c release -Xswiftc -enable-testing --disable-swift-testing "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# XCTest's overall line: "Executed N tests, with M failures (...)" after 'All tests' (or 'Selected tests').
+summary=$(grep -E -A1 "Test Suite '(All|Selected) tests' (passed|failed)" "$log" | grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" | tail -1)
+if [ -n "$summary" ]; then
+  n=$(echo "$summary" | grep -oE "[0-9]+" | head -1); f=$(echo "$summary" | grep -oE "[0-9]+" | tail -1)
+  echo "tests: $((n - f)) passed, $f failed"
+fi
+exit "$status"
