@@ -64,3 +64,27 @@ extension Arena {
         }
     }
 }
+
+extension GroupedMultiBranchNet {
+    /// Loads ImageNet weights saved with torchvision's names (no `backbone.`
+    /// prefix; `fc.*` ignored) into the backbone. Every backbone tensor must be
+    /// present with the right shape; errors name the tensor and the file.
+    public func loadPretrainedBackbone(_ file: SafeTensorsFile) throws {
+        let prefix = "backbone."
+        let known = Set(arena.params.map(\.name) + arena.buffers.map(\.name) + arena.counterNames)
+        for key in file.tensors.keys.sorted() where !key.hasPrefix("fc.") && !known.contains(prefix + key) {
+            throw StateDictError("\(file.path): tensor '\(key)' is not part of a ResNet-\(spec.depth) of width \(spec.width)")
+        }
+        // Model names are "backbone.<torchvision name>"; the file has "<torchvision name>".
+        let renamed = try SafeTensorsFile(renaming: file, prefix: prefix)
+        try arena.load(from: renamed, strict: true, only: { $0.hasPrefix(prefix) })
+    }
+}
+
+extension SafeTensorsFile {
+    /// The same file with `prefix` put before every tensor name (no data is read).
+    init(renaming f: SafeTensorsFile, prefix: String) throws {
+        path = f.path; metadata = f.metadata; source = f.source; dataStart = f.dataStart
+        tensors = Dictionary(uniqueKeysWithValues: f.tensors.filter { !$0.key.hasPrefix("fc.") }.map { (prefix + $0.key, $0.value) })
+    }
+}

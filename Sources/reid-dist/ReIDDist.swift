@@ -7,5 +7,5 @@ struct ReIDDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reid-dist",
         abstract: "Data-parallel person re-identification training on CPU clusters.",
-        subcommands: [Rank.self, Bench.self])
+        subcommands: [Train.self, Evaluate.self, Extract.self, Rank.self, Synth.self, Bench.self, ConfigKeys.self])
 }

@@ -1,0 +1,216 @@
+// Deterministic synthetic pedestrians in the Market-1501 or DukeMTMC-reID
+// layout, for the README's main command, the tests and debugging. Each
+// identity has a body shape, skin, hair, clothing colours and pattern, shoes,
+// and perhaps a bag or hat; each image adds its camera's lighting and colour
+// cast and background, pose jitter (position, scale, stride), clutter,
+// sometimes an occluding object, and sensor noise. Not a substitute for the
+// real sets, which users bring.
+import Foundation
+import ReIDCore
+import ReIDImage
+
+public struct SynthConfig {
+    public var layout: Layout = .market
+    public var trainIds = 100, testIds = 100
+    public var cameras = 6
+    public var seed: UInt64 = 0
+    public var width = 64, height = 128
+    public init() {}
+}
+
+struct Appearance {
+    var skin: SIMD3<Double>, hair: SIMD3<Double>, shirt: SIMD3<Double>, shirt2: SIMD3<Double>
+    var pants: SIMD3<Double>, shoes: SIMD3<Double>, bag: SIMD3<Double>
+    var pattern: Int            // 0 solid, 1 horizontal stripes, 2 vertical stripes, 3 checks
+    var longSleeves: Bool, shorts: Bool, hat: Bool
+    var bagKind: Int            // 0 none, 1 backpack, 2 shoulder bag
+    var build: Double, stature: Double
+
+    init(_ rng: inout RNG) {
+        func colour(_ r: inout RNG) -> SIMD3<Double> {
+            // Saturated or muted clothing colours from HSV.
+            let h = r.uniform() * 6, s = r.uniform() < 0.3 ? r.uniform() * 0.2 : 0.4 + r.uniform() * 0.6
+            let v = 0.15 + r.uniform() * 0.8
+            let c = v * s, x = c * (1 - abs(h.truncatingRemainder(dividingBy: 2) - 1)), m = v - c
+            let rgb: SIMD3<Double>
+            switch Int(h) {
+            case 0: rgb = [c, x, 0]; case 1: rgb = [x, c, 0]; case 2: rgb = [0, c, x]
+            case 3: rgb = [0, x, c]; case 4: rgb = [x, 0, c]; default: rgb = [c, 0, x]
+            }
+            return rgb + SIMD3(repeating: m)
+        }
+        let skins: [SIMD3<Double>] = [[0.95, 0.8, 0.7], [0.85, 0.65, 0.5], [0.65, 0.45, 0.32], [0.45, 0.3, 0.2]]
+        skin = skins[rng.below(skins.count)]
+        hair = [[0.1, 0.08, 0.05], [0.35, 0.2, 0.1], [0.8, 0.7, 0.4], [0.5, 0.5, 0.5]][rng.below(4)]
+        shirt = colour(&rng); shirt2 = colour(&rng); pants = colour(&rng); bag = colour(&rng)
+        shoes = rng.uniform() < 0.5 ? [0.1, 0.1, 0.1] : colour(&rng)
+        pattern = rng.below(4)
+        longSleeves = rng.uniform() < 0.5; shorts = rng.uniform() < 0.25; hat = rng.uniform() < 0.15
+        bagKind = rng.below(3)
+        build = 0.8 + rng.uniform() * 0.4; stature = 0.85 + rng.uniform() * 0.15
+    }
+}
+
+/// Renders one image of identity `app` seen by camera `cam`, varied by `rng`.
+func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, rng: inout RNG) -> RGBImage {
+    var camRng = RNG(key: 0xCA11, UInt64(cam))
+    let cast = SIMD3<Double>(0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4)
+    let background = SIMD3<Double>(0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4)
+    let brightness = 0.75 + rng.uniform() * 0.5
+    var buf = [SIMD3<Double>](repeating: background, count: w * h)
+    func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: (Int, Int) -> SIMD3<Double>) {
+        for y in Swift.max(0, Int(y0))..<Swift.min(h, Int(y1.rounded(.up))) {
+            for x in Swift.max(0, Int(x0))..<Swift.min(w, Int(x1.rounded(.up))) { buf[y * w + x] = c(x, y) }
+        }
+    }
+    func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, _ c: SIMD3<Double>, top: Bool = false) {
+        for y in Swift.max(0, Int(cy - ry))..<Swift.min(h, Int(cy + ry) + 1) {
+            if top && Double(y) > cy { continue }
+            for x in Swift.max(0, Int(cx - rx))..<Swift.min(w, Int(cx + rx) + 1) {
+                let dx = (Double(x) - cx) / rx, dy = (Double(y) - cy) / ry
+                if dx * dx + dy * dy <= 1 { buf[y * w + x] = c }
+            }
+        }
+    }
+    // Background clutter: a few rectangles of the camera's scene.
+    for _ in 0..<(2 + rng.below(4)) {
+        let c = background * (0.6 + rng.uniform() * 0.8)
+        let x0 = rng.uniform() * Double(w), y0 = rng.uniform() * Double(h)
+        rect(x0, y0, x0 + 4 + rng.uniform() * 20, y0 + 4 + rng.uniform() * 30) { _, _ in c }
+    }
+    // Body geometry with pose jitter.
+    let s = Double(h) / 128 * app.stature * (0.92 + rng.uniform() * 0.16)
+    let cx = Double(w) / 2 + (rng.uniform() - 0.5) * 10
+    let top = Double(h) * (1 - app.stature) * 0.5 + 4 + (rng.uniform() - 0.5) * 8
+    let bw = 22 * app.build * s, stride = (rng.uniform() - 0.5) * 10 * s
+    let backView = rng.uniform() < 0.5
+    let headY = top + 10 * s, torsoTop = top + 20 * s, torsoBottom = top + 62 * s, legBottom = top + 112 * s
+    // Legs and shoes.
+    for (side, off) in [(-1.0, -stride), (1.0, stride)] {
+        let lx = cx + side * bw * 0.22 + off * 0.5
+        let knee = app.shorts ? torsoBottom + 18 * s : legBottom
+        rect(lx - 4.5 * s, torsoBottom, lx + 4.5 * s, knee) { _, _ in app.pants }
+        if app.shorts { rect(lx - 3.5 * s, knee, lx + 3.5 * s, legBottom) { _, _ in app.skin } }
+        rect(lx - 5 * s, legBottom, lx + 6 * s, legBottom + 5 * s) { _, _ in app.shoes }
+    }
+    // Arms.
+    for side in [-1.0, 1.0] {
+        let ax = cx + side * (bw / 2 + 3 * s)
+        let swing = (rng.uniform() - 0.5) * 6 * s
+        let sleeveEnd = app.longSleeves ? torsoTop + 38 * s : torsoTop + 14 * s
+        rect(ax - 3 * s + swing, torsoTop + 2 * s, ax + 3 * s + swing, sleeveEnd) { _, _ in app.shirt }
+        rect(ax - 3 * s + swing, sleeveEnd, ax + 3 * s + swing, torsoTop + 42 * s) { _, _ in app.skin }
+    }
+    // Torso with its pattern.
+    rect(cx - bw / 2, torsoTop, cx + bw / 2, torsoBottom) { x, y in
+        switch app.pattern {
+        case 1: return (Int(Double(y) / (4 * s)) % 2 == 0) ? app.shirt : app.shirt2
+        case 2: return (Int(Double(x) / (4 * s)) % 2 == 0) ? app.shirt : app.shirt2
+        case 3: return ((Int(Double(x) / (5 * s)) + Int(Double(y) / (5 * s))) % 2 == 0) ? app.shirt : app.shirt2
+        default: return app.shirt
+        }
+    }
+    // Bag: a backpack covers the back, a shoulder bag hangs at one side.
+    if app.bagKind == 1 && backView { rect(cx - bw * 0.35, torsoTop + 4 * s, cx + bw * 0.35, torsoTop + 34 * s) { _, _ in app.bag } }
+    if app.bagKind == 1 && !backView { rect(cx - bw / 2, torsoTop, cx - bw / 2 + 3 * s, torsoTop + 30 * s) { _, _ in app.bag } }
+    if app.bagKind == 2 {
+        let side = backView ? 1.0 : -1.0
+        let bx = cx + side * (bw / 2 + 4 * s)
+        rect(bx - 6 * s, torsoTop + 28 * s, bx + 6 * s, torsoTop + 44 * s) { _, _ in app.bag }
+    }
+    // Head, hair, hat.
+    ellipse(cx, headY, 7 * s, 9 * s, backView ? app.hair : app.skin)
+    ellipse(cx, headY - 2 * s, 7.5 * s, 7.5 * s, app.hair, top: true)
+    if app.hat { rect(cx - 9 * s, headY - 11 * s, cx + 9 * s, headY - 6 * s) { _, _ in app.shirt2 } }
+    // Occluder: a post or another object in front, sometimes.
+    if rng.uniform() < 0.15 {
+        let ox = rng.uniform() * Double(w), oc = background * 0.5
+        rect(ox, rng.uniform() * Double(h) * 0.5, ox + 6 + rng.uniform() * 14, Double(h)) { _, _ in oc }
+    }
+    var img = RGBImage(width: w, height: h)
+    for i in 0..<(w * h) {
+        let v = buf[i] * cast * brightness
+        for c in 0..<3 {
+            let noisy = v[c] + rng.normal() * 0.03
+            img.pixels[i * 3 + c] = UInt8(Swift.max(0, Swift.min(255, (noisy * 255).rounded())))
+        }
+    }
+    return img
+}
+
+/// What `writeSynthetic` made.
+public struct SynthSummary: CustomStringConvertible {
+    public var train = 0, query = 0, gallery = 0, distractors = 0, junk = 0, trainIds = 0, testIds = 0
+    public var description: String {
+        "\(train) training images of \(trainIds) ids, \(query) queries and \(gallery) gallery images of \(testIds) ids "
+            + "(\(distractors) distractors, \(junk) junk)"
+    }
+}
+
+/// Writes the three folders under `root` (created; existing files are replaced).
+public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthSummary {
+    let fm = FileManager.default
+    let folders = ReIDDataset.folders
+    for f in [folders.train, folders.query, folders.gallery] {
+        try fm.createDirectory(atPath: (root as NSString).appendingPathComponent(f), withIntermediateDirectories: true)
+    }
+    var frame = 0
+    func name(_ pid: Int, _ cam: Int) -> String {
+        frame += 1
+        let id = pid < 0 ? "-1" : String(format: "%04d", pid)
+        switch cfg.layout {
+        case .market: return "\(id)_c\(cam)s1_\(String(format: "%06d", frame * 25))_00.jpg"
+        case .duke: return "\(id)_c\(cam)_f\(String(format: "%07d", frame * 25))"  + ".jpg"
+        }
+    }
+    var summary = SynthSummary()
+    var jobs: [(folder: String, file: String, pid: Int, app: Int, cam: Int)] = []
+    // Ids: distinct 4-digit numbers, training and test disjoint.
+    var idRng = RNG(key: cfg.seed, 0x1D5)
+    var pool = Array(1...9000); idRng.shuffle(&pool)
+    let trainIds = pool.prefix(cfg.trainIds).sorted(), testIds = pool.dropFirst(cfg.trainIds).prefix(cfg.testIds).sorted()
+    summary.trainIds = trainIds.count; summary.testIds = testIds.count
+    for pid in trainIds {
+        var r = RNG(key: cfg.seed, UInt64(pid), 1)
+        let cams = (1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1))
+        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append((folders.train, name(pid, cam), pid, pid, cam)); summary.train += 1 } }
+    }
+    for pid in testIds {
+        var r = RNG(key: cfg.seed, UInt64(pid), 2)
+        let cams = Array((1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1)))
+        // One query from the first camera (sometimes two cameras); gallery in all its cameras.
+        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append((folders.query, name(pid, qc), pid, pid, qc)); summary.query += 1 }
+        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append((folders.gallery, name(pid, cam), pid, pid, cam)); summary.gallery += 1 } }
+    }
+    // Distractors (id 0): people of no test identity; junk (-1): unusable crops.
+    var r = RNG(key: cfg.seed, 3)
+    for i in 0..<Swift.max(1, cfg.testIds) {
+        jobs.append((folders.gallery, name(0, 1 + r.below(cfg.cameras)), 0, 100_000 + i, 1 + r.below(cfg.cameras)))
+        summary.gallery += 1; summary.distractors += 1
+    }
+    for i in 0..<Swift.max(1, cfg.testIds / 2) {
+        jobs.append((folders.gallery, name(-1, 1 + r.below(cfg.cameras)), -1, 200_000 + i, 1 + r.below(cfg.cameras)))
+        summary.gallery += 1; summary.junk += 1
+    }
+    // Render and encode in parallel; each image's randomness is keyed by its file name.
+    var failure: Error?
+    let lock = NSLock()
+    DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
+        let job = jobs[j]
+        var ar = RNG(key: cfg.seed, UInt64(job.app), 0xA99)
+        let app = Appearance(&ar)
+        var rng = RNG(key: cfg.seed, UInt64(j), 0x1A6E)
+        var img = renderPedestrian(app, cam: job.cam, width: cfg.width, height: cfg.height, rng: &rng)
+        if job.pid == -1 {   // junk: a badly cropped fragment
+            img = img.resized(width: cfg.width / 3, height: cfg.height / 4).resized(width: cfg.width, height: cfg.height)
+        }
+        do {
+            let path = ((root as NSString).appendingPathComponent(job.folder) as NSString).appendingPathComponent(job.file)
+            try img.jpegData(quality: 90).write(to: URL(fileURLWithPath: path))
+        } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
+    }
+    if let failure { throw failure }
+    return summary
+}
+
+extension RNG: RandomNumberGenerator {}

@@ -1,0 +1,243 @@
+// Training configuration: YAML files (Configs/*.yaml) plus `--set key=value`
+// overrides, checked against one table of known keys. An unknown key, a
+// wrong type or an impossible value is an error naming the key.
+import Foundation
+import ReIDCore
+import ReIDData
+import ReIDEval
+import Yams
+
+public struct ConfigError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A configuration value.
+public enum ConfigValue: Equatable, CustomStringConvertible {
+    case int(Int), double(Double), bool(Bool), string(String), ints([Int])
+    public var description: String {
+        switch self {
+        case .int(let v): return "\(v)"
+        case .double(let v): return "\(v)"
+        case .bool(let v): return "\(v)"
+        case .string(let v): return v.isEmpty ? "\"\"" : v
+        case .ints(let v): return "[\(v.map(String.init).joined(separator: ", "))]"
+        }
+    }
+    var json: Any {
+        switch self {
+        case .int(let v): return v
+        case .double(let v): return v
+        case .bool(let v): return v
+        case .string(let v): return v
+        case .ints(let v): return v
+        }
+    }
+}
+
+public struct ConfigKey {
+    public enum Kind { case int, double, bool, string, ints, choice([String]) }
+    public let name: String, kind: Kind, defaultValue: ConfigValue, doc: String
+}
+
+/// Every key, its type, default and meaning (the README's table is printed from this).
+public let configKeys: [ConfigKey] = [
+    .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "dataset folder with bounding_box_train/, query/, bounding_box_test/"),
+    .init(name: "data.layout", kind: .choice(["market", "duke"]), defaultValue: .string("market"), doc: "file naming: market (0002_c1s1_000451_03.jpg) or duke (0005_c2_f0046985.jpg)"),
+    .init(name: "data.height", kind: .int, defaultValue: .int(256), doc: "input height in pixels"),
+    .init(name: "data.width", kind: .int, defaultValue: .int(128), doc: "input width in pixels"),
+    .init(name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false), doc: "skip unreadable images with a counted warning instead of stopping"),
+    .init(name: "augment.flip", kind: .double, defaultValue: .double(0.5), doc: "probability of a horizontal flip"),
+    .init(name: "augment.pad", kind: .int, defaultValue: .int(10), doc: "zero padding before the random crop, pixels (0: off)"),
+    .init(name: "augment.erasing", kind: .double, defaultValue: .double(0.5), doc: "probability of random erasing (area 0.02-0.4, aspect 0.3-3.3)"),
+    .init(name: "sampler.kind", kind: .choice(["identity", "sequential"]), defaultValue: .string("identity"), doc: "identity: P ids x K images per batch; sequential: file order, no shuffling"),
+    .init(name: "sampler.ids_per_batch", kind: .int, defaultValue: .int(16), doc: "P, identities per batch (global over all ranks)"),
+    .init(name: "sampler.instances", kind: .int, defaultValue: .int(4), doc: "K, images per identity"),
+    .init(name: "model.depth", kind: .choice(["18", "34", "50"]), defaultValue: .int(50), doc: "ResNet depth"),
+    .init(name: "model.width", kind: .int, defaultValue: .int(64), doc: "stem width (64 is torchvision's)"),
+    .init(name: "model.last_stride", kind: .int, defaultValue: .int(1), doc: "stride of layer4: 1 or 2"),
+    .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)"),
+    .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group"),
+    .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights, safetensors with torchvision names (Cluster/tools/convert_torchvision.py); empty: random init"),
+    .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy"),
+    .init(name: "optim.name", kind: .choice(["adam", "sgd"]), defaultValue: .string("adam"), doc: "optimizer"),
+    .init(name: "optim.lr", kind: .double, defaultValue: .double(3.5e-4), doc: "base learning rate"),
+    .init(name: "optim.momentum", kind: .double, defaultValue: .double(0.9), doc: "SGD momentum"),
+    .init(name: "optim.nesterov", kind: .bool, defaultValue: .bool(false), doc: "SGD Nesterov momentum"),
+    .init(name: "optim.weight_decay", kind: .double, defaultValue: .double(5e-4), doc: "L2 weight decay added to the gradient"),
+    .init(name: "schedule.epochs", kind: .int, defaultValue: .int(120), doc: "training epochs"),
+    .init(name: "schedule.kind", kind: .choice(["multistep", "cosine"]), defaultValue: .string("multistep"), doc: "decay after warm-up"),
+    .init(name: "schedule.warmup_epochs", kind: .int, defaultValue: .int(10), doc: "linear warm-up epochs"),
+    .init(name: "schedule.warmup_factor", kind: .double, defaultValue: .double(0.01), doc: "learning-rate factor at the start of warm-up"),
+    .init(name: "schedule.milestones", kind: .ints, defaultValue: .ints([40, 70]), doc: "epochs at which multistep multiplies by gamma"),
+    .init(name: "schedule.gamma", kind: .double, defaultValue: .double(0.1), doc: "multistep factor"),
+    .init(name: "train.seed", kind: .int, defaultValue: .int(1), doc: "seed of initialisation, sampling and augmentation"),
+    .init(name: "train.run_dir", kind: .string, defaultValue: .string("runs/default"), doc: "folder for metrics.jsonl, config.yaml and checkpoints/"),
+    .init(name: "train.checkpoint_every", kind: .int, defaultValue: .int(10), doc: "epochs between checkpoints (the last epoch is always saved)"),
+    .init(name: "train.keep_checkpoints", kind: .int, defaultValue: .int(3), doc: "most recent checkpoints kept (plus the best by mAP)"),
+    .init(name: "train.eval_every", kind: .int, defaultValue: .int(40), doc: "epochs between evaluations (0: only at the end)"),
+    .init(name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines"),
+    .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per process (0: all cores)"),
+    .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
+    .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
+    .init(name: "eval.batch_size", kind: .int, defaultValue: .int(64), doc: "images per batch when extracting features"),
+    .init(name: "eval.rerank", kind: .bool, defaultValue: .bool(false), doc: "k-reciprocal re-ranking in evaluation"),
+]
+
+/// The resolved key -> value map, with typed accessors.
+public struct Config {
+    public private(set) var values: [String: ConfigValue]
+    public private(set) var sources: [String: String] = [:]    // key -> where it was set
+
+    public init() {
+        values = Dictionary(uniqueKeysWithValues: configKeys.map { ($0.name, $0.defaultValue) })
+    }
+
+    /// Loads a YAML file over the defaults.
+    public init(file: String) throws {
+        self.init()
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read the config file") }
+        let tree: Any?
+        do { tree = try Yams.load(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
+        guard let root = tree as? [String: Any] else { throw ConfigError("\(file): the top level must be a mapping of sections") }
+        var flat: [(String, Any)] = []
+        func walk(_ prefix: String, _ node: [String: Any]) {
+            for (k, v) in node {
+                let key = prefix.isEmpty ? k : prefix + "." + k
+                if let sub = v as? [String: Any] { walk(key, sub) } else { flat.append((key, v)) }
+            }
+        }
+        walk("", root)
+        for (k, v) in flat.sorted(by: { $0.0 < $1.0 }) { try set(k, v, source: file) }
+    }
+
+    /// Applies `key=value` (the value read as YAML: 3e-4, true, [40, 70], text).
+    public mutating func apply(override: String) throws {
+        guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
+            throw ConfigError("--set \(override): expected key=value")
+        }
+        let key = String(override[..<eq]), text = String(override[override.index(after: eq)...])
+        let parsed = (try? Yams.load(yaml: text)) ?? text
+        try set(key, parsed ?? "", source: "--set")
+    }
+
+    mutating func set(_ key: String, _ raw: Any, source: String) throws {
+        guard let def = configKeys.first(where: { $0.name == key }) else {
+            let near = configKeys.map(\.name).min { editDistance($0, key) < editDistance($1, key) }!
+            throw ConfigError("\(source): unknown key '\(key)'" + (editDistance(near, key) <= 3 ? " (did you mean '\(near)'?)" : ""))
+        }
+        func bad(_ expected: String) -> ConfigError { ConfigError("\(source): \(key) must be \(expected), got '\(raw)'") }
+        let v: ConfigValue
+        switch def.kind {
+        case .int:
+            if let i = raw as? Int { v = .int(i) } else { throw bad("an integer") }
+        case .double:
+            if let d = raw as? Double { v = .double(d) } else if let i = raw as? Int { v = .double(Double(i)) }
+            else if let s = raw as? String, let d = Double(s) { v = .double(d) } else { throw bad("a number") }
+        case .bool:
+            if let b = raw as? Bool { v = .bool(b) } else { throw bad("true or false") }
+        case .string:
+            if let s = raw as? String { v = .string(s) } else if raw is NSNull { v = .string("") } else { throw bad("a string") }
+        case .ints:
+            if let a = raw as? [Any], a.allSatisfy({ $0 is Int }) { v = .ints(a as! [Int]) }
+            else if let i = raw as? Int { v = .ints([i]) } else { throw bad("a list of integers") }
+        case .choice(let options):
+            let s = (raw as? String) ?? (raw as? Int).map(String.init) ?? ""
+            guard options.contains(s) else { throw bad("one of \(options.joined(separator: ", "))") }
+            v = Int(s).map { .int($0) } ?? .string(s)
+        }
+        values[key] = v; sources[key] = source
+    }
+
+    public func int(_ k: String) -> Int { if case .int(let v)? = values[k] { return v }; preconditionFailure(k) }
+    public func double(_ k: String) -> Double { if case .double(let v)? = values[k] { return v }; preconditionFailure(k) }
+    public func bool(_ k: String) -> Bool { if case .bool(let v)? = values[k] { return v }; preconditionFailure(k) }
+    public func string(_ k: String) -> String { if case .string(let v)? = values[k] { return v }; preconditionFailure(k) }
+    public func ints(_ k: String) -> [Int] { if case .ints(let v)? = values[k] { return v }; preconditionFailure(k) }
+
+    /// The resolved configuration as YAML (written into the run folder).
+    public var yaml: String {
+        var out = "# resolved by reid-dist\n", section = ""
+        for key in configKeys.map(\.name) {
+            let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
+            if parts[0] != section { section = parts[0]; out += "\(section):\n" }
+            var text = values[key]!.description
+            if case .string(let s) = values[key]!, !s.isEmpty { text = "\"\(s.replacingOccurrences(of: "\"", with: "\\\""))\"" }
+            out += "  \(parts[1]): \(text)\n"
+        }
+        return out
+    }
+
+    public var json: [String: Any] { values.mapValues(\.json) }
+
+    /// Checks the values that can be checked without data; errors name the key.
+    public func validate() throws {
+        func need(_ ok: Bool, _ key: String, _ why: String) throws {
+            if !ok { throw ConfigError("\(key) = \(values[key]!): \(why)\(sources[key].map { " (set in \($0))" } ?? "")") }
+        }
+        try need(!string("data.root").isEmpty, "data.root", "a dataset folder is required")
+        try need(int("data.height") >= 32 && int("data.width") >= 16, "data.height", "images must be at least 32x16")
+        try need(int("data.width") >= 16, "data.width", "images must be at least 16 pixels wide")
+        try need((0...1).contains(double("augment.flip")), "augment.flip", "must be a probability in [0, 1]")
+        try need(int("augment.pad") >= 0, "augment.pad", "must be >= 0")
+        try need((0...1).contains(double("augment.erasing")), "augment.erasing", "must be a probability in [0, 1]")
+        try need(int("sampler.ids_per_batch") >= 1, "sampler.ids_per_batch", "must be >= 1")
+        try need(int("sampler.instances") >= 1, "sampler.instances", "must be >= 1")
+        try need(int("sampler.ids_per_batch") * int("sampler.instances") >= 2, "sampler.ids_per_batch",
+                 "P*K = \(int("sampler.ids_per_batch") * int("sampler.instances")) < 2: batch norm needs at least 2 images per batch")
+        try need(int("model.width") >= 1, "model.width", "must be >= 1")
+        try need([1, 2].contains(int("model.last_stride")), "model.last_stride", "must be 1 or 2")
+        let channels = ModelSpec(depth: int("model.depth"), width: int("model.width")).featureChannels
+        try need(int("model.groups") >= 1 && channels % int("model.groups") == 0, "model.groups",
+                 "must divide the \(channels) channels of the pooled feature (ResNet-\(int("model.depth")), width \(int("model.width")))")
+        try need(int("model.branches") >= 1, "model.branches", "must be >= 1")
+        try need((0..<1).contains(double("loss.label_smoothing")), "loss.label_smoothing", "must be in [0, 1)")
+        try need(double("optim.lr") > 0, "optim.lr", "must be positive")
+        try need(double("optim.momentum") >= 0 && double("optim.momentum") < 1, "optim.momentum", "must be in [0, 1)")
+        try need(!bool("optim.nesterov") || double("optim.momentum") > 0, "optim.nesterov", "needs optim.momentum > 0")
+        try need(double("optim.weight_decay") >= 0, "optim.weight_decay", "must be >= 0")
+        try need(int("schedule.epochs") >= 1, "schedule.epochs", "must be >= 1")
+        try need(int("schedule.warmup_epochs") >= 0, "schedule.warmup_epochs", "must be >= 0")
+        try need(double("schedule.warmup_factor") > 0 && double("schedule.warmup_factor") <= 1, "schedule.warmup_factor", "must be in (0, 1]")
+        try need(ints("schedule.milestones").allSatisfy { $0 > 0 } && ints("schedule.milestones") == ints("schedule.milestones").sorted(),
+                 "schedule.milestones", "must be increasing positive epochs")
+        try need(double("schedule.gamma") > 0, "schedule.gamma", "must be positive")
+        try need(int("train.seed") >= 0, "train.seed", "must be >= 0")
+        try need(!string("train.run_dir").isEmpty, "train.run_dir", "must name a folder")
+        try need(int("train.checkpoint_every") >= 1, "train.checkpoint_every", "must be >= 1")
+        try need(int("train.keep_checkpoints") >= 1, "train.keep_checkpoints", "must be >= 1")
+        try need(int("train.eval_every") >= 0, "train.eval_every", "must be >= 0")
+        try need(int("train.log_every") >= 1, "train.log_every", "must be >= 1")
+        try need(int("train.threads") >= 0, "train.threads", "must be >= 0")
+        try need(int("eval.batch_size") >= 1, "eval.batch_size", "must be >= 1")
+    }
+
+    // Typed views.
+    public var modelSpec: (ModelSpec) { ModelSpec(depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
+                                                  groups: int("model.groups"), branches: int("model.branches"), classes: 1) }
+    public var augment: AugmentConfig { AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing")) }
+    public var sampler: SamplerConfig {
+        SamplerConfig(kind: SamplerKind(rawValue: string("sampler.kind"))!, idsPerBatch: int("sampler.ids_per_batch"), instances: int("sampler.instances"))
+    }
+    public var schedule: LRSchedule {
+        LRSchedule(base: double("optim.lr"), kind: LRSchedule.Kind(rawValue: string("schedule.kind"))!, warmupEpochs: int("schedule.warmup_epochs"),
+                   warmupFactor: double("schedule.warmup_factor"), milestones: ints("schedule.milestones"), gamma: double("schedule.gamma"),
+                   epochs: int("schedule.epochs"))
+    }
+    public var metric: Metric { Metric(rawValue: string("eval.metric"))! }
+    public var layout: Layout { Layout(rawValue: string("data.layout"))! }
+    public var threads: Int { int("train.threads") == 0 ? ProcessInfo.processInfo.activeProcessorCount : int("train.threads") }
+}
+
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var prev = Array(0...b.count)
+    for i in 1...Swift.max(a.count, 1) where !a.isEmpty {
+        var cur = [i] + [Int](repeating: 0, count: b.count)
+        for j in 1...Swift.max(b.count, 1) where !b.isEmpty {
+            cur[j] = Swift.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        prev = cur
+    }
+    return prev[b.count]
+}

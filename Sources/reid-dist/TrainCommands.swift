@@ -1,0 +1,149 @@
+// `reid-dist synth | train | extract | evaluate`.
+import ArgumentParser
+import Foundation
+import ReIDCore
+import ReIDData
+import ReIDDist
+import ReIDEval
+
+/// --config and --set, shared by the commands that read a training configuration.
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "YAML configuration (see Configs/ and the README's table of keys).") var config: String
+    @Option(name: .customLong("set"), help: "Override one key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
+
+    func load() throws -> Config {
+        var c = try Config(file: config)
+        for o in overrides { try c.apply(override: o) }
+        try c.validate()
+        return c
+    }
+}
+
+extension Layout: ExpressibleByArgument {}
+
+struct Synth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a deterministic synthetic pedestrian dataset in the Market-1501 or DukeMTMC-reID layout.")
+    @Option(help: "market or duke naming.") var layout: Layout = .market
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Training identities.") var trainIds = 100
+    @Option(help: "Test identities (query and gallery).") var testIds = 100
+    @Option(help: "Seed.") var seed: UInt64 = 0
+
+    func validate() throws {
+        guard trainIds >= 2, testIds >= 1 else { throw ValidationError("--train-ids must be >= 2 and --test-ids >= 1") }
+        guard trainIds + testIds <= 9000 else { throw ValidationError("at most 9000 identities in all") }
+    }
+
+    func run() throws {
+        var c = SynthConfig()
+        c.layout = layout; c.trainIds = trainIds; c.testIds = testIds; c.seed = seed
+        let t0 = Profile.now()
+        let s = try writeSynthetic(c, to: out)
+        print(String(format: "wrote %@ to %@ in %.1f s", s.description, out, Profile.now() - t0))
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train the grouped multi-branch network.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Continue a run: 'auto' (this run folder's latest checkpoint) or a checkpoint or run folder.") var resume: String?
+    @Option(help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
+
+    func run() throws {
+        let c = try options.load()
+        let t = try Trainer(config: c)
+        for w in t.dataset.warnings { print("warning: \(w)") }
+        print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
+              + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))")
+        print("model: ResNet-\(c.int("model.depth")) width \(c.int("model.width")), \(t.model.spec.groups) groups x \(t.model.spec.branches) branches, "
+              + "\(t.model.arena.paramCount) parameters; \(c.threads) threads")
+        if let r = resume {
+            if let dir = try Checkpoint.resolve(r, runDir: t.runDir) { try t.resume(from: dir) }
+            else { print("no checkpoint in \(t.runDir) yet: starting from scratch") }
+        }
+        if t.startEpoch >= t.epochs { print("already trained \(t.epochs) epochs; nothing to do"); return }
+        try t.run(untilEpoch: stopAfter)
+    }
+}
+
+/// Builds the model of a checkpoint for inference, with the config's data settings.
+func loadModel(_ c: Config, checkpoint: String) throws -> GroupedMultiBranchNet {
+    let dir = try Checkpoint.resolve(checkpoint, runDir: c.string("train.run_dir"))
+    var file = checkpoint
+    if let dir {
+        _ = try Checkpoint.verify(dir)
+        file = (dir as NSString).appendingPathComponent("model.safetensors")
+    }
+    var spec = c.modelSpec
+    spec.classes = try Checkpoint.classes(modelFile: file)
+    let m = GroupedMultiBranchNet(spec)
+    try m.arena.load(from: try SafeTensorsFile(path: file), strict: true)
+    return m
+}
+
+struct Extract: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a split's features as a feature file (for `reid-dist rank`).")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
+    @Option(help: "query, gallery or train.") var split: String
+    @Option(help: "Output feature file (.safetensors).") var out: String
+
+    func validate() throws {
+        guard ["query", "gallery", "train"].contains(split) else { throw ValidationError("--split must be query, gallery or train") }
+    }
+
+    func run() throws {
+        let c = try options.load()
+        setBLASThreads(c.threads); engineThreads = c.threads
+        let ds = try ReIDDataset(root: c.string("data.root"), layout: c.layout)
+        let model = try loadModel(c, checkpoint: checkpoint)
+        let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
+        let t0 = Profile.now()
+        let f = try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"),
+                                    batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"), seed: 0,
+                                    skipBadImages: c.bool("data.skip_bad_images"), producer: "reid-dist extract \(checkpoint)")
+        try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
+        print(String(format: "wrote %d x %d features of %@ to %@ (%.1f s)", f.count, f.dim, s.folder, out, Profile.now() - t0))
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Extract query and gallery features with a checkpoint and report the protocol's numbers.")
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
+    @Option(help: "Write the results as JSON.") var json: String?
+
+    func run() throws {
+        let c = try options.load()
+        setBLASThreads(c.threads); engineThreads = c.threads
+        let ds = try ReIDDataset(root: c.string("data.root"), layout: c.layout)
+        let model = try loadModel(c, checkpoint: checkpoint)
+        let t0 = Profile.now()
+        func features(_ s: Split) throws -> FeatureSet {
+            try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"), batchSize: c.int("eval.batch_size"),
+                                flip: c.bool("eval.flip"), seed: 0, skipBadImages: c.bool("data.skip_bad_images"), producer: "reid-dist evaluate")
+        }
+        let q = try features(ds.query), g = try features(ds.gallery)
+        let r = c.bool("eval.rerank") ? try rankReranked(query: q, gallery: g, metric: c.metric) : try rank(query: q, gallery: g, metric: c.metric)
+        let sec = Profile.now() - t0
+        print("\(q.count) queries x \(g.count) gallery, \(c.metric)\(c.bool("eval.flip") ? ", flip-averaged" : "")")
+        print(" rank-1   rank-5  rank-10  rank-20      mAP     mINP")
+        print(String(format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
+                     r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))
+        print(String(format: "valid queries %d of %d; %.1f s", r.validQueries, r.totalQueries, sec))
+        if let json {
+            let obj: [String: Any] = ["rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
+                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec]
+            try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
+        }
+    }
+}
+
+struct ConfigKeys: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "config-keys", abstract: "Print every configuration key as a Markdown table.")
+    func run() {
+        print("| key | default | meaning |\n| --- | --- | --- |")
+        for k in configKeys { print("| `\(k.name)` | `\(k.defaultValue)` | \(k.doc) |") }
+    }
+}
