@@ -95,10 +95,11 @@ public struct ReIDDataset {
         checkOfficialCounts()
     }
 
-    /// When the folder claims to be an official set (its name says so), compare counts.
+    /// When the folder's name claims an official set (Market-1501..., DukeMTMC...), compare counts.
     mutating func checkOfficialCounts() {
         let name = (root as NSString).lastPathComponent.lowercased()
-        let claims = (layout == .market && name.contains("market")) || (layout == .duke && name.contains("duke"))
+        let claims = (layout == .market && (name.contains("market-1501") || name.contains("market1501")))
+            || (layout == .duke && name.contains("dukemtmc"))
         guard claims, let (ti, tid, q, g) = Self.official[layout] else { return }
         let got = (train.fileCount, train.ids, query.fileCount, gallery.fileCount)
         if got != (ti, tid, q, g) {

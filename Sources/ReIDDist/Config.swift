@@ -117,8 +117,8 @@ public struct Config {
             throw ConfigError("--set \(override): expected key=value")
         }
         let key = String(override[..<eq]), text = String(override[override.index(after: eq)...])
-        let parsed = (try? Yams.load(yaml: text)) ?? text
-        try set(key, parsed ?? "", source: "--set")
+        let parsed: Any = (try? Yams.load(yaml: text)).flatMap { $0 } ?? text
+        try set(key, parsed, source: "--set")
     }
 
     mutating func set(_ key: String, _ raw: Any, source: String) throws {

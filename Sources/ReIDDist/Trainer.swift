@@ -44,7 +44,7 @@ public final class Trainer {
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
             try writeAtomically(Data(config.yaml.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
             let mpath = (runDir as NSString).appendingPathComponent("metrics.jsonl")
-            if !FileManager.default.fileExists(atPath: mpath) { FileManager.default.createFile(atPath: mpath, contents: nil) }
+            if !FileManager.default.fileExists(atPath: mpath) { _ = FileManager.default.createFile(atPath: mpath, contents: nil) }
             metrics = FileHandle(forWritingAtPath: mpath)
             metrics?.seekToEndOfFile()
         } else { metrics = nil }

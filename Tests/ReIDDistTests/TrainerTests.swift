@@ -1,0 +1,147 @@
+// Configuration errors, a short training run, checkpoints and resume.
+import Foundation
+import XCTest
+@testable import ReIDCore
+@testable import ReIDData
+@testable import ReIDDist
+import ReIDEval
+
+func scratch(_ name: String) -> String {
+    let p = FileManager.default.temporaryDirectory.appendingPathComponent("reid-\(name)-\(getpid())").path
+    try? FileManager.default.removeItem(atPath: p)
+    try! FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+    return p
+}
+
+/// A tiny synthetic dataset shared by the tests of this file.
+let tinyData: String = {
+    let root = scratch("tiny") + "/data"
+    var c = SynthConfig(); c.trainIds = 8; c.testIds = 6; c.seed = 11
+    _ = try! writeSynthetic(c, to: root)
+    return root
+}()
+
+func tinyConfig(_ run: String, _ extra: [String] = []) throws -> Config {
+    var c = Config()
+    for o in ["data.root=\(tinyData)", "data.height=64", "data.width=32", "model.depth=18", "model.width=8",
+              "model.groups=2", "model.branches=2", "sampler.ids_per_batch=4", "sampler.instances=2",
+              "optim.lr=0.003", "schedule.epochs=3", "schedule.warmup_epochs=0", "schedule.milestones=[10]",
+              "train.run_dir=\(run)", "train.checkpoint_every=1", "train.eval_every=0", "train.log_every=1",
+              "train.threads=2", "eval.batch_size=16", "augment.pad=2"] + extra {
+        try c.apply(override: o)
+    }
+    try c.validate()
+    return c
+}
+
+final class ConfigTests: XCTestCase {
+    func expect(_ overrides: [String], _ fragment: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try { var c = Config(); try c.apply(override: "data.root=/x"); for o in overrides { try c.apply(override: o) }; try c.validate() }(),
+                             file: file, line: line) { XCTAssert("\($0)".contains(fragment), "got: \($0)", file: file, line: line) }
+    }
+
+    func testErrorsNameTheKey() {
+        expect(["optim.lrr=0.1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)")
+        expect(["optim.lr=fast"], "optim.lr must be a number")
+        expect(["optim.lr=-0.1"], "optim.lr = -0.1: must be positive")
+        expect(["model.groups=3"], "model.groups = 3: must divide the 2048 channels")
+        expect(["model.depth=101"], "model.depth must be one of 18, 34, 50")
+        expect(["sampler.ids_per_batch=1", "sampler.instances=1"], "P*K = 1 < 2")
+        expect(["schedule.milestones=[70, 40]"], "schedule.milestones")
+        expect(["optim.nesterov=yes please"], "optim.nesterov must be true or false")
+        expect(["novalue"], "expected key=value")
+    }
+
+    func testFilesOverridesAndTheResolvedYAMLRoundTrip() throws {
+        let dir = scratch("cfg")
+        let f = dir + "/c.yaml"
+        try "data:\n  root: /data/m\nmodel:\n  depth: 18\n  groups: 8\noptim:\n  lr: 3.5e-4\nschedule:\n  milestones: [4, 9]\n".write(toFile: f, atomically: true, encoding: .utf8)
+        var c = try Config(file: f)
+        try c.apply(override: "optim.name=sgd")
+        XCTAssertEqual(c.int("model.depth"), 18); XCTAssertEqual(c.double("optim.lr"), 3.5e-4)
+        XCTAssertEqual(c.ints("schedule.milestones"), [4, 9]); XCTAssertEqual(c.string("optim.name"), "sgd")
+        XCTAssertEqual(c.sources["optim.lr"], f)
+        try c.yaml.write(toFile: dir + "/resolved.yaml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Config(file: dir + "/resolved.yaml").values, c.values)
+        try "model:\n  colour: red\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("\(f): unknown key 'model.colour'"), "\($0)") }
+        XCTAssertEqual(try Config(file: "Configs/market1501.yaml".existingOr("../Configs/market1501.yaml")).int("sampler.ids_per_batch"), 16)
+    }
+}
+
+extension String {
+    func existingOr(_ other: String) -> String {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        return (root as NSString).appendingPathComponent(self)
+    }
+}
+
+final class TrainerTests: XCTestCase {
+    func weights(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount)) }
+
+    func testShortRunLowersTheLossAndItsCheckpointReloadsToTheSameFeatures() throws {
+        let run = scratch("run")
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=4"]))
+        var lines: [String] = []
+        t.log = { lines.append($0) }
+        try t.run()
+        let losses = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]).flatMap { $0["kind"] as? String == "train" ? $0["loss"] as? Double : nil }
+        }
+        XCTAssertGreaterThan(losses.count, 4)
+        XCTAssertLessThan(losses.suffix(3).reduce(0, +) / 3, losses.prefix(3).reduce(0, +) / 3, "loss falls: \(losses)")
+        XCTAssert(lines.contains { $0.hasPrefix("eval: rank-1") }, "evaluates at the end")
+        XCTAssert(FileManager.default.fileExists(atPath: run + "/config.yaml"))
+        // Checkpoint: the weights reload into a fresh model with the same features.
+        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        XCTAssert(dir.hasSuffix("epoch-0004"))
+        var spec = t.model.spec
+        spec.classes = try Checkpoint.classes(modelFile: dir + "/model.safetensors")
+        let fresh = GroupedMultiBranchNet(spec, seed: 999)
+        try fresh.arena.load(from: try SafeTensorsFile(path: dir + "/model.safetensors"), strict: true)
+        let q = t.dataset.query
+        let a = try extractFeatures(model: t.model, split: q, height: 64, width: 32, batchSize: 16, flip: true, seed: 0, producer: "t")
+        let b = try extractFeatures(model: fresh, split: q, height: 64, width: 32, batchSize: 16, flip: true, seed: 0, producer: "t")
+        XCTAssertEqual(a.features.array, b.features.array)
+        // Only the newest keep_checkpoints (3) folders stay.
+        let kept = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.hasPrefix("epoch-") }.sorted()
+        XCTAssertEqual(kept, ["epoch-0002", "epoch-0003", "epoch-0004"])
+    }
+
+    func testResumedRunEndsWithTheSameWeightsAsAnUninterruptedOne() throws {
+        let whole = try Trainer(config: try tinyConfig(scratch("whole")))
+        whole.log = { _ in }
+        try whole.run()
+        let runB = scratch("parts")
+        let first = try Trainer(config: try tinyConfig(runB))
+        first.log = { _ in }
+        try first.run(untilEpoch: 1)
+        let second = try Trainer(config: try tinyConfig(runB))
+        second.log = { _ in }
+        try second.resume(from: try XCTUnwrap(try Checkpoint.resolve("auto", runDir: runB)))
+        XCTAssertEqual(second.startEpoch, 1)
+        try second.run()
+        XCTAssertEqual(weights(second), weights(whole))
+        XCTAssertEqual(second.model.arena.counters, whole.model.arena.counters)
+    }
+
+    func testDamagedCheckpointIsRefused() throws {
+        let run = scratch("damaged")
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        let path = dir + "/model.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("model.safetensors: SHA-256"), "\($0)") }
+    }
+
+    func testSHA256KnownAnswers() {
+        var a = SHA256(); a.update(Data("abc".utf8))
+        XCTAssertEqual(a.hexDigest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        var b = SHA256(); b.update(Data(String(repeating: "a", count: 1000).utf8))
+        XCTAssertEqual(b.hexDigest(), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+}
