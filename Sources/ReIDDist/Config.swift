@@ -59,6 +59,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)"),
     .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group"),
     .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights, safetensors with torchvision names (Cluster/tools/convert_torchvision.py); empty: random init"),
+    .init(name: "model.init", kind: .string, defaultValue: .string(""), doc: "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"),
     .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy"),
     .init(name: "optim.name", kind: .choice(["adam", "sgd"]), defaultValue: .string("adam"), doc: "optimizer"),
     .init(name: "optim.lr", kind: .double, defaultValue: .double(3.5e-4), doc: "base learning rate"),

@@ -40,6 +40,8 @@ public final class Trainer {
         runDir = config.string("train.run_dir")
         let pre = config.string("model.pretrained")
         if !pre.isEmpty { try model.loadPretrainedBackbone(try SafeTensorsFile(path: pre)) }
+        let initial = config.string("model.init")
+        if !initial.isEmpty { try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true) }
         if writeFiles {
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
             try writeAtomically(Data(config.yaml.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
@@ -125,6 +127,7 @@ public final class Trainer {
                     log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
                                epoch + 1, epochs, step + 1, batches.count, lossSum / Double(seen), acc * 100, lr, ips, formatDuration(eta)))
                     record(["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": lossSum / Double(seen),
+                        "step_loss": r.loss,
                             "acc": acc, "lr": Double(lr), "images_per_second": ips, "data_wait_s": pre.waitSeconds])
                     windowStart = now; windowImages = 0
                 }
