@@ -3,7 +3,8 @@
 //
 // Targets, arrows pointing down (see ../shared/DESIGN.md):
 //   reid-dist (executable)  -> ReIDDist, ReIDEval, ReIDData, ReIDCore, ArgumentParser
-//   ReIDDist                -> the trainer, configs (Yams), checkpoints; ReIDData, ReIDEval, ReIDCore
+//   ReIDDist                -> the trainer, configs (Yams), checkpoints, communicators; ReIDData, ReIDEval, ReIDCore
+//   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C)
@@ -27,11 +28,13 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
         .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "ReIDImage", dependencies: ["CJPEG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
-        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDData", "ReIDEval", "Yams"], swiftSettings: fast),
+        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDData", "ReIDEval", "CMPIShim", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
                           dependencies: ["ReIDCore", "ReIDEval", "ReIDImage", "ReIDData", "ReIDDist",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],

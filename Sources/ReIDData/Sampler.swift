@@ -56,3 +56,12 @@ public func identityBatches(labels: [Int], config: SamplerConfig, seed: UInt64, 
 public func sequentialBatches(count: Int, batchSize: Int) -> [[Int]] {
     stride(from: 0, to: count, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, count)) }.filter { $0.count >= 2 }
 }
+
+/// The training identities (labels 0..<classes) permuted by (seed, epoch) and
+/// dealt round-robin into `ranks` disjoint shards that cover them all.
+public func identityShards(classes: Int, ranks: Int, seed: UInt64, epoch: Int) -> [[Int]] {
+    var ids = Array(0..<classes)
+    var rng = RNG(key: seed, UInt64(epoch), 0x5EA4D)
+    rng.shuffle(&ids)
+    return (0..<ranks).map { r in stride(from: r, to: classes, by: ranks).map { ids[$0] } }
+}

@@ -227,7 +227,12 @@ public struct Config {
     }
     public var metric: Metric { Metric(rawValue: string("eval.metric"))! }
     public var layout: Layout { Layout(rawValue: string("data.layout"))! }
-    public var threads: Int { int("train.threads") == 0 ? ProcessInfo.processInfo.activeProcessorCount : int("train.threads") }
+    /// train.threads, or (0) the cores shared among this node's ranks.
+    public var threads: Int {
+        if int("train.threads") > 0 { return int("train.threads") }
+        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "1") ?? 1
+        return Swift.max(1, ProcessInfo.processInfo.activeProcessorCount / Swift.max(local, 1))
+    }
 }
 
 func editDistance(_ a: String, _ b: String) -> Int {

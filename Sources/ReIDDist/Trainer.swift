@@ -19,15 +19,32 @@ public final class Trainer {
     public let runDir: String
     public var startEpoch = 0, globalStep = 0
     public var bestMAP = -1.0
-    /// Called between backward and the optimizer step (the gradient all-reduce goes here).
-    public var afterBackward: ((Arena) throws -> Void)?
+    /// How ranks talk: MPI under a launcher, else a single process.
+    public let comm: Communicator
+    /// Replicas computed in this process: 1, or N for --simulate-ranks N.
+    public let simulatedRanks: Int
+    /// The data-parallel world: MPI's size, or the simulated ranks.
+    public var worldSize: Int { comm.size > 1 ? comm.size : simulatedRanks }
+    /// Per-replica batch-norm buffers and counters (simulated ranks only).
+    var replicaBuffers: [[Float]] = [], replicaCounters: [[Int64]] = []
     /// Prints a line; rank 0 only in distributed runs.
     public var log: (String) -> Void = { print($0); fflush(stdout) }
     let metrics: FileHandle?
 
-    public init(config: Config, writeFiles: Bool = true) throws {
+    public init(config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1) throws {
         try config.validate()
         self.config = config
+        self.comm = comm
+        precondition(simulateRanks >= 1)
+        guard comm.size == 1 || simulateRanks == 1 else { throw ConfigError("--simulate-ranks is for runs without a launcher") }
+        simulatedRanks = simulateRanks
+        let world = comm.size > 1 ? comm.size : simulateRanks
+        if config.sampler.kind == .identity && config.sampler.idsPerBatch % world != 0 {
+            throw ConfigError("sampler.ids_per_batch = \(config.sampler.idsPerBatch) is the global P and must be divisible by the \(world) ranks")
+        }
+        if config.sampler.kind == .sequential && config.sampler.batchSize % world != 0 {
+            throw ConfigError("sampler.ids_per_batch * sampler.instances = \(config.sampler.batchSize) must be divisible by the \(world) ranks")
+        }
         setBLASThreads(config.threads); engineThreads = config.threads
         dataset = try ReIDDataset(root: config.string("data.root"), layout: config.layout)
         var spec = config.modelSpec
@@ -42,7 +59,8 @@ public final class Trainer {
         if !pre.isEmpty { try model.loadPretrainedBackbone(try SafeTensorsFile(path: pre)) }
         let initial = config.string("model.init")
         if !initial.isEmpty { try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true) }
-        if writeFiles {
+        let files = writeFiles && comm.isRoot
+        if files {
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
             try writeAtomically(Data(config.yaml.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
             let mpath = (runDir as NSString).appendingPathComponent("metrics.jsonl")
@@ -50,6 +68,50 @@ public final class Trainer {
             metrics = FileHandle(forWritingAtPath: mpath)
             metrics?.seekToEndOfFile()
         } else { metrics = nil }
+        if !comm.isRoot { log = { _ in } }
+        if simulateRanks > 1 {
+            replicaBuffers = Array(repeating: Array(UnsafeBufferPointer(start: model.arena.buffer, count: model.arena.bufferCount)), count: simulateRanks)
+            replicaCounters = Array(repeating: model.arena.counters, count: simulateRanks)
+        }
+    }
+
+    /// Rank 0's parameters, buffers, counters, optimizer state and position go
+    /// to every rank; then the replicas are checked identical by checksum.
+    public func synchronizeReplicas() throws {
+        guard comm.size > 1 else { return }
+        let a = model.arena
+        try comm.broadcast(a.value, bytes: a.paramCount * 4, root: 0)
+        try comm.broadcast(a.buffer, bytes: a.bufferCount * 4, root: 0)
+        try a.counters.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
+        try comm.broadcast(optimizer.state1.ptr, bytes: optimizer.state1.count * 4, root: 0)
+        if optimizer.state2.count > 0 { try comm.broadcast(optimizer.state2.ptr, bytes: optimizer.state2.count * 4, root: 0) }
+        var pos = [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps)]
+        try pos.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
+        startEpoch = Int(pos[0]); globalStep = Int(pos[1]); bestMAP = pos[2]; optimizer.restore(steps: Int(pos[3]))
+        try checkReplicas()
+    }
+
+    /// Compares a checksum of the parameters across ranks; a mismatch is an error.
+    public func checkReplicas() throws {
+        guard comm.size > 1 else { return }
+        var sum = 0.0
+        let a = model.arena
+        for i in 0..<a.paramCount { sum += Double(a.value[i]) * Double(i % 7 + 1) }
+        let all = try withUnsafeBytes(of: &sum) { try comm.allgather($0.baseAddress!, bytes: 8) }
+        let sums = all.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        guard sums.allSatisfy({ $0 == sums[0] }) else { throw CommError("replicas differ: parameter checksums \(sums)") }
+    }
+
+    /// Running statistics averaged over ranks (before evaluation and checkpoints).
+    func averageBatchNorm() throws {
+        let a = model.arena, n = a.bufferCount
+        if comm.size > 1 { try comm.allreduceMean(a.buffer, n); return }
+        guard simulatedRanks > 1 else { return }
+        var mean = [Float](repeating: 0, count: n)
+        for r in replicaBuffers { for i in 0..<n { mean[i] += r[i] } }
+        for i in 0..<n { mean[i] /= Float(simulatedRanks) }
+        for r in 0..<simulatedRanks { replicaBuffers[r] = mean }
+        a.buffer.update(from: mean, count: n)
     }
 
     /// Restores a checkpoint folder (hashes checked) to continue after its epoch.
@@ -62,6 +124,13 @@ public final class Trainer {
         try Checkpoint.loadOptimizer(dir, into: optimizer)
         startEpoch = st.epoch; globalStep = st.step
         bestMAP = st.metrics["best_mAP"] ?? -1
+        if simulatedRanks > 1 {       // every replica starts from the saved (averaged) statistics
+            for r in 0..<simulatedRanks { swapOut(r) }
+        }
+        if st.worldSize != worldSize {
+            log("note: the checkpoint was written by \(st.worldSize) rank(s), this run has \(worldSize): "
+                + "it continues from the epoch boundary with \(worldSize)-way identity shards")
+        }
         log("resumed from \(dir): epoch \(st.epoch) done, step \(st.step)")
     }
 
@@ -72,15 +141,31 @@ public final class Trainer {
 
     public var epochs: Int { config.int("schedule.epochs") }
 
-    /// Batches of the epoch, as sample indices.
-    public func batches(epoch: Int) -> [[Int]] {
-        let s = config.sampler
+    /// Each rank's batches of the epoch, as sample indices: [rank][step].
+    /// With N ranks the training identities are permuted by (seed, epoch) and
+    /// dealt into N disjoint shards; rank r draws P/N x K batches from shard r.
+    /// Every rank computes every shard, so all agree on the step count with no
+    /// communication; the count is the smallest over ranks.
+    public func batches(epoch: Int) -> [[[Int]]] {
+        let s = config.sampler, n = worldSize, seed = UInt64(config.int("train.seed"))
+        let labels = dataset.train.samples.map(\.label)
+        var perRank: [[[Int]]]
         switch s.kind {
+        case .identity where n == 1:
+            perRank = [identityBatches(labels: labels, config: s, seed: seed, epoch: epoch)]
         case .identity:
-            return identityBatches(labels: dataset.train.samples.map(\.label), config: s, seed: UInt64(config.int("train.seed")), epoch: epoch)
+            let shards = identityShards(classes: dataset.classes, ranks: n, seed: seed, epoch: epoch)
+            let local = SamplerConfig(kind: .identity, idsPerBatch: s.idsPerBatch / n, instances: s.instances)
+            perRank = (0..<n).map { r in
+                identityBatches(labels: labels, config: local, seed: seed &+ UInt64(r) &* 0x9E37, epoch: epoch, among: shards[r])
+            }
         case .sequential:
-            return sequentialBatches(count: dataset.train.samples.count, batchSize: s.batchSize)
+            let global = sequentialBatches(count: labels.count, batchSize: s.batchSize).filter { $0.count == s.batchSize || n == 1 }
+            let part = s.batchSize / n
+            perRank = (0..<n).map { r in global.map { Array($0[(r * part)..<Swift.min((r + 1) * part, $0.count)]) } }
         }
+        let steps = perRank.map(\.count).min() ?? 0
+        return perRank.map { Array($0.prefix(steps)) }
     }
 
     /// Trains from `startEpoch` to the configured end (or `untilEpoch`).
@@ -95,40 +180,54 @@ public final class Trainer {
         let schedule = config.schedule
         var imagesSeen = 0
         let runStart = Profile.now()
+        let myRanks = comm.size > 1 ? [comm.rank] : Array(0..<simulatedRanks)
         for epoch in startEpoch..<end {
-            let batches = self.batches(epoch: epoch)
-            guard !batches.isEmpty else {
-                throw ConfigError("sampler.ids_per_batch = \(config.sampler.idsPerBatch): the training split has too few identities with images for one batch")
+            let all = self.batches(epoch: epoch)
+            let steps = all[0].count
+            guard steps > 0 else {
+                throw ConfigError("sampler.ids_per_batch = \(config.sampler.idsPerBatch): the training split has too few identities with images for one batch\(worldSize > 1 ? " per rank" : "")")
             }
             let lr = Float(schedule.rate(epoch: Double(epoch)))
-            let pre = Prefetcher(steps: 0..<batches.count) { s in try loader.batch(batches[s], epoch: epoch, step: s, training: true) }
+            let pres = myRanks.map { r in Prefetcher(steps: 0..<steps) { s in try loader.batch(all[r][s], epoch: epoch, step: s, training: true) } }
             var lossSum = 0.0, correct = 0, seen = 0
             var windowStart = Profile.now(), windowImages = 0
-            for step in 0..<batches.count {
-                let batch = try pre.next(step)
+            for step in 0..<steps {
                 model.arena.zeroGrad()
-                let r = model.forwardLoss(batch.images, labels: batch.labels, labelSmoothing: eps)
-                guard r.loss.isFinite else {
-                    throw ConfigError("loss is \(r.loss) at epoch \(epoch + 1) step \(step + 1): training diverged (lower optim.lr?)")
+                var stepLoss = 0.0, stepImages = 0, stepCorrect = 0
+                for (i, r) in myRanks.enumerated() {
+                    let batch = try pres[i].next(step)
+                    if simulatedRanks > 1 { swapIn(r) }
+                    let res = model.forwardLoss(batch.images, labels: batch.labels, labelSmoothing: eps)
+                    guard res.loss.isFinite else {
+                        throw ConfigError("loss is \(res.loss) at epoch \(epoch + 1) step \(step + 1)\(worldSize > 1 ? " on rank \(r)" : ""): training diverged (lower optim.lr?)")
+                    }
+                    model.backward()
+                    if simulatedRanks > 1 { swapOut(r) }
+                    stepLoss += res.loss * Double(batch.labels.count); stepImages += batch.labels.count; stepCorrect += res.correct
                 }
-                model.backward()
-                try afterBackward?(model.arena)
+                // Gradients averaged over ranks: summed here, then scaled by 1/N.
+                if comm.size > 1 { try comm.allreduceMean(model.arena.grad, model.arena.paramCount) }
+                else if simulatedRanks > 1 {
+                    let g = model.arena.grad, k = 1 / Float(simulatedRanks)
+                    for i in 0..<model.arena.paramCount { g[i] *= k }
+                }
                 optimizer.step(value: model.arena.value, grad: model.arena.grad, lr: lr)
                 globalStep += 1
-                let n = batch.labels.count
-                lossSum += r.loss * Double(n); correct += r.correct; seen += n
-                imagesSeen += n; windowImages += n
-                if (step + 1) % logEvery == 0 || step + 1 == batches.count {
+                var sums = [stepLoss, Double(stepImages), Double(stepCorrect)]
+                if comm.size > 1 { try sums.withUnsafeMutableBufferPointer { try comm.allreduceSum($0.baseAddress!, 3) } }
+                lossSum += sums[0]; seen += Int(sums[1]); correct += Int(sums[2])
+                imagesSeen += Int(sums[1]); windowImages += Int(sums[1])
+                if (step + 1) % logEvery == 0 || step + 1 == steps {
                     let now = Profile.now()
                     let ips = Double(windowImages) / Swift.max(now - windowStart, 1e-9)
-                    let stepsLeft = (end - epoch - 1) * batches.count + (batches.count - step - 1)
+                    let stepsLeft = (end - epoch - 1) * steps + (steps - step - 1)
                     let eta = Double(stepsLeft * config.sampler.batchSize) / Swift.max(ips, 1e-9)
                     let acc = Double(correct) / Double(seen) / heads
                     log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
-                               epoch + 1, epochs, step + 1, batches.count, lossSum / Double(seen), acc * 100, lr, ips, formatDuration(eta)))
+                               epoch + 1, epochs, step + 1, steps, lossSum / Double(seen), acc * 100, lr, ips, formatDuration(eta)))
                     record(["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": lossSum / Double(seen),
-                        "step_loss": r.loss,
-                            "acc": acc, "lr": Double(lr), "images_per_second": ips, "data_wait_s": pre.waitSeconds])
+                            "step_loss": sums[0] / sums[1], "acc": acc, "lr": Double(lr), "images_per_second": ips,
+                            "data_wait_s": pres[0].waitSeconds, "ranks": worldSize])
                     windowStart = now; windowImages = 0
                 }
             }
@@ -137,23 +236,37 @@ public final class Trainer {
             var metricsNow: [String: Double] = ["loss": lossSum / Double(seen)]
             var isBest = false
             let every = config.int("train.eval_every")
-            if done == epochs || (every > 0 && done % every == 0) {
+            let evaluating = done == epochs || (every > 0 && done % every == 0)
+            let saving = done == epochs || done % config.int("train.checkpoint_every") == 0 || done == end
+            if evaluating || saving { try averageBatchNorm() }
+            if evaluating && comm.isRoot {
                 let e = try evaluate()
                 metricsNow["mAP"] = e.ranking.mAP; metricsNow["rank1"] = e.ranking.rank(1)
                 if e.ranking.mAP > bestMAP { bestMAP = e.ranking.mAP; isBest = true }
             }
             metricsNow["best_mAP"] = bestMAP
-            if done == epochs || done % config.int("train.checkpoint_every") == 0 || done == end {
-                let st = CheckpointState(epoch: done, step: globalStep, optimizerSteps: optimizer.steps, worldSize: 1,
+            if saving && comm.isRoot {
+                let st = CheckpointState(epoch: done, step: globalStep, optimizerSteps: optimizer.steps, worldSize: worldSize,
                                          seed: config.int("train.seed"), classes: dataset.classes,
                                          config: config.values.mapValues(\.description), metrics: metricsNow, files: [:])
                 let dir = try Checkpoint.save(runDir: runDir, model: model, optimizer: optimizer, state: st,
                                               keep: config.int("train.keep_checkpoints"), best: isBest)
                 log("saved \(dir)")
             }
+            if evaluating || saving { try comm.barrier() }
         }
         let total = Profile.now() - runStart
         log(String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9)))
+    }
+
+    /// Simulated rank r's batch-norm statistics in and out of the model.
+    func swapIn(_ r: Int) {
+        model.arena.buffer.update(from: replicaBuffers[r], count: model.arena.bufferCount)
+        model.arena.counters = replicaCounters[r]
+    }
+    func swapOut(_ r: Int) {
+        replicaBuffers[r] = Array(UnsafeBufferPointer(start: model.arena.buffer, count: model.arena.bufferCount))
+        replicaCounters[r] = model.arena.counters
     }
 
     /// Query and gallery features with the current weights, then the protocol.

@@ -45,24 +45,51 @@ struct Synth: ParsableCommand {
 }
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train the grouped multi-branch network.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train the grouped multi-branch network (one process, or data-parallel under mpirun).",
+        discussion: """
+        Under mpirun (Open MPI) every rank trains a replica on its shard of the identities and
+        gradients are averaged after each backward; rank 0 prints, evaluates and writes files.
+        --simulate-ranks N computes in one process exactly what N ranks would.
+        """)
     @OptionGroup var options: ConfigOptions
     @Option(help: "Continue a run: 'auto' (this run folder's latest checkpoint) or a checkpoint or run folder.") var resume: String?
     @Option(help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
+    @Option(help: "Reproduce N data-parallel ranks in this one process (no launcher).") var simulateRanks = 1
+
+    func validate() throws {
+        guard simulateRanks >= 1 else { throw ValidationError("--simulate-ranks must be at least 1") }
+    }
 
     func run() throws {
-        let c = try options.load()
-        let t = try Trainer(config: c)
-        for w in t.dataset.warnings { print("warning: \(w)") }
-        print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
-              + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))")
-        print("model: ResNet-\(c.int("model.depth")) width \(c.int("model.width")), \(t.model.spec.groups) groups x \(t.model.spec.branches) branches, "
-              + "\(t.model.arena.paramCount) parameters; \(c.threads) threads")
-        if let r = resume {
-            if let dir = try Checkpoint.resolve(r, runDir: t.runDir) { try t.resume(from: dir) }
-            else { print("no checkpoint in \(t.runDir) yet: starting from scratch") }
+        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+        do {
+            try train(comm)
+        } catch {
+            guard comm.size > 1 else { throw error }
+            // One rank's failure ends the whole job: no rank is left waiting in a collective.
+            FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))
+            comm.abort(1)
         }
-        if t.startEpoch >= t.epochs { print("already trained \(t.epochs) epochs; nothing to do"); return }
+        (comm as? MPICommunicator)?.finalize()
+    }
+
+    func train(_ comm: Communicator) throws {
+        let c = try options.load()
+        let t = try Trainer(config: c, comm: comm, simulateRanks: simulateRanks)
+        if comm.isRoot {
+            for w in t.dataset.warnings { print("warning: \(w)") }
+            print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
+                  + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))")
+            print("model: ResNet-\(c.int("model.depth")) width \(c.int("model.width")), \(t.model.spec.groups) groups x \(t.model.spec.branches) branches, "
+                  + "\(t.model.arena.paramCount) parameters; \(t.worldSize) rank(s)\(simulateRanks > 1 ? " (simulated)" : ""), \(c.threads) thread(s) each")
+            if let r = resume {
+                if let dir = try Checkpoint.resolve(r, runDir: t.runDir) { try t.resume(from: dir) }
+                else { print("no checkpoint in \(t.runDir) yet: starting from scratch") }
+            }
+        }
+        try t.synchronizeReplicas()
+        if t.startEpoch >= t.epochs { t.log("already trained \(t.epochs) epochs; nothing to do"); return }
         try t.run(untilEpoch: stopAfter)
     }
 }

@@ -1,0 +1,37 @@
+// CMPIShim: the only code that touches mpi.h. MPI_COMM_WORLD, MPI_FLOAT,
+// MPI_SUM, MPI_IN_PLACE and the like are macros Swift cannot import; these
+// plain functions wrap them. Every function returns an MPI error code
+// (0 = MPI_SUCCESS) unless it says otherwise; rd_mpi_error_string explains one.
+#ifndef REID_MPISHIM_H
+#define REID_MPISHIM_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Initialises MPI asking for MPI_THREAD_MULTIPLE (communication thread);
+/// *provided receives the level granted (0 single .. 3 multiple).
+int rd_mpi_init(int *provided);
+int rd_mpi_initialized(void);            /* 1 if MPI_Init has run (returns the flag, not an error) */
+int rd_mpi_finalize(void);
+int rd_mpi_rank(int *rank);
+int rd_mpi_size(int *size);
+/// Rank among the processes of this node (MPI_COMM_TYPE_SHARED split).
+int rd_mpi_local_rank(int *local_rank);
+/// In-place sum of floats over all ranks.
+int rd_mpi_allreduce_sum_f32(float *data, size_t count);
+int rd_mpi_allreduce_sum_f64(double *data, size_t count);
+/// Non-blocking in-place sum; *request receives a handle for test/wait.
+int rd_mpi_iallreduce_sum_f32(float *data, size_t count, int64_t *request);
+/// *done = 1 when the request completed (the handle is then released).
+int rd_mpi_test(int64_t *request, int *done);
+int rd_mpi_wait(int64_t *request);
+int rd_mpi_bcast(void *data, size_t bytes, int root);
+/// Every rank's `bytes` bytes, concatenated in rank order into `out` (size*bytes).
+int rd_mpi_allgather(const void *data, size_t bytes, void *out);
+/// Variable-size gather to `root`: counts/displacements in bytes, significant at root.
+int rd_mpi_gatherv(const void *data, int bytes, void *out, const int *counts, const int *displs, int root);
+int rd_mpi_barrier(void);
+/// Ends every rank of the job with `code` (does not return on success).
+int rd_mpi_abort(int code);
+/// The text of an MPI error code into buf (always NUL-terminated).
+void rd_mpi_error_string(int code, char *buf, size_t len);
+#endif
