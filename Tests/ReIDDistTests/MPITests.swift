@@ -1,0 +1,122 @@
+// Data parallelism under mpirun: 2 ranks equal 2 simulated ranks, 3 ranks
+// oversubscribed train and checkpoint, and a killed rank ends the job.
+// These run the reid-dist executable that `swift test` builds beside the tests.
+import Foundation
+import XCTest
+@testable import ReIDCore
+@testable import ReIDDist
+import ReIDData
+
+final class MPITests: XCTestCase {
+    static let products = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    static var binary: String {
+        // The test runner is products/<package>.xctest (a file on Linux, a bundle elsewhere).
+        var dir = products
+        for _ in 0..<3 {
+            let p = dir.appendingPathComponent("reid-dist").path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+            dir = dir.deletingLastPathComponent()
+        }
+        return products.appendingPathComponent("reid-dist").path
+    }
+
+    func mpirun() throws -> String {
+        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) { return p }
+        throw XCTSkip("mpirun is not installed (Cluster/setup.sh installs openmpi-bin)")
+    }
+
+    /// Runs a command, returning its exit status and combined output.
+    @discardableResult
+    func run(_ exe: String, _ args: [String], timeout: Double = 300) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let pipe = Pipe()
+        p.standardOutput = pipe; p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func mpiArgs(_ n: Int) -> [String] {
+        ["--allow-run-as-root", "-np", "\(n)", "--oversubscribe", "--bind-to", "none",
+         "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]
+    }
+
+    func configFile(_ dir: String) throws -> String {
+        let p = dir + "/tiny.yaml"
+        try """
+        data: {root: "\(tinyData)", height: 64, width: 32}
+        model: {depth: 18, width: 8, groups: 2, branches: 2}
+        sampler: {ids_per_batch: 4, instances: 2}
+        optim: {name: sgd, lr: 0.05, momentum: 0.9}
+        schedule: {epochs: 1, warmup_epochs: 0, milestones: [10]}
+        train: {checkpoint_every: 1, eval_every: 0, log_every: 1, threads: 1}
+        augment: {pad: 2}
+        eval: {batch_size: 16, flip: false}
+        """.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    func model(_ run: String) throws -> SafeTensorsFile {
+        let latest = try String(contentsOfFile: run + "/checkpoints/latest", encoding: .utf8)
+        return try SafeTensorsFile(path: run + "/checkpoints/" + latest + "/model.safetensors")
+    }
+
+    func testTwoRanksEqualTwoSimulatedRanks() throws {
+        let mpi = try mpirun()
+        let dir = scratch("mpi2"), cfg = try configFile(dir)
+        let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/mpi"])
+        XCTAssertEqual(s1, 0, o1)
+        XCTAssert(o1.contains("2 rank(s)"), o1)
+        let (s2, o2) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"])
+        XCTAssertEqual(s2, 0, o2)
+        let a = try model(dir + "/mpi"), b = try model(dir + "/sim")
+        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+        var num = 0.0, den = 0.0
+        for (k, t) in a.tensors where t.dtype == .F32 {
+            let x = try a.floats(k), y = try b.floats(k)
+            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+        }
+        XCTAssertLessThan((num / den).squareRoot(), 1e-5, "relative difference of all weights")
+        let steps = o1.components(separatedBy: "\n").filter { $0.contains("epoch 1/1 step") }.count
+        XCTAssertGreaterThanOrEqual(steps, 2, "a few steps were taken: \(o1)")
+    }
+
+    func testThreeRanksOversubscribedTrainAndCheckpoint() throws {
+        let mpi = try mpirun()
+        let dir = scratch("mpi3"), cfg = try configFile(dir)
+        let (s, o) = try run(mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                                                "--set", "sampler.ids_per_batch=3"])
+        XCTAssertEqual(s, 0, o)
+        let latest = try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8)
+        let st = try Checkpoint.verify(dir + "/run/checkpoints/" + latest)
+        XCTAssertEqual(st.worldSize, 3)
+        // P not divisible by the ranks is an error before training.
+        let (bad, out) = try run(mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/bad"])
+        XCTAssertNotEqual(bad, 0)
+        XCTAssert(out.contains("sampler.ids_per_batch = 4 is the global P and must be divisible by the 3 ranks"), out)
+    }
+
+    func testShardsAreDisjointCoverAllAndChangeWithTheEpoch() {
+        let a = identityShards(classes: 23, ranks: 3, seed: 1, epoch: 0)
+        XCTAssertEqual(a.flatMap { $0 }.sorted(), Array(0..<23))
+        XCTAssertEqual(Set(a[0]).intersection(a[1]).count, 0)
+        XCTAssertNotEqual(a, identityShards(classes: 23, ranks: 3, seed: 1, epoch: 1))
+        XCTAssertEqual(a, identityShards(classes: 23, ranks: 3, seed: 1, epoch: 0))
+    }
+
+    func testEveryRankTakesTheSameNumberOfSteps() throws {
+        let t = try Trainer(config: try tinyConfig(scratch("steps"), ["sampler.ids_per_batch=2"]), writeFiles: false, simulateRanks: 2)
+        for epoch in 0..<3 {
+            let b = t.batches(epoch: epoch)
+            XCTAssertEqual(b.count, 2); XCTAssertEqual(b[0].count, b[1].count)
+            let ids0 = Set(b[0].joined().map { t.dataset.train.samples[$0].label }), ids1 = Set(b[1].joined().map { t.dataset.train.samples[$0].label })
+            XCTAssert(ids0.isDisjoint(with: ids1), "rank batches come from disjoint identity shards")
+        }
+    }
+}
