@@ -119,4 +119,43 @@ final class MPITests: XCTestCase {
             XCTAssert(ids0.isDisjoint(with: ids1), "rank batches come from disjoint identity shards")
         }
     }
+
+    /// SIGKILL one rank mid-run: the job ends non-zero within 30 s, the last
+    /// checkpoint verifies, and resuming from it completes.
+    func testKilledRankEndsTheJobAndTheRunResumes() throws {
+        let mpi = try mpirun()
+        let dir = scratch("kill"), cfg = try configFile(dir)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpi)
+        p.arguments = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "schedule.epochs=200"]
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Wait for a checkpoint, then for training to go on past it.
+        let latest = dir + "/run/checkpoints/latest"
+        var waited = 0.0
+        while !FileManager.default.fileExists(atPath: latest) && waited < 120 { usleep(100_000); waited += 0.1 }
+        XCTAssert(FileManager.default.fileExists(atPath: latest), "no checkpoint appeared")
+        usleep(300_000)
+        let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
+        let ranks = children.split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(ranks.count, 2, "two rank processes under mpirun: \(children)")
+        guard let victim = ranks.last else { p.terminate(); return }
+        kill(victim, SIGKILL)
+        let t0 = Date()
+        while p.isRunning && Date().timeIntervalSince(t0) < 30 { usleep(100_000) }
+        XCTAssertFalse(p.isRunning, "the job did not end within 30 s of losing a rank")
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        let name = try String(contentsOfFile: latest, encoding: .utf8)
+        let st = try Checkpoint.verify(dir + "/run/checkpoints/" + name)
+        let (s, o) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                                                "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"])
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("resumed from"), o)
+        let after = try Checkpoint.verify(dir + "/run/checkpoints/" + (try String(contentsOfFile: latest, encoding: .utf8)))
+        XCTAssertEqual(after.epoch, st.epoch + 1)
+    }
 }
