@@ -37,3 +37,48 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     return FeatureSet(features: t, pids: kept.map { Int64(split.samples[$0].pid) }, camids: kept.map { Int64(split.samples[$0].camera) },
                       paths: kept.map { split.samples[$0].path }, metadata: ["producer": producer, "split": split.name])
 }
+
+/// Cluster extraction: the split's batches (of `batchSize`, in order) are
+/// dealt round-robin to the ranks; rank 0 receives every batch's features and
+/// returns the whole set in the split's order (other ranks return nil). Each
+/// batch holds the same images as in a single-process extraction, so the
+/// features, and the numbers, are the same bit for bit.
+public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
+                            flip: Bool, comm: Communicator, producer: String) throws -> FeatureSet? {
+    if comm.size == 1 {
+        return try extractFeatures(model: model, split: split, height: height, width: width, batchSize: batchSize,
+                                   flip: flip, seed: 0, producer: producer)
+    }
+    let n = split.samples.count, ranks = comm.size, r = comm.rank
+    let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
+    let mineIdx = batches.indices.filter { $0 % ranks == r }
+    var mine = split
+    mine.samples = mineIdx.flatMap { split.samples[batches[$0]] }
+    let dim = model.spec.featureChannels
+    let rowsMax = ((batches.count + ranks - 1) / ranks) * batchSize
+    var send = [Float](repeating: 0, count: rowsMax * dim)
+    if !mine.samples.isEmpty {
+        let f = try extractFeatures(model: model, split: mine, height: height, width: width, batchSize: batchSize,
+                                    flip: flip, seed: 0, producer: producer)
+        guard f.count == mine.samples.count else {
+            throw CommError("rank \(r): \(mine.samples.count - f.count) unreadable images in its share of \(split.folder)")
+        }
+        send.replaceSubrange(0..<(f.count * dim), with: f.features.buffer)
+    }
+    let all = try send.withUnsafeBytes { try comm.allgather($0.baseAddress!, bytes: $0.count) }
+    guard comm.isRoot else { return nil }
+    let t = Tensor([n, dim], zero: false)
+    all.withUnsafeBytes { raw in
+        let f = raw.bindMemory(to: Float.self).baseAddress!
+        var row = [Int](repeating: 0, count: ranks)          // next row in each rank's block
+        for (b, range) in batches.enumerated() {
+            let k = b % ranks
+            for i in range {
+                (t.ptr + i * dim).update(from: f + (k * rowsMax + row[k]) * dim, count: dim)
+                row[k] += 1
+            }
+        }
+    }
+    return FeatureSet(features: t, pids: split.samples.map { Int64($0.pid) }, camids: split.samples.map { Int64($0.camera) },
+                      paths: split.samples.map(\.path), metadata: ["producer": producer, "split": split.name])
+}

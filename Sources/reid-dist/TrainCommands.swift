@@ -136,34 +136,53 @@ struct Extract: ParsableCommand {
 }
 
 struct Evaluate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Extract query and gallery features with a checkpoint and report the protocol's numbers.")
+    static let configuration = CommandConfiguration(
+        abstract: "Extract query and gallery features with a checkpoint and report the protocol's numbers.",
+        discussion: "Under mpirun each rank extracts a slice of the images; rank 0 gathers them, ranks and reports.")
     @OptionGroup var options: ConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Write the results as JSON.") var json: String?
+    @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
 
     func run() throws {
+        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+        do { try evaluate(comm) } catch {
+            guard comm.size > 1 else { throw error }
+            FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))
+            comm.abort(1)
+        }
+        (comm as? MPICommunicator)?.finalize()
+    }
+
+    func evaluate(_ comm: Communicator) throws {
         let c = try options.load()
         setBLASThreads(c.threads); engineThreads = c.threads
         let ds = try ReIDDataset(root: c.string("data.root"), layout: c.layout)
         let model = try loadModel(c, checkpoint: checkpoint)
         let t0 = Profile.now()
-        func features(_ s: Split) throws -> FeatureSet {
-            try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"), batchSize: c.int("eval.batch_size"),
-                                flip: c.bool("eval.flip"), seed: 0, skipBadImages: c.bool("data.skip_bad_images"), producer: "reid-dist evaluate")
+        func features(_ s: Split) throws -> FeatureSet? {
+            try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"),
+                                batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"), comm: comm, producer: "reid-dist evaluate")
         }
         let q = try features(ds.query), g = try features(ds.gallery)
+        guard let q, let g else { try comm.barrier(); return }
         let r = c.bool("eval.rerank") ? try rankReranked(query: q, gallery: g, metric: c.metric) : try rank(query: q, gallery: g, metric: c.metric)
         let sec = Profile.now() - t0
-        print("\(q.count) queries x \(g.count) gallery, \(c.metric)\(c.bool("eval.flip") ? ", flip-averaged" : "")")
+        print("\(q.count) queries x \(g.count) gallery, \(c.metric)\(c.bool("eval.flip") ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")")
         print(" rank-1   rank-5  rank-10  rank-20      mAP     mINP")
         print(String(format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
                      r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))
         print(String(format: "valid queries %d of %d; %.1f s", r.validQueries, r.totalQueries, sec))
         if let json {
             let obj: [String: Any] = ["rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
-                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec]
+                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size]
             try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
         }
+        if let prefix = saveFeatures {
+            try q.write(to: prefix + "-query.safetensors", producer: "reid-dist evaluate \(checkpoint)")
+            try g.write(to: prefix + "-gallery.safetensors", producer: "reid-dist evaluate \(checkpoint)")
+        }
+        try comm.barrier()
     }
 }
 

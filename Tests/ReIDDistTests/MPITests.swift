@@ -158,4 +158,26 @@ final class MPITests: XCTestCase {
         let after = try Checkpoint.verify(dir + "/run/checkpoints/" + (try String(contentsOfFile: latest, encoding: .utf8)))
         XCTAssertEqual(after.epoch, st.epoch + 1)
     }
+
+    /// mpirun evaluate: ranks share the images, rank 0 ranks; the numbers equal
+    /// the single-process run exactly.
+    func testClusterEvaluationEqualsSingleProcess() throws {
+        let mpi = try mpirun()
+        let dir = scratch("ceval"), cfg = try configFile(dir)
+        let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
+        XCTAssertEqual(s0, 0, o0)
+        let common = ["evaluate", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "eval.batch_size=8",
+                      "--checkpoint", "\(dir)/run"]
+        let (s1, o1) = try run(Self.binary, common + ["--json", "\(dir)/one.json"])
+        XCTAssertEqual(s1, 0, o1)
+        for n in [2, 3] {
+            let (s2, o2) = try run(mpi, mpiArgs(n) + [Self.binary] + common + ["--json", "\(dir)/many.json"])
+            XCTAssertEqual(s2, 0, o2)
+            let a = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/one.json"))) as! [String: Any]
+            let b = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/many.json"))) as! [String: Any]
+            for k in ["rank1", "rank5", "mAP", "mINP"] { XCTAssertEqual(a[k] as? Double, b[k] as? Double, "\(k) with \(n) ranks") }
+            XCTAssertEqual(a["cmc"] as? [Double], b["cmc"] as? [Double])
+            XCTAssertEqual(b["ranks"] as? Int, n)
+        }
+    }
 }
