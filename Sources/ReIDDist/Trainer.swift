@@ -239,8 +239,7 @@ public final class Trainer {
             let evaluating = done == epochs || (every > 0 && done % every == 0)
             let saving = done == epochs || done % config.int("train.checkpoint_every") == 0 || done == end
             if evaluating || saving { try averageBatchNorm() }
-            if evaluating && comm.isRoot {
-                let e = try evaluate()
+            if evaluating, let e = try evaluate() {
                 metricsNow["mAP"] = e.ranking.mAP; metricsNow["rank1"] = e.ranking.rank(1)
                 if e.ranking.mAP > bestMAP { bestMAP = e.ranking.mAP; isBest = true }
             }
@@ -269,14 +268,16 @@ public final class Trainer {
         replicaCounters[r] = model.arena.counters
     }
 
-    /// Query and gallery features with the current weights, then the protocol.
+    /// Query and gallery features with the current weights (every rank extracts
+    /// a share), then the protocol on rank 0, which alone gets a result.
     @discardableResult
-    public func evaluate() throws -> EvalResult {
+    public func evaluate() throws -> EvalResult? {
         let t0 = Profile.now()
         let h = config.int("data.height"), w = config.int("data.width"), bs = config.int("eval.batch_size")
-        let flip = config.bool("eval.flip"), seed = UInt64(config.int("train.seed"))
-        let q = try extractFeatures(model: model, split: dataset.query, height: h, width: w, batchSize: bs, flip: flip, seed: seed, producer: "reid-dist")
-        let g = try extractFeatures(model: model, split: dataset.gallery, height: h, width: w, batchSize: bs, flip: flip, seed: seed, producer: "reid-dist")
+        let flip = config.bool("eval.flip")
+        let q = try extractFeatures(model: model, split: dataset.query, height: h, width: w, batchSize: bs, flip: flip, comm: comm, producer: "reid-dist")
+        let g = try extractFeatures(model: model, split: dataset.gallery, height: h, width: w, batchSize: bs, flip: flip, comm: comm, producer: "reid-dist")
+        guard let q, let g else { return nil }
         let r = config.bool("eval.rerank") ? try rankReranked(query: q, gallery: g, metric: config.metric)
                                           : try rank(query: q, gallery: g, metric: config.metric)
         let sec = Profile.now() - t0

@@ -4,6 +4,7 @@
 import ArgumentParser
 import Foundation
 import ReIDCore
+import ReIDDist
 
 struct BenchCase: Codable {
     let name: String, depth: Int, width: Int, height: Int, imageWidth: Int, batch: Int, classes: Int
@@ -18,10 +19,17 @@ let benchCases = [
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: training step (default) and evaluation.",
-        subcommands: [BenchTrain.self, BenchEval.self], defaultSubcommand: BenchTrain.self)
+        subcommands: [BenchTrain.self, BenchEval.self, BenchAllreduce.self], defaultSubcommand: BenchTrain.self)
 }
 
+extension Bench { nonisolated(unsafe) static var quiet = false }
+
+/// print, on rank 0 only.
+func say(_ s: String) { if !Bench.quiet { print(s) } }
+
 struct BenchTrain: ParsableCommand {
+    var comm: Communicator = SingleProcess()
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json }
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Measure sgemm, per-stage and training-step speed, and peak memory.",
@@ -60,17 +68,21 @@ struct BenchTrain: ParsableCommand {
 
     var selected: [String] { cases == "all" ? benchCases.map(\.name) : cases.split(separator: ",").map(String.init) }
 
-    func run() throws {
+    mutating func run() throws {
+        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+        defer { (comm as? MPICommunicator)?.finalize() }
+        self.comm = comm
+        if !comm.isRoot { Bench.quiet = true }
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        print("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)")
+        say("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
 
         let gf = measureSGEMM()
-        print(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
+        say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
         report["sgemm_gflops"] = gf
 
         if !noStages {
@@ -85,7 +97,7 @@ struct BenchTrain: ParsableCommand {
         }
         report["train_step"] = rows
         let peak = peakRSSMB()
-        print(String(format: "peak resident memory: %.0f MB", peak))
+        say(String(format: "peak resident memory: %.0f MB", peak))
         report["peak_rss_mb"] = peak
 
         if let py = torchPython {
@@ -94,7 +106,7 @@ struct BenchTrain: ParsableCommand {
         if let json {
             let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
-            print("wrote \(json)")
+            say("wrote \(json)")
         }
     }
 
@@ -125,10 +137,10 @@ struct BenchTrain: ParsableCommand {
             }
         }
         let names = ["stem", "layer1", "layer2", "layer3", "layer4"]
-        print("ResNet-50 256x128 batch 16, per stage (best of 3):")
+        say("ResNet-50 256x128 batch 16, per stage (best of 3):")
         var out: [[String: Any]] = []
         for s in 0..<5 {
-            print(String(format: "  %-7@ forward %7.1f ms   backward %7.1f ms", names[s], fwd[s] * 1e3, bwd[s] * 1e3))
+            say(String(format: "  %-7@ forward %7.1f ms   backward %7.1f ms", names[s], fwd[s] * 1e3, bwd[s] * 1e3))
             out.append(["stage": names[s], "forward_ms": fwd[s] * 1e3, "backward_ms": bwd[s] * 1e3])
         }
         return out
@@ -143,6 +155,7 @@ struct BenchTrain: ParsableCommand {
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
         var times: [Double] = []
+        var commTime = 0.0
         Profile.reset()
         for i in 0..<(steps + 2) {
             if i == 2 { Profile.reset(); Profile.enabled = true }
@@ -150,6 +163,9 @@ struct BenchTrain: ParsableCommand {
             _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1)
             net.arena.zeroGrad()
             net.backward()
+            let t1 = Profile.now()
+            try? comm.allreduceMean(net.arena.grad, net.arena.paramCount)
+            if i >= 2 { commTime += Profile.now() - t1 }
             opt.step(value: net.arena.value, grad: net.arena.grad, lr: 0.01)
             if i >= 2 { times.append(Profile.now() - t0) }
         }
@@ -164,10 +180,12 @@ struct BenchTrain: ParsableCommand {
         }
         parts["other"] = max(0, 1 - accounted / total)
         let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map { String(format: "%@ %.0f%%", $0, parts[$0]! * 100) }
-        print(String(format: "%-20@ b=%-3d %8.1f ms/step %8.1f img/s   [%@]", c.name, c.batch, med * 1e3,
-                     Double(c.batch) / med, split.joined(separator: ", ")))
-        return ["case": c.name, "batch": c.batch, "ms_per_step": med * 1e3, "images_per_second": Double(c.batch) / med,
-                "time_fraction": parts]
+        let world = Double(comm.size)
+        let ranksNote = comm.size > 1 ? String(format: " x %d ranks (all-reduce %.0f%% of the step)", comm.size, commTime / total * 100) : ""
+        say(String(format: "%-20@ b=%-3d %8.1f ms/step %8.1f img/s%@   [%@]", c.name, c.batch, med * 1e3,
+                   Double(c.batch) * world / med, ranksNote, split.joined(separator: ", ")))
+        return ["case": c.name, "batch": c.batch, "ranks": comm.size, "ms_per_step": med * 1e3,
+                "images_per_second": Double(c.batch) * world / med, "allreduce_fraction": commTime / total, "time_fraction": parts]
     }
 
     func runTorch(_ py: String, ours: [[String: Any]]) -> [String: Any] {
@@ -175,21 +193,21 @@ struct BenchTrain: ParsableCommand {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: py)
         p.arguments = [torchScript, "--threads", "\(threads)", "--steps", "\(steps)", "--json", out]
-        print("PyTorch baseline (\(torchScript)):")
+        say("PyTorch baseline (\(torchScript)):")
         do { try p.run(); p.waitUntilExit() } catch {
-            print("  could not run \(py): \(error)"); return ["error": "\(error)"]
+            say("  could not run \(py): \(error)"); return ["error": "\(error)"]
         }
         guard p.terminationStatus == 0, let data = try? Data(contentsOf: URL(fileURLWithPath: out)),
               let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
-            print("  the baseline failed (exit \(p.terminationStatus))"); return ["error": "exit \(p.terminationStatus)"]
+            say("  the baseline failed (exit \(p.terminationStatus))"); return ["error": "exit \(p.terminationStatus)"]
         }
         var ratios: [[String: Any]] = []
-        print("reid-dist / PyTorch (best of its layouts), images/s:")
+        say("reid-dist / PyTorch (best of its layouts), images/s:")
         for r in ours {
             let name = r["case"] as! String, mine = r["images_per_second"] as! Double
             let theirs = rows.filter { ($0["case"] as? String) == name }.compactMap { $0["images_per_second"] as? Double }.max()
             guard let theirs else { continue }
-            print(String(format: "  %-20@ %8.1f vs %8.1f  ratio %.2f", name, mine, theirs, mine / theirs))
+            say(String(format: "  %-20@ %8.1f vs %8.1f  ratio %.2f", name, mine, theirs, mine / theirs))
             ratios.append(["case": name, "reid_dist": mine, "torch": theirs, "ratio": mine / theirs])
         }
         return ["rows": rows, "ratios": ratios]
@@ -219,4 +237,36 @@ func measureSGEMM() -> Double {
         best = min(best, Profile.now() - t)
     }
     return 2 * Double(n * n * n) / best / 1e9
+}
+
+/// `reid-dist bench allreduce` (under mpirun): in-place sum all-reduce of 1, 25
+/// and 100 MB of floats against a plain memcpy of the same size.
+struct BenchAllreduce: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "allreduce",
+        abstract: "All-reduce bandwidth between ranks (run under mpirun -np N).")
+    @Option(help: "Repetitions per size.") var reps = 10
+
+    func run() throws {
+        guard MPICommunicator.launched else {
+            throw ValidationError("run it under MPI: Cluster/run-local.sh is for training; use mpirun -np 2 reid-dist bench allreduce")
+        }
+        let comm = try MPICommunicator()
+        defer { comm.finalize() }
+        for mb in [1, 25, 100] {
+            let n = mb * 262_144
+            let a = Tensor([n]), b = Tensor([n])
+            for i in 0..<n { a.ptr[i] = 1 }
+            try comm.allreduceSum(a.ptr, n)
+            var best = Double.infinity, copy = Double.infinity
+            for _ in 0..<reps {
+                try comm.barrier()
+                let t = Profile.now(); try comm.allreduceSum(a.ptr, n); best = min(best, Profile.now() - t)
+                let t2 = Profile.now(); b.ptr.update(from: a.ptr, count: n); copy = min(copy, Profile.now() - t2)
+            }
+            if comm.isRoot {
+                print(String(format: "%4d MB: all-reduce %8.2f ms (%6.2f GB/s algorithm bandwidth), memcpy %6.2f ms (%6.2f GB/s), %d ranks",
+                             mb, best * 1e3, Double(n * 4) / best / 1e9, copy * 1e3, Double(n * 4) / copy / 1e9, comm.size))
+            }
+        }
+    }
 }
