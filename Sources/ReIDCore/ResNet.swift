@@ -26,6 +26,24 @@ final class Downsample {
     }
 }
 
+/// The residual path of a block: x itself, or x through the downsample.
+func identityForward(_ down: Downsample?, _ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
+    guard let down else { return x }
+    return down.bn.forward(down.conv.forward(x, ws, training: training), training: training)
+}
+
+/// Adds the residual path's input gradient into dX; g is d(identity); s is scratch.
+func identityBackward(_ down: Downsample?, _ g: Tensor, dX: Tensor?, _ s: Tensor, _ ws: Workspace) {
+    if let down {
+        s.reshape(down.conv.output.shape)
+        down.bn.backward(g.ptr, dX: s.ptr)
+        down.conv.backward(s.ptr, dX: dX?.ptr, accumulate: true, ws)
+    } else if let dX {
+        let d = dX.ptr, gp = g.ptr
+        for i in 0..<dX.count { d[i] += gp[i] }
+    }
+}
+
 final class BasicBlock: ResidualBlock {
     let conv1: Conv2d, bn1: BatchNorm, conv2: Conv2d, bn2: BatchNorm
     let down: Downsample?
@@ -44,8 +62,7 @@ final class BasicBlock: ResidualBlock {
         input = x
         let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
         let o2 = conv2.forward(a1, ws, training: training)
-        var idt = x
-        if let down { idt = down.bn.forward(down.conv.forward(x, ws, training: training), training: training) }
+        let idt = identityForward(down, x, training: training, ws)
         return bn2.forward(o2, training: training, relu: true, residual: idt)
     }
 
@@ -58,14 +75,7 @@ final class BasicBlock: ResidualBlock {
         bn1.backward(s2.ptr, dX: s1.ptr)
         if let dX { dX.reshape(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
-        if let down {
-            s2.reshape(down.conv.output.shape)
-            down.bn.backward(dOut.ptr, dX: s2.ptr)
-            down.conv.backward(s2.ptr, dX: dX?.ptr, accumulate: true, ws)
-        } else if let dX {
-            let d = dX.ptr, g = dOut.ptr
-            for i in 0..<dX.count { d[i] += g[i] }
-        }
+        identityBackward(down, dOut, dX: dX, s2, ws)
     }
 }
 
@@ -91,8 +101,7 @@ final class Bottleneck: ResidualBlock {
         let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
         let a2 = bn2.forward(conv2.forward(a1, ws, training: training), training: training, relu: true)
         let o3 = conv3.forward(a2, ws, training: training)
-        var idt = x
-        if let down { idt = down.bn.forward(down.conv.forward(x, ws, training: training), training: training) }
+        let idt = identityForward(down, x, training: training, ws)
         return bn3.forward(o3, training: training, relu: true, residual: idt)
     }
 
@@ -109,14 +118,7 @@ final class Bottleneck: ResidualBlock {
         bn1.backward(s2.ptr, dX: s1.ptr)
         if let dX { dX.reshape(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
-        if let down {
-            s2.reshape(down.conv.output.shape)
-            down.bn.backward(dOut.ptr, dX: s2.ptr)
-            down.conv.backward(s2.ptr, dX: dX?.ptr, accumulate: true, ws)
-        } else if let dX {
-            let d = dX.ptr, g = dOut.ptr
-            for i in 0..<dX.count { d[i] += g[i] }
-        }
+        identityBackward(down, dOut, dX: dX, s2, ws)
     }
 }
 

@@ -21,6 +21,19 @@ struct ConfigOptions: ParsableArguments {
 
 extension Layout: ExpressibleByArgument {}
 
+/// Runs `body` with MPI under a launcher, else as one process. Under MPI one
+/// rank's error ends the whole job (no rank is left waiting in a collective),
+/// after printing the rank and the cause.
+func withCommunicator(_ body: (Communicator) throws -> Void) throws {
+    let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+    do { try body(comm) } catch {
+        guard comm.size > 1 else { throw error }
+        FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))
+        comm.abort(1)
+    }
+    (comm as? MPICommunicator)?.finalize()
+}
+
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a deterministic synthetic pedestrian dataset in the Market-1501 or DukeMTMC-reID layout.")
@@ -61,18 +74,7 @@ struct Train: ParsableCommand {
         guard simulateRanks >= 1 else { throw ValidationError("--simulate-ranks must be at least 1") }
     }
 
-    func run() throws {
-        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
-        do {
-            try train(comm)
-        } catch {
-            guard comm.size > 1 else { throw error }
-            // One rank's failure ends the whole job: no rank is left waiting in a collective.
-            FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))
-            comm.abort(1)
-        }
-        (comm as? MPICommunicator)?.finalize()
-    }
+    func run() throws { try withCommunicator(train) }
 
     func train(_ comm: Communicator) throws {
         let c = try options.load()
@@ -144,15 +146,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Write the results as JSON.") var json: String?
     @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
 
-    func run() throws {
-        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
-        do { try evaluate(comm) } catch {
-            guard comm.size > 1 else { throw error }
-            FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))
-            comm.abort(1)
-        }
-        (comm as? MPICommunicator)?.finalize()
-    }
+    func run() throws { try withCommunicator(evaluate) }
 
     func evaluate(_ comm: Communicator) throws {
         let c = try options.load()
