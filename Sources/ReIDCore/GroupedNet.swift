@@ -74,8 +74,9 @@ public final class GroupedMultiBranchNet {
         return (loss / Double(heads), correct)
     }
 
-    /// Adds the gradient of the last `forwardLoss` into `arena.grad`.
-    public func backward() {
+    /// Adds the gradient of the last `forwardLoss` into `arena.grad`; `ready`
+    /// is told each arena offset from which on all gradients are final.
+    public func backward(ready: ((Int) -> Void)? = nil) {
         let n = pooled.shape[1], c = pooled.shape[0], d = groupDim
         dHidden.reshape([c, n])
         for g in 0..<spec.groups {
@@ -85,9 +86,10 @@ public final class GroupedMultiBranchNet {
         }
         dPooled.reshape([c, n])
         bn.backward(dHidden.ptr, dX: dPooled.ptr)
+        ready?(bn.weight)                     // the head's parameters follow the backbone's
         let dMap = backbone.featureGradBuffer(lastMap)
         GlobalAvgPool.backward(dMap.ptr, dPooled.ptr, planes: c * n, hw: lastMap[2] * lastMap[3])
-        backbone.backward(dMap)
+        backbone.backward(dMap, ready: ready)
     }
 
     /// Inference features (N, C): running-statistics BN, concatenated, L2-normalised.

@@ -12,6 +12,9 @@ public final class GradBuffers {
 
 protocol ResidualBlock: AnyObject {
     var output: Tensor { get }
+    /// Arena offset of the block's first parameter (conv1.weight); all its
+    /// parameters lie at or after it, before the next block's.
+    var firstParam: Int { get }
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor
     /// dOut is consumed (overwritten); dX is written. s1, s2 are scratch.
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace)
@@ -48,6 +51,7 @@ final class BasicBlock: ResidualBlock {
     let conv1: Conv2d, bn1: BatchNorm, conv2: Conv2d, bn2: BatchNorm
     let down: Downsample?
     var output: Tensor { bn2.output }
+    var firstParam: Int { conv1.weight }
     private var input: Tensor?
 
     init(_ arena: Arena, _ p: String, cin: Int, planes: Int, stride: Int) {
@@ -83,6 +87,7 @@ final class Bottleneck: ResidualBlock {
     let conv1: Conv2d, bn1: BatchNorm, conv2: Conv2d, bn2: BatchNorm, conv3: Conv2d, bn3: BatchNorm
     let down: Downsample?
     var output: Tensor { bn3.output }
+    var firstParam: Int { conv1.weight }
     private var input: Tensor?
 
     init(_ arena: Arena, _ p: String, cin: Int, planes: Int, stride: Int) {
@@ -192,16 +197,19 @@ public final class ResNet {
     }
 
     /// dOut: gradient of the feature map (C, N, h, w); it is consumed.
-    /// Adds every parameter gradient into the arena.
-    public func backward(_ dOut: Tensor) {
+    /// Adds every parameter gradient into the arena. After each block,
+    /// `ready(offset)` says that every gradient from that arena offset on is
+    /// final (backward runs in reverse registration order), so a gradient
+    /// all-reduce can start on those while the earlier layers compute.
+    public func backward(_ dOut: Tensor, ready: ((Int) -> Void)? = nil) {
         var g = dOut
-        for i in stride(from: 4, through: 1, by: -1) { g = backwardStage(i, g) }
-        _ = backwardStage(0, g)
+        for i in stride(from: 4, through: 1, by: -1) { g = backwardStage(i, g, ready: ready) }
+        _ = backwardStage(0, g, ready: ready)
     }
 
     /// Backward of one stage; returns the gradient of its input (a buffer of `gb`).
     @discardableResult
-    public func backwardStage(_ i: Int, _ dOut: Tensor) -> Tensor {
+    public func backwardStage(_ i: Int, _ dOut: Tensor, ready: ((Int) -> Void)? = nil) -> Tensor {
         if i == 0 {
             let d = dOut === gb.a ? gb.b : gb.a
             d.reshape(bn1.output.shape)
@@ -209,12 +217,14 @@ public final class ResNet {
             gb.s1.reshape(conv1.output.shape)
             bn1.backward(d.ptr, dX: gb.s1.ptr)
             conv1.backward(gb.s1.ptr, dX: nil, ws)
+            ready?(0)
             return d
         }
         var g = dOut
         for b in stages[i - 1].reversed() {
             let d = g === gb.a ? gb.b : gb.a
             b.backward(g, dX: d, gb.s1, gb.s2, ws)
+            ready?(b.firstParam)
             g = d
         }
         return g

@@ -22,6 +22,11 @@ public protocol Communicator: AnyObject {
     /// Every rank's `bytes` bytes, in rank order.
     func allgather(_ data: UnsafeRawPointer, bytes: Int) throws -> [UInt8]
     func barrier() throws
+    /// Non-blocking in-place sum; finish it with `test` or `wait`.
+    func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) throws -> Int64
+    /// True once the request completed (it is then released).
+    func test(_ request: inout Int64) throws -> Bool
+    func wait(_ request: inout Int64) throws
     /// Ends the whole job with a non-zero status (never returns).
     func abort(_ code: Int32) -> Never
 }
@@ -50,6 +55,9 @@ public final class SingleProcess: Communicator {
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
     public func allgather(_ data: UnsafeRawPointer, bytes: Int) -> [UInt8] { Array(UnsafeRawBufferPointer(start: data, count: bytes)) }
     public func barrier() {}
+    public func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) -> Int64 { 0 }
+    public func test(_ request: inout Int64) -> Bool { true }
+    public func wait(_ request: inout Int64) {}
     public func abort(_ code: Int32) -> Never { exit(code) }
 }
 

@@ -179,8 +179,14 @@ public final class Trainer {
         let logEvery = config.int("train.log_every")
         let schedule = config.schedule
         var imagesSeen = 0
-        let runStart = Profile.now()
+        var exposedComm = 0.0
+        runStart = Profile.now()
         let myRanks = comm.size > 1 ? [comm.rank] : Array(0..<simulatedRanks)
+        let bucketBytes = Int(config.double("train.bucket_mb") * 1_048_576)
+        let sync = comm.size > 1 && bucketBytes > 0
+            ? GradientSync(comm: comm, grad: model.arena.grad, count: model.arena.paramCount, bucketBytes: bucketBytes) : nil
+        let tracing = !config.string("train.trace").isEmpty
+        let checkEvery = config.int("train.check_replicas_every")
         for epoch in startEpoch..<end {
             let all = self.batches(epoch: epoch)
             let steps = all[0].count
@@ -192,27 +198,53 @@ public final class Trainer {
             var lossSum = 0.0, correct = 0, seen = 0
             var windowStart = Profile.now(), windowImages = 0
             for step in 0..<steps {
+                let tStep = Profile.now()
                 model.arena.zeroGrad()
+                sync?.beginStep()
                 var stepLoss = 0.0, stepImages = 0, stepCorrect = 0
+                var tForward = 0.0, tBackward = 0.0
                 for (i, r) in myRanks.enumerated() {
                     let batch = try pres[i].next(step)
                     if simulatedRanks > 1 { swapIn(r) }
+                    let t0 = Profile.now()
                     let res = model.forwardLoss(batch.images, labels: batch.labels, labelSmoothing: eps)
+                    tForward += Profile.now() - t0
                     guard res.loss.isFinite else {
                         throw ConfigError("loss is \(res.loss) at epoch \(epoch + 1) step \(step + 1)\(worldSize > 1 ? " on rank \(r)" : ""): training diverged (lower optim.lr?)")
                     }
-                    model.backward()
+                    let t1 = Profile.now()
+                    var syncError: Error?
+                    if let sync {
+                        model.backward(ready: { off in do { try sync.ready(off) } catch { syncError = syncError ?? error } })
+                    } else {
+                        model.backward()
+                    }
+                    if let syncError { throw syncError }
+                    tBackward += Profile.now() - t1
                     if simulatedRanks > 1 { swapOut(r) }
                     stepLoss += res.loss * Double(batch.labels.count); stepImages += batch.labels.count; stepCorrect += res.correct
                 }
-                // Gradients averaged over ranks: summed here, then scaled by 1/N.
-                if comm.size > 1 { try comm.allreduceMean(model.arena.grad, model.arena.paramCount) }
+                // Gradients averaged over ranks: summed, then scaled by 1/N.
+                let tComm = Profile.now()
+                if let sync { try sync.finish() }
+                else if comm.size > 1 { try comm.allreduceMean(model.arena.grad, model.arena.paramCount) }
                 else if simulatedRanks > 1 {
                     let g = model.arena.grad, k = 1 / Float(simulatedRanks)
                     for i in 0..<model.arena.paramCount { g[i] *= k }
                 }
+                let tOpt = Profile.now()
                 optimizer.step(value: model.arena.value, grad: model.arena.grad, lr: lr)
                 globalStep += 1
+                if tracing && traceEvents.count < 50 * 64 {
+                    let base = tStep - runStart
+                    traceEvents.append(("forward", base + 0, tForward, -1))
+                    traceEvents.append(("backward", base + tForward, tBackward, -1))
+                    for e in sync?.events ?? [] { traceEvents.append(("all-reduce bucket \(e.bucket)", base + e.start, e.end - e.start, e.bucket)) }
+                    traceEvents.append(("wait for all-reduce", base + tComm - tStep, tOpt - tComm, -1))
+                    traceEvents.append(("optimizer", base + tOpt - tStep, Profile.now() - tOpt, -1))
+                }
+                exposedComm += sync?.exposedSeconds ?? 0
+                if checkEvery > 0 && globalStep % checkEvery == 0 { try checkReplicas() }
                 var sums = [stepLoss, Double(stepImages), Double(stepCorrect)]
                 if comm.size > 1 { try sums.withUnsafeMutableBufferPointer { try comm.allreduceSum($0.baseAddress!, 3) } }
                 lossSum += sums[0]; seen += Int(sums[1]); correct += Int(sums[2])
@@ -255,7 +287,44 @@ public final class Trainer {
             if evaluating || saving { try comm.barrier() }
         }
         let total = Profile.now() - runStart
-        log(String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9)))
+        log(String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
+            + (sync != nil ? String(format: "; waited %.1f s for gradient all-reduces not hidden by backward", exposedComm) : ""))
+        if tracing { try writeTrace() }
+    }
+
+    var runStart = 0.0
+    /// (name, start, duration, bucket) of the traced steps, seconds from the run's start.
+    var traceEvents: [(String, Double, Double, Int)] = []
+
+    /// Writes the trace: rank 0 gathers every rank's events (pid = rank).
+    func writeTrace() throws {
+        let names = ["forward", "backward", "wait for all-reduce", "optimizer"]
+        // Encode events as doubles: kind (0-3 above, 4+b bucket b), start, duration.
+        var mine: [Double] = []
+        for e in traceEvents {
+            let kind = e.3 >= 0 ? Double(4 + e.3) : Double(names.firstIndex(of: e.0) ?? 0)
+            mine += [kind, e.1, e.2]
+        }
+        var count = Double(mine.count)
+        let counts = try withUnsafeBytes(of: &count) { try comm.allgather($0.baseAddress!, bytes: 8) }
+            .withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        let width = Int(counts.max() ?? 0)
+        mine += [Double](repeating: -1, count: width - mine.count)
+        let all = try mine.withUnsafeBytes { try comm.allgather($0.baseAddress!, bytes: $0.count) }
+        guard comm.isRoot else { return }
+        let values = all.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        var events: [[String: Any]] = []
+        for rank in 0..<comm.size {
+            for k in stride(from: 0, to: Int(counts[rank]), by: 3) {
+                let v = values[rank * width + k], kind = Int(v)
+                let name = kind < 4 ? names[kind] : "all-reduce bucket \(kind - 4)"
+                events.append(["name": name, "ph": "X", "pid": rank, "tid": kind >= 4 ? 1 : 0,
+                               "ts": values[rank * width + k + 1] * 1e6, "dur": values[rank * width + k + 2] * 1e6])
+            }
+        }
+        let data = try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
+        try writeAtomically(data, to: config.string("train.trace"))
+        log("wrote trace \(config.string("train.trace")) (\(events.count) events; open in a browser's trace viewer, e.g. chrome://tracing or Perfetto)")
     }
 
     /// Simulated rank r's batch-norm statistics in and out of the model.

@@ -70,21 +70,31 @@ final class MPITests: XCTestCase {
     func testTwoRanksEqualTwoSimulatedRanks() throws {
         let mpi = try mpirun()
         let dir = scratch("mpi2"), cfg = try configFile(dir)
-        let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/mpi"])
-        XCTAssertEqual(s1, 0, o1)
-        XCTAssert(o1.contains("2 rank(s)"), o1)
         let (s2, o2) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"])
         XCTAssertEqual(s2, 0, o2)
-        let a = try model(dir + "/mpi"), b = try model(dir + "/sim")
-        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
-        var num = 0.0, den = 0.0
-        for (k, t) in a.tensors where t.dtype == .F32 {
-            let x = try a.floats(k), y = try b.floats(k)
-            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+        // One blocking all-reduce after backward, and small buckets overlapped with backward.
+        for (name, bucket) in [("blocking", "0"), ("buckets", "0.05")] {
+            let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
+                                                     "--set", "train.bucket_mb=\(bucket)", "--set", "train.check_replicas_every=1",
+                                                     "--set", "train.trace=\(dir)/\(name).json"])
+            XCTAssertEqual(s1, 0, o1)
+            XCTAssert(o1.contains("2 rank(s)"), o1)
+            let a = try model(dir + "/" + name), b = try model(dir + "/sim")
+            XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+            var num = 0.0, den = 0.0
+            for (k, t) in a.tensors where t.dtype == .F32 {
+                let x = try a.floats(k), y = try b.floats(k)
+                for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+            }
+            XCTAssertLessThan((num / den).squareRoot(), 1e-5, "\(name): relative difference of all weights")
+            let steps = o1.components(separatedBy: "\n").filter { $0.contains("epoch 1/1 step") }.count
+            XCTAssertGreaterThanOrEqual(steps, 2, "a few steps were taken: \(o1)")
+            // The trace holds both ranks' events, buckets included when bucketed.
+            let trace = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name).json"))) as! [String: Any]
+            let events = trace["traceEvents"] as! [[String: Any]]
+            XCTAssertEqual(Set(events.map { $0["pid"] as! Int }), [0, 1])
+            XCTAssertEqual(events.contains { ($0["name"] as! String).hasPrefix("all-reduce bucket") }, name == "buckets")
         }
-        XCTAssertLessThan((num / den).squareRoot(), 1e-5, "relative difference of all weights")
-        let steps = o1.components(separatedBy: "\n").filter { $0.contains("epoch 1/1 step") }.count
-        XCTAssertGreaterThanOrEqual(steps, 2, "a few steps were taken: \(o1)")
     }
 
     func testThreeRanksOversubscribedTrainAndCheckpoint() throws {
