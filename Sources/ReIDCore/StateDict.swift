@@ -77,7 +77,10 @@ extension GroupedMultiBranchNet {
         }
         // Model names are "backbone.<torchvision name>"; the file has "<torchvision name>".
         let renamed = try SafeTensorsFile(renaming: file, prefix: prefix)
-        try arena.load(from: renamed, strict: true, only: { $0.hasPrefix(prefix) })
+        do { try arena.load(from: renamed, strict: true, only: { $0.hasPrefix(prefix) }) } catch let e as StateDictError {
+            // Name the tensor as the file does (without the model's prefix).
+            throw StateDictError(e.description.replacingOccurrences(of: "'" + prefix, with: "'"))
+        }
     }
 }
 

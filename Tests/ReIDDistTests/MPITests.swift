@@ -190,4 +190,20 @@ final class MPITests: XCTestCase {
             XCTAssertEqual(b["ranks"] as? Int, n)
         }
     }
+
+    /// Two ranks stopped after epoch 1 and resumed end with the weights of an uninterrupted 2-epoch run.
+    func testResumedTwoRankRunEqualsUninterrupted() throws {
+        let mpi = try mpirun()
+        let dir = scratch("mpires"), cfg = try configFile(dir)
+        let base = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=2", "--set", "train.bucket_mb=0.05"]
+        let (s1, o1) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/whole"])
+        XCTAssertEqual(s1, 0, o1)
+        let (s2, o2) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--stop-after", "1"])
+        XCTAssertEqual(s2, 0, o2)
+        let (s3, o3) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--resume", "auto"])
+        XCTAssertEqual(s3, 0, o3)
+        XCTAssert(o3.contains("resumed from"), o3)
+        let a = try model(dir + "/whole"), b = try model(dir + "/parts")
+        for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
+    }
 }
