@@ -233,8 +233,8 @@ public struct TensorRecord {
 
 public enum SafeTensors {
     /// Serialises tensors (in name order) and metadata into safetensors bytes.
-    public static func encode(_ tensors: [TensorRecord], metadata: [String: String] = [:]) -> Data {
-        let sorted = tensors.sorted { $0.name < $1.name }
+    /// The 8-byte length and the JSON header (padded to 8 bytes), tensors in name order.
+    static func header(_ sorted: [TensorRecord], metadata: [String: String]) -> Data {
         var header: [String] = []
         if !metadata.isEmpty {
             let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
@@ -248,17 +248,26 @@ public enum SafeTensors {
         }
         var json = Array(("{" + header.joined(separator: ",") + "}").utf8)
         while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }   // align the data buffer
-        var out = Data(capacity: 8 + json.count + off)
+        var out = Data(capacity: 8 + json.count)
         var n = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
         out.append(contentsOf: json)
+        return out
+    }
+
+    /// Serialises tensors (in name order) and metadata into safetensors bytes.
+    public static func encode(_ tensors: [TensorRecord], metadata: [String: String] = [:]) -> Data {
+        let sorted = tensors.sorted { $0.name < $1.name }
+        var out = header(sorted, metadata: metadata)
         for t in sorted { out.append(t.data) }
         return out
     }
 
-    /// Writes atomically: a temporary file in the same folder, fsync, rename.
+    /// Writes atomically (a temporary file in the same folder, fsync, rename),
+    /// streaming each tensor's bytes rather than assembling the file in memory.
     public static func write(_ tensors: [TensorRecord], metadata: [String: String] = [:], to path: String) throws {
-        try writeAtomically(encode(tensors, metadata: metadata), to: path)
+        let sorted = tensors.sorted { $0.name < $1.name }
+        try writeAtomically([header(sorted, metadata: metadata)] + sorted.map(\.data), to: path)
     }
 
     static func jsonString(_ s: String) -> String {
@@ -279,7 +288,11 @@ public enum SafeTensors {
 }
 
 /// Writes `data` to `path` so that a crash leaves either the old file or the new one.
-public func writeAtomically(_ data: Data, to path: String) throws {
+public func writeAtomically(_ data: Data, to path: String) throws { try writeAtomically([data], to: path) }
+
+/// Writes the pieces one after another into a temporary file, fsyncs it and
+/// renames it over `path`.
+public func writeAtomically(_ pieces: [Data], to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
     guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
         throw SafeTensorsError(path, "cannot create \(tmp)")
@@ -287,12 +300,14 @@ public func writeAtomically(_ data: Data, to path: String) throws {
     let fd = open(tmp, O_WRONLY)
     guard fd >= 0 else { throw SafeTensorsError(path, "cannot open \(tmp) for writing") }
     var ok = true
-    data.withUnsafeBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
-            if w <= 0 { ok = false; break }
-            done += w
+    for data in pieces where ok {
+        data.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
+                if w <= 0 { ok = false; break }
+                done += w
+            }
         }
     }
     if fsync(fd) != 0 { ok = false }
