@@ -6,6 +6,8 @@ import ReIDImage
 
 public struct Batch {
     public let images: Tensor            // (N, 3, H, W), normalised
+    /// The same images mirrored (flip-averaged evaluation), when asked for.
+    public let mirrored: Tensor?
     public let labels: [Int]
     public let indices: [Int]            // into the split's samples
     public let step: Int
@@ -33,8 +35,9 @@ public final class ImageLoader {
     }
 
     /// One batch. `epoch`/`step` key the augmentation; `training` false turns
-    /// augmentation off; `mirror` flips every image (flip-averaged evaluation).
-    public func batch(_ indices: [Int], epoch: Int, step: Int, training: Bool, mirror: Bool = false) throws -> Batch {
+    /// augmentation off; `withMirror` also makes every image's mirror from the
+    /// same decoded pixels (flip-averaged evaluation).
+    public func batch(_ indices: [Int], epoch: Int, step: Int, training: Bool, withMirror: Bool = false) throws -> Batch {
         var kept: [Int] = [], images: [RGBImage] = []
         for i in indices {
             do { images.append(try image(i)); kept.append(i) } catch {
@@ -45,11 +48,16 @@ public final class ImageLoader {
         guard !kept.isEmpty else { throw DataError("batch \(step) of epoch \(epoch): no readable image") }
         let plane = 3 * height * width
         let t = Tensor([kept.count, 3, height, width], zero: false)
+        let m = withMirror ? Tensor([kept.count, 3, height, width], zero: false) : nil
         for (b, i) in kept.enumerated() {
             var rng: RNG? = training ? RNG(key: seed, UInt64(epoch), UInt64(step), UInt64(b), UInt64(i)) : nil
-            imageToTensor(images[b], t.ptr + b * plane, aug: training ? augment : .none, rng: &rng, mirror: mirror)
+            imageToTensor(images[b], t.ptr + b * plane, aug: training ? augment : .none, rng: &rng)
+            if let m {
+                var none: RNG? = nil
+                imageToTensor(images[b], m.ptr + b * plane, aug: .none, rng: &none, mirror: true)
+            }
         }
-        return Batch(images: t, labels: kept.map { samples[$0].label }, indices: kept, step: step)
+        return Batch(images: t, mirrored: m, labels: kept.map { samples[$0].label }, indices: kept, step: step)
     }
 }
 

@@ -41,8 +41,8 @@ public enum Checkpoint {
         try SafeTensors.write(model.arena.stateRecords(), metadata: ["format": "pt", "producer": "reid-dist", "classes": "\(state.classes)"],
                               to: modelPath)
         let optPath = (tmp as NSString).appendingPathComponent("optimizer.safetensors")
-        try SafeTensors.write([TensorRecord("state1", floats: optimizer.state1.array, shape: [optimizer.state1.count]),
-                               TensorRecord("state2", floats: optimizer.state2.array, shape: [optimizer.state2.count])],
+        try SafeTensors.write([TensorRecord("state1", floats: UnsafeBufferPointer(optimizer.state1.buffer), shape: [optimizer.state1.count]),
+                               TensorRecord("state2", floats: UnsafeBufferPointer(optimizer.state2.buffer), shape: [optimizer.state2.count])],
                               metadata: ["kind": optimizer.kind.rawValue, "steps": "\(optimizer.steps)"], to: optPath)
         var st = state
         st.files = ["model.safetensors": try SHA256.file(modelPath), "optimizer.safetensors": try SHA256.file(optPath)]

@@ -40,9 +40,6 @@ extension Communicator {
         let s = 1 / Float(size)
         for i in 0..<count { data[i] *= s }
     }
-    public func broadcast(_ values: inout [Float], root: Int = 0) throws {
-        try values.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: $0.count, root: root) }
-    }
 }
 
 public final class SingleProcess: Communicator {

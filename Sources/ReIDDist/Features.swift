@@ -6,22 +6,23 @@ import ReIDData
 import ReIDEval
 
 public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-                            flip: Bool, seed: UInt64, skipBadImages: Bool = false, producer: String,
+                            flip: Bool, skipBadImages: Bool = false, producer: String,
                             progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
-    let loader = ImageLoader(samples: split.samples, height: height, width: width, augment: .none, seed: seed,
+    let loader = ImageLoader(samples: split.samples, height: height, width: width, augment: .none, seed: 0,
                              skipBadImages: skipBadImages)
     let n = split.samples.count
     let batches = stride(from: 0, to: n, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, n)) }
     let dim = model.spec.featureChannels
     var rows: [Float] = [], kept: [Int] = []
     rows.reserveCapacity(n * dim)
-    let pre = Prefetcher(steps: 0..<batches.count) { s in try loader.batch(batches[s], epoch: 0, step: s, training: false) }
+    let pre = Prefetcher(steps: 0..<batches.count) { s in
+        try loader.batch(batches[s], epoch: 0, step: s, training: false, withMirror: flip)
+    }
     for s in 0..<batches.count {
         let b = try pre.next(s)
         let f = model.features(b.images)
-        if flip {
-            let m = try loader.batch(b.indices, epoch: 0, step: s, training: false, mirror: true)
-            let g = model.features(m.images)
+        if let mirrored = b.mirrored {
+            let g = model.features(mirrored)
             for i in 0..<f.count { f.ptr[i] += g.ptr[i] }
             for r in 0..<f.shape[0] {                      // re-normalise the average
                 let row = f.ptr + r * dim
@@ -47,7 +48,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
                             flip: Bool, comm: Communicator, producer: String) throws -> FeatureSet? {
     if comm.size == 1 {
         return try extractFeatures(model: model, split: split, height: height, width: width, batchSize: batchSize,
-                                   flip: flip, seed: 0, producer: producer)
+                                   flip: flip, producer: producer)
     }
     let n = split.samples.count, ranks = comm.size, r = comm.rank
     let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
@@ -59,7 +60,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     var send = [Float](repeating: 0, count: rowsMax * dim)
     if !mine.samples.isEmpty {
         let f = try extractFeatures(model: model, split: mine, height: height, width: width, batchSize: batchSize,
-                                    flip: flip, seed: 0, producer: producer)
+                                    flip: flip, producer: producer)
         guard f.count == mine.samples.count else {
             throw CommError("rank \(r): \(mine.samples.count - f.count) unreadable images in its share of \(split.folder)")
         }

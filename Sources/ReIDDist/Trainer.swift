@@ -333,7 +333,8 @@ public final class Trainer {
         model.arena.counters = replicaCounters[r]
     }
     func swapOut(_ r: Int) {
-        replicaBuffers[r] = Array(UnsafeBufferPointer(start: model.arena.buffer, count: model.arena.bufferCount))
+        let src = model.arena.buffer, n = model.arena.bufferCount
+        replicaBuffers[r].withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: src, count: n) }
         replicaCounters[r] = model.arena.counters
     }
 

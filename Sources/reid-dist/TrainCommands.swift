@@ -130,7 +130,7 @@ struct Extract: ParsableCommand {
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
         let f = try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"),
-                                    batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"), seed: 0,
+                                    batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"),
                                     skipBadImages: c.bool("data.skip_bad_images"), producer: "reid-dist extract \(checkpoint)")
         try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
         print(String(format: "wrote %d x %d features of %@ to %@ (%.1f s)", f.count, f.dim, s.folder, out, Profile.now() - t0))

@@ -100,8 +100,8 @@ final class TrainerTests: XCTestCase {
         let fresh = GroupedMultiBranchNet(spec, seed: 999)
         try fresh.arena.load(from: try SafeTensorsFile(path: dir + "/model.safetensors"), strict: true)
         let q = t.dataset.query
-        let a = try extractFeatures(model: t.model, split: q, height: 64, width: 32, batchSize: 16, flip: true, seed: 0, producer: "t")
-        let b = try extractFeatures(model: fresh, split: q, height: 64, width: 32, batchSize: 16, flip: true, seed: 0, producer: "t")
+        let a = try extractFeatures(model: t.model, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
+        let b = try extractFeatures(model: fresh, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
         XCTAssertEqual(a.features.array, b.features.array)
         // Only the newest keep_checkpoints (3) folders stay.
         let kept = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.hasPrefix("epoch-") }.sorted()
