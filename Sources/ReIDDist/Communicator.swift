@@ -40,6 +40,13 @@ extension Communicator {
         let s = 1 / Float(size)
         for i in 0..<count { data[i] *= s }
     }
+
+    /// Every rank's `values` (the same count on every rank), indexed [rank][i].
+    public func allgather(_ values: [Double]) throws -> [[Double]] {
+        let bytes = try values.withUnsafeBytes { try allgather($0.baseAddress!, bytes: $0.count) }
+        let flat = bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        return (0..<size).map { Array(flat[($0 * values.count)..<(($0 + 1) * values.count)]) }
+    }
 }
 
 public final class SingleProcess: Communicator {

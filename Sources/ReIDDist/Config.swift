@@ -78,7 +78,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.keep_checkpoints", kind: .int, defaultValue: .int(3), doc: "most recent checkpoints kept (plus the best by mAP)"),
     .init(name: "train.eval_every", kind: .int, defaultValue: .int(40), doc: "epochs between evaluations (0: only at the end)"),
     .init(name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines"),
-    .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, overlapped with backward (0: one blocking all-reduce after backward)"),
+    .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)"),
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
     .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per process (0: all cores)"),

@@ -1,41 +1,59 @@
 // Gradient averaging in buckets, overlapped with backward. The gradient arena
-// is cut into buckets of about `bucketBytes`, from its end (the head and
-// layer4, whose gradients backward finishes first) to its start. Whenever
-// backward reports that all gradients from some offset on are final, the
-// buckets lying entirely past it are handed to a communication thread, which
-// starts their non-blocking all-reduces and keeps testing them: Open MPI
-// progresses non-blocking collectives only inside MPI calls, so without these
-// tests the reduction would wait for the end of backward. All MPI calls of a
-// step's reduction happen on that one thread (MPI_THREAD_SERIALIZED is enough;
-// the main thread makes no MPI call between `beginStep` and `finish`).
-// `finish` waits for the last buckets and scales by 1/N.
+// is cut into buckets of about `bucketBytes` (at most a quarter of it each),
+// from its end (the head and layer4, whose gradients backward finishes first)
+// to its start. Whenever backward reports that all gradients from some offset
+// on are final, the buckets lying entirely past it are handed to a
+// communication thread, which starts their non-blocking all-reduces and keeps
+// testing them: Open MPI progresses non-blocking collectives only inside MPI
+// calls, so without these tests the reduction would wait for the end of
+// backward. Once backward is over, that thread blocks in MPI_Wait for what is
+// left. Each reduced bucket is scaled by 1/N there too; `finish` only waits.
+// All MPI calls of a step's reduction happen on that one thread
+// (MPI_THREAD_SERIALIZED is enough; the main thread makes no MPI call between
+// `beginStep` and `finish`).
 import Foundation
 import ReIDCore
 
 public final class GradientSync {
     let comm: Communicator
     let grad: UnsafeMutablePointer<Float>
+    let scale: Float
     /// [lo, hi) ranges of the arena, last bucket first.
     public let buckets: [Range<Int>]
     private let cond = NSCondition()
     private var generation = 0        // steps begun
     private var released = 0          // buckets backward has finished
     private var completed = 0         // buckets reduced
+    private var draining = false      // backward is over: `finish` is waiting
     private var stopping = false
     private var failure: Error?
     private var thread: Thread?
     private var started: [Double], ended: [Double]
     private var stepStart = 0.0
-    /// Time `finish` spent waiting: the all-reduce time backward did not hide.
-    public private(set) var exposedSeconds = 0.0
     /// This step's (bucket, start, end), seconds since the step began.
     public var events: [(bucket: Int, start: Double, end: Double)] {
         (0..<completed).map { ($0, started[$0], ended[$0]) }
     }
 
+    /// Wall time this step during which some bucket's all-reduce was in flight.
+    public var busySeconds: Double { Self.covered(events.map { ($0.start, $0.end) }) }
+
+    /// Length of the union of [start, end) intervals.
+    static func covered(_ intervals: [(start: Double, end: Double)]) -> Double {
+        var total = 0.0, reach = -Double.infinity
+        for e in intervals.sorted(by: { $0.start < $1.start }) {
+            let s = Swift.max(e.start, reach)
+            if e.end > s { total += e.end - s }
+            reach = Swift.max(reach, e.end)
+        }
+        return total
+    }
+
     public init(comm: Communicator, grad: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int) {
-        self.comm = comm; self.grad = grad
-        let per = Swift.max(1, bucketBytes / 4)
+        self.comm = comm; self.grad = grad; scale = 1 / Float(comm.size)
+        // At most a quarter of the arena per bucket, so that a small model's gradients are not
+        // one bucket that can start only when backward has ended.
+        let per = Swift.max(1, Swift.min(bucketBytes / 4, (count + 3) / 4))
         var b: [Range<Int>] = []
         var hi = count
         while hi > 0 { let lo = Swift.max(0, hi - per); b.append(lo..<hi); hi = lo }
@@ -53,7 +71,7 @@ public final class GradientSync {
 
     public func beginStep() {
         cond.lock()
-        released = 0; completed = 0; generation += 1
+        released = 0; completed = 0; draining = false; generation += 1
         stepStart = Profile.now()
         cond.unlock()
     }
@@ -78,7 +96,7 @@ public final class GradientSync {
             while !stopping && (seen == generation ? launched >= released : released == 0) && inFlight.isEmpty { cond.wait() }
             if stopping { cond.unlock(); return }
             if seen != generation { seen = generation; launched = 0 }    // a new step
-            let upTo = released
+            let upTo = released, drain = draining
             cond.unlock()
             do {
                 while launched < upTo {
@@ -88,11 +106,19 @@ public final class GradientSync {
                     started[launched] = t
                     launched += 1
                 }
+                // While backward runs, test and sleep: the compute thread keeps the core. Once
+                // it waits in `finish`, block: MPI_Wait progresses without pauses, which matters
+                // for large buckets over copy-in/copy-out shared memory.
+                let blocking = drain && launched == buckets.count
                 var i = 0
                 while i < inFlight.count {
                     var req = inFlight[i].1
-                    if try comm.test(&req) {
+                    let done: Bool
+                    if blocking { try comm.wait(&req); done = true } else { done = try comm.test(&req) }
+                    if done {
                         let b = inFlight[i].0
+                        let r = buckets[b], p = grad + r.lowerBound
+                        for j in 0..<r.count { p[j] *= scale }    // the mean, while backward still runs
                         ended[b] = Profile.now() - stepStart
                         inFlight.remove(at: i)
                         cond.lock(); completed += 1; cond.broadcast(); cond.unlock()
@@ -106,17 +132,14 @@ public final class GradientSync {
         }
     }
 
-    /// Releases whatever is left, waits for every bucket, scales by 1/N.
+    /// Releases whatever is left and waits for every bucket (each already scaled by 1/N).
     public func finish() throws {
         try ready(0)
-        let t0 = Profile.now()
         cond.lock()
+        draining = true; cond.broadcast()
         while completed < buckets.count { cond.wait() }
         let f = failure
         cond.unlock()
-        exposedSeconds = Profile.now() - t0
         if let f { throw f }
-        let s = 1 / Float(comm.size)
-        for r in buckets { for i in r { grad[i] *= s } }
     }
 }

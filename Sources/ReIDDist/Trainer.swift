@@ -179,7 +179,7 @@ public final class Trainer {
         let logEvery = config.int("train.log_every")
         let schedule = config.schedule
         var imagesSeen = 0
-        var exposedComm = 0.0
+        var commWaits: [Double] = []
         runStart = Profile.now()
         let myRanks = comm.size > 1 ? [comm.rank] : Array(0..<simulatedRanks)
         let bucketBytes = Int(config.double("train.bucket_mb") * 1_048_576)
@@ -243,7 +243,7 @@ public final class Trainer {
                     traceEvents.append(("wait for all-reduce", base + tComm - tStep, tOpt - tComm, -1))
                     traceEvents.append(("optimizer", base + tOpt - tStep, Profile.now() - tOpt, -1))
                 }
-                exposedComm += sync?.exposedSeconds ?? 0
+                if comm.size > 1 { commWaits.append(tOpt - tComm) }
                 if checkEvery > 0 && globalStep % checkEvery == 0 { try checkReplicas() }
                 var sums = [stepLoss, Double(stepImages), Double(stepCorrect)]
                 if comm.size > 1 { try sums.withUnsafeMutableBufferPointer { try comm.allreduceSum($0.baseAddress!, 3) } }
@@ -287,8 +287,21 @@ public final class Trainer {
             if evaluating || saving { try comm.barrier() }
         }
         let total = Profile.now() - runStart
-        log(String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
-            + (sync != nil ? String(format: "; waited %.1f s for gradient all-reduces not hidden by backward", exposedComm) : ""))
+        var summary = String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
+        if comm.size > 1 {
+            // Per step, the last rank to finish backward waits only for the reduction's tail (the
+            // exposed all-reduce); the others' extra wait is for that rank (imbalance).
+            let all = try comm.allgather(commWaits)
+            var exposed = 0.0, imbalance = 0.0
+            for s in 0..<commWaits.count {
+                let w = all.map { $0[s] }
+                exposed += w.min()!; imbalance += w.max()! - w.min()!
+            }
+            summary += String(format: "; gradient all-reduce exposed %.1f s (%.1f%% of the run%@), ranks waiting for the slowest %.1f s",
+                              exposed, exposed / Swift.max(total, 1e-9) * 100, sync == nil ? ", blocking: train.bucket_mb 0" : "", imbalance)
+            record(["kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total, "ranks": worldSize])
+        }
+        log(summary)
         if tracing { try writeTrace() }
     }
 

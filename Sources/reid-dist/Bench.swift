@@ -156,8 +156,7 @@ struct BenchTrain: ParsableCommand {
         var rng = RNG(key: 2)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
-        var times: [Double] = []
-        var commTime = 0.0
+        var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
         let sync = comm.size > 1 && bucketMb > 0
             ? GradientSync(comm: comm, grad: net.arena.grad, count: net.arena.paramCount, bucketBytes: Int(bucketMb * 1_048_576)) : nil
         Profile.reset()
@@ -170,9 +169,12 @@ struct BenchTrain: ParsableCommand {
             if let sync { net.backward(ready: { try? sync.ready($0) }) } else { net.backward() }
             let t1 = Profile.now()
             if let sync { try? sync.finish() } else { try? comm.allreduceMean(net.arena.grad, net.arena.paramCount) }
-            if i >= 2 { commTime += Profile.now() - t1 }
+            let t2 = Profile.now()
             opt.step(value: net.arena.value, grad: net.arena.grad, lr: 0.01)
-            if i >= 2 { times.append(Profile.now() - t0) }
+            if i >= 2 {
+                times.append(Profile.now() - t0); waits.append(t2 - t1)
+                busy.append(sync?.busySeconds ?? (t2 - t1))
+            }
         }
         Profile.enabled = false
         let med = times.sorted()[times.count / 2]
@@ -186,24 +188,35 @@ struct BenchTrain: ParsableCommand {
         parts["other"] = max(0, 1 - accounted / total)
         let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map { String(format: "%@ %.0f%%", $0, parts[$0]! * 100) }
         let world = Double(comm.size)
-        var hidden = 0.0
+        let commTime = waits.reduce(0, +)
+        var hidden = 0.0, exposed = 0.0, imbalance = 0.0, blocking = 0.0, inFlight = 0.0
         if comm.size > 1 {
-            // The same reduction done blocking, for the share that overlapping hid.
-            var best = Double.infinity
+            // The reduction alone, blocking, after a barrier: what overlapping can hide.
+            blocking = .infinity
             for _ in 0..<3 {
                 try? comm.barrier()
-                let t = Profile.now(); try? comm.allreduceSum(net.arena.grad, net.arena.paramCount); best = min(best, Profile.now() - t)
+                let t = Profile.now(); try? comm.allreduceSum(net.arena.grad, net.arena.paramCount); blocking = min(blocking, Profile.now() - t)
             }
-            let exposed = commTime / Double(times.count)
-            hidden = sync == nil ? 0 : max(0, 1 - exposed / best)
+            // A rank that finishes backward early also waits for the others: that is imbalance,
+            // not communication. The last rank to finish backward waits only for the reduction's
+            // tail, so per step the smallest wait over ranks is the exposed all-reduce time.
+            let all = (try? comm.allgather(waits)) ?? [waits]
+            for s in 0..<waits.count {
+                let w = all.map { $0[s] }
+                exposed += w.min()! / Double(waits.count)
+                imbalance += (w.max()! - w.min()!) / Double(waits.count)
+            }
+            inFlight = busy.reduce(0, +) / Double(busy.count)
+            hidden = max(0, 1 - exposed / blocking)
         }
-        let ranksNote = comm.size > 1 ? String(format: " x %d ranks (waiting on all-reduce %.1f%% of the step; %.0f%% of a blocking all-reduce hidden)",
-                                               comm.size, commTime / total * 100, hidden * 100) : ""
-        say(String(format: "%-20@ b=%-3d %8.1f ms/step %8.1f img/s%@   [%@]", c.name, c.batch, med * 1e3,
+        let ranksNote = comm.size > 1 ? String(format: " x %d ranks (all-reduce alone %.0f ms, in flight %.0f ms/step, exposed %.0f ms = %.0f%% hidden; waiting for the slower rank %.0f ms)",
+                                               comm.size, blocking * 1e3, inFlight * 1e3, exposed * 1e3, hidden * 100, imbalance * 1e3) : ""
+        say(String(format: "%-20@ b=%-3d %8.1f ms/step %8.2f img/s%@   [%@]", c.name, c.batch, med * 1e3,
                    Double(c.batch) * world / med, ranksNote, split.joined(separator: ", ")))
         return ["case": c.name, "batch": c.batch, "ranks": comm.size, "ms_per_step": med * 1e3,
                 "images_per_second": Double(c.batch) * world / med, "allreduce_wait_fraction": commTime / total,
-                "allreduce_hidden_fraction": hidden, "time_fraction": parts]
+                "allreduce_blocking_ms": blocking * 1e3, "allreduce_in_flight_ms": inFlight * 1e3,
+                "allreduce_exposed_ms": exposed * 1e3, "allreduce_hidden_fraction": hidden, "rank_imbalance_ms": imbalance * 1e3, "time_fraction": parts]
     }
 
     func runTorch(_ py: String, ours: [[String: Any]]) -> [String: Any] {

@@ -94,6 +94,10 @@ final class MPITests: XCTestCase {
             let events = trace["traceEvents"] as! [[String: Any]]
             XCTAssertEqual(Set(events.map { $0["pid"] as! Int }), [0, 1])
             XCTAssertEqual(events.contains { ($0["name"] as! String).hasPrefix("all-reduce bucket") }, name == "buckets")
+            // The run's account of the all-reduce, printed and in metrics.jsonl.
+            XCTAssert(o1.contains("gradient all-reduce exposed"), o1)
+            let metrics = try String(contentsOfFile: "\(dir)/\(name)/metrics.jsonl", encoding: .utf8)
+            XCTAssert(metrics.contains("\"allreduce_exposed_s\""), metrics)
         }
     }
 
@@ -110,6 +114,11 @@ final class MPITests: XCTestCase {
         let (bad, out) = try run(mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/bad"])
         XCTAssertNotEqual(bad, 0)
         XCTAssert(out.contains("sampler.ids_per_batch = 4 is the global P and must be divisible by the 3 ranks"), out)
+    }
+
+    func testBucketTimesAreCountedOnceWhereTheyOverlap() {
+        XCTAssertEqual(GradientSync.covered([(5, 6), (0, 2), (1, 3), (1.5, 2.5)]), 4)
+        XCTAssertEqual(GradientSync.covered([]), 0)
     }
 
     func testShardsAreDisjointCoverAllAndChangeWithTheEpoch() {
