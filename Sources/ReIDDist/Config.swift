@@ -40,6 +40,12 @@ public struct ConfigKey {
     public let name: String, kind: Kind, defaultValue: ConfigValue, doc: String
 }
 
+/// The README's table of keys, as `reid-dist config-keys` prints it.
+public var configKeysMarkdown: String {
+    (["| key | default | meaning |", "| --- | --- | --- |"]
+        + configKeys.map { "| `\($0.name)` | `\($0.defaultValue)` | \($0.doc) |" }).joined(separator: "\n")
+}
+
 /// Every key, its type, default and meaning (the README's table is printed from this).
 public let configKeys: [ConfigKey] = [
     .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "dataset folder with bounding_box_train/, query/, bounding_box_test/"),

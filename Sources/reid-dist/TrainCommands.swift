@@ -183,7 +183,6 @@ struct Evaluate: ParsableCommand {
 struct ConfigKeys: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "config-keys", abstract: "Print every configuration key as a Markdown table.")
     func run() {
-        print("| key | default | meaning |\n| --- | --- | --- |")
-        for k in configKeys { print("| `\(k.name)` | `\(k.defaultValue)` | \(k.doc) |") }
+        print(configKeysMarkdown)
     }
 }

@@ -52,6 +52,13 @@ final class ConfigTests: XCTestCase {
         expect(["novalue"], "expected key=value")
     }
 
+    func testTheREADMEListsEveryKeyAsTheCodeDefinesIt() throws {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("README.md")
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        XCTAssert(text.contains(configKeysMarkdown + "\n"), "README.md's configuration table differs from `reid-dist config-keys`: paste its output")
+    }
+
     func testFilesOverridesAndTheResolvedYAMLRoundTrip() throws {
         let dir = scratch("cfg")
         let f = dir + "/c.yaml"
