@@ -68,8 +68,44 @@ public final class SingleProcess: Communicator {
 public final class MPICommunicator: Communicator {
     public let rank: Int, size: Int, localRank: Int
 
-    /// True when this process was started by Open MPI's launcher.
-    public static var launched: Bool { ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
+    /// How a process was started, read from its environment.
+    public enum Launch: Equatable {
+        /// By an MPI launcher: mpirun (OMPI_COMM_WORLD_SIZE) or a PMIx/PMI direct launch such as
+        /// `srun --mpi=pmix` (PMIX_RANK, PMI_RANK); `ranks` is how many processes it says it started.
+        case mpi(ranks: Int?)
+        case alone
+        /// One of several tasks of a launcher MPI cannot join: each would train alone.
+        case refused(String)
+    }
+
+    public static func launch(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Launch {
+        if let n = env["OMPI_COMM_WORLD_SIZE"] { return .mpi(ranks: Int(n)) }
+        if env["PMIX_RANK"] != nil || env["PMI_RANK"] != nil {
+            return .mpi(ranks: env["SLURM_STEP_NUM_TASKS"].flatMap { Int($0) } ?? env["PMI_SIZE"].flatMap { Int($0) })
+        }
+        if let t = env["SLURM_STEP_NUM_TASKS"].flatMap({ Int($0) }), t > 1 {
+            return .refused("this is one of \(t) tasks started by srun without MPI (no PMIx/PMI in the environment): each would train alone into the same run folder. Launch with mpirun inside the allocation (Cluster/slurm/train.sbatch) or with srun --mpi=pmix")
+        }
+        return .alone
+    }
+
+    /// True when this process was started by an MPI launcher.
+    public static var launched: Bool { if case .mpi = launch() { return true } else { return false } }
+
+    /// The communicator this process was started for: MPI under a launcher, else a single process.
+    /// Fails when the launcher's processes did not join one MPI job (each would train alone).
+    public static func forThisProcess() throws -> Communicator {
+        switch launch() {
+        case .alone: return SingleProcess()
+        case .refused(let why): throw CommError(why)
+        case .mpi(let ranks):
+            let c = try MPICommunicator()
+            if let ranks, ranks != c.size {
+                throw CommError("the launcher started \(ranks) processes but MPI_Init made a job of \(c.size): this Open MPI cannot reach the launcher (srun needs --mpi=pmix and a PMIx-enabled Slurm; or use mpirun)")
+            }
+            return c
+        }
+    }
 
     public init() throws {
         var provided: Int32 = 0

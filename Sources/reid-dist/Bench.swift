@@ -71,7 +71,7 @@ struct BenchTrain: ParsableCommand {
     var selected: [String] { cases == "all" ? benchCases.map(\.name) : cases.split(separator: ",").map(String.init) }
 
     mutating func run() throws {
-        let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+        let comm = try MPICommunicator.forThisProcess()
         defer { (comm as? MPICommunicator)?.finalize() }
         self.comm = comm
         if !comm.isRoot { Bench.quiet = true }

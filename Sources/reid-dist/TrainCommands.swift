@@ -25,7 +25,7 @@ extension Layout: ExpressibleByArgument {}
 /// rank's error ends the whole job (no rank is left waiting in a collective),
 /// after printing the rank and the cause.
 func withCommunicator(_ body: (Communicator) throws -> Void) throws {
-    let comm: Communicator = MPICommunicator.launched ? try MPICommunicator() : SingleProcess()
+    let comm = try MPICommunicator.forThisProcess()
     do { try body(comm) } catch {
         guard comm.size > 1 else { throw error }
         FileHandle.standardError.write(Data("rank \(comm.rank): error: \(error)\n".utf8))

@@ -116,6 +116,19 @@ final class MPITests: XCTestCase {
         XCTAssert(out.contains("sampler.ids_per_batch = 4 is the global P and must be divisible by the 3 ranks"), out)
     }
 
+    func testTheLaunchIsReadFromTheEnvironment() {
+        typealias L = MPICommunicator.Launch
+        XCTAssertEqual(MPICommunicator.launch([:]), L.alone)
+        XCTAssertEqual(MPICommunicator.launch(["OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "1", "SLURM_STEP_NUM_TASKS": "2"]), L.mpi(ranks: 4))
+        XCTAssertEqual(MPICommunicator.launch(["PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "8"]), L.mpi(ranks: 8))   // srun --mpi=pmix
+        XCTAssertEqual(MPICommunicator.launch(["PMI_RANK": "0", "PMI_SIZE": "3"]), L.mpi(ranks: 3))
+        XCTAssertEqual(MPICommunicator.launch(["SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"]), L.alone)       // one task
+        guard case .refused(let why) = MPICommunicator.launch(["SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2"]) else {
+            return XCTFail("plain srun with 4 tasks must be refused")
+        }
+        XCTAssert(why.contains("4 tasks started by srun without MPI"), why)
+    }
+
     func testBucketTimesAreCountedOnceWhereTheyOverlap() {
         XCTAssertEqual(GradientSync.covered([(5, 6), (0, 2), (1, 3), (1.5, 2.5)]), 4)
         XCTAssertEqual(GradientSync.covered([]), 0)
