@@ -27,7 +27,7 @@ public final class GradientSync {
     private var draining = false      // backward is over: `finish` is waiting
     private var stopping = false
     private var failure: Error?
-    private var thread: Thread?
+    private var exited = false
     private var started: [Double], ended: [Double]
     private var stepStart = 0.0
     /// This step's (bucket, start, end), seconds since the step began.
@@ -59,14 +59,23 @@ public final class GradientSync {
         while hi > 0 { let lo = Swift.max(0, hi - per); b.append(lo..<hi); hi = lo }
         buckets = b
         started = Array(repeating: 0, count: b.count); ended = started
-        let t = Thread { [unowned self] in self.serve() }
+        // The thread holds `self` until `close`: it must never outlive what it reads.
+        let t = Thread { self.serve() }
         t.name = "reid-dist all-reduce"
-        thread = t
         t.start()
     }
 
-    deinit {
-        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+    /// Ends the communication thread (after `finish`, or when the step failed) and waits up to
+    /// 5 s for it to leave: it could be blocked on a rank that died, which MPI then reports.
+    /// True when the thread has left.
+    @discardableResult
+    public func close() -> Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        stopping = true; cond.broadcast()
+        let deadline = Date(timeIntervalSinceNow: 5)
+        while !exited && cond.wait(until: deadline) {}
+        return exited
     }
 
     public func beginStep() {
@@ -94,7 +103,7 @@ public final class GradientSync {
         while true {
             cond.lock()
             while !stopping && (seen == generation ? launched >= released : released == 0) && inFlight.isEmpty { cond.wait() }
-            if stopping { cond.unlock(); return }
+            if stopping { exited = true; cond.broadcast(); cond.unlock(); return }
             if seen != generation { seen = generation; launched = 0 }    // a new step
             let upTo = released, drain = draining
             cond.unlock()

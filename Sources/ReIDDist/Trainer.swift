@@ -185,6 +185,7 @@ public final class Trainer {
         let bucketBytes = Int(config.double("train.bucket_mb") * 1_048_576)
         let sync = comm.size > 1 && bucketBytes > 0
             ? GradientSync(comm: comm, grad: model.arena.grad, count: model.arena.paramCount, bucketBytes: bucketBytes) : nil
+        defer { sync?.close() }
         let tracing = !config.string("train.trace").isEmpty
         let checkEvery = config.int("train.check_replicas_every")
         for epoch in startEpoch..<end {

@@ -159,6 +159,7 @@ struct BenchTrain: ParsableCommand {
         var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
         let sync = comm.size > 1 && bucketMb > 0
             ? GradientSync(comm: comm, grad: net.arena.grad, count: net.arena.paramCount, bucketBytes: Int(bucketMb * 1_048_576)) : nil
+        defer { sync?.close() }
         Profile.reset()
         for i in 0..<(steps + 2) {
             if i == 2 { Profile.reset(); Profile.enabled = true }

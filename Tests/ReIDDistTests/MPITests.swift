@@ -129,6 +129,25 @@ final class MPITests: XCTestCase {
         XCTAssert(why.contains("4 tasks started by srun without MPI"), why)
     }
 
+    func testGradientSyncAveragesAndEndsItsThreadCleanly() throws {
+        // One process: the sum over ranks is the gradient itself, and 1/N = 1.
+        let n = 1000
+        let g = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { g.deallocate() }
+        for i in 0..<n { g[i] = Float(i) }
+        for _ in 0..<3 {
+            let sync = GradientSync(comm: SingleProcess(), grad: g, count: n, bucketBytes: 40_000)
+            XCTAssertEqual(sync.buckets.count, 4)                       // at most a quarter each
+            XCTAssertEqual(sync.buckets.first, 750..<1000)              // the end of the arena first
+            sync.beginStep()
+            try sync.ready(500)
+            try sync.finish()
+            XCTAssertEqual(sync.events.count, 4)
+            XCTAssertEqual(g[999], 999)
+            XCTAssert(sync.close(), "the communication thread left")
+        }
+    }
+
     func testBucketTimesAreCountedOnceWhereTheyOverlap() {
         XCTAssertEqual(GradientSync.covered([(5, 6), (0, 2), (1, 3), (1.5, 2.5)]), 4)
         XCTAssertEqual(GradientSync.covered([]), 0)
