@@ -90,7 +90,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per process (0: all cores)"),
     .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
     .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
-    .init(name: "eval.batch_size", kind: .int, defaultValue: .int(64), doc: "images per batch when extracting features"),
+    .init(name: "eval.batch_size", kind: .int, defaultValue: .int(16), doc: "images per batch when extracting features (ResNet-50 256x128: 16 takes 1.4 GB, 64 takes 4.9 GB and is no faster)"),
     .init(name: "eval.rerank", kind: .bool, defaultValue: .bool(false), doc: "k-reciprocal re-ranking in evaluation"),
 ]
 
