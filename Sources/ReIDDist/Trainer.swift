@@ -29,6 +29,13 @@ public final class Trainer {
     var replicaBuffers: [[Float]] = [], replicaCounters: [[Int64]] = []
     /// Prints a line; rank 0 only in distributed runs.
     public var log: (String) -> Void = { print($0); fflush(stdout) }
+
+    /// A warning of this rank's own (its shard's images, say): every rank prints its own,
+    /// under MPI on standard error with its rank.
+    func warn(_ s: String) {
+        if comm.size > 1 { FileHandle.standardError.write(Data("rank \(comm.rank): warning: \(s)\n".utf8)) }
+        else { log("warning: " + s) }
+    }
     let metrics: FileHandle?
 
     public init(config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1) throws {
@@ -264,7 +271,7 @@ public final class Trainer {
                     windowStart = now; windowImages = 0
                 }
             }
-            if !loader.skipped.isEmpty { log("warning: \(loader.skipped.count) unreadable images skipped so far (data.skip_bad_images); first: \(loader.skipped[0])") }
+            if !loader.skipped.isEmpty { warn("\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])") }
             let done = epoch + 1
             var metricsNow: [String: Double] = ["loss": lossSum / Double(seen)]
             var isBest = false

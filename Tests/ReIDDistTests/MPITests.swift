@@ -171,6 +171,29 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// Unreadable training images: skipped and counted by the rank that drew them, which says
+    /// so with its rank; without data.skip_bad_images the job stops naming the file.
+    func testBadImagesAreReportedByTheRankThatReadThem() throws {
+        let mpi = try mpirun()
+        let dir = scratch("badimg"), fm = FileManager.default
+        try fm.copyItem(atPath: tinyData, toPath: dir + "/data")
+        let train = dir + "/data/bounding_box_train"
+        var seen = Set<String>()
+        for f in try fm.contentsOfDirectory(atPath: train).sorted() where f.hasSuffix(".jpg") {
+            let id = String(f.prefix(4))
+            if seen.insert(id).inserted { try Data("not a jpeg".utf8).write(to: URL(fileURLWithPath: train + "/" + f)) }
+        }
+        let cfg = try configFile(dir)
+        let base = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "data.root=\(dir)/data"]
+        let (s, o) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/skip", "--set", "data.skip_bad_images=true"])
+        XCTAssertEqual(s, 0, o)
+        for r in 0..<2 { XCTAssert(o.contains("rank \(r): warning: "), "rank \(r) reports its skipped images: \(o)") }
+        XCTAssert(o.contains("unreadable image(s) skipped so far"), o)
+        let (bad, out) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/stop"])
+        XCTAssertNotEqual(bad, 0)
+        XCTAssert(out.contains("error:") && out.contains(train + "/"), "the error names the image: \(out)")
+    }
+
     /// SIGKILL one rank mid-run: the job ends non-zero within 30 s, the last
     /// checkpoint verifies, and resuming from it completes.
     func testKilledRankEndsTheJobAndTheRunResumes() throws {
