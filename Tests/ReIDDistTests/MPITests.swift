@@ -171,6 +171,21 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// A single-process checkpoint continues under 2 ranks from its epoch boundary, saying so.
+    func testResumeWithAnotherNumberOfRanks() throws {
+        let mpi = try mpirun()
+        let dir = scratch("reshard"), cfg = try configFile(dir)
+        let (s1, o1) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
+        XCTAssertEqual(s1, 0, o1)
+        let (s2, o2) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                                                  "--set", "schedule.epochs=2", "--resume", "auto"])
+        XCTAssertEqual(s2, 0, o2)
+        XCTAssert(o2.contains("the checkpoint was written by 1 rank(s), this run has 2"), o2)
+        XCTAssert(o2.contains("epoch 2/2 step"), o2)
+        let st = try Checkpoint.verify(dir + "/run/checkpoints/" + (try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8)))
+        XCTAssertEqual(st.epoch, 2); XCTAssertEqual(st.worldSize, 2)
+    }
+
     /// Unreadable training images: skipped and counted by the rank that drew them, which says
     /// so with its rank; without data.skip_bad_images the job stops naming the file.
     func testBadImagesAreReportedByTheRankThatReadThem() throws {
