@@ -1,16 +1,16 @@
 // Gradient averaging in buckets, overlapped with backward. The gradient arena
 // is cut into buckets of about `bucketBytes` (at most a quarter of it each),
 // from its end (the head and layer4, whose gradients backward finishes first)
-// to its start. Whenever backward reports that all gradients from some offset
-// on are final, the buckets lying entirely past it are handed to a
-// communication thread, which starts their non-blocking all-reduces and keeps
-// testing them: Open MPI progresses non-blocking collectives only inside MPI
-// calls, so without these tests the reduction would wait for the end of
-// backward. Once backward is over, that thread blocks in MPI_Wait for what is
-// left. Each reduced bucket is scaled by 1/N there too; `finish` only waits.
-// All MPI calls of a step's reduction happen on that one thread
-// (MPI_THREAD_SERIALIZED is enough; the main thread makes no MPI call between
-// `beginStep` and `finish`).
+// to its start, which is a small bucket of its own. Whenever backward reports
+// that all gradients from some offset on are final, the buckets lying entirely
+// past it are handed to a communication thread, which starts their
+// non-blocking all-reduces and keeps testing them: Open MPI progresses
+// non-blocking collectives only inside MPI calls, so without these tests the
+// reduction would wait for the end of backward. Once backward is over, that
+// thread blocks in MPI_Wait for what is left. Each reduced bucket is scaled by
+// 1/N there too; `finish` only waits. All MPI calls of a step's reduction
+// happen on that one thread (MPI_THREAD_SERIALIZED is enough; the main thread
+// makes no MPI call between `beginStep` and `finish`).
 import Foundation
 import ReIDCore
 
@@ -54,9 +54,14 @@ public final class GradientSync {
         // At most a quarter of the arena per bucket, so that a small model's gradients are not
         // one bucket that can start only when backward has ended.
         let per = Swift.max(1, Swift.min(bucketBytes / 4, (count + 3) / 4))
+        // The arena's first 1 MB at most (the stem and layer1) is a bucket of its own: it is
+        // released when backward ends, so its all-reduce is the part nothing can hide.
+        // The rest is cut from the end; the bucket next to it takes the remainder.
+        let tail = Swift.min(per, count, 262_144)
         var b: [Range<Int>] = []
         var hi = count
-        while hi > 0 { let lo = Swift.max(0, hi - per); b.append(lo..<hi); hi = lo }
+        while hi > tail { let lo = Swift.max(tail, hi - per); b.append(lo..<hi); hi = lo }
+        if tail > 0 { b.append(0..<tail) }
         buckets = b
         started = Array(repeating: 0, count: b.count); ended = started
         // The thread holds `self` until `close`: it must never outlive what it reads.
