@@ -27,12 +27,13 @@ final class MPITests: XCTestCase {
 
     /// Runs a command, returning its exit status and combined output.
     @discardableResult
-    func run(_ exe: String, _ args: [String], timeout: Double = 300) throws -> (Int32, String) {
+    func run(_ exe: String, _ args: [String], timeout: Double = 300, env extra: [String: String?] = [:]) throws -> (Int32, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        for (k, v) in extra { env[k] = v }
         p.environment = env
         let pipe = Pipe()
         p.standardOutput = pipe; p.standardError = pipe
@@ -146,6 +147,18 @@ final class MPITests: XCTestCase {
             XCTAssertEqual(g[999], 999)
             XCTAssert(sync.close(), "the communication thread left")
         }
+    }
+
+    /// The binary shortens OpenBLAS's worker spin when the user has not chosen one, and keeps
+    /// a chosen one (bench prints the value OpenBLAS was loaded with).
+    func testOpenBLASWorkersAreQuietUnlessTheUserChose() throws {
+        let args = ["bench", "train", "--steps", "1", "--threads", "2", "--cases", "r18w32-128x64-b32", "--no-stages"]
+        let (s1, o1) = try run(Self.binary, args, env: ["OPENBLAS_THREAD_TIMEOUT": String?.none])
+        XCTAssertEqual(s1, 0, o1)
+        XCTAssert(o1.contains("OPENBLAS_THREAD_TIMEOUT=4"), o1)
+        let (s2, o2) = try run(Self.binary, args, env: ["OPENBLAS_THREAD_TIMEOUT": "20"])
+        XCTAssertEqual(s2, 0, o2)
+        XCTAssert(o2.contains("OPENBLAS_THREAD_TIMEOUT=20"), o2)
     }
 
     func testBucketTimesAreCountedOnceWhereTheyOverlap() {
