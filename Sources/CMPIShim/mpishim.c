@@ -1,5 +1,6 @@
 // See include/mpishim.h.
 #include "mpishim.h"
+#include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,11 +78,13 @@ int rd_mpi_bcast(void *data, size_t bytes, int root) {
 }
 
 int rd_mpi_allgather(const void *data, size_t bytes, void *out) {
+    if (bytes > INT_MAX) return MPI_ERR_COUNT;
     return MPI_Allgather(data, (int)bytes, MPI_BYTE, out, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
 }
 
-int rd_mpi_gatherv(const void *data, int bytes, void *out, const int *counts, const int *displs, int root) {
-    return MPI_Gatherv(data, bytes, MPI_BYTE, out, counts, displs, MPI_BYTE, root, MPI_COMM_WORLD);
+int rd_mpi_gather_f32(const float *data, size_t count, float *out, int root) {
+    if (count > INT_MAX) return MPI_ERR_COUNT;
+    return MPI_Gather(data, (int)count, MPI_FLOAT, out, (int)count, MPI_FLOAT, root, MPI_COMM_WORLD);
 }
 
 int rd_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }

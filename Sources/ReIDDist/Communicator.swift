@@ -21,6 +21,8 @@ public protocol Communicator: AnyObject {
     func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int, root: Int) throws
     /// Every rank's `bytes` bytes, in rank order.
     func allgather(_ data: UnsafeRawPointer, bytes: Int) throws -> [UInt8]
+    /// Every rank's `count` floats, in rank order, at `root` (nil elsewhere).
+    func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) throws -> [Float]?
     func barrier() throws
     /// Non-blocking in-place sum; finish it with `test` or `wait`.
     func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) throws -> Int64
@@ -58,6 +60,7 @@ public final class SingleProcess: Communicator {
     public func allreduceSum(_ data: UnsafeMutablePointer<Double>, _ count: Int) {}
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
     public func allgather(_ data: UnsafeRawPointer, bytes: Int) -> [UInt8] { Array(UnsafeRawBufferPointer(start: data, count: bytes)) }
+    public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) -> [Float]? { Array(UnsafeBufferPointer(start: data, count: count)) }
     public func barrier() {}
     public func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) -> Int64 { 0 }
     public func test(_ request: inout Int64) -> Bool { true }
@@ -88,9 +91,6 @@ public final class MPICommunicator: Communicator {
         }
         return .alone
     }
-
-    /// True when this process was started by an MPI launcher.
-    public static var launched: Bool { if case .mpi = launch() { return true } else { return false } }
 
     /// The communicator this process was started for: MPI under a launcher, else a single process.
     /// Fails when the launcher's processes did not join one MPI job (each would train alone).
@@ -137,6 +137,11 @@ public final class MPICommunicator: Communicator {
         var out = [UInt8](repeating: 0, count: bytes * size)
         try out.withUnsafeMutableBytes { try Self.check(rd_mpi_allgather(data, bytes, $0.baseAddress!), "MPI_Allgather") }
         return out
+    }
+    public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) throws -> [Float]? {
+        var out = [Float](repeating: 0, count: rank == root ? count * size : 0)
+        try out.withUnsafeMutableBufferPointer { try Self.check(rd_mpi_gather_f32(data, count, $0.baseAddress, Int32(root)), "MPI_Gather") }
+        return rank == root ? out : nil
     }
     public func barrier() throws { try Self.check(rd_mpi_barrier(), "MPI_Barrier") }
     public func abort(_ code: Int32) -> Never {

@@ -66,11 +66,10 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
         }
         send.replaceSubrange(0..<(f.count * dim), with: f.features.buffer)
     }
-    let all = try send.withUnsafeBytes { try comm.allgather($0.baseAddress!, bytes: $0.count) }
-    guard comm.isRoot else { return nil }
+    guard let all = try comm.gather(send, send.count, root: 0) else { return nil }
     let t = Tensor([n, dim], zero: false)
-    all.withUnsafeBytes { raw in
-        let f = raw.bindMemory(to: Float.self).baseAddress!
+    all.withUnsafeBufferPointer { buf in
+        let f = buf.baseAddress!
         var row = [Int](repeating: 0, count: ranks)          // next row in each rank's block
         for (b, range) in batches.enumerated() {
             let k = b % ranks

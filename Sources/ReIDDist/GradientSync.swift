@@ -38,6 +38,19 @@ public final class GradientSync {
     /// Wall time this step during which some bucket's all-reduce was in flight.
     public var busySeconds: Double { Self.covered(events.map { ($0.start, $0.end) }) }
 
+    /// Splits every rank's per-step waits after backward ([rank][step]) into sums over steps of
+    /// the exposed all-reduce and the imbalance. The last rank to finish backward waits only for
+    /// the reduction's tail, so per step the smallest wait is the exposed all-reduce; what the
+    /// others wait beyond it is for that rank.
+    public static func splitWaits(_ waits: [[Double]]) -> (exposed: Double, imbalance: Double) {
+        var exposed = 0.0, imbalance = 0.0
+        for s in 0..<(waits.first?.count ?? 0) {
+            let w = waits.map { $0[s] }
+            exposed += w.min()!; imbalance += w.max()! - w.min()!
+        }
+        return (exposed, imbalance)
+    }
+
     /// Length of the union of [start, end) intervals.
     static func covered(_ intervals: [(start: Double, end: Double)]) -> Double {
         var total = 0.0, reach = -Double.infinity

@@ -104,8 +104,7 @@ public final class Trainer {
         var sum = 0.0
         let a = model.arena
         for i in 0..<a.paramCount { sum += Double(a.value[i]) * Double(i % 7 + 1) }
-        let all = try withUnsafeBytes(of: &sum) { try comm.allgather($0.baseAddress!, bytes: 8) }
-        let sums = all.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        let sums = try comm.allgather([sum]).map { $0[0] }
         guard sums.allSatisfy({ $0 == sums[0] }) else { throw CommError("replicas differ: parameter checksums \(sums)") }
     }
 
@@ -245,11 +244,11 @@ public final class Trainer {
                 globalStep += 1
                 if tracing && traceEvents.count < 50 * 64 {
                     let base = tStep - runStart
-                    traceEvents.append(("forward", base + 0, tForward, -1))
-                    traceEvents.append(("backward", base + tForward, tBackward, -1))
-                    for e in sync?.events ?? [] { traceEvents.append(("all-reduce bucket \(e.bucket)", base + e.start, e.end - e.start, e.bucket)) }
-                    traceEvents.append(("wait for all-reduce", base + tComm - tStep, tOpt - tComm, -1))
-                    traceEvents.append(("optimizer", base + tOpt - tStep, Profile.now() - tOpt, -1))
+                    traceEvents.append((0, base, tForward))
+                    traceEvents.append((1, base + tForward, tBackward))
+                    for e in sync?.events ?? [] { traceEvents.append((Self.bucketKind + e.bucket, base + e.start, e.end - e.start)) }
+                    traceEvents.append((2, base + tComm - tStep, tOpt - tComm))
+                    traceEvents.append((3, base + tOpt - tStep, Profile.now() - tOpt))
                 }
                 if comm.size > 1 { commWaits.append(tOpt - tComm) }
                 if checkEvery > 0 && globalStep % checkEvery == 0 { try checkReplicas() }
@@ -297,14 +296,7 @@ public final class Trainer {
         let total = Profile.now() - runStart
         var summary = String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
         if comm.size > 1 {
-            // Per step, the last rank to finish backward waits only for the reduction's tail (the
-            // exposed all-reduce); the others' extra wait is for that rank (imbalance).
-            let all = try comm.allgather(commWaits)
-            var exposed = 0.0, imbalance = 0.0
-            for s in 0..<commWaits.count {
-                let w = all.map { $0[s] }
-                exposed += w.min()!; imbalance += w.max()! - w.min()!
-            }
+            let (exposed, imbalance) = GradientSync.splitWaits(try comm.allgather(commWaits))
             summary += String(format: "; gradient all-reduce exposed %.1f s (%.1f%% of the run%@), ranks waiting for the slowest %.1f s",
                               exposed, exposed / Swift.max(total, 1e-9) * 100, sync == nil ? ", blocking: train.bucket_mb 0" : "", imbalance)
             record(["kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total, "ranks": worldSize])
@@ -314,33 +306,26 @@ public final class Trainer {
     }
 
     var runStart = 0.0
-    /// (name, start, duration, bucket) of the traced steps, seconds from the run's start.
-    var traceEvents: [(String, Double, Double, Int)] = []
+    /// Trace event kinds: these four, then `bucketKind + b` for bucket b's all-reduce.
+    static let traceNames = ["forward", "backward", "wait for all-reduce", "optimizer"]
+    static let bucketKind = traceNames.count
+    /// (kind, start, duration) of the traced steps, seconds from the run's start.
+    var traceEvents: [(kind: Int, start: Double, duration: Double)] = []
 
     /// Writes the trace: rank 0 gathers every rank's events (pid = rank).
     func writeTrace() throws {
-        let names = ["forward", "backward", "wait for all-reduce", "optimizer"]
-        // Encode events as doubles: kind (0-3 above, 4+b bucket b), start, duration.
-        var mine: [Double] = []
-        for e in traceEvents {
-            let kind = e.3 >= 0 ? Double(4 + e.3) : Double(names.firstIndex(of: e.0) ?? 0)
-            mine += [kind, e.1, e.2]
-        }
-        var count = Double(mine.count)
-        let counts = try withUnsafeBytes(of: &count) { try comm.allgather($0.baseAddress!, bytes: 8) }
-            .withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
-        let width = Int(counts.max() ?? 0)
-        mine += [Double](repeating: -1, count: width - mine.count)
-        let all = try mine.withUnsafeBytes { try comm.allgather($0.baseAddress!, bytes: $0.count) }
+        // Every rank's events as (kind, start, duration) doubles, padded to the longest with -1.
+        var mine = traceEvents.flatMap { [Double($0.kind), $0.start, $0.duration] }
+        let counts = try comm.allgather([Double(mine.count)]).map { Int($0[0]) }
+        mine += [Double](repeating: -1, count: counts.max()! - mine.count)
+        let all = try comm.allgather(mine)
         guard comm.isRoot else { return }
-        let values = all.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
         var events: [[String: Any]] = []
-        for rank in 0..<comm.size {
-            for k in stride(from: 0, to: Int(counts[rank]), by: 3) {
-                let v = values[rank * width + k], kind = Int(v)
-                let name = kind < 4 ? names[kind] : "all-reduce bucket \(kind - 4)"
-                events.append(["name": name, "ph": "X", "pid": rank, "tid": kind >= 4 ? 1 : 0,
-                               "ts": values[rank * width + k + 1] * 1e6, "dur": values[rank * width + k + 2] * 1e6])
+        for (rank, values) in all.enumerated() {
+            for k in stride(from: 0, to: counts[rank], by: 3) {
+                let kind = Int(values[k]), bucket = kind >= Self.bucketKind
+                events.append(["name": bucket ? "all-reduce bucket \(kind - Self.bucketKind)" : Self.traceNames[kind],
+                               "ph": "X", "pid": rank, "tid": bucket ? 1 : 0, "ts": values[k + 1] * 1e6, "dur": values[k + 2] * 1e6])
             }
         }
         let data = try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])

@@ -198,15 +198,9 @@ struct BenchTrain: ParsableCommand {
                 try? comm.barrier()
                 let t = Profile.now(); try? comm.allreduceSum(net.arena.grad, net.arena.paramCount); blocking = min(blocking, Profile.now() - t)
             }
-            // A rank that finishes backward early also waits for the others: that is imbalance,
-            // not communication. The last rank to finish backward waits only for the reduction's
-            // tail, so per step the smallest wait over ranks is the exposed all-reduce time.
-            let all = (try? comm.allgather(waits)) ?? [waits]
-            for s in 0..<waits.count {
-                let w = all.map { $0[s] }
-                exposed += w.min()! / Double(waits.count)
-                imbalance += (w.max()! - w.min()!) / Double(waits.count)
-            }
+            // Per step: exposed all-reduce and imbalance between ranks (GradientSync.splitWaits).
+            let split = GradientSync.splitWaits((try? comm.allgather(waits)) ?? [waits])
+            exposed = split.exposed / Double(waits.count); imbalance = split.imbalance / Double(waits.count)
             inFlight = busy.reduce(0, +) / Double(busy.count)
             hidden = max(0, 1 - exposed / blocking)
         }
@@ -279,11 +273,11 @@ struct BenchAllreduce: ParsableCommand {
     @Option(help: "Repetitions per size.") var reps = 10
 
     func run() throws {
-        guard MPICommunicator.launched else {
+        let comm = try MPICommunicator.forThisProcess()
+        guard let mpi = comm as? MPICommunicator else {
             throw ValidationError("run it under MPI: Cluster/run-local.sh is for training; use mpirun -np 2 reid-dist bench allreduce")
         }
-        let comm = try MPICommunicator()
-        defer { comm.finalize() }
+        defer { mpi.finalize() }
         for mb in [1, 25, 100] {
             let n = mb * 262_144
             let a = Tensor([n]), b = Tensor([n])

@@ -27,8 +27,8 @@ int rd_mpi_wait(int64_t *request);
 int rd_mpi_bcast(void *data, size_t bytes, int root);
 /// Every rank's `bytes` bytes, concatenated in rank order into `out` (size*bytes).
 int rd_mpi_allgather(const void *data, size_t bytes, void *out);
-/// Variable-size gather to `root`: counts/displacements in bytes, significant at root.
-int rd_mpi_gatherv(const void *data, int bytes, void *out, const int *counts, const int *displs, int root);
+/// Every rank's `count` floats, in rank order, into `out` (size*count) at `root` only.
+int rd_mpi_gather_f32(const float *data, size_t count, float *out, int root);
 int rd_mpi_barrier(void);
 /// Ends every rank of the job with `code` (does not return on success).
 int rd_mpi_abort(int code);
