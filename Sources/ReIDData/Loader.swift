@@ -63,51 +63,50 @@ public final class ImageLoader {
 
 /// Prepares batches on a background thread, `depth` ahead of the consumer.
 public final class Prefetcher {
-    private let cond = NSCondition()
-    private var ready: [Int: Result<Batch, Error>] = [:]
-    private var produced = 0, consumed = 0, cancelled = false
-    private let depth: Int
-    private var thread: Thread?
+    /// What the producer thread and the consumer share. The thread holds this, never the
+    /// Prefetcher, so dropping a Prefetcher mid-epoch (an error) just cancels the thread.
+    private final class Queue {
+        let cond = NSCondition()
+        var ready: [Int: Result<Batch, Error>] = [:]
+        var produced = 0, consumed = 0, cancelled = false
+    }
+    private let q = Queue()
     public private(set) var waitSeconds = 0.0
 
     /// Starts producing `make(step)` for steps in `steps`, in order.
     public init(steps: Range<Int>, depth: Int = 2, make: @escaping (Int) throws -> Batch) {
-        self.depth = depth
-        produced = steps.lowerBound; consumed = steps.lowerBound
-        let end = steps.upperBound
-        let t = Thread { [unowned self] in
-            var s = steps.lowerBound
-            while s < end {
-                self.cond.lock()
-                while !self.cancelled && self.produced - self.consumed >= depth { self.cond.wait() }
-                let stop = self.cancelled
-                self.cond.unlock()
+        let q = self.q
+        q.produced = steps.lowerBound; q.consumed = steps.lowerBound
+        let t = Thread {
+            for s in steps {
+                q.cond.lock()
+                while !q.cancelled && q.produced - q.consumed >= depth { q.cond.wait() }
+                let stop = q.cancelled
+                q.cond.unlock()
                 if stop { return }
                 let r = Result { try make(s) }
-                self.cond.lock()
-                self.ready[s] = r; self.produced = s + 1
-                self.cond.broadcast(); self.cond.unlock()
+                q.cond.lock()
+                q.ready[s] = r; q.produced = s + 1
+                q.cond.broadcast(); q.cond.unlock()
                 if case .failure = r { return }
-                s += 1
             }
         }
         t.name = "reid-dist prefetch"
-        thread = t
         t.start()
     }
 
     /// The batch for `step` (steps must be taken in order); waits if it is not ready.
     public func next(_ step: Int) throws -> Batch {
         let t0 = Profile.now()
-        cond.lock()
-        while ready[step] == nil { cond.wait() }
-        let r = ready.removeValue(forKey: step)!
-        consumed = step + 1
-        cond.broadcast(); cond.unlock()
+        q.cond.lock()
+        while q.ready[step] == nil { q.cond.wait() }
+        let r = q.ready.removeValue(forKey: step)!
+        q.consumed = step + 1
+        q.cond.broadcast(); q.cond.unlock()
         waitSeconds += Profile.now() - t0
         return try r.get()
     }
 
-    public func cancel() { cond.lock(); cancelled = true; cond.broadcast(); cond.unlock() }
+    public func cancel() { q.cond.lock(); q.cancelled = true; q.cond.broadcast(); q.cond.unlock() }
     deinit { cancel() }
 }
