@@ -40,7 +40,10 @@ final class ReferenceTests: XCTestCase {
         let nchw = Tensor(ms)
         swapLeadingAxes(nchw.ptr, fm.ptr, fm.shape[0], fm.shape[1], fm.shape[2] * fm.shape[3])
         let mapErr = zip(nchw.array, refMap).map { abs($0 - $1) }.max()!
-        XCTAssertLessThan(mapErr, 1e-4 * max(1, maxAbs(refMap)), "\(name) feature map")
+        // Float64's answer again. Batch norm over 6 values per channel (r50w4's layer4) amplifies
+        // float32 rounding, which depends on the BLAS kernel: measured 1.4e-4 of max|fmap| with
+        // OpenBLAS's SkylakeX (AVX-512) kernel, under 1e-4 with Haswell's and Zen's.
+        XCTAssertLessThan(mapErr, 5e-4 * max(1, maxAbs(refMap)), "\(name) feature map")
 
         var worst = (0.0 as Float, "")
         for s in arena.params {
