@@ -2,7 +2,7 @@
 // reid-dist: data-parallel person re-identification training on CPU clusters.
 //
 // Targets, arrows pointing down (see ../shared/DESIGN.md):
-//   reid-dist (executable)  -> ReIDDist, ReIDEval, ReIDData, ReIDCore, ArgumentParser
+//   reid-dist (executable)  -> ReIDDist, ReIDEval, ReIDData, ReIDCore, ArgumentParser (wiring only)
 //   ReIDDist                -> the trainer, configs (Yams), checkpoints, communicators; ReIDData, ReIDEval, ReIDCore
 //   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDData", "ReIDEval", "CMPIShim", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDEval", "ReIDImage", "ReIDData", "ReIDDist",
+                          dependencies: ["ReIDCore", "ReIDEval", "ReIDData", "ReIDDist",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),

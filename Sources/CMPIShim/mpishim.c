@@ -8,21 +8,24 @@
 
 int rd_mpi_init(int *provided) {
     // Errors come back as codes instead of aborting the job, so Swift can report them.
-    int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, provided);
+    int level = MPI_THREAD_SINGLE;
+    int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level);
     if (rc == MPI_SUCCESS) MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    // The standard orders the levels but leaves their values to the library.
+    *provided = level >= MPI_THREAD_MULTIPLE ? 3 : level >= MPI_THREAD_SERIALIZED ? 2 : level >= MPI_THREAD_FUNNELED ? 1 : 0;
     return rc;
 }
 
-int rd_mpi_initialized(void) { int flag = 0; MPI_Initialized(&flag); return flag; }
 int rd_mpi_finalize(void) { return MPI_Finalize(); }
 int rd_mpi_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
 int rd_mpi_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
 
-int rd_mpi_local_rank(int *local_rank) {
+int rd_mpi_node(int *local_rank, int *local_size) {
     MPI_Comm node;
     int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
     if (rc != MPI_SUCCESS) return rc;
     rc = MPI_Comm_rank(node, local_rank);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(node, local_size);
     MPI_Comm_free(&node);
     return rc;
 }

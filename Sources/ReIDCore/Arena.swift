@@ -98,7 +98,4 @@ public final class Arena {
     }
 
     public func zeroGrad() { grad.update(repeating: 0, count: paramCount) }
-
-    public func paramSlot(_ name: String) -> Slot? { params.first { $0.name == name } }
-    public func bufferSlot(_ name: String) -> Slot? { buffers.first { $0.name == name } }
 }

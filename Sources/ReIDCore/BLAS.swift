@@ -16,5 +16,4 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
 /// Sets OpenBLAS's thread count (one per rank when ranks fill the cores).
 public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 public func blasThreads() -> Int { Int(openblas_get_num_threads()) }
-public func blasConfig() -> String { String(cString: openblas_get_config()) }
 public func blasCoreName() -> String { String(cString: openblas_get_corename()) }

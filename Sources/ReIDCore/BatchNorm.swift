@@ -4,6 +4,7 @@
 //             with momentum 0.1 from the unbiased variance; num_batches_tracked += 1
 //   inference: normalise with the running statistics.
 // Optional fused epilogue used by ResNet: out = relu(bn(x) [+ residual]).
+import Foundation
 
 public final class BatchNorm {
     public let channels: Int
@@ -13,7 +14,7 @@ public final class BatchNorm {
     public let counters: [Int]
     unowned let arena: Arena
     public let output = Tensor([0])                 // same shape as the input
-    // cache for backward
+    // cache for backward: the input (not a copy) and the statistics it was normalised with
     private var input: Tensor?
     private let mean: Tensor, invstd: Tensor        // (C)
     private var relu = false, trainedLast = false
@@ -44,15 +45,13 @@ public final class BatchNorm {
         precondition(!training || m > 1, "BatchNorm: training needs more than one value per channel")
         if let residual { precondition(residual.count == x.count) }
         input = x; self.relu = relu; trainedLast = training
-        output.reshape(x.shape)
+        output.resizeForOverwrite(x.shape)
         let gamma = arena.value + weight, beta = arena.value + bias
         let rm = arena.buffer + runningMean, rv = arena.buffer + runningVar
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let rp = residual?.ptr
         let eps = self.eps, mom = self.momentum
-        let t0 = Profile.enabled ? Profile.now() : 0
-        defer { if Profile.enabled { Profile.seconds[Profile.Part.batchnorm.rawValue] += Profile.now() - t0 } }
-        parallelFor(c) { ch in
+        Profile.measure(.batchnorm) { parallelFor(c) { ch in
             let xc = xp + ch * m, yc = yp + ch * m
             var mu: Float, rs: Float
             if training {
@@ -76,13 +75,13 @@ public final class BatchNorm {
             } else {
                 for i in 0..<m { yc[i] = xc[i] * a + b }
             }
-        }
+        } }
         if training { for k in counters { arena.counters[k] += 1 } }
         return output
     }
 
-    /// dOut: (C, M). With the fused ReLU, dOut is masked in place first, so on
-    /// return it holds the gradient of (bn(x) + residual): the residual's gradient.
+    /// dOut: (C, M), consumed (Layer.swift): with the fused ReLU it is masked in place,
+    /// so on return it holds the gradient of (bn(x) + residual), the residual's gradient.
     /// Writes dX (adds when `accumulate`); adds into weight and bias gradients.
     public func backward(_ dOut: UnsafeMutablePointer<Float>, dX: UnsafeMutablePointer<Float>,
                          accumulate: Bool = false) {
@@ -92,9 +91,7 @@ public final class BatchNorm {
         let dgamma = arena.grad + weight, dbeta = arena.grad + bias
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let relu = self.relu, training = trainedLast
-        let t0 = Profile.enabled ? Profile.now() : 0
-        defer { if Profile.enabled { Profile.seconds[Profile.Part.batchnorm.rawValue] += Profile.now() - t0 } }
-        parallelFor(c) { ch in
+        Profile.measure(.batchnorm) { parallelFor(c) { ch in
             let g = dOut + ch * m, xc = xp + ch * m, dx = dX + ch * m
             if relu {
                 let yc = yp + ch * m
@@ -114,6 +111,6 @@ public final class BatchNorm {
                 if accumulate { for i in 0..<m { dx[i] += gr * g[i] } }
                 else { for i in 0..<m { dx[i] = gr * g[i] } }
             }
-        }
+        } }
     }
 }

@@ -55,7 +55,7 @@ public final class Conv2d {
         let (ho, wo) = outputSize(h, w)
         let m = n * ho * wo, ckk = cin * kernel * kernel
         input = x
-        output.reshape([cout, n, ho, wo])
+        output.resizeForOverwrite([cout, n, ho, wo])
         let wp = arena.value + weight
         if isPointwise {
             Profile.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
@@ -73,7 +73,7 @@ public final class Conv2d {
     /// The layer's own column matrix when it fits the budget, else the shared scratch.
     private func columnBuffer(_ count: Int, _ ws: Workspace, keep: Bool) -> Tensor {
         if keep {
-            if let c = cached, c.count >= count { c.reshape([count]); return c }
+            if let c = cached, c.count >= count { c.resizeForOverwrite([count]); return c }
             if cached == nil, ws.cacheUsed + count * 4 <= ws.cacheBudget {
                 ws.cacheUsed += count * 4
                 let c = Tensor([count], zero: false)
@@ -81,7 +81,7 @@ public final class Conv2d {
                 return c
             }
         }
-        ws.col.reshape([count])
+        ws.col.resizeForOverwrite([count])
         return ws.col
     }
 
@@ -107,7 +107,7 @@ public final class Conv2d {
         if cachedValid, let c = cached {
             col = c
         } else {
-            ws.col.reshape([ckk, m]); col = ws.col
+            ws.col.resizeForOverwrite([ckk, m]); col = ws.col
             Profile.measure(.im2col) {
                 im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
             }
@@ -119,7 +119,7 @@ public final class Conv2d {
         if stride == 1 {
             // dX = Wf . im2col(dOut) with Wf[ci, (co, a, b)] = W[co, ci, k-1-a, k-1-b].
             let kk = k * k, rows = cout * kk
-            ws.flipped.reshape([cin, rows])
+            ws.flipped.resizeForOverwrite([cin, rows])
             let wf = ws.flipped.ptr
             for co in 0..<cout {
                 for ci in 0..<cin {
@@ -127,7 +127,7 @@ public final class Conv2d {
                     for j in 0..<kk { dst[j] = src[kk - 1 - j] }
                 }
             }
-            ws.col.reshape([rows, n * h * w])
+            ws.col.resizeForOverwrite([rows, n * h * w])
             Profile.measure(.im2col) {
                 im2col(dOut, ws.col.ptr, c: cout, n: n, h: ho, w: wo, k: k, s: 1, p: k - 1 - pad, ho: h, wo: w)
             }
@@ -136,7 +136,7 @@ public final class Conv2d {
             }
             return
         }
-        ws.col.reshape([ckk, m])
+        ws.col.resizeForOverwrite([ckk, m])
         Profile.measure(.gemm) { sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr) }
         Profile.measure(.im2col) {
             if !accumulate { dX.update(repeating: 0, count: cin * n * h * w) }

@@ -23,11 +23,10 @@ public final class GroupedMultiBranchNet {
     public let backbone: ResNet
     let bn: BatchNorm                  // all G groups' BatchNorm1d as one (C) layer
     let classifiers: [[Linear]]        // [group][branch]
-    let pooled = Tensor([0])           // (C, N)
+    let pool = GlobalAvgPool()         // output (C, N)
     let dPooled = Tensor([0])          // (C, N)
     let dHidden = Tensor([0])          // (C, N)
     let dLogits: [[Tensor]]
-    private var lastMap: [Int] = []    // shape of the backbone's last feature map
 
     public init(_ spec: ModelSpec, seed: UInt64 = 0) {
         let c = spec.featureChannels
@@ -55,17 +54,13 @@ public final class GroupedMultiBranchNet {
         let n = x.shape[0]
         precondition(labels.count == n, "labels: \(labels.count) for a batch of \(n)")
         let fmap = backbone.forward(nchw: x, training: true)
-        lastMap = fmap.shape
-        let c = fmap.shape[0], hw = fmap.shape[2] * fmap.shape[3]
-        pooled.reshape([c, n])
-        GlobalAvgPool.forward(pooled.ptr, fmap.ptr, planes: c * n, hw: hw)
-        let h = bn.forward(pooled, training: true)
+        let h = bn.forward(pool.forward(fmap), training: true)
         let heads = spec.groups * spec.branches
         var loss = 0.0, correct = 0
         for g in 0..<spec.groups {
             for b in 0..<spec.branches {
-                let z = classifiers[g][b].forward(h.ptr + g * groupDim * n, batch: n)
-                dLogits[g][b].reshape(z.shape)
+                let z = classifiers[g][b].forward(h, rows: (g * groupDim)..<((g + 1) * groupDim))
+                dLogits[g][b].resizeForOverwrite(z.shape)
                 let r = CrossEntropy.forward(logits: z.ptr, labels: labels, classes: spec.classes, eps: eps,
                                              dLogits: dLogits[g][b].ptr, scale: 1 / Float(heads))
                 loss += r.loss; correct += r.correct
@@ -77,18 +72,18 @@ public final class GroupedMultiBranchNet {
     /// Adds the gradient of the last `forwardLoss` into `arena.grad`; `ready`
     /// is told each arena offset from which on all gradients are final.
     public func backward(ready: ((Int) -> Void)? = nil) {
-        let n = pooled.shape[1], c = pooled.shape[0], d = groupDim
-        dHidden.reshape([c, n])
+        let c = pool.output.shape[0], n = pool.output.shape[1], d = groupDim
+        dHidden.resizeForOverwrite([c, n])
         for g in 0..<spec.groups {
             for b in 0..<spec.branches {
                 classifiers[g][b].backward(dLogits[g][b].ptr, dX: dHidden.ptr + g * d * n, accumulate: b > 0)
             }
         }
-        dPooled.reshape([c, n])
+        dPooled.resizeForOverwrite([c, n])
         bn.backward(dHidden.ptr, dX: dPooled.ptr)
         ready?(bn.weight)                     // the head's parameters follow the backbone's
-        let dMap = backbone.featureGradBuffer(lastMap)
-        GlobalAvgPool.backward(dMap.ptr, dPooled.ptr, planes: c * n, hw: lastMap[2] * lastMap[3])
+        let dMap = backbone.featureGradBuffer(pool.inputShape)
+        pool.backward(dPooled.ptr, dX: dMap.ptr)
         backbone.backward(dMap, ready: ready)
     }
 
@@ -96,10 +91,8 @@ public final class GroupedMultiBranchNet {
     public func features(_ x: Tensor) -> Tensor {
         let n = x.shape[0]
         let fmap = backbone.forward(nchw: x, training: false)
-        let c = fmap.shape[0], hw = fmap.shape[2] * fmap.shape[3]
-        pooled.reshape([c, n])
-        GlobalAvgPool.forward(pooled.ptr, fmap.ptr, planes: c * n, hw: hw)
-        let h = bn.forward(pooled, training: false)
+        let c = fmap.shape[0]
+        let h = bn.forward(pool.forward(fmap), training: false)
         let out = Tensor([n, c])
         swapLeadingAxes(out.ptr, h.ptr, c, n, 1)
         for i in 0..<n {

@@ -2,34 +2,40 @@
 // PyTorch: nn.Linear(bias=False); F.cross_entropy(label_smoothing=eps).
 
 /// y (N, K) = x^T W^T for channel-major features x (D, N) and weight (K, D).
+/// The input may be a block of rows of a larger channel-major tensor (a channel
+/// group of the pooled feature): `forward(x, rows:)` reads rows `rows` of x.
 public final class Linear {
     public let inFeatures: Int, outFeatures: Int
     public let weight: Int
     unowned let arena: Arena
     public let output = Tensor([0])   // (N, K), row-major as PyTorch's logits
-    private var input: UnsafePointer<Float>?
-    private var batch = 0
+    // cache for backward: the tensor read by forward (not a copy) and which of its rows
+    private var input: Tensor?
+    private var firstRow = 0
 
     public init(_ arena: Arena, _ name: String, inFeatures: Int, outFeatures: Int, std: Double = 0.001) {
         self.arena = arena; self.inFeatures = inFeatures; self.outFeatures = outFeatures
         weight = arena.param(name + ".weight", [outFeatures, inFeatures], .normal(std: std))
     }
 
-    /// x: (D, N) channel-major, valid until backward.
+    /// x: (C, N) channel-major; rows `rows` (D of them) are the layer's input.
     @discardableResult
-    public func forward(_ x: UnsafePointer<Float>, batch n: Int) -> Tensor {
-        input = x; batch = n
-        output.reshape([n, outFeatures])
+    public func forward(_ x: Tensor, rows: Range<Int>) -> Tensor {
+        precondition(x.shape.count == 2 && rows.count == inFeatures && rows.upperBound <= x.shape[0],
+                     "Linear: rows \(rows) of \(x.shape), expected \(inFeatures) rows")
+        let n = x.shape[1]
+        input = x; firstRow = rows.lowerBound
+        output.resizeForOverwrite([n, outFeatures])
         sgemm(transA: true, transB: true, m: n, n: outFeatures, k: inFeatures,
-              a: x, b: arena.value + weight, c: output.ptr)
+              a: x.ptr + firstRow * n, b: arena.value + weight, c: output.ptr)
         return output
     }
 
     /// dOut (N, K); dW += dOut^T x^T; dX (D, N) written, or added when `accumulate`.
     public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?, accumulate: Bool = false) {
-        guard let x = input else { preconditionFailure("Linear.backward before forward") }
-        let n = batch, k = outFeatures, d = inFeatures
-        sgemm(transA: true, transB: true, m: k, n: d, k: n, a: dOut, b: x, beta: 1, c: arena.grad + weight)
+        guard let input else { preconditionFailure("Linear.backward before forward") }
+        let n = input.shape[1], k = outFeatures, d = inFeatures
+        sgemm(transA: true, transB: true, m: k, n: d, k: n, a: dOut, b: input.ptr + firstRow * n, beta: 1, c: arena.grad + weight)
         if let dX {
             sgemm(transA: true, transB: true, m: d, n: n, k: k, a: arena.value + weight, b: dOut,
                   beta: accumulate ? 1 : 0, c: dX)

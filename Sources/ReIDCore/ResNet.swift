@@ -38,7 +38,7 @@ func identityForward(_ down: Downsample?, _ x: Tensor, training: Bool, _ ws: Wor
 /// Adds the residual path's input gradient into dX; g is d(identity); s is scratch.
 func identityBackward(_ down: Downsample?, _ g: Tensor, dX: Tensor?, _ s: Tensor, _ ws: Workspace) {
     if let down {
-        s.reshape(down.conv.output.shape)
+        s.resizeForOverwrite(down.conv.output.shape)
         down.bn.backward(g.ptr, dX: s.ptr)
         down.conv.backward(s.ptr, dX: dX?.ptr, accumulate: true, ws)
     } else if let dX {
@@ -71,13 +71,13 @@ final class BasicBlock: ResidualBlock {
     }
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
-        s1.reshape(conv2.output.shape)
+        s1.resizeForOverwrite(conv2.output.shape)
         bn2.backward(dOut.ptr, dX: s1.ptr)                  // dOut now: d(identity)
-        s2.reshape(bn1.output.shape)
+        s2.resizeForOverwrite(bn1.output.shape)
         conv2.backward(s1.ptr, dX: s2.ptr, ws)
-        s1.reshape(conv1.output.shape)
+        s1.resizeForOverwrite(conv1.output.shape)
         bn1.backward(s2.ptr, dX: s1.ptr)
-        if let dX { dX.reshape(input!.shape) }
+        if let dX { dX.resizeForOverwrite(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
         identityBackward(down, dOut, dX: dX, s2, ws)
     }
@@ -111,17 +111,17 @@ final class Bottleneck: ResidualBlock {
     }
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
-        s1.reshape(conv3.output.shape)
+        s1.resizeForOverwrite(conv3.output.shape)
         bn3.backward(dOut.ptr, dX: s1.ptr)                  // dOut now: d(identity)
-        s2.reshape(bn2.output.shape)
+        s2.resizeForOverwrite(bn2.output.shape)
         conv3.backward(s1.ptr, dX: s2.ptr, ws)
-        s1.reshape(conv2.output.shape)
+        s1.resizeForOverwrite(conv2.output.shape)
         bn2.backward(s2.ptr, dX: s1.ptr)
-        s2.reshape(bn1.output.shape)
+        s2.resizeForOverwrite(bn1.output.shape)
         conv2.backward(s1.ptr, dX: s2.ptr, ws)
-        s1.reshape(conv1.output.shape)
+        s1.resizeForOverwrite(conv1.output.shape)
         bn1.backward(s2.ptr, dX: s1.ptr)
-        if let dX { dX.reshape(input!.shape) }
+        if let dX { dX.resizeForOverwrite(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
         identityBackward(down, dOut, dX: dX, s2, ws)
     }
@@ -172,7 +172,7 @@ public final class ResNet {
     public func forward(nchw x: Tensor, training: Bool) -> Tensor {
         let n = x.shape[0], h = x.shape[2], w = x.shape[3]
         precondition(x.shape[1] == 3, "ResNet: input must have 3 channels, got \(x.shape)")
-        input.reshape([3, n, h, w])
+        input.resizeForOverwrite([3, n, h, w])
         swapLeadingAxes(input.ptr, x.ptr, n, 3, h * w)
         return forward(cnhw: input, training: training)
     }
@@ -212,9 +212,9 @@ public final class ResNet {
     public func backwardStage(_ i: Int, _ dOut: Tensor, ready: ((Int) -> Void)? = nil) -> Tensor {
         if i == 0 {
             let d = dOut === gb.a ? gb.b : gb.a
-            d.reshape(bn1.output.shape)
+            d.resizeForOverwrite(bn1.output.shape)
             maxpool.backward(dOut.ptr, dX: d.ptr)
-            gb.s1.reshape(conv1.output.shape)
+            gb.s1.resizeForOverwrite(conv1.output.shape)
             bn1.backward(d.ptr, dX: gb.s1.ptr)
             conv1.backward(gb.s1.ptr, dX: nil, ws)
             ready?(0)
@@ -232,7 +232,7 @@ public final class ResNet {
 
     /// The gradient buffer to write the feature-map gradient into before `backward`.
     public func featureGradBuffer(_ shape: [Int]) -> Tensor {
-        gb.a.reshape(shape); return gb.a
+        gb.a.resizeForOverwrite(shape); return gb.a
     }
 
     /// The feature map of each stage (stem, layer1..4) from the last forward.

@@ -286,32 +286,3 @@ public enum SafeTensors {
         return r + "\""
     }
 }
-
-/// Writes `data` to `path` so that a crash leaves either the old file or the new one.
-public func writeAtomically(_ data: Data, to path: String) throws { try writeAtomically([data], to: path) }
-
-/// Writes the pieces one after another into a temporary file, fsyncs it and
-/// renames it over `path`.
-public func writeAtomically(_ pieces: [Data], to path: String) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
-        throw SafeTensorsError(path, "cannot create \(tmp)")
-    }
-    let fd = open(tmp, O_WRONLY)
-    guard fd >= 0 else { throw SafeTensorsError(path, "cannot open \(tmp) for writing") }
-    var ok = true
-    for data in pieces where ok {
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
-                if w <= 0 { ok = false; break }
-                done += w
-            }
-        }
-    }
-    if fsync(fd) != 0 { ok = false }
-    close(fd)
-    guard ok else { unlink(tmp); throw SafeTensorsError(path, "write failed (disk full?)") }
-    guard rename(tmp, path) == 0 else { unlink(tmp); throw SafeTensorsError(path, "cannot rename \(tmp) into place") }
-}

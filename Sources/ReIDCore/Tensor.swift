@@ -29,9 +29,10 @@ public final class Tensor {
 
     deinit { ptr.deallocate() }
 
-    /// Changes the shape, reallocating only when the buffer must grow.
-    /// Contents are unspecified afterwards.
-    public func reshape(_ newShape: [Int]) {
+    /// Gives the tensor a new shape (any element count) for the caller to overwrite:
+    /// the buffer is reallocated only when it must grow, and the contents are
+    /// unspecified afterwards (not a view or a reinterpretation of the old data).
+    public func resizeForOverwrite(_ newShape: [Int]) {
         let n = newShape.reduce(1, *)
         if n > capacity {
             ptr.deallocate()

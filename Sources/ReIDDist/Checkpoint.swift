@@ -51,7 +51,7 @@ public enum Checkpoint {
         fsyncPath(tmp)
         let final = (dir as NSString).appendingPathComponent(name)
         if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
-        guard rename(tmp, final) == 0 else { throw ConfigError("\(final): cannot move the checkpoint into place") }
+        guard rename(tmp, final) == 0 else { throw CheckpointError("\(final): cannot move the checkpoint into place") }
         fsyncPath(dir)
         try writeAtomically(Data(name.utf8), to: (dir as NSString).appendingPathComponent(latestFile))
         if best { try writeAtomically(Data(name.utf8), to: (dir as NSString).appendingPathComponent(bestFile)) }
@@ -83,22 +83,22 @@ public enum Checkpoint {
         if let name = try? String(contentsOfFile: p, encoding: .utf8) {
             return (folder(spec) as NSString).appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        throw ConfigError("\(spec): not a checkpoint folder (no state.json) nor a run folder with checkpoints/latest")
+        throw CheckpointError("\(spec): not a checkpoint folder (no state.json) nor a run folder with checkpoints/latest")
     }
 
     /// Reads state.json and checks each file's hash.
     public static func verify(_ dir: String) throws -> CheckpointState {
         let statePath = (dir as NSString).appendingPathComponent("state.json")
-        guard let data = FileManager.default.contents(atPath: statePath) else { throw ConfigError("\(statePath): missing") }
+        guard let data = FileManager.default.contents(atPath: statePath) else { throw CheckpointError("\(statePath): missing") }
         let st: CheckpointState
         do { st = try JSONDecoder().decode(CheckpointState.self, from: data) } catch {
-            throw ConfigError("\(statePath): not a reid-dist checkpoint state (\(error))")
+            throw CheckpointError("\(statePath): not a reid-dist checkpoint state (\(error))")
         }
         for (file, hash) in st.files.sorted(by: { $0.key < $1.key }) {
             let p = (dir as NSString).appendingPathComponent(file)
-            guard FileManager.default.fileExists(atPath: p) else { throw ConfigError("\(p): missing from the checkpoint") }
+            guard FileManager.default.fileExists(atPath: p) else { throw CheckpointError("\(p): missing from the checkpoint") }
             let got = try SHA256.file(p)
-            guard got == hash else { throw ConfigError("\(p): SHA-256 \(got.prefix(12))... does not match state.json's \(hash.prefix(12))...; the checkpoint is damaged") }
+            guard got == hash else { throw CheckpointError("\(p): SHA-256 \(got.prefix(12))... does not match state.json's \(hash.prefix(12))...; the checkpoint is damaged") }
         }
         return st
     }
@@ -107,7 +107,7 @@ public enum Checkpoint {
     public static func classes(modelFile: String) throws -> Int {
         let f = try SafeTensorsFile(path: modelFile)
         guard let t = f.tensors["head.groups.0.classifiers.0.weight"], t.shape.count == 2 else {
-            throw ConfigError("\(modelFile): no head.groups.0.classifiers.0.weight; not a grouped multi-branch model")
+            throw CheckpointError("\(modelFile): no head.groups.0.classifiers.0.weight; not a grouped multi-branch model")
         }
         return t.shape[0]
     }
@@ -117,10 +117,10 @@ public enum Checkpoint {
         let path = (dir as NSString).appendingPathComponent("optimizer.safetensors")
         let f = try SafeTensorsFile(path: path)
         guard f.metadata["kind"] == opt.kind.rawValue else {
-            throw ConfigError("\(path): saved for optimizer '\(f.metadata["kind"] ?? "?")', this run uses '\(opt.kind.rawValue)'")
+            throw CheckpointError("\(path): saved for optimizer '\(f.metadata["kind"] ?? "?")', this run uses '\(opt.kind.rawValue)'")
         }
         for (name, t) in [("state1", opt.state1), ("state2", opt.state2)] {
-            guard try f.info(name).count == t.count else { throw ConfigError("\(path): '\(name)' does not match the model's size") }
+            guard try f.info(name).count == t.count else { throw CheckpointError("\(path): '\(name)' does not match the model's size") }
             try f.readFloats(name, into: t.ptr)
         }
         opt.restore(steps: Int(f.metadata["steps"] ?? "0") ?? 0)

@@ -5,15 +5,21 @@
 import CMPIShim
 import Foundation
 
-public struct CommError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ d: String) { description = d }
+/// How far MPI lets threads call it (MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE).
+public enum ThreadLevel: Int, Comparable, CustomStringConvertible {
+    case single, funneled, serialized, multiple
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "MPI_THREAD_" + ["SINGLE", "FUNNELED", "SERIALIZED", "MULTIPLE"][rawValue] }
 }
 
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
+    /// This process's rank among the ranks on its node, and their number.
     var localRank: Int { get }
+    var localSize: Int { get }
+    /// The thread support MPI granted (a single process supports any).
+    var threadLevel: ThreadLevel { get }
     /// In-place sum over ranks.
     func allreduceSum(_ data: UnsafeMutablePointer<Float>, _ count: Int) throws
     func allreduceSum(_ data: UnsafeMutablePointer<Double>, _ count: Int) throws
@@ -56,6 +62,8 @@ public final class SingleProcess: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public var localRank: Int { 0 }
+    public var localSize: Int { 1 }
+    public var threadLevel: ThreadLevel { .multiple }
     public func allreduceSum(_ data: UnsafeMutablePointer<Float>, _ count: Int) {}
     public func allreduceSum(_ data: UnsafeMutablePointer<Double>, _ count: Int) {}
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
@@ -69,7 +77,8 @@ public final class SingleProcess: Communicator {
 }
 
 public final class MPICommunicator: Communicator {
-    public let rank: Int, size: Int, localRank: Int
+    public let rank: Int, size: Int, localRank: Int, localSize: Int
+    public let threadLevel: ThreadLevel
 
     /// How a process was started, read from its environment.
     public enum Launch: Equatable {
@@ -110,11 +119,12 @@ public final class MPICommunicator: Communicator {
     public init() throws {
         var provided: Int32 = 0
         try MPICommunicator.check(rd_mpi_init(&provided), "MPI_Init_thread")
-        var r: Int32 = 0, s: Int32 = 0, l: Int32 = 0
+        var r: Int32 = 0, s: Int32 = 0, l: Int32 = 0, ls: Int32 = 0
         try MPICommunicator.check(rd_mpi_rank(&r), "MPI_Comm_rank")
         try MPICommunicator.check(rd_mpi_size(&s), "MPI_Comm_size")
-        try MPICommunicator.check(rd_mpi_local_rank(&l), "MPI_Comm_split_type")
-        rank = Int(r); size = Int(s); localRank = Int(l)
+        try MPICommunicator.check(rd_mpi_node(&l, &ls), "MPI_Comm_split_type")
+        rank = Int(r); size = Int(s); localRank = Int(l); localSize = Int(ls)
+        threadLevel = ThreadLevel(rawValue: Int(provided)) ?? .single
     }
 
     static func check(_ rc: Int32, _ what: String) throws {

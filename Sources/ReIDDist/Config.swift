@@ -1,16 +1,13 @@
 // Training configuration: YAML files (Configs/*.yaml) plus `--set key=value`
 // overrides, checked against one table of known keys. An unknown key, a
-// wrong type or an impossible value is an error naming the key.
+// wrong type or an impossible value is an error naming the key. The rest of
+// the program reads typed sections (`config.train.seed`, `config.optim.kind`);
+// look-ups by key string happen in this file only.
 import Foundation
 import ReIDCore
 import ReIDData
 import ReIDEval
 import Yams
-
-public struct ConfigError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ d: String) { description = d }
-}
 
 /// A configuration value.
 public enum ConfigValue: Equatable, CustomStringConvertible {
@@ -22,15 +19,6 @@ public enum ConfigValue: Equatable, CustomStringConvertible {
         case .bool(let v): return "\(v)"
         case .string(let v): return v.isEmpty ? "\"\"" : v
         case .ints(let v): return "[\(v.map(String.init).joined(separator: ", "))]"
-        }
-    }
-    var json: Any {
-        switch self {
-        case .int(let v): return v
-        case .double(let v): return v
-        case .bool(let v): return v
-        case .string(let v): return v
-        case .ints(let v): return v
         }
     }
 }
@@ -87,7 +75,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)"),
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
-    .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per process (0: all cores)"),
+    .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)"),
     .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
     .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
     .init(name: "eval.batch_size", kind: .int, defaultValue: .int(16), doc: "images per batch when extracting features (ResNet-50 256x128: 16 takes 1.4 GB, 64 takes 4.9 GB and is no faster)"),
@@ -159,11 +147,12 @@ public struct Config {
         values[key] = v; sources[key] = source
     }
 
-    public func int(_ k: String) -> Int { if case .int(let v)? = values[k] { return v }; preconditionFailure(k) }
-    public func double(_ k: String) -> Double { if case .double(let v)? = values[k] { return v }; preconditionFailure(k) }
-    public func bool(_ k: String) -> Bool { if case .bool(let v)? = values[k] { return v }; preconditionFailure(k) }
-    public func string(_ k: String) -> String { if case .string(let v)? = values[k] { return v }; preconditionFailure(k) }
-    public func ints(_ k: String) -> [Int] { if case .ints(let v)? = values[k] { return v }; preconditionFailure(k) }
+    // Typed reads of the key table: for this file only (every key exists with its kind's value).
+    fileprivate func int(_ k: String) -> Int { if case .int(let v)? = values[k] { return v }; preconditionFailure(k) }
+    fileprivate func double(_ k: String) -> Double { if case .double(let v)? = values[k] { return v }; preconditionFailure(k) }
+    fileprivate func bool(_ k: String) -> Bool { if case .bool(let v)? = values[k] { return v }; preconditionFailure(k) }
+    fileprivate func string(_ k: String) -> String { if case .string(let v)? = values[k] { return v }; preconditionFailure(k) }
+    fileprivate func ints(_ k: String) -> [Int] { if case .ints(let v)? = values[k] { return v }; preconditionFailure(k) }
 
     /// The resolved configuration as YAML (written into the run folder).
     public var yaml: String {
@@ -177,8 +166,6 @@ public struct Config {
         }
         return out
     }
-
-    public var json: [String: Any] { values.mapValues(\.json) }
 
     /// Checks the values that can be checked without data; errors name the key.
     public func validate() throws {
@@ -224,26 +211,94 @@ public struct Config {
         try need(int("eval.batch_size") >= 1, "eval.batch_size", "must be >= 1")
     }
 
-    // Typed views.
-    public var modelSpec: (ModelSpec) { ModelSpec(depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
-                                                  groups: int("model.groups"), branches: int("model.branches"), classes: 1) }
+    // Typed sections: the only way the rest of the program reads the configuration.
+    public var data: DataSettings {
+        DataSettings(root: string("data.root"), layout: Layout(rawValue: string("data.layout"))!, height: int("data.height"),
+                     width: int("data.width"), skipBadImages: bool("data.skip_bad_images"))
+    }
     public var augment: AugmentConfig { AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing")) }
     public var sampler: SamplerConfig {
         SamplerConfig(kind: SamplerKind(rawValue: string("sampler.kind"))!, idsPerBatch: int("sampler.ids_per_batch"), instances: int("sampler.instances"))
+    }
+    public var model: ModelSettings {
+        ModelSettings(spec: ModelSpec(depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
+                                      groups: int("model.groups"), branches: int("model.branches"), classes: 1),
+                      pretrained: nonEmpty("model.pretrained"), initial: nonEmpty("model.init"))
+    }
+    public var labelSmoothing: Float { Float(double("loss.label_smoothing")) }
+    public var optim: OptimSettings {
+        OptimSettings(kind: OptimizerKind(rawValue: string("optim.name"))!, lr: double("optim.lr"), momentum: double("optim.momentum"),
+                      nesterov: bool("optim.nesterov"), weightDecay: double("optim.weight_decay"))
     }
     public var schedule: LRSchedule {
         LRSchedule(base: double("optim.lr"), kind: LRSchedule.Kind(rawValue: string("schedule.kind"))!, warmupEpochs: int("schedule.warmup_epochs"),
                    warmupFactor: double("schedule.warmup_factor"), milestones: ints("schedule.milestones"), gamma: double("schedule.gamma"),
                    epochs: int("schedule.epochs"))
     }
-    public var metric: Metric { Metric(rawValue: string("eval.metric"))! }
-    public var layout: Layout { Layout(rawValue: string("data.layout"))! }
-    /// train.threads, or (0) the cores shared among this node's ranks.
-    public var threads: Int {
-        if int("train.threads") > 0 { return int("train.threads") }
-        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "1") ?? 1
-        return Swift.max(1, ProcessInfo.processInfo.activeProcessorCount / Swift.max(local, 1))
+    public var train: TrainSettings {
+        TrainSettings(seed: int("train.seed"), runDir: string("train.run_dir"), checkpointEvery: int("train.checkpoint_every"),
+                      keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"), logEvery: int("train.log_every"),
+                      bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
+                      checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"))
     }
+    public var eval: EvalSettings {
+        EvalSettings(metric: Metric(rawValue: string("eval.metric"))!, flip: bool("eval.flip"), batchSize: int("eval.batch_size"),
+                     rerank: bool("eval.rerank"))
+    }
+    /// The string at `k`, nil when empty.
+    private func nonEmpty(_ k: String) -> String? { string(k).isEmpty ? nil : string(k) }
+}
+
+public struct DataSettings {
+    public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool
+}
+
+public struct ModelSettings {
+    /// The architecture; `classes` is 1 until the training split is known.
+    public var spec: ModelSpec
+    /// ImageNet backbone weights, and a whole state dict to start from.
+    public var pretrained: String?, initial: String?
+}
+
+public struct OptimSettings {
+    public var kind: OptimizerKind, lr: Double, momentum: Double, nesterov: Bool, weightDecay: Double
+    public func make(paramCount: Int) -> Optimizer {
+        Optimizer(kind, paramCount: paramCount, momentum: Float(momentum), nesterov: nesterov, weightDecay: Float(weightDecay))
+    }
+}
+
+public struct TrainSettings {
+    public var seed: Int, runDir: String, checkpointEvery: Int, keepCheckpoints: Int, evalEvery: Int, logEvery: Int
+    /// Gradient all-reduce bucket size; 0: one blocking all-reduce after backward.
+    public var bucketBytes: Int
+    /// Chrome trace file of the first steps, if any.
+    public var trace: String?
+    public var checkReplicasEvery: Int
+    /// train.threads as set: 0 means "derive from the cores" (`threadsPerRank`).
+    public var threads: Int
+
+    /// BLAS and engine threads for one rank: train.threads, or the cores this
+    /// process may run on (its affinity mask) shared among the node's ranks.
+    public func threadsPerRank(ranksOnNode: Int) -> Int {
+        threads > 0 ? threads : Swift.max(1, availableCores() / Swift.max(ranksOnNode, 1))
+    }
+}
+
+public struct EvalSettings {
+    public var metric: Metric, flip: Bool, batchSize: Int, rerank: Bool
+}
+
+/// Cores this process may run on: its affinity mask (what taskset, Slurm's
+/// cgroups or mpirun's binding allow; the kernel's `Cpus_allowed` mask in
+/// /proc/self/status), else the online processors.
+public func availableCores() -> Int {
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) {
+        let hex = line.dropFirst("Cpus_allowed:".count).filter(\.isHexDigit)
+        let n = hex.reduce(0) { $0 + ($1.hexDigitValue ?? 0).nonzeroBitCount }
+        if n > 0 { return n }
+    }
+    return ProcessInfo.processInfo.activeProcessorCount
 }
 
 func editDistance(_ a: String, _ b: String) -> Int {

@@ -35,9 +35,6 @@ public final class GradientSync {
         (0..<completed).map { ($0, started[$0], ended[$0]) }
     }
 
-    /// Wall time this step during which some bucket's all-reduce was in flight.
-    public var busySeconds: Double { Self.covered(events.map { ($0.start, $0.end) }) }
-
     /// Splits every rank's per-step waits after backward ([rank][step]) into sums over steps of
     /// the exposed all-reduce and the imbalance. The last rank to finish backward waits only for
     /// the reduction's tail, so per step the smallest wait is the exposed all-reduce; what the
@@ -52,7 +49,7 @@ public final class GradientSync {
     }
 
     /// Length of the union of [start, end) intervals.
-    static func covered(_ intervals: [(start: Double, end: Double)]) -> Double {
+    public static func covered(_ intervals: [(start: Double, end: Double)]) -> Double {
         var total = 0.0, reach = -Double.infinity
         for e in intervals.sorted(by: { $0.start < $1.start }) {
             let s = Swift.max(e.start, reach)

@@ -61,7 +61,7 @@ public struct SHA256 {
 
     /// Hash of a whole file, read in 1 MiB pieces.
     public static func file(_ path: String) throws -> String {
-        guard let fh = FileHandle(forReadingAtPath: path) else { throw ConfigError("\(path): cannot open to hash") }
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw CheckpointError("\(path): cannot open to hash") }
         defer { try? fh.close() }
         var s = SHA256()
         while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty { s.update(chunk) }

@@ -94,8 +94,7 @@ struct BenchTrain: ParsableCommand {
         var rows: [[String: Any]] = []
         for name in selected {
             let c = benchCases.first { $0.name == name }!
-            let r = trainStep(c)
-            rows.append(r)
+            rows.append(try trainStep(c))
         }
         report["train_step"] = rows
         let peak = peakRSSMB()
@@ -148,33 +147,27 @@ struct BenchTrain: ParsableCommand {
         return out
     }
 
-    /// Median training step (forward, loss, backward, SGD update) of the full network.
-    func trainStep(_ c: BenchCase) -> [String: Any] {
+    /// Median training step (forward, loss, backward, gradient averaging, SGD update) of the
+    /// full network: the trainer's own TrainingStep on a fixed random batch.
+    func trainStep(_ c: BenchCase) throws -> [String: Any] {
         let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
         let opt = Optimizer(.sgd, paramCount: net.arena.paramCount, momentum: 0.9, weightDecay: 5e-4)
         let x = Tensor([c.batch, 3, c.height, c.imageWidth])
         var rng = RNG(key: 2)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
+        let averaging = try makeGradientAveraging(comm: comm, simulatedRanks: 1, arena: net.arena, bucketBytes: Int(bucketMb * 1_048_576))
+        defer { averaging.close() }
+        let step = TrainingStep(model: net, optimizer: opt, averaging: averaging, labelSmoothing: 0.1)
         var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
-        let sync = comm.size > 1 && bucketMb > 0
-            ? GradientSync(comm: comm, grad: net.arena.grad, count: net.arena.paramCount, bucketBytes: Int(bucketMb * 1_048_576)) : nil
-        defer { sync?.close() }
         Profile.reset()
         for i in 0..<(steps + 2) {
             if i == 2 { Profile.reset(); Profile.enabled = true }
-            let t0 = Profile.now()
-            _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1)
-            net.arena.zeroGrad()
-            sync?.beginStep()
-            if let sync { net.backward(ready: { try? sync.ready($0) }) } else { net.backward() }
-            let t1 = Profile.now()
-            if let sync { try? sync.finish() } else { try? comm.allreduceMean(net.arena.grad, net.arena.paramCount) }
-            let t2 = Profile.now()
-            opt.step(value: net.arena.value, grad: net.arena.grad, lr: 0.01)
+            let r = try step.run(lr: 0.01, context: "bench step \(i + 1)") { _ in (x, labels) }
             if i >= 2 {
-                times.append(Profile.now() - t0); waits.append(t2 - t1)
-                busy.append(sync?.busySeconds ?? (t2 - t1))
+                let wait = r.total(.allreduceWait)
+                times.append(r.seconds); waits.append(wait)
+                busy.append(r.buckets.isEmpty ? wait : GradientSync.covered(r.buckets.map { ($0.start, $0.end) }))
             }
         }
         Profile.enabled = false
@@ -195,11 +188,11 @@ struct BenchTrain: ParsableCommand {
             // The reduction alone, blocking, after a barrier: what overlapping can hide.
             blocking = .infinity
             for _ in 0..<3 {
-                try? comm.barrier()
-                let t = Profile.now(); try? comm.allreduceSum(net.arena.grad, net.arena.paramCount); blocking = min(blocking, Profile.now() - t)
+                try comm.barrier()
+                let t = Profile.now(); try comm.allreduceSum(net.arena.grad, net.arena.paramCount); blocking = min(blocking, Profile.now() - t)
             }
             // Per step: exposed all-reduce and imbalance between ranks (GradientSync.splitWaits).
-            let split = GradientSync.splitWaits((try? comm.allgather(waits)) ?? [waits])
+            let split = GradientSync.splitWaits(try comm.allgather(waits))
             exposed = split.exposed / Double(waits.count); imbalance = split.imbalance / Double(waits.count)
             inFlight = busy.reduce(0, +) / Double(busy.count)
             hidden = max(0, 1 - exposed / blocking)

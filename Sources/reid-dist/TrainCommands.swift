@@ -21,6 +21,9 @@ struct ConfigOptions: ParsableArguments {
 
 extension Layout: ExpressibleByArgument {}
 
+/// OpenBLAS's threads and the engine's own loops.
+func useThreads(_ n: Int) { setBLASThreads(n); engineThreads = n }
+
 /// Runs `body` with MPI under a launcher, else as one process. Under MPI one
 /// rank's error ends the whole job (no rank is left waiting in a collective),
 /// after printing the rank and the cause.
@@ -83,8 +86,9 @@ struct Train: ParsableCommand {
             for w in t.dataset.warnings { print("warning: \(w)") }
             print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
                   + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))")
-            print("model: ResNet-\(c.int("model.depth")) width \(c.int("model.width")), \(t.model.spec.groups) groups x \(t.model.spec.branches) branches, "
-                  + "\(t.model.arena.paramCount) parameters; \(t.worldSize) rank(s)\(simulateRanks > 1 ? " (simulated)" : ""), \(c.threads) thread(s) each")
+            let m = t.model.spec
+            print("model: ResNet-\(m.depth) width \(m.width), \(m.groups) groups x \(m.branches) branches, \(t.model.arena.paramCount) parameters; "
+                  + "\(t.averaging.description), \(t.threads) thread(s) \(t.worldSize > 1 ? "per rank" : "")")
             if let r = resume {
                 if let dir = try Checkpoint.resolve(r, runDir: t.runDir) { try t.resume(from: dir) }
                 else { print("no checkpoint in \(t.runDir) yet: starting from scratch") }
@@ -98,13 +102,13 @@ struct Train: ParsableCommand {
 
 /// Builds the model of a checkpoint for inference, with the config's data settings.
 func loadModel(_ c: Config, checkpoint: String) throws -> GroupedMultiBranchNet {
-    let dir = try Checkpoint.resolve(checkpoint, runDir: c.string("train.run_dir"))
+    let dir = try Checkpoint.resolve(checkpoint, runDir: c.train.runDir)
     var file = checkpoint
     if let dir {
         _ = try Checkpoint.verify(dir)
         file = (dir as NSString).appendingPathComponent("model.safetensors")
     }
-    var spec = c.modelSpec
+    var spec = c.model.spec
     spec.classes = try Checkpoint.classes(modelFile: file)
     let m = GroupedMultiBranchNet(spec)
     try m.arena.load(from: try SafeTensorsFile(path: file), strict: true)
@@ -124,14 +128,14 @@ struct Extract: ParsableCommand {
 
     func run() throws {
         let c = try options.load()
-        setBLASThreads(c.threads); engineThreads = c.threads
-        let ds = try ReIDDataset(root: c.string("data.root"), layout: c.layout)
+        useThreads(c.train.threadsPerRank(ranksOnNode: 1))
+        let d = c.data
+        let ds = try ReIDDataset(root: d.root, layout: d.layout)
         let model = try loadModel(c, checkpoint: checkpoint)
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
-        let f = try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"),
-                                    batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"),
-                                    skipBadImages: c.bool("data.skip_bad_images"), producer: "reid-dist extract \(checkpoint)")
+        let f = try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
+                                    skipBadImages: d.skipBadImages, producer: "reid-dist extract \(checkpoint)")
         try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
         print(String(format: "wrote %d x %d features of %@ to %@ (%.1f s)", f.count, f.dim, s.folder, out, Profile.now() - t0))
     }
@@ -150,19 +154,20 @@ struct Evaluate: ParsableCommand {
 
     func evaluate(_ comm: Communicator) throws {
         let c = try options.load()
-        setBLASThreads(c.threads); engineThreads = c.threads
-        let ds = try ReIDDataset(root: c.string("data.root"), layout: c.layout)
+        useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
+        let d = c.data, e = c.eval
+        let ds = try ReIDDataset(root: d.root, layout: d.layout)
         let model = try loadModel(c, checkpoint: checkpoint)
         let t0 = Profile.now()
         func features(_ s: Split) throws -> FeatureSet? {
-            try extractFeatures(model: model, split: s, height: c.int("data.height"), width: c.int("data.width"),
-                                batchSize: c.int("eval.batch_size"), flip: c.bool("eval.flip"), comm: comm, producer: "reid-dist evaluate")
+            try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
+                                comm: comm, producer: "reid-dist evaluate")
         }
         let q = try features(ds.query), g = try features(ds.gallery)
         guard let q, let g else { try comm.barrier(); return }
-        let r = c.bool("eval.rerank") ? try rankReranked(query: q, gallery: g, metric: c.metric) : try rank(query: q, gallery: g, metric: c.metric)
+        let r = e.rerank ? try rankReranked(query: q, gallery: g, metric: e.metric) : try rank(query: q, gallery: g, metric: e.metric)
         let sec = Profile.now() - t0
-        print("\(q.count) queries x \(g.count) gallery, \(c.metric)\(c.bool("eval.flip") ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")")
+        print("\(q.count) queries x \(g.count) gallery, \(e.metric)\(e.flip ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")")
         print(" rank-1   rank-5  rank-10  rank-20      mAP     mINP")
         print(String(format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
                      r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))

@@ -53,7 +53,7 @@ def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w
     loss = loss_fn(logits, y, eps=0.1)
     loss.backward()
     f32 = lambda t: t.detach().float() if t.is_floating_point() else t.detach()
-    out["x"] = x; out["y"] = y; out["loss"] = f32(loss).reshape(1); out["fmap"] = f32(fmap)
+    out["x"] = x; out["y"] = y; out["loss"] = f32(loss).resizeForOverwrite(1); out["fmap"] = f32(fmap)
     for k, p in m.named_parameters():
         out["grad." + k] = f32(p.grad)
     for k, v in m.state_dict().items():

@@ -77,9 +77,13 @@ final class MPITests: XCTestCase {
         for (name, bucket) in [("blocking", "0"), ("buckets", "0.05")] {
             let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
                                                      "--set", "train.bucket_mb=\(bucket)", "--set", "train.check_replicas_every=1",
-                                                     "--set", "train.trace=\(dir)/\(name).json"])
+                                                     "--set", "train.trace=\(dir)/\(name).json", "--set", "train.threads=\(name == "blocking" ? 0 : 1)"])
             XCTAssertEqual(s1, 0, o1)
-            XCTAssert(o1.contains("2 rank(s)"), o1)
+            XCTAssert(o1.contains(name == "blocking" ? "2 MPI ranks, one blocking all-reduce after backward"
+                                                     : "2 MPI ranks, gradient all-reduce in buckets"), o1)
+            // train.threads 0: this process's cores shared among the node's 2 ranks.
+            let threads = name == "blocking" ? max(1, availableCores() / 2) : 1
+            XCTAssert(o1.contains("\(threads) thread(s) per rank"), "\(threads) thread(s) each: \(o1)")
             let a = try model(dir + "/" + name), b = try model(dir + "/sim")
             XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
             var num = 0.0, den = 0.0

@@ -65,14 +65,14 @@ final class ConfigTests: XCTestCase {
         try "data:\n  root: /data/m\nmodel:\n  depth: 18\n  groups: 8\noptim:\n  lr: 3.5e-4\nschedule:\n  milestones: [4, 9]\n".write(toFile: f, atomically: true, encoding: .utf8)
         var c = try Config(file: f)
         try c.apply(override: "optim.name=sgd")
-        XCTAssertEqual(c.int("model.depth"), 18); XCTAssertEqual(c.double("optim.lr"), 3.5e-4)
-        XCTAssertEqual(c.ints("schedule.milestones"), [4, 9]); XCTAssertEqual(c.string("optim.name"), "sgd")
+        XCTAssertEqual(c.model.spec.depth, 18); XCTAssertEqual(c.optim.lr, 3.5e-4)
+        XCTAssertEqual(c.schedule.milestones, [4, 9]); XCTAssertEqual(c.optim.kind, .sgd)
         XCTAssertEqual(c.sources["optim.lr"], f)
         try c.yaml.write(toFile: dir + "/resolved.yaml", atomically: true, encoding: .utf8)
         XCTAssertEqual(try Config(file: dir + "/resolved.yaml").values, c.values)
         try "model:\n  colour: red\n".write(toFile: f, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("\(f): unknown key 'model.colour'"), "\($0)") }
-        XCTAssertEqual(try Config(file: "Configs/market1501.yaml".existingOr("../Configs/market1501.yaml")).int("sampler.ids_per_batch"), 16)
+        XCTAssertEqual(try Config(file: "Configs/market1501.yaml".existingOr("../Configs/market1501.yaml")).sampler.idsPerBatch, 16)
     }
 }
 

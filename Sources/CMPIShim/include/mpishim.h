@@ -8,14 +8,13 @@
 #include <stdint.h>
 
 /// Initialises MPI asking for MPI_THREAD_MULTIPLE (communication thread);
-/// *provided receives the level granted (0 single .. 3 multiple).
+/// *provided receives the level granted: 0 single, 1 funneled, 2 serialized, 3 multiple.
 int rd_mpi_init(int *provided);
-int rd_mpi_initialized(void);            /* 1 if MPI_Init has run (returns the flag, not an error) */
 int rd_mpi_finalize(void);
 int rd_mpi_rank(int *rank);
 int rd_mpi_size(int *size);
-/// Rank among the processes of this node (MPI_COMM_TYPE_SHARED split).
-int rd_mpi_local_rank(int *local_rank);
+/// Rank among the processes of this node and their number (MPI_COMM_TYPE_SHARED split).
+int rd_mpi_node(int *local_rank, int *local_size);
 /// In-place sum of floats over all ranks.
 int rd_mpi_allreduce_sum_f32(float *data, size_t count);
 int rd_mpi_allreduce_sum_f64(double *data, size_t count);

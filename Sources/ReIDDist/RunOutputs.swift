@@ -1,0 +1,189 @@
+// Everything a training run says and leaves behind, in one place: progress
+// lines on the console, `metrics.jsonl` (one JSON object per line: "train",
+// "eval", "comm"), the Chrome trace of the first steps and the end-of-run
+// summary. Rank 0 alone prints and writes; every rank calls the same methods
+// (the collectives inside need them all), and each rank prints its own warnings.
+import Foundation
+import ReIDCore
+
+public final class RunOutputs {
+    /// Prints a line (rank 0; a no-op elsewhere). Tests replace it.
+    public var log: (String) -> Void
+    let comm: Communicator
+    let metrics: FileHandle?
+    let logEvery: Int, heads: Double, worldSize: Int, averagingNote: String
+
+    // The run.
+    var runStart = 0.0, imagesSeen = 0
+    /// This rank's wait for the all-reduce after backward, per step.
+    var allreduceWaits: [Double] = []
+    var plan = (epochs: 0, end: 0, imagesPerStep: 0)
+    // The epoch, summed over ranks.
+    var epoch = 0, steps = 0
+    var lossSum = 0.0, seen = 0, correct = 0
+    var windowStart = 0.0, windowImages = 0
+    /// Mean training loss of the epoch so far.
+    public var epochLoss: Double { lossSum / Double(Swift.max(seen, 1)) }
+    // The trace.
+    let tracePath: String?
+    static let tracedSteps = 50
+    var tracedSteps = 0
+    var traceEvents: [(kind: TraceKind, start: Double, duration: Double)] = []
+
+    /// Makes the run folder, `config.yaml` and `metrics.jsonl` (appended to) when `runDir` is
+    /// given and this is rank 0.
+    public init(runDir: String?, configYAML: String, comm: Communicator, logEvery: Int, heads: Int, worldSize: Int,
+                averaging: String, tracePath: String?) throws {
+        self.comm = comm; self.logEvery = logEvery; self.heads = Double(heads); self.worldSize = worldSize
+        self.averagingNote = averaging; self.tracePath = tracePath
+        log = comm.isRoot ? { print($0); fflush(stdout) } : { _ in }
+        if let runDir, comm.isRoot {
+            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+            try writeAtomically(Data(configYAML.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
+            let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
+            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            metrics = FileHandle(forWritingAtPath: path)
+            metrics?.seekToEndOfFile()
+        } else { metrics = nil }
+    }
+
+    /// A warning of this rank's own (its shard's images, say): under MPI every rank prints
+    /// its own on standard error, with its rank.
+    public func warn(_ s: String) {
+        if comm.size > 1 { FileHandle.standardError.write(Data("rank \(comm.rank): warning: \(s)\n".utf8)) }
+        else { log("warning: " + s) }
+    }
+
+    /// One line of metrics.jsonl.
+    public func record(_ obj: [String: Any]) {
+        guard let metrics, let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else { return }
+        metrics.write(data + Data("\n".utf8))
+    }
+
+    public func beginRun(epochs: Int, until end: Int, imagesPerStep: Int) {
+        runStart = Profile.now(); imagesSeen = 0; allreduceWaits = []
+        plan = (epochs, end, imagesPerStep)
+    }
+
+    public func beginEpoch(_ e: Int, steps n: Int) {
+        epoch = e; steps = n
+        lossSum = 0; seen = 0; correct = 0
+        windowStart = Profile.now(); windowImages = 0
+    }
+
+    /// After each step: sums over ranks, the trace, and every `logEvery` steps (and at the
+    /// epoch's end) the progress line and a "train" record.
+    public func stepDone(_ r: StepResult, step: Int, globalStep: Int, lr: Float, dataWait: Double) throws {
+        var sums = [r.lossSum, Double(r.images), Double(r.correct)]
+        try comm.allreduceSum(&sums, 3)
+        lossSum += sums[0]; seen += Int(sums[1]); correct += Int(sums[2])
+        imagesSeen += Int(sums[1]); windowImages += Int(sums[1])
+        allreduceWaits.append(r.total(.allreduceWait))
+        trace(r)
+        guard (step + 1) % logEvery == 0 || step + 1 == steps else { return }
+        let now = Profile.now()
+        let ips = Double(windowImages) / Swift.max(now - windowStart, 1e-9)
+        let stepsLeft = (plan.end - epoch - 1) * steps + (steps - step - 1)
+        let eta = Double(stepsLeft * plan.imagesPerStep) / Swift.max(ips, 1e-9)
+        let acc = Double(correct) / Double(Swift.max(seen, 1)) / heads
+        log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
+                   epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
+        record(["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
+                "step_loss": sums[0] / Swift.max(sums[1], 1), "acc": acc, "lr": Double(lr), "images_per_second": ips,
+                "data_wait_s": dataWait, "ranks": worldSize])
+        windowStart = now; windowImages = 0
+    }
+
+    /// An evaluation's numbers: a console line and an "eval" record.
+    public func evaluated(_ r: RankingResultSummary, globalStep: Int) {
+        log(String(format: "eval: rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  mAP %.2f%%  mINP %.2f%%  (%d queries, %d gallery, %.1f s)",
+                   r.rank1 * 100, r.rank5 * 100, r.rank10 * 100, r.mAP * 100, r.mINP * 100, r.queries, r.gallery, r.seconds))
+        record(["kind": "eval", "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5, "rank10": r.rank10,
+                "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds])
+    }
+
+    /// The summary line (and, with several MPI ranks, the all-reduce's exposed time and the
+    /// ranks' imbalance as a "comm" record), then the trace file if one was asked for.
+    public func endRun() throws {
+        let total = Profile.now() - runStart
+        var summary = String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
+        if comm.size > 1 {
+            let (exposed, imbalance) = GradientSync.splitWaits(try comm.allgather(allreduceWaits))
+            summary += String(format: "; gradient all-reduce exposed %.1f s (%.1f%% of the run), ranks waiting for the slowest %.1f s",
+                              exposed, exposed / Swift.max(total, 1e-9) * 100, imbalance)
+            record(["kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total, "ranks": worldSize,
+                    "averaging": averagingNote])
+        }
+        log(summary)
+        if tracePath != nil { try writeTrace() }
+    }
+
+    // MARK: the trace
+
+    /// What a trace event shows: a phase of the step, or one bucket's all-reduce (its own row).
+    enum TraceKind: Equatable {
+        case phase(StepResult.Phase), bucket(Int)
+        var name: String {
+            switch self {
+            case .phase(.forward): return "forward"
+            case .phase(.backward): return "backward"
+            case .phase(.allreduceWait): return "wait for all-reduce"
+            case .phase(.optimizer): return "optimizer"
+            case .bucket(let b): return "all-reduce bucket \(b)"
+            }
+        }
+        var thread: Int { if case .bucket = self { return 1 }; return 0 }
+        /// As one number, for gathering over ranks.
+        var code: Double {
+            switch self {
+            case .phase(let p): return Double(p.rawValue)
+            case .bucket(let b): return Double(StepResult.Phase.allCases.count + b)
+            }
+        }
+        init(code: Double) {
+            let c = Int(code), phases = StepResult.Phase.allCases.count
+            self = c < phases ? .phase(StepResult.Phase(rawValue: c)!) : .bucket(c - phases)
+        }
+    }
+
+    func trace(_ r: StepResult) {
+        guard tracePath != nil, tracedSteps < Self.tracedSteps else { return }
+        tracedSteps += 1
+        let base = r.start - runStart
+        for p in r.phases { traceEvents.append((.phase(p.phase), base + p.start, p.duration)) }
+        for b in r.buckets { traceEvents.append((.bucket(b.bucket), base + b.start, b.end - b.start)) }
+    }
+
+    /// Rank 0 gathers every rank's events (pid = rank) into a Chrome trace-event file.
+    func writeTrace() throws {
+        guard let tracePath else { return }
+        // Every rank's events as (kind, start, duration) doubles, padded to the longest with -1.
+        var mine = traceEvents.flatMap { [$0.kind.code, $0.start, $0.duration] }
+        let counts = try comm.allgather([Double(mine.count)]).map { Int($0[0]) }
+        mine += [Double](repeating: -1, count: counts.max()! - mine.count)
+        let all = try comm.allgather(mine)
+        guard comm.isRoot else { return }
+        var events: [[String: Any]] = []
+        for (rank, values) in all.enumerated() {
+            for k in stride(from: 0, to: counts[rank], by: 3) {
+                let kind = TraceKind(code: values[k])
+                events.append(["name": kind.name, "ph": "X", "pid": rank, "tid": kind.thread, "ts": values[k + 1] * 1e6, "dur": values[k + 2] * 1e6])
+            }
+        }
+        let data = try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
+        try writeAtomically(data, to: tracePath)
+        log("wrote trace \(tracePath) (\(events.count) events; open in a browser's trace viewer, e.g. chrome://tracing or Perfetto)")
+    }
+}
+
+/// The figures of one evaluation that the run reports.
+public struct RankingResultSummary {
+    public var rank1: Double, rank5: Double, rank10: Double, mAP: Double, mINP: Double
+    public var queries: Int, gallery: Int, seconds: Double
+}
+
+public func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+}
