@@ -41,9 +41,12 @@ public final class RunOutputs {
             try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
             try writeAtomically(Data(configYAML.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
             let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-            metrics = FileHandle(forWritingAtPath: path)
-            metrics?.seekToEndOfFile()
+            if !FileManager.default.fileExists(atPath: path) && !FileManager.default.createFile(atPath: path, contents: nil) {
+                throw FileWriteError(path, "cannot create the metrics file")
+            }
+            guard let handle = FileHandle(forWritingAtPath: path) else { throw FileWriteError(path, "cannot open the metrics file for writing") }
+            handle.seekToEndOfFile()
+            metrics = handle
         } else { metrics = nil }
     }
 
