@@ -98,4 +98,19 @@ public final class Arena {
     }
 
     public func zeroGrad() { grad.update(repeating: 0, count: paramCount) }
+
+    /// The first parameter or buffer that holds a NaN or an infinity, or a batch-norm running
+    /// variance below zero, described by name ("backbone.conv1.weight[17] is nan"); nil if none.
+    public func firstNonFinite() -> String? {
+        for s in params {
+            let p = value + s.offset
+            for i in 0..<s.count where !p[i].isFinite { return "\(s.name)[\(i)] is \(p[i])" }
+        }
+        for s in buffers {
+            let p = buffer + s.offset
+            let isVar = s.name.hasSuffix("running_var")
+            for i in 0..<s.count where !p[i].isFinite || (isVar && p[i] < 0) { return "\(s.name)[\(i)] is \(p[i])" }
+        }
+        return nil
+    }
 }

@@ -1,8 +1,12 @@
-// Checkpoints: one folder per saved epoch under <run_dir>/checkpoints/:
+// Checkpoints: one folder per save under <run_dir>/checkpoints/, named
+// epoch-0012 at an epoch's end and epoch-0012-step-000345 when saved in the
+// middle of epoch 13 (a signal, or train.checkpoint_minutes):
 //   model.safetensors      the state dict, with the reference's names
 //   optimizer.safetensors  the optimizer's moment buffers
+//   replicas.safetensors   mid-epoch only: every rank's batch-norm statistics
+//                          (they differ between ranks until the epoch ends)
 //   state.json             epoch, step, world size, seed, config, metrics,
-//                          and the SHA-256 of each file above
+//                          and the SHA-256 of each file above (all required)
 // Written into a temporary folder, fsynced, renamed into place; then the
 // `latest` pointer file is replaced atomically. A crash at any moment leaves
 // the previous checkpoint whole; a checkpoint whose hashes do not match is refused.
@@ -19,80 +23,157 @@ public struct CheckpointState: Codable {
     public var config: [String: String]
     public var metrics: [String: Double]
     public var files: [String: String]  // file name -> SHA-256
+    /// Mid-epoch checkpoints: steps of epoch `epoch + 1` already taken, and that
+    /// epoch's loss sum, images and correct predictions so far (summed over ranks).
+    public var stepInEpoch: Int?
+    public var epochProgress: [Double]?
+
+    public var midEpoch: Bool { (stepInEpoch ?? 0) > 0 }
+    /// The folder name of this state's checkpoint.
+    public var name: String {
+        midEpoch ? String(format: "epoch-%04d-step-%06d", epoch, stepInEpoch!) : String(format: "epoch-%04d", epoch)
+    }
 }
 
 public enum Checkpoint {
     static let latestFile = "latest", bestFile = "best"
+    static let modelFile = "model.safetensors", optimizerFile = "optimizer.safetensors", replicasFile = "replicas.safetensors"
 
     public static func folder(_ runDir: String) -> String { (runDir as NSString).appendingPathComponent("checkpoints") }
 
-    /// Saves model and optimizer state for `state.epoch`; returns the folder.
+    /// Saves model and optimizer state (and, mid-epoch, every replica's batch-norm
+    /// buffers, [world][bufferCount] flattened); returns the folder.
     @discardableResult
-    public static func save(runDir: String, model: GroupedMultiBranchNet, optimizer: Optimizer, state: CheckpointState,
-                            keep: Int, best: Bool) throws -> String {
+    public static func save(runDir: String, model: GroupedMultiBranchNet, optimizer: Optimizer, replicaBuffers: [Float]? = nil,
+                            state: CheckpointState, keep: Int) throws -> String {
         let fm = FileManager.default
         let dir = folder(runDir)
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let name = String(format: "epoch-%04d", state.epoch)
+        try createFolder(dir, what: "the checkpoints folder")
+        let name = state.name
         let tmp = (dir as NSString).appendingPathComponent(".tmp-\(name)-\(getpid())")
         try? fm.removeItem(atPath: tmp)
-        try fm.createDirectory(atPath: tmp, withIntermediateDirectories: false)
-        let modelPath = (tmp as NSString).appendingPathComponent("model.safetensors")
+        try createFolder(tmp, what: "a checkpoint")
+        func path(_ f: String) -> String { (tmp as NSString).appendingPathComponent(f) }
         try SafeTensors.write(model.arena.stateRecords(), metadata: ["format": "pt", "producer": "reid-dist", "classes": "\(state.classes)"],
-                              to: modelPath)
-        let optPath = (tmp as NSString).appendingPathComponent("optimizer.safetensors")
+                              to: path(modelFile))
         try SafeTensors.write([TensorRecord("state1", floats: UnsafeBufferPointer(optimizer.state1.buffer), shape: [optimizer.state1.count]),
                                TensorRecord("state2", floats: UnsafeBufferPointer(optimizer.state2.buffer), shape: [optimizer.state2.count])],
-                              metadata: ["kind": optimizer.kind.rawValue, "steps": "\(optimizer.steps)"], to: optPath)
+                              metadata: ["kind": optimizer.kind.rawValue, "steps": "\(optimizer.steps)"], to: path(optimizerFile))
+        var files = [modelFile, optimizerFile]
+        if state.midEpoch {
+            guard let replicaBuffers else { preconditionFailure("a mid-epoch checkpoint needs every replica's buffers") }
+            try SafeTensors.write([TensorRecord("buffers", floats: replicaBuffers, shape: [state.worldSize, replicaBuffers.count / state.worldSize])],
+                                  to: path(replicasFile))
+            files.append(replicasFile)
+        }
         var st = state
-        st.files = ["model.safetensors": try SHA256.file(modelPath), "optimizer.safetensors": try SHA256.file(optPath)]
-        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try enc.encode(st), to: (tmp as NSString).appendingPathComponent("state.json"))
+        st.files = try Dictionary(uniqueKeysWithValues: files.map { ($0, try SHA256.file(path($0))) })
+        try writeState(st, to: tmp)
         fsyncPath(tmp)
         let final = (dir as NSString).appendingPathComponent(name)
         if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
-        guard rename(tmp, final) == 0 else { throw CheckpointError("\(final): cannot move the checkpoint into place") }
+        guard rename(tmp, final) == 0 else { throw CheckpointError("\(final): cannot move the checkpoint into place: \(String(cString: strerror(errno)))") }
         fsyncPath(dir)
         try writeAtomically(Data(name.utf8), to: (dir as NSString).appendingPathComponent(latestFile))
-        if best { try writeAtomically(Data(name.utf8), to: (dir as NSString).appendingPathComponent(bestFile)) }
         try prune(dir, keep: keep)
         return final
     }
 
-    /// Deletes all but the `keep` newest epochs and the best one.
+    static func writeState(_ st: CheckpointState, to dir: String) throws {
+        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try enc.encode(st), to: (dir as NSString).appendingPathComponent("state.json"))
+    }
+
+    /// After the evaluation that follows a save: its metrics into state.json, and the `best` pointer.
+    public static func recordEvaluation(_ dir: String, metrics: [String: Double], best: Bool) throws {
+        var st = try verify(dir)
+        st.metrics = metrics
+        try writeState(st, to: dir)
+        if best {
+            try writeAtomically(Data((dir as NSString).lastPathComponent.utf8),
+                                to: ((dir as NSString).deletingLastPathComponent as NSString).appendingPathComponent(bestFile))
+        }
+    }
+
+    /// Deletes all but the `keep` newest checkpoints and the best one.
     static func prune(_ dir: String, keep: Int) throws {
         let fm = FileManager.default
         let best = (try? String(contentsOfFile: (dir as NSString).appendingPathComponent(bestFile), encoding: .utf8)) ?? ""
-        let epochs = try fm.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("epoch-") }.sorted()
-        for old in epochs.dropLast(keep) where old != best {
+        for old in try names(dir).dropLast(keep) where old != best {
             try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(old))
         }
     }
 
-    /// The checkpoint folder for `--resume auto|PATH`: auto reads `latest` in
-    /// the run's checkpoints; PATH may be a checkpoint folder or a run folder.
-    public static func resolve(_ spec: String, runDir: String) throws -> String? {
-        let fm = FileManager.default
-        if spec == "auto" {
-            let p = (folder(runDir) as NSString).appendingPathComponent(latestFile)
-            guard let name = try? String(contentsOfFile: p, encoding: .utf8) else { return nil }
-            return (folder(runDir) as NSString).appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        if fm.fileExists(atPath: (spec as NSString).appendingPathComponent("state.json")) { return spec }
-        let p = (folder(spec) as NSString).appendingPathComponent(latestFile)
-        if let name = try? String(contentsOfFile: p, encoding: .utf8) {
-            return (folder(spec) as NSString).appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        throw CheckpointError("\(spec): not a checkpoint folder (no state.json) nor a run folder with checkpoints/latest")
+    /// Checkpoint folder names, oldest first.
+    static func names(_ dir: String) throws -> [String] {
+        guard FileManager.default.fileExists(atPath: dir) else { return [] }
+        return try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("epoch-") }.sorted()
     }
 
-    /// Reads state.json and checks each file's hash.
+    /// Removes the temporary folders of saves that never finished (a crash, a full disk); returns them.
+    @discardableResult
+    public static func removeUnfinished(runDir: String) -> [String] {
+        let dir = folder(runDir)
+        let tmps = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix(".tmp-") }
+        for t in tmps { try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent(t)) }
+        return tmps
+    }
+
+    /// The checkpoint to continue from for `--resume auto|PATH`, and a note when it is not
+    /// the one `latest` names. auto: this run's checkpoints; PATH: a checkpoint folder, or a
+    /// run folder (its newest checkpoint that verifies). Nil when there is no checkpoint at
+    /// all; an error when there are some but none verifies (nothing is thrown away silently).
+    public static func resolve(_ spec: String, runDir: String) throws -> (dir: String, note: String?)? {
+        if spec != "auto" && FileManager.default.fileExists(atPath: (spec as NSString).appendingPathComponent("state.json")) {
+            return (spec, nil)
+        }
+        let run = spec == "auto" ? runDir : spec
+        let dir = folder(run)
+        if spec != "auto" && !FileManager.default.fileExists(atPath: dir) {
+            throw CheckpointError("\(spec): not a checkpoint folder (no state.json) nor a run folder with checkpoints/")
+        }
+        let all = try names(dir)
+        guard !all.isEmpty else { return nil }
+        let latest = (try? String(contentsOfFile: (dir as NSString).appendingPathComponent(latestFile), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        var candidates = all.reversed().map { $0 }
+        if let latest, let i = candidates.firstIndex(of: latest) { candidates.remove(at: i); candidates.insert(latest, at: 0) }
+        var problems: [String] = []
+        for name in candidates {
+            let path = (dir as NSString).appendingPathComponent(name)
+            do {
+                _ = try verify(path)
+                var note: String?
+                if latest == nil { note = "\(dir)/latest is missing" }
+                else if latest != name {
+                    note = all.contains(latest!) ? "\(dir)/latest names \(latest!), which does not verify (\(problems.first ?? "?"))"
+                                                 : "\(dir)/latest names \(latest!), which does not exist"
+                }
+                return (path, note.map { $0 + "; continuing from the newest checkpoint that verifies, \(name)" })
+            } catch { problems.append("\(error)") }
+        }
+        throw CheckpointError("\(dir): none of its \(all.count) checkpoint(s) verifies (\(problems.joined(separator: "; "))). "
+                              + "Nothing was changed; to start over, --restart moves this run aside")
+    }
+
+    /// Reads state.json and checks that it is possible and that every file it must list is
+    /// listed, present, and has its hash.
     public static func verify(_ dir: String) throws -> CheckpointState {
         let statePath = (dir as NSString).appendingPathComponent("state.json")
         guard let data = FileManager.default.contents(atPath: statePath) else { throw CheckpointError("\(statePath): missing") }
         let st: CheckpointState
         do { st = try JSONDecoder().decode(CheckpointState.self, from: data) } catch {
             throw CheckpointError("\(statePath): not a reid-dist checkpoint state (\(error))")
+        }
+        func impossible(_ what: String) -> CheckpointError { CheckpointError("\(statePath): impossible state (\(what)); the checkpoint is damaged") }
+        guard st.epoch >= 0 else { throw impossible("epoch \(st.epoch)") }
+        guard st.step >= 0, st.optimizerSteps >= 0 else { throw impossible("step \(st.step), optimizer steps \(st.optimizerSteps)") }
+        guard st.worldSize >= 1 else { throw impossible("world size \(st.worldSize)") }
+        guard st.classes >= 1 else { throw impossible("\(st.classes) classes") }
+        guard (st.stepInEpoch ?? 0) >= 0 else { throw impossible("step in epoch \(st.stepInEpoch!)") }
+        let required = [modelFile, optimizerFile] + (st.midEpoch ? [replicasFile] : [])
+        for f in required where st.files[f] == nil {
+            throw CheckpointError("\(statePath): lists no hash for \(f); every checkpoint file must be hashed, so this one is refused")
         }
         for (file, hash) in st.files.sorted(by: { $0.key < $1.key }) {
             let p = (dir as NSString).appendingPathComponent(file)
@@ -101,6 +182,16 @@ public enum Checkpoint {
             guard got == hash else { throw CheckpointError("\(p): SHA-256 \(got.prefix(12))... does not match state.json's \(hash.prefix(12))...; the checkpoint is damaged") }
         }
         return st
+    }
+
+    /// Every replica's batch-norm buffers of a mid-epoch checkpoint, [world][count] flattened.
+    public static func loadReplicaBuffers(_ dir: String, world: Int, count: Int) throws -> [Float] {
+        let path = (dir as NSString).appendingPathComponent(replicasFile)
+        let f = try SafeTensorsFile(path: path)
+        guard try f.info("buffers").shape == [world, count] else {
+            throw CheckpointError("\(path): 'buffers' has shape \(try f.info("buffers").shape), expected [\(world), \(count)]")
+        }
+        return try f.floats("buffers")
     }
 
     /// Number of classes of a model file (the first classifier's rows).

@@ -69,6 +69,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.seed", kind: .int, defaultValue: .int(1), doc: "seed of initialisation, sampling and augmentation"),
     .init(name: "train.run_dir", kind: .string, defaultValue: .string("runs/default"), doc: "folder for metrics.jsonl, config.yaml and checkpoints/"),
     .init(name: "train.checkpoint_every", kind: .int, defaultValue: .int(10), doc: "epochs between checkpoints (the last epoch is always saved)"),
+    .init(name: "train.checkpoint_minutes", kind: .double, defaultValue: .double(0), doc: "also checkpoint the exact step every this many minutes, mid-epoch included (0: only at epoch ends)"),
     .init(name: "train.keep_checkpoints", kind: .int, defaultValue: .int(3), doc: "most recent checkpoints kept (plus the best by mAP)"),
     .init(name: "train.eval_every", kind: .int, defaultValue: .int(40), doc: "epochs between evaluations (0: only at the end)"),
     .init(name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines"),
@@ -202,6 +203,7 @@ public struct Config {
         try need(int("train.seed") >= 0, "train.seed", "must be >= 0")
         try need(!string("train.run_dir").isEmpty, "train.run_dir", "must name a folder")
         try need(int("train.checkpoint_every") >= 1, "train.checkpoint_every", "must be >= 1")
+        try need(double("train.checkpoint_minutes") >= 0, "train.checkpoint_minutes", "must be >= 0")
         try need(int("train.keep_checkpoints") >= 1, "train.keep_checkpoints", "must be >= 1")
         try need(int("train.eval_every") >= 0, "train.eval_every", "must be >= 0")
         try need(int("train.log_every") >= 1, "train.log_every", "must be >= 1")
@@ -237,6 +239,7 @@ public struct Config {
     }
     public var train: TrainSettings {
         TrainSettings(seed: int("train.seed"), runDir: string("train.run_dir"), checkpointEvery: int("train.checkpoint_every"),
+                      checkpointMinutes: double("train.checkpoint_minutes"),
                       keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"), logEvery: int("train.log_every"),
                       bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
                       checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"))
@@ -268,7 +271,7 @@ public struct OptimSettings {
 }
 
 public struct TrainSettings {
-    public var seed: Int, runDir: String, checkpointEvery: Int, keepCheckpoints: Int, evalEvery: Int, logEvery: Int
+    public var seed: Int, runDir: String, checkpointEvery: Int, checkpointMinutes: Double, keepCheckpoints: Int, evalEvery: Int, logEvery: Int
     /// Gradient all-reduce bucket size; 0: one blocking all-reduce after backward.
     public var bucketBytes: Int
     /// Chrome trace file of the first steps, if any.

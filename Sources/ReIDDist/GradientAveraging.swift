@@ -40,12 +40,18 @@ public protocol GradientAveraging: AnyObject {
     func averageBatchNorm() throws
     /// The model's batch-norm statistics become every replica's (after loading a checkpoint).
     func adoptModelState()
+    /// Every replica's batch-norm buffers, [rank][bufferCount] flattened, at rank 0 (nil
+    /// elsewhere): what a mid-epoch checkpoint keeps, as they differ until the epoch ends.
+    func replicaBuffers() throws -> [Float]?
+    /// The inverse: each replica takes its row of `all` (given at rank 0; nil elsewhere).
+    func restoreReplicaBuffers(_ all: [Float]?) throws
     /// Ends any helper thread; the next step starts it again.
     func close()
 }
 
 extension GradientAveraging {
     public var bucketEvents: [BucketEvent] { [] }
+
     public func enter(rank: Int) {}
     public func leave(rank: Int) {}
     public func gradientsFinal(from offset: Int) throws {}
@@ -62,17 +68,34 @@ public func makeGradientAveraging(comm: Communicator, simulatedRanks: Int, arena
         return bucketBytes > 0 ? try BucketedAllreduce(comm: comm, arena: arena, bucketBytes: bucketBytes)
                                : BlockingAllreduce(comm: comm, arena: arena)
     }
-    return simulatedRanks > 1 ? SimulatedRanks(simulatedRanks, arena: arena) : LocalGradients()
+    return simulatedRanks > 1 ? SimulatedRanks(simulatedRanks, arena: arena) : LocalGradients(arena: arena)
 }
 
+/// The model's own batch-norm buffers as one row.
+func buffersOf(_ arena: Arena) -> [Float] { Array(UnsafeBufferPointer(start: arena.buffer, count: arena.bufferCount)) }
+
 public final class LocalGradients: GradientAveraging {
-    public init() {}
+    let arena: Arena
+    public init(arena: Arena) { self.arena = arena }
     public var worldSize: Int { 1 }
     public var localRanks: [Int] { [0] }
     public var description: String { "one process" }
     public func beginStep() {}
     public func finish() {}
     public func averageBatchNorm() {}
+    public func replicaBuffers() -> [Float]? { buffersOf(arena) }
+    public func restoreReplicaBuffers(_ all: [Float]?) { arena.buffer.update(from: all!, count: arena.bufferCount) }
+}
+
+/// MPI ranks' buffers gathered at rank 0, and scattered back (by a broadcast: they are small).
+func gatherBuffers(_ comm: Communicator, _ arena: Arena) throws -> [Float]? {
+    try comm.gather(arena.buffer, arena.bufferCount, root: 0)
+}
+func scatterBuffers(_ comm: Communicator, _ arena: Arena, _ all: [Float]?) throws {
+    let n = arena.bufferCount
+    var rows = all ?? [Float](repeating: 0, count: n * comm.size)
+    try rows.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
+    rows.withUnsafeBufferPointer { arena.buffer.update(from: $0.baseAddress! + comm.rank * n, count: n) }
 }
 
 /// N data-parallel ranks computed in turn by one process, exactly as N MPI
@@ -123,6 +146,13 @@ public final class SimulatedRanks: GradientAveraging {
     public func adoptModelState() {
         for r in 0..<worldSize { leave(rank: r) }
     }
+
+    public func replicaBuffers() -> [Float]? { buffers.flatMap { $0 } }
+    public func restoreReplicaBuffers(_ all: [Float]?) {
+        let n = arena.bufferCount
+        for r in 0..<worldSize { buffers[r] = Array(all![(r * n)..<((r + 1) * n)]) }
+        arena.buffer.update(from: buffers[0], count: n)
+    }
 }
 
 /// MPI: the whole gradient arena summed over ranks after backward, then x 1/N.
@@ -135,6 +165,8 @@ public final class BlockingAllreduce: GradientAveraging {
     public func beginStep() {}
     public func finish() throws { try comm.allreduceMean(arena.grad, arena.paramCount) }
     public func averageBatchNorm() throws { try comm.allreduceMean(arena.buffer, arena.bufferCount) }
+    public func replicaBuffers() throws -> [Float]? { try gatherBuffers(comm, arena) }
+    public func restoreReplicaBuffers(_ all: [Float]?) throws { try scatterBuffers(comm, arena, all) }
 }
 
 /// MPI: buckets of the gradient arena all-reduced on a communication thread as
@@ -168,6 +200,8 @@ public final class BucketedAllreduce: GradientAveraging {
     public func finish() throws { try sync?.finish() }
     public var bucketEvents: [BucketEvent] { sync?.events.map { BucketEvent(bucket: $0.bucket, start: $0.start, end: $0.end) } ?? [] }
     public func averageBatchNorm() throws { try comm.allreduceMean(arena.buffer, arena.bufferCount) }
+    public func replicaBuffers() throws -> [Float]? { try gatherBuffers(comm, arena) }
+    public func restoreReplicaBuffers(_ all: [Float]?) throws { try scatterBuffers(comm, arena, all) }
     public func close() { sync?.close(); sync = nil }
     deinit { close() }
 }

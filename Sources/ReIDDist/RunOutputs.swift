@@ -68,19 +68,21 @@ public final class RunOutputs {
         plan = (epochs, end, imagesPerStep)
     }
 
-    public func beginEpoch(_ e: Int, steps n: Int) {
+    /// An epoch begins; a resumed one carries its summed loss, images and correct predictions so far.
+    public func beginEpoch(_ e: Int, steps n: Int, progress: [Double]? = nil) {
         epoch = e; steps = n
-        lossSum = 0; seen = 0; correct = 0
+        lossSum = progress?[0] ?? 0; seen = Int(progress?[1] ?? 0); correct = Int(progress?[2] ?? 0)
         windowStart = Profile.now(); windowImages = 0
     }
 
-    /// After each step: sums over ranks, the trace, and every `logEvery` steps (and at the
-    /// epoch's end) the progress line and a "train" record.
-    public func stepDone(_ r: StepResult, step: Int, globalStep: Int, lr: Float, dataWait: Double) throws {
-        var sums = [r.lossSum, Double(r.images), Double(r.correct)]
-        try comm.allreduceSum(&sums, 3)
-        lossSum += sums[0]; seen += Int(sums[1]); correct += Int(sums[2])
-        imagesSeen += Int(sums[1]); windowImages += Int(sums[1])
+    /// The epoch's loss sum, images and correct predictions so far (for a mid-epoch checkpoint).
+    public var epochProgress: [Double] { [lossSum, Double(seen), Double(correct)] }
+
+    /// After each step, with its figures summed over ranks: the trace, and every `logEvery`
+    /// steps (and at the epoch's end) the progress line and a "train" record.
+    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double) {
+        lossSum += totals.lossSum; seen += totals.images; correct += totals.correct
+        imagesSeen += totals.images; windowImages += totals.images
         allreduceWaits.append(r.total(.allreduceWait))
         trace(r)
         guard (step + 1) % logEvery == 0 || step + 1 == steps else { return }
@@ -92,7 +94,7 @@ public final class RunOutputs {
         log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
                    epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
         record(["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
-                "step_loss": sums[0] / Swift.max(sums[1], 1), "acc": acc, "lr": Double(lr), "images_per_second": ips,
+                "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr), "images_per_second": ips,
                 "data_wait_s": dataWait, "ranks": worldSize])
         windowStart = now; windowImages = 0
     }
@@ -177,6 +179,12 @@ public final class RunOutputs {
         try writeAtomically(data, to: tracePath)
         log("wrote trace \(tracePath) (\(events.count) events; open in a browser's trace viewer, e.g. chrome://tracing or Perfetto)")
     }
+}
+
+/// A step's figures summed over ranks, and whether any rank asked to stop or to checkpoint.
+public struct StepTotals {
+    public var lossSum: Double, images: Int, correct: Int
+    public var stop: Bool, checkpoint: Bool
 }
 
 /// The figures of one evaluation that the run reports.

@@ -1,8 +1,9 @@
 // The training loop. For each epoch: this process's batches (identity shards
 // dealt to ranks); for each step: the next batch, forward and loss, backward
-// with the gradients averaged over ranks, the optimizer's update, a record of
-// it. At an epoch's end: batch-norm statistics averaged over ranks, then
-// evaluation and a checkpoint when due.
+// with the gradients averaged over ranks, the optimizer's update, the ranks'
+// agreement on its figures (and on stopping or checkpointing: a signal,
+// train.checkpoint_minutes), a record of it. At an epoch's end: batch-norm
+// statistics averaged over ranks, then a checkpoint and an evaluation when due.
 //
 // The parts: TrainingStep (one step, also what `bench` times),
 // GradientAveraging (one process, simulated ranks or MPI), RunOutputs (what
@@ -31,6 +32,14 @@ public final class Trainer {
     public let threads: Int
     public var startEpoch = 0, globalStep = 0
     public var bestMAP = -1.0
+    /// Steps of `startEpoch` already taken (a mid-epoch checkpoint), and that epoch's figures so far.
+    public var startStep = 0
+    var resumedProgress: [Double]?
+    /// Every replica's batch-norm buffers from a mid-epoch checkpoint (rank 0), until synchronised.
+    var resumedReplicaBuffers: [Float]?
+    /// Rank 0's hold on the run folder (RunFolder.swift).
+    let lock: RunLock?
+    var lastCheckpoint = Profile.now()
 
     public var worldSize: Int { averaging.worldSize }
     public var runDir: String { config.train.runDir }
@@ -39,11 +48,39 @@ public final class Trainer {
     public var log: (String) -> Void { get { outputs.log } set { outputs.log = newValue } }
 
     /// Loads the training data, builds the model (random, pretrained backbone or a whole
-    /// state dict), and on rank 0 with `writeFiles` makes the run folder.
-    public init(config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1) throws {
+    /// state dict), and on rank 0 with `writeFiles` locks and prepares the run folder as
+    /// `start` says; then continues from a checkpoint if asked, and makes every replica
+    /// equal to rank 0's.
+    public init(config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1,
+                start: StartMode = .fresh) throws {
         try config.validate()
         self.config = config
         self.comm = comm
+        let runDir = config.train.runDir
+        var resumeFrom: (dir: String, note: String?)?
+        if writeFiles && comm.isRoot {
+            lock = try RunLock(runDir: runDir)
+            for t in Checkpoint.removeUnfinished(runDir: runDir) { print("removed \(t), an unfinished checkpoint of an earlier job") }
+            switch start {
+            case .restart:
+                if RunFolder.holdsRun(runDir) != nil || !((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).filter({ $0 != ".lock" }).isEmpty {
+                    print("moved the previous run to \(try RunFolder.moveAside(runDir))")
+                }
+            case .fresh:
+                if let what = RunFolder.holdsRun(runDir) {
+                    throw ConfigError("\(runDir): already holds a run (\(what)); continue it with --resume auto, or move it aside and start over with --restart")
+                }
+            case .resume(let spec):
+                resumeFrom = try Checkpoint.resolve(spec, runDir: runDir)
+                if resumeFrom == nil {
+                    if let what = RunFolder.holdsRun(runDir) { throw ConfigError("\(runDir): holds \(what) but no checkpoint to resume from; start over with --restart") }
+                    print("no checkpoint in \(runDir) yet: starting from scratch")
+                }
+            }
+        } else {
+            lock = nil
+            if case .resume(let spec) = start, comm.isRoot { resumeFrom = try Checkpoint.resolve(spec, runDir: runDir) }
+        }
         let world = comm.size > 1 ? comm.size : simulateRanks
         try Self.checkDivisible(config.sampler, ranks: world)
         threads = config.train.threadsPerRank(ranksOnNode: comm.localSize)
@@ -55,12 +92,23 @@ public final class Trainer {
         spec.classes = dataset.classes
         model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
         optimizer = config.optim.make(paramCount: model.arena.paramCount)
-        if let pre = m.pretrained { try model.loadPretrainedBackbone(try SafeTensorsFile(path: pre)) }
-        if let initial = m.initial { try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true) }
+        if let pre = m.pretrained {
+            try model.loadPretrainedBackbone(try SafeTensorsFile(path: pre))
+            if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }
+        }
+        if let initial = m.initial {
+            try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true)
+            if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(initial) (model.init): \(bad)") }
+        }
         averaging = try makeGradientAveraging(comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes)
         outputs = try RunOutputs(runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
                                  logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
                                  averaging: averaging.description, tracePath: config.train.trace)
+        if let r = resumeFrom {
+            if let note = r.note { log("note: " + note) }
+            try resume(from: r.dir)
+        }
+        try synchronizeReplicas()
     }
 
     static func checkDivisible(_ s: SamplerConfig, ranks: Int) throws {
@@ -72,8 +120,14 @@ public final class Trainer {
         }
     }
 
-    /// Trains from `startEpoch` to the configured end (or `untilEpoch`).
-    public func run(untilEpoch: Int? = nil) throws {
+    /// How a run ended: trained to its end, or stopped on a signal after a checkpoint.
+    public enum RunEnd: Equatable { case finished, stopped(signal: String, checkpoint: String?) }
+
+    /// Trains from `startEpoch` (and `startStep`) to the configured end (or `untilEpoch`).
+    @discardableResult
+    public func run(untilEpoch: Int? = nil) throws -> RunEnd {
+        try lock?.acquire()
+        defer { lock?.release() }
         let end = Swift.min(untilEpoch ?? epochs, epochs)
         let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
                                  augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
@@ -81,22 +135,46 @@ public final class Trainer {
         defer { averaging.close() }
         outputs.beginRun(epochs: epochs, until: end, imagesPerStep: config.sampler.batchSize)
         for epoch in startEpoch..<end {
-            let mine = try localBatches(epoch: epoch)
-            let feeds = mine.map { b in Prefetcher(steps: 0..<b.count) { s in try loader.batch(b[s], epoch: epoch, step: s, training: true) } }
+            let mine = try localBatches(epoch: epoch), first = epoch == startEpoch ? startStep : 0
+            let feeds = mine.map { b in Prefetcher(steps: first..<b.count) { s in try loader.batch(b[s], epoch: epoch, step: s, training: true) } }
             let lr = Float(config.schedule.rate(epoch: Double(epoch)))
-            outputs.beginEpoch(epoch, steps: mine[0].count)
-            for s in 0..<mine[0].count {
+            outputs.beginEpoch(epoch, steps: mine[0].count, progress: first > 0 ? resumedProgress : nil)
+            for s in first..<mine[0].count {
                 let result = try step.run(lr: lr, context: "epoch \(epoch + 1) step \(s + 1)") { i in
                     let b = try feeds[i].next(s); return (b.images, b.labels)
                 }
                 globalStep += 1
+                let totals = try agree(on: result)
+                outputs.stepDone(result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
                 try checkReplicasIfDue()
-                try outputs.stepDone(result, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
+                if totals.stop || totals.checkpoint {
+                    let dir = try saveMidEpoch(epoch: epoch, stepsDone: s + 1)
+                    if totals.stop { return try stopped(checkpoint: dir) }
+                }
             }
+            startStep = 0
             if !loader.skipped.isEmpty { outputs.warn("\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])") }
             try endEpoch(epoch + 1, runEnd: end)
         }
         try outputs.endRun()
+        return .finished
+    }
+
+    /// The step's figures summed over ranks, with any rank's stop request (a signal) and
+    /// rank 0's checkpoint clock, in the one all-reduce every step makes anyway.
+    func agree(on r: StepResult) throws -> StepTotals {
+        let minutes = config.train.checkpointMinutes
+        let due = comm.isRoot && minutes > 0 && Profile.now() - lastCheckpoint >= minutes * 60
+        var v = [r.lossSum, Double(r.images), Double(r.correct), StopSignal.pending == nil ? 0 : 1, due ? 1 : 0]
+        try comm.allreduceSum(&v, v.count)
+        return StepTotals(lossSum: v[0], images: Int(v[1]), correct: Int(v[2]), stop: v[3] > 0, checkpoint: v[4] > 0)
+    }
+
+    func stopped(checkpoint dir: String?) throws -> RunEnd {
+        let why = StopSignal.pending ?? "another rank's signal"
+        log("stopped on \(why) after step \(globalStep)" + (dir.map { "; checkpoint \($0); continue with --resume auto" } ?? ""))
+        try outputs.endRun()
+        return .stopped(signal: why, checkpoint: dir)
     }
 
     /// At an epoch's end: when an evaluation or a checkpoint is due, batch-norm statistics
@@ -107,24 +185,40 @@ public final class Trainer {
         let saving = done == epochs || done % t.checkpointEvery == 0 || done == runEnd
         guard evaluating || saving else { return }
         try averaging.averageBatchNorm()
-        var metrics: [String: Double] = ["loss": outputs.epochLoss]
-        var isBest = false
+        var metrics: [String: Double] = ["loss": outputs.epochLoss, "best_mAP": bestMAP]
+        // The checkpoint first: an evaluation that fails (a damaged gallery image) loses nothing.
+        let dir = saving && comm.isRoot ? try saveCheckpoint(epoch: done, stepInEpoch: nil, metrics: metrics) : nil
         if evaluating, let e = try evaluate() {
             metrics["mAP"] = e.ranking.mAP; metrics["rank1"] = e.ranking.rank(1)
-            if e.ranking.mAP > bestMAP { bestMAP = e.ranking.mAP; isBest = true }
+            let isBest = e.ranking.mAP > bestMAP
+            if isBest { bestMAP = e.ranking.mAP }
+            metrics["best_mAP"] = bestMAP
+            if let dir { try Checkpoint.recordEvaluation(dir, metrics: metrics, best: isBest) }
         }
-        metrics["best_mAP"] = bestMAP
-        if saving && comm.isRoot { try saveCheckpoint(epoch: done, metrics: metrics, best: isBest) }
         try comm.barrier()
     }
 
-    func saveCheckpoint(epoch: Int, metrics: [String: Double], best: Bool) throws {
+    /// A checkpoint of the exact step: every replica's batch-norm statistics go with it
+    /// (gathered at rank 0), so that resuming continues as if nothing had happened.
+    func saveMidEpoch(epoch: Int, stepsDone: Int) throws -> String? {
+        let replicas = try averaging.replicaBuffers()
+        var dir: String?
+        if comm.isRoot { dir = try saveCheckpoint(epoch: epoch, stepInEpoch: stepsDone, metrics: ["loss": outputs.epochLoss, "best_mAP": bestMAP], replicas: replicas) }
+        try comm.barrier()
+        return dir
+    }
+
+    @discardableResult
+    func saveCheckpoint(epoch: Int, stepInEpoch: Int?, metrics: [String: Double], replicas: [Float]? = nil) throws -> String {
         let st = CheckpointState(epoch: epoch, step: globalStep, optimizerSteps: optimizer.steps, worldSize: worldSize,
                                  seed: config.train.seed, classes: dataset.classes,
-                                 config: config.values.mapValues(\.description), metrics: metrics, files: [:])
-        let dir = try Checkpoint.save(runDir: runDir, model: model, optimizer: optimizer, state: st,
-                                      keep: config.train.keepCheckpoints, best: best)
+                                 config: config.values.mapValues(\.description), metrics: metrics, files: [:],
+                                 stepInEpoch: stepInEpoch, epochProgress: stepInEpoch == nil ? nil : outputs.epochProgress)
+        let dir = try Checkpoint.save(runDir: runDir, model: model, optimizer: optimizer, replicaBuffers: replicas, state: st,
+                                      keep: config.train.keepCheckpoints)
+        lastCheckpoint = Profile.now()
         log("saved \(dir)")
+        return dir
     }
 
     // MARK: replicas
@@ -132,16 +226,24 @@ public final class Trainer {
     /// Rank 0's parameters, buffers, counters, optimizer state and position go
     /// to every rank; then the replicas are checked identical by checksum.
     public func synchronizeReplicas() throws {
-        guard comm.size > 1 else { return }
+        guard comm.size > 1 else {
+            if startStep > 0 { try averaging.restoreReplicaBuffers(resumedReplicaBuffers) }
+            resumedReplicaBuffers = nil
+            return
+        }
         let a = model.arena
         try comm.broadcast(a.value, bytes: a.paramCount * 4, root: 0)
         try comm.broadcast(a.buffer, bytes: a.bufferCount * 4, root: 0)
         try a.counters.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
         try comm.broadcast(optimizer.state1.ptr, bytes: optimizer.state1.count * 4, root: 0)
         if optimizer.state2.count > 0 { try comm.broadcast(optimizer.state2.ptr, bytes: optimizer.state2.count * 4, root: 0) }
-        var pos = [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps)]
+        let progress = resumedProgress ?? [0, 0, 0]
+        var pos = [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps), Double(startStep)] + progress
         try pos.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
         startEpoch = Int(pos[0]); globalStep = Int(pos[1]); bestMAP = pos[2]; optimizer.restore(steps: Int(pos[3]))
+        startStep = Int(pos[4]); resumedProgress = Array(pos[5...])
+        if startStep > 0 { try averaging.restoreReplicaBuffers(resumedReplicaBuffers) }
+        resumedReplicaBuffers = nil
         try checkReplicas()
     }
 
@@ -167,15 +269,26 @@ public final class Trainer {
             throw CheckpointError("\(dir): checkpoint has \(st.classes) classes but \(dataset.train.folder) has \(dataset.classes) identities")
         }
         try model.arena.load(from: try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("model.safetensors")), strict: true)
+        if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(dir)/model.safetensors: \(bad); the run cannot continue from it") }
+        guard st.epoch <= epochs else {
+            throw CheckpointError("\(dir): the checkpoint has done \(st.epoch) epochs, beyond this run's schedule.epochs = \(epochs)")
+        }
+        if st.midEpoch && st.worldSize != worldSize {
+            throw CheckpointError("\(dir) was written in the middle of epoch \(st.epoch + 1) by \(st.worldSize) rank(s); this run has \(worldSize). "
+                                  + "Resume it with \(st.worldSize) rank(s), or from an epoch boundary (a checkpoint folder epoch-NNNN) with any number")
+        }
         try Checkpoint.loadOptimizer(dir, into: optimizer)
         startEpoch = st.epoch; globalStep = st.step
+        startStep = st.stepInEpoch ?? 0; resumedProgress = st.epochProgress
         bestMAP = st.metrics["best_mAP"] ?? -1
         averaging.adoptModelState()        // every replica starts from the saved (averaged) statistics
-        if st.worldSize != worldSize {
+        if st.midEpoch {
+            resumedReplicaBuffers = try Checkpoint.loadReplicaBuffers(dir, world: worldSize, count: model.arena.bufferCount)
+        } else if st.worldSize != worldSize {
             log("note: the checkpoint was written by \(st.worldSize) rank(s), this run has \(worldSize): "
                 + "it continues from the epoch boundary with \(worldSize)-way identity shards")
         }
-        log("resumed from \(dir): epoch \(st.epoch) done, step \(st.step)")
+        log("resumed from \(dir): epoch \(st.epoch) done" + (st.midEpoch ? " and \(startStep) step(s) of epoch \(st.epoch + 1)" : "") + ", step \(st.step)")
     }
 
     // MARK: batches

@@ -67,21 +67,37 @@ struct Train: ParsableCommand {
         Under mpirun (Open MPI) every rank trains a replica on its shard of the identities and
         gradients are averaged after each backward; rank 0 prints, evaluates and writes files.
         --simulate-ranks N computes in one process exactly what N ranks would.
+
+        One job at a time per run folder (a lock); a folder that already holds a run is
+        continued with --resume auto or moved aside with --restart, never overwritten.
+        SIGTERM, SIGINT or SIGUSR1 finish the current step, write a checkpoint of that exact
+        step and exit with status \(StopSignal.exitStatus); --resume auto continues as if
+        nothing had happened. A second signal ends the process at once.
         """)
     @OptionGroup var options: ConfigOptions
-    @Option(help: "Continue a run: 'auto' (this run folder's latest checkpoint) or a checkpoint or run folder.") var resume: String?
+    @Option(help: "Continue a run: 'auto' (this run folder's newest checkpoint that verifies) or a checkpoint or run folder.") var resume: String?
+    @Flag(help: "Start over in a run folder that holds an earlier run, after moving that run aside to <run_dir>.old-<time> (nothing is deleted).")
+    var restart = false
     @Option(help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
     @Option(help: "Reproduce N data-parallel ranks in this one process (no launcher).") var simulateRanks = 1
 
     func validate() throws {
         guard simulateRanks >= 1 else { throw ValidationError("--simulate-ranks must be at least 1") }
+        guard !(restart && resume != nil) else { throw ValidationError("--restart and --resume exclude each other") }
+        if let s = stopAfter, s < 1 { throw ValidationError("--stop-after must be at least 1, got \(s)") }
     }
 
-    func run() throws { try withCommunicator(train) }
+    func run() throws {
+        StopSignal.install()
+        var end = Trainer.RunEnd.finished
+        try withCommunicator { end = try train($0) }
+        if case .stopped = end { throw ExitCode(StopSignal.exitStatus) }
+    }
 
-    func train(_ comm: Communicator) throws {
+    func train(_ comm: Communicator) throws -> Trainer.RunEnd {
         let c = try options.load()
-        let t = try Trainer(config: c, comm: comm, simulateRanks: simulateRanks)
+        let start: StartMode = restart ? .restart : resume.map { .resume($0) } ?? .fresh
+        let t = try Trainer(config: c, comm: comm, simulateRanks: simulateRanks, start: start)
         if comm.isRoot {
             for w in t.dataset.warnings { print("warning: \(w)") }
             print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
@@ -89,29 +105,38 @@ struct Train: ParsableCommand {
             let m = t.model.spec
             print("model: ResNet-\(m.depth) width \(m.width), \(m.groups) groups x \(m.branches) branches, \(t.model.arena.paramCount) parameters; "
                   + "\(t.averaging.description), \(t.threads) thread(s) \(t.worldSize > 1 ? "per rank" : "")")
-            if let r = resume {
-                if let dir = try Checkpoint.resolve(r, runDir: t.runDir) { try t.resume(from: dir) }
-                else { print("no checkpoint in \(t.runDir) yet: starting from scratch") }
-            }
         }
-        try t.synchronizeReplicas()
-        if t.startEpoch >= t.epochs { t.log("already trained \(t.epochs) epochs; nothing to do"); return }
-        try t.run(untilEpoch: stopAfter)
+        if t.startEpoch >= t.epochs { t.log("already trained \(t.epochs) epochs; nothing to do"); return .finished }
+        return try t.run(untilEpoch: stopAfter)
     }
 }
 
 /// Builds the model of a checkpoint for inference, with the config's data settings.
+/// `checkpoint`: a checkpoint folder, a run folder (its newest checkpoint that verifies),
+/// or a model.safetensors file (verified against its folder's state.json when it has one).
 func loadModel(_ c: Config, checkpoint: String) throws -> GroupedMultiBranchNet {
-    let dir = try Checkpoint.resolve(checkpoint, runDir: c.train.runDir)
     var file = checkpoint
-    if let dir {
-        _ = try Checkpoint.verify(dir)
-        file = (dir as NSString).appendingPathComponent("model.safetensors")
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: checkpoint, isDirectory: &isDir) else {
+        throw CheckpointError("\(checkpoint): no such checkpoint folder, run folder or model file")
+    }
+    if isDir.boolValue {
+        guard let found = try Checkpoint.resolve(checkpoint, runDir: c.train.runDir) else {
+            throw CheckpointError("\(checkpoint): the run folder holds no checkpoint yet")
+        }
+        if let note = found.note { print("note: " + note) }
+        file = (found.dir as NSString).appendingPathComponent("model.safetensors")
+    } else {
+        let folder = (checkpoint as NSString).deletingLastPathComponent
+        if FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent("state.json")) {
+            _ = try Checkpoint.verify(folder.isEmpty ? "." : folder)
+        }
     }
     var spec = c.model.spec
     spec.classes = try Checkpoint.classes(modelFile: file)
     let m = GroupedMultiBranchNet(spec)
     try m.arena.load(from: try SafeTensorsFile(path: file), strict: true)
+    if let bad = m.arena.firstNonFinite() { throw CheckpointError("\(file): \(bad); refusing to compute features with it") }
     return m
 }
 

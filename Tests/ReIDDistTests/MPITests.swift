@@ -302,4 +302,44 @@ final class MPITests: XCTestCase {
         let a = try model(dir + "/whole"), b = try model(dir + "/parts")
         for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
     }
+
+    /// SIGUSR1 to mpirun (what Slurm's --signal sends) at a random step: both ranks finish that
+    /// step, rank 0 checkpoints it, the job exits with status 3, and --resume auto ends with
+    /// the weights and statistics of an uninterrupted run, bit for bit.
+    func testSignalledTwoRankRunResumesToTheSameWeights() throws {
+        let mpi = try mpirun()
+        let dir = scratch("mpisig"), cfg = try configFile(dir)
+        let base = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=12", "--set", "train.checkpoint_every=4",
+                                 "--set", "train.bucket_mb=0.05"]
+        let (s1, o1) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/whole"])
+        XCTAssertEqual(s1, 0, o1)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpi)
+        p.arguments = base + ["--set", "train.run_dir=\(dir)/parts"]
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out; p.standardError = out
+        try p.run()
+        let target = Int.random(in: 3...40)
+        let metrics = dir + "/parts/metrics.jsonl"
+        var waited = 0.0
+        while waited < 120 && p.isRunning {
+            let text = (try? String(contentsOfFile: metrics, encoding: .utf8)) ?? ""
+            if text.contains("\"global_step\":\(target),") { break }
+            usleep(2_000); waited += 0.002
+        }
+        kill(p.processIdentifier, SIGUSR1)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        print("SIGUSR1 after global step \(target)")
+        XCTAssertEqual(p.terminationStatus, 3, text)
+        XCTAssert(text.contains("stopped on SIGUSR1 after step"), text)
+        let (s3, o3) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--resume", "auto"])
+        XCTAssertEqual(s3, 0, o3)
+        XCTAssert(o3.contains("resumed from \(dir)/parts/checkpoints/epoch-"), o3)
+        let a = try model(dir + "/whole"), b = try model(dir + "/parts")
+        for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
+    }
 }

@@ -100,7 +100,7 @@ final class TrainerTests: XCTestCase {
         XCTAssert(lines.contains { $0.hasPrefix("eval: rank-1") }, "evaluates at the end")
         XCTAssert(FileManager.default.fileExists(atPath: run + "/config.yaml"))
         // Checkpoint: the weights reload into a fresh model with the same features.
-        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run)).dir
         XCTAssert(dir.hasSuffix("epoch-0004"))
         var spec = t.model.spec
         spec.classes = try Checkpoint.classes(modelFile: dir + "/model.safetensors")
@@ -123,9 +123,8 @@ final class TrainerTests: XCTestCase {
         let first = try Trainer(config: try tinyConfig(runB))
         first.log = { _ in }
         try first.run(untilEpoch: 1)
-        let second = try Trainer(config: try tinyConfig(runB))
+        let second = try Trainer(config: try tinyConfig(runB), start: .resume("auto"))
         second.log = { _ in }
-        try second.resume(from: try XCTUnwrap(try Checkpoint.resolve("auto", runDir: runB)))
         XCTAssertEqual(second.startEpoch, 1)
         try second.run()
         XCTAssertEqual(weights(second), weights(whole))
@@ -137,7 +136,7 @@ final class TrainerTests: XCTestCase {
         let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
         t.log = { _ in }
         try t.run()
-        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        let dir = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run)).dir
         let path = dir + "/model.safetensors"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         bytes[bytes.count - 1] ^= 0xFF
@@ -150,5 +149,145 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(a.hexDigest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         var b = SHA256(); b.update(Data(String(repeating: "a", count: 1000).utf8))
         XCTAssertEqual(b.hexDigest(), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+    }
+}
+
+/// The run folder, resuming, preemption (Reliability): one job per folder, nothing
+/// discarded by a resume, the exact step saved on a signal.
+final class RunFolderTests: XCTestCase {
+    func weights(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount)) }
+    func buffers(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.buffer, count: t.model.arena.bufferCount)) }
+
+    func testASecondJobInTheSameRunFolderIsRefusedNamingTheHolder() throws {
+        let run = scratch("lock")
+        let first = try Trainer(config: try tinyConfig(run))
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(run))) {
+            XCTAssert("\($0)".contains("\(run): another job is training into this run folder") && "\($0)".contains("pid \(getpid())"), "\($0)")
+        }
+        first.log = { _ in }
+        try first.run(untilEpoch: 1)                 // its lock is released when its run ends
+        XCTAssertNoThrow(try Trainer(config: try tinyConfig(run), start: .resume("auto")))
+    }
+
+    func testAFreshRunNeverOverwritesAndRestartMovesTheOldRunAside() throws {
+        let run = scratch("fresh")
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(run))) {
+            XCTAssert("\($0)".contains("already holds a run (checkpoints up to epoch-0001); continue it with --resume auto"), "\($0)")
+        }
+        let again = try Trainer(config: try tinyConfig(run), start: .restart)
+        XCTAssertEqual(again.startEpoch, 0)
+        let parent = (run as NSString).deletingLastPathComponent, base = (run as NSString).lastPathComponent
+        let aside = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base + ".old-") }
+        XCTAssertEqual(aside.count, 1)
+        XCTAssert(FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/checkpoints/epoch-0001/model.safetensors"), "the old run is kept whole")
+        XCTAssertNil(RunFolder.holdsRun(run))
+    }
+
+    func testResumeAutoTakesTheNewestCheckpointThatVerifiesAndSaysWhich() throws {
+        let run = scratch("auto")
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=2"]))
+        t.log = { _ in }
+        try t.run()
+        let ck = run + "/checkpoints"
+        // latest missing: the newest checkpoint that verifies.
+        try FileManager.default.removeItem(atPath: ck + "/latest")
+        var r = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        XCTAssert(r.dir.hasSuffix("epoch-0002")); XCTAssert(r.note?.contains("latest is missing") == true, "\(r.note ?? "")")
+        // the newest damaged: the one before, saying why.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: ck + "/epoch-0002/model.safetensors"))
+        bytes[bytes.count - 1] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: ck + "/epoch-0002/model.safetensors"))
+        try "epoch-0002".write(toFile: ck + "/latest", atomically: true, encoding: .utf8)
+        r = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
+        XCTAssert(r.dir.hasSuffix("epoch-0001"), r.dir)
+        XCTAssert(r.note?.contains("latest names epoch-0002, which does not verify") == true, "\(r.note ?? "")")
+        // a dangling latest
+        try "epoch-0009".write(toFile: ck + "/latest", atomically: true, encoding: .utf8)
+        XCTAssert(try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run)).note?.contains("which does not exist") == true)
+        // none verifies: an error, nothing touched.
+        try FileManager.default.removeItem(atPath: ck + "/epoch-0001/optimizer.safetensors")
+        XCTAssertThrowsError(try Checkpoint.resolve("auto", runDir: run)) { XCTAssert("\($0)".contains("none of its 2 checkpoint(s) verifies"), "\($0)") }
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(run), start: .resume("auto")))
+        XCTAssert(FileManager.default.fileExists(atPath: ck + "/epoch-0002"))
+    }
+
+    func testUnhashedImpossibleAndUnfinishedCheckpointsAreHandled() throws {
+        let run = scratch("hashes")
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let dir = run + "/checkpoints/epoch-0001", statePath = dir + "/state.json"
+        let original = try String(contentsOfFile: statePath, encoding: .utf8)
+        var obj = try JSONSerialization.jsonObject(with: Data(original.utf8)) as! [String: Any]
+        obj["files"] = [String: String]()
+        try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("lists no hash for model.safetensors"), "\($0)") }
+        obj = try JSONSerialization.jsonObject(with: Data(original.utf8)) as! [String: Any]
+        obj["epoch"] = -5
+        try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("impossible state (epoch -5)"), "\($0)") }
+        obj["epoch"] = 40
+        try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(run), start: .resume("auto"))) {
+            XCTAssert("\($0)".contains("has done 40 epochs, beyond this run's schedule.epochs = 3"), "\($0)")
+        }
+        try original.write(toFile: statePath, atomically: true, encoding: .utf8)
+        // A save that never finished (disk full, a crash) is cleared at the next start.
+        try FileManager.default.createDirectory(atPath: run + "/checkpoints/.tmp-epoch-0002-999", withIntermediateDirectories: true)
+        _ = try Trainer(config: try tinyConfig(run), start: .resume("auto"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/checkpoints/.tmp-epoch-0002-999"))
+    }
+
+    /// A stop request after a random step (what a signal sets), then --resume auto: the final
+    /// weights and statistics equal an uninterrupted run's bit for bit; one process, and
+    /// 2 simulated ranks (whose differing batch-norm statistics the checkpoint must keep).
+    func testAStopAtARandomStepResumesToTheSameWeightsBitForBit() throws {
+        var rng = SystemRandomNumberGenerator()
+        for ranks in [1, 2] {
+            let extra = ["sampler.ids_per_batch=4"]
+            let whole = try Trainer(config: try tinyConfig(scratch("whole\(ranks)"), extra), simulateRanks: ranks)
+            whole.log = { _ in }
+            try whole.run()
+            let total = whole.globalStep
+            // The request comes after step `signalAt` has been agreed on; the ranks see it after
+            // the next step and stop there, as with a signal that arrives during a step.
+            let signalAt = Int.random(in: 1..<(total - 2), using: &rng), stopAt = signalAt + 1
+            print("simulated ranks \(ranks): stop requested during step \(stopAt) of \(total)")
+            let run = scratch("stopped\(ranks)")
+            let first = try Trainer(config: try tinyConfig(run, extra), simulateRanks: ranks)
+            first.log = { line in
+                if line.hasPrefix("epoch") && first.globalStep == signalAt { StopSignal.received.pointee = SIGUSR1 }
+            }
+            defer { StopSignal.reset() }
+            guard case .stopped(_, let dir?) = try first.run() else { return XCTFail("the run did not stop") }
+            StopSignal.reset()
+            XCTAssertEqual(first.globalStep, stopAt)
+            let st = try Checkpoint.verify(dir)
+            XCTAssertEqual(st.step, stopAt)
+            let second = try Trainer(config: try tinyConfig(run, extra), simulateRanks: ranks, start: .resume("auto"))
+            second.log = { _ in }
+            try second.run()
+            XCTAssertEqual(second.globalStep, total)
+            XCTAssertEqual(weights(second), weights(whole), "\(ranks) rank(s), stopped after step \(stopAt)")
+            XCTAssertEqual(buffers(second), buffers(whole))
+            XCTAssertEqual(second.model.arena.counters, whole.model.arena.counters)
+        }
+    }
+
+    func testCheckpointMinutesSavesMidEpochAndAMidEpochCheckpointNeedsItsRankCount() throws {
+        let run = scratch("minutes")
+        let t = try Trainer(config: try tinyConfig(run, ["train.checkpoint_minutes=0.00001", "schedule.epochs=1", "train.keep_checkpoints=50"]),
+                            simulateRanks: 2)
+        t.log = { _ in }
+        try t.run()
+        let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.contains("-step-") }
+        XCTAssertGreaterThanOrEqual(names.count, 2, "\(names)")
+        let mid = run + "/checkpoints/" + names.sorted()[0]
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("other"), ["schedule.epochs=1"]), start: .resume(mid))) {
+            XCTAssert("\($0)".contains("by 2 rank(s); this run has 1"), "\($0)")
+        }
     }
 }
