@@ -28,7 +28,27 @@ static void copy_message(char *err, size_t errlen, const char *msg) {
     if (err && errlen) { strncpy(err, msg, errlen - 1); err[errlen - 1] = 0; }
 }
 
-int rd_jpeg_decode(const unsigned char *data, size_t size, unsigned char **rgb,
+int rd_jpeg_header(const unsigned char *data, size_t size, int *width, int *height, char *err, size_t errlen) {
+    struct jpeg_decompress_struct cinfo;
+    struct rd_error jerr;
+    cinfo.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = rd_error_exit;
+    jerr.pub.emit_message = rd_emit_message;
+    if (setjmp(jerr.jump)) {
+        copy_message(err, errlen, jerr.message);
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)size);
+    jpeg_read_header(&cinfo, TRUE);
+    *width = (int)cinfo.image_width;
+    *height = (int)cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    return 0;
+}
+
+int rd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **rgb,
                    int *width, int *height, char *err, size_t errlen) {
     struct jpeg_decompress_struct cinfo;
     struct rd_error jerr;
@@ -46,6 +66,12 @@ int rd_jpeg_decode(const unsigned char *data, size_t size, unsigned char **rgb,
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
+    if (max_pixels && (size_t)cinfo.image_width * cinfo.image_height > max_pixels) {
+        *width = (int)cinfo.image_width;
+        *height = (int)cinfo.image_height;
+        jpeg_destroy_decompress(&cinfo);
+        return -3;
+    }
     cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&cinfo);
     size_t stride = (size_t)cinfo.output_width * 3;

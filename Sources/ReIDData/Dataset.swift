@@ -41,20 +41,33 @@ public struct ReIDDataset {
         .duke: (16_522, 702, 2_228, 17_661),
     ]
 
-    /// Parses `<id>_c<camera>` at the start of a file name.
-    public static func parse(_ name: String) -> (pid: Int, camera: Int)? {
+    /// Parses `<id>_c<camera>` at the start of a file name: an id of up to 9 digits (or -1,
+    /// junk) and a camera number of any length (`c12` is camera 12). Nil when the name does
+    /// not have that form; an error (the reason, without the path) when it has it wrongly.
+    public static func parse(_ name: String) throws -> (pid: Int, camera: Int)? {
         let chars = Array(name.utf8)
         var i = 0
-        var neg = false
-        if i < chars.count && chars[i] == UInt8(ascii: "-") { neg = true; i += 1 }
-        var pid = 0, digits = 0
-        while i < chars.count, chars[i] >= 48, chars[i] <= 57 { pid = pid * 10 + Int(chars[i] - 48); i += 1; digits += 1 }
-        guard digits > 0, digits <= 9, i + 2 < chars.count, chars[i] == UInt8(ascii: "_"), chars[i + 1] == UInt8(ascii: "c") else { return nil }
+        let neg = chars.first == UInt8(ascii: "-")
+        if neg { i += 1 }
+        func digits() -> (value: Int, count: Int) {
+            var v = 0, n = 0
+            while i < chars.count, chars[i] >= 48, chars[i] <= 57 { if n < 18 { v = v * 10 + Int(chars[i] - 48) }; i += 1; n += 1 }
+            return (v, n)
+        }
+        let id = digits()
+        guard id.count > 0, i + 1 < chars.count, chars[i] == UInt8(ascii: "_"), chars[i + 1] == UInt8(ascii: "c") else { return nil }
         i += 2
-        var cam = 0, camDigits = 0
-        while i < chars.count, chars[i] >= 48, chars[i] <= 57, camDigits < 1 { cam = cam * 10 + Int(chars[i] - 48); i += 1; camDigits += 1 }
-        guard camDigits == 1 else { return nil }
-        return (neg ? -pid : pid, cam)
+        let cam = digits()
+        guard cam.count > 0 else { return nil }
+        guard id.count <= 9 else { throw DataError("the id has \(id.count) digits; at most 9") }
+        guard cam.count <= 9 else { throw DataError("the camera number has \(cam.count) digits; at most 9") }
+        if neg && id.value != 1 { throw DataError("id -\(id.value): the only negative id is -1 (junk)") }
+        return (neg ? -id.value : id.value, cam.value)
+    }
+
+    /// A file name as it can be printed: invalid UTF-8 and control characters escaped.
+    public static func printable(_ name: String) -> String {
+        name.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{FFFD}" ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
     }
 
     /// Loads the three splits. Every fault names the path at fault.
@@ -74,8 +87,11 @@ public struct ReIDDataset {
                 .filter { $0.lowercased().hasSuffix(".jpg") || $0.lowercased().hasSuffix(".jpeg") }.sorted()
             var out: [Sample] = []
             for f in files {
-                guard let (pid, cam) = Self.parse(f) else {
-                    throw DataError("\((dir as NSString).appendingPathComponent(f)): file name does not start with <id>_c<camera>")
+                let path = (dir as NSString).appendingPathComponent(Self.printable(f))
+                let parsed: (pid: Int, camera: Int)?
+                do { parsed = try Self.parse(f) } catch { throw DataError("\(path): \(error)") }
+                guard let (pid, cam) = parsed else {
+                    throw DataError("\(path): file name does not start with <id>_c<camera>")
                 }
                 if pid == -1 { continue }                        // junk
                 if training && pid == 0 { continue }             // distractors never train

@@ -40,7 +40,9 @@ public let configKeys: [ConfigKey] = [
     .init(name: "data.layout", kind: .choice(["market", "duke"]), defaultValue: .string("market"), doc: "file naming: market (0002_c1s1_000451_03.jpg) or duke (0005_c2_f0046985.jpg)"),
     .init(name: "data.height", kind: .int, defaultValue: .int(256), doc: "input height in pixels"),
     .init(name: "data.width", kind: .int, defaultValue: .int(128), doc: "input width in pixels"),
-    .init(name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false), doc: "skip unreadable images with a counted warning instead of stopping"),
+    .init(name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false), doc: "skip unreadable training images with a counted warning instead of stopping (query and gallery images must all be readable)"),
+    .init(name: "data.check_images", kind: .bool, defaultValue: .bool(true), doc: "read every image's header before training (in parallel), so a damaged file stops the run at its start, not at the first evaluation"),
+    .init(name: "data.max_pixels", kind: .int, defaultValue: .int(40_000_000), doc: "largest image decoded, in pixels; a larger one is refused from its header before it takes memory"),
     .init(name: "augment.flip", kind: .double, defaultValue: .double(0.5), doc: "probability of a horizontal flip"),
     .init(name: "augment.pad", kind: .int, defaultValue: .int(10), doc: "zero padding before the random crop, pixels (0: off)"),
     .init(name: "augment.erasing", kind: .double, defaultValue: .double(0.5), doc: "probability of random erasing (area 0.02-0.4, aspect 0.3-3.3)"),
@@ -92,22 +94,51 @@ public struct Config {
         values = Dictionary(uniqueKeysWithValues: configKeys.map { ($0.name, $0.defaultValue) })
     }
 
-    /// Loads a YAML file over the defaults.
+    /// Loads a YAML file over the defaults. The document is composed into a node tree
+    /// first (aliases share nodes there, so an alias bomb stays small) and walked with a
+    /// budget of nodes; a key given twice in a mapping is an error naming both lines.
     public init(file: String) throws {
         self.init()
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read the config file") }
-        let tree: Any?
-        do { tree = try Yams.load(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
-        guard let root = tree as? [String: Any] else { throw ConfigError("\(file): the top level must be a mapping of sections") }
+        let tree: Node?
+        do { tree = try Yams.compose(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
+        guard case .mapping(let root)? = tree else { throw ConfigError("\(file): the top level must be a mapping of sections") }
+        var budget = Self.nodeBudget
         var flat: [(String, Any)] = []
-        func walk(_ prefix: String, _ node: [String: Any]) {
+        func walk(_ prefix: String, _ node: Node.Mapping) throws {
+            var seen: [String: Int] = [:]
             for (k, v) in node {
-                let key = prefix.isEmpty ? k : prefix + "." + k
-                if let sub = v as? [String: Any] { walk(key, sub) } else { flat.append((key, v)) }
+                guard let name = k.scalar?.string else { throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a plain name") }
+                let key = prefix.isEmpty ? name : prefix + "." + name
+                if let first = seen[name] {
+                    throw ConfigError("\(file): '\(key)' is given twice (lines \(first) and \(k.mark?.line ?? 0)); the second would silently replace the first")
+                }
+                seen[name] = k.mark?.line ?? 0
+                if case .mapping(let sub) = v { try Self.spend(&budget, file); try walk(key, sub) }
+                else { flat.append((key, try Self.value(v, budget: &budget, source: file))) }
             }
         }
-        walk("", root)
+        try walk("", root)
         for (k, v) in flat.sorted(by: { $0.0 < $1.0 }) { try set(k, v, source: file) }
+    }
+
+    /// At most this many YAML nodes in a config (the largest real one has about 60).
+    static let nodeBudget = 10_000
+
+    static func spend(_ budget: inout Int, _ source: String) throws {
+        budget -= 1
+        if budget < 0 { throw ConfigError("\(source): more than \(nodeBudget) YAML nodes (an alias bomb?); a configuration is a few sections of keys") }
+    }
+
+    /// A scalar or a list as Foundation values, counting every node against the budget.
+    static func value(_ node: Node, budget: inout Int, source: String) throws -> Any {
+        try spend(&budget, source)
+        switch node {
+        case .sequence(let items): return try items.map { try value($0, budget: &budget, source: source) }
+        case .mapping(let m): return try Dictionary(m.map { (k, v) in (k.scalar?.string ?? "?", try value(v, budget: &budget, source: source)) },
+                                                    uniquingKeysWith: { a, _ in a })
+        default: return node.any
+        }
     }
 
     /// Applies `key=value` (the value read as YAML: 3e-4, true, [40, 70], text).
@@ -116,7 +147,8 @@ public struct Config {
             throw ConfigError("--set \(override): expected key=value")
         }
         let key = String(override[..<eq]), text = String(override[override.index(after: eq)...])
-        let parsed: Any = (try? Yams.load(yaml: text)).flatMap { $0 } ?? text
+        var budget = Self.nodeBudget
+        let parsed: Any = try (try? Yams.compose(yaml: text)).flatMap { $0 }.map { try Self.value($0, budget: &budget, source: "--set \(key)") } ?? text
         try set(key, parsed, source: "--set")
     }
 
@@ -176,6 +208,7 @@ public struct Config {
         try need(!string("data.root").isEmpty, "data.root", "a dataset folder is required")
         try need(int("data.height") >= 32 && int("data.width") >= 16, "data.height", "images must be at least 32x16")
         try need(int("data.width") >= 16, "data.width", "images must be at least 16 pixels wide")
+        try need(int("data.max_pixels") >= 1, "data.max_pixels", "must be >= 1")
         try need((0...1).contains(double("augment.flip")), "augment.flip", "must be a probability in [0, 1]")
         try need(int("augment.pad") >= 0, "augment.pad", "must be >= 0")
         try need((0...1).contains(double("augment.erasing")), "augment.erasing", "must be a probability in [0, 1]")
@@ -216,7 +249,8 @@ public struct Config {
     // Typed sections: the only way the rest of the program reads the configuration.
     public var data: DataSettings {
         DataSettings(root: string("data.root"), layout: Layout(rawValue: string("data.layout"))!, height: int("data.height"),
-                     width: int("data.width"), skipBadImages: bool("data.skip_bad_images"))
+                     width: int("data.width"), skipBadImages: bool("data.skip_bad_images"), checkImages: bool("data.check_images"),
+                     maxPixels: int("data.max_pixels"))
     }
     public var augment: AugmentConfig { AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing")) }
     public var sampler: SamplerConfig {
@@ -253,7 +287,7 @@ public struct Config {
 }
 
 public struct DataSettings {
-    public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool
+    public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool, checkImages: Bool, maxPixels: Int
 }
 
 public struct ModelSettings {

@@ -12,6 +12,7 @@ import Foundation
 import ReIDCore
 import ReIDData
 import ReIDEval
+import ReIDImage
 
 public struct EvalResult {
     public let ranking: RankingResult
@@ -86,8 +87,10 @@ public final class Trainer {
         threads = config.train.threadsPerRank(ranksOnNode: comm.localSize)
         setBLASThreads(threads); engineThreads = threads
         let data = config.data, m = config.model
+        RGBImage.maxPixels = data.maxPixels
         dataset = try ReIDDataset(root: data.root, layout: data.layout)
         guard dataset.train.samples.count >= 2 else { throw DataError("\(dataset.train.folder): fewer than 2 training images") }
+        if data.checkImages { try Self.checkImages(dataset, skipBadTraining: data.skipBadImages, comm: comm, threads: threads) }
         var spec = m.spec
         spec.classes = dataset.classes
         model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
@@ -109,6 +112,37 @@ public final class Trainer {
             try resume(from: r.dir)
         }
         try synchronizeReplicas()
+    }
+
+    /// Every image's header, each rank reading its share; a damaged query or gallery image
+    /// (or training image, unless data.skip_bad_images) stops the run before it starts.
+    static func checkImages(_ d: ReIDDataset, skipBadTraining: Bool, comm: Communicator, threads: Int) throws {
+        let t0 = Profile.now()
+        let splits = [d.train, d.query, d.gallery]
+        let paths = splits.flatMap { $0.samples.map(\.path) }
+        let mine = stride(from: comm.rank, to: paths.count, by: comm.size).map { paths[$0] }
+        let bad = checkImageHeaders(mine, threads: Swift.max(threads, 2)) { done, total in
+            if comm.isRoot && total > 2000 && done < total {
+                print(String(format: "\rchecking images: %d of %d", done * comm.size, paths.count), terminator: ""); fflush(stdout)
+            }
+        }
+        let trainSet = Set(d.train.samples.map(\.path))
+        let fatal = bad.filter { !(skipBadTraining && trainSet.contains($0.path)) }
+        var counts = [Double(bad.count), Double(fatal.count)]
+        try comm.allreduceSum(&counts, 2)
+        let who = comm.size > 1 ? "rank \(comm.rank): " : ""
+        for b in fatal.prefix(20) { FileHandle.standardError.write(Data("\(who)error: \(b.error)\n".utf8)) }
+        if comm.isRoot {
+            print(String(format: "\rchecked %d images in %.1f s%@", paths.count, Profile.now() - t0,
+                         counts[0] > 0 ? ": \(Int(counts[0])) unreadable" : ""))
+        }
+        if counts[1] > 0 {
+            throw DataError("\(Int(counts[1])) unreadable image(s) in \(d.root) (listed above); fix or remove them"
+                            + (skipBadTraining ? "" : ", or set data.skip_bad_images to skip unreadable training images"))
+        }
+        if counts[0] > 0 {
+            for b in bad.prefix(5) { FileHandle.standardError.write(Data("\(who)warning: \(b.error) (skipped: data.skip_bad_images)\n".utf8)) }
+        }
     }
 
     static func checkDivisible(_ s: SamplerConfig, ranks: Int) throws {

@@ -113,7 +113,7 @@ public struct ProtocolAccumulator {
 public func evaluateDistances(_ dist: [Float], queryPids: [Int64], queryCams: [Int64],
                               galleryPids: [Int64], galleryCams: [Int64], maxRank: Int = 50) -> RankingResult {
     precondition(dist.count == queryPids.count * galleryPids.count)
-    var acc = ProtocolAccumulator(queries: queryPids.count, maxRank: maxRank)
+    var acc = ProtocolAccumulator(queries: queryPids.count, maxRank: Swift.max(1, Swift.min(maxRank, galleryPids.count)))
     dist.withUnsafeBufferPointer {
         acc.add(rows: queryPids.count, firstQuery: 0, distances: $0.baseAddress!,
                 query: (queryPids, queryCams), gallery: (galleryPids, galleryCams))

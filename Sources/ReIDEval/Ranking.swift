@@ -72,7 +72,8 @@ public func rank(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .c
                  maxRank: Int = 50, blockRows: Int = 512) throws -> RankingResult {
     try checkComparable(q, g)
     let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
-    var acc = ProtocolAccumulator(queries: q.count, maxRank: maxRank)
+    // At most the gallery's size, as torchreid (a CMC past it is flat, and a huge --max-rank would only take memory).
+    var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
     let rowsPerBlock = Swift.max(1, Swift.min(blockRows, q.count))
     let block = Tensor([rowsPerBlock, g.count], zero: false)
     var q0 = 0

@@ -202,7 +202,7 @@ public func rankReranked(query q: FeatureSet, gallery g: FeatureSet, metric: Met
     // Junk never takes part, not even as a neighbour (torchreid's loaders drop it).
     let g = g.droppingJunk()
     let rr = try Reranker(query: q, gallery: g, metric: metric, params: params)
-    var acc = ProtocolAccumulator(queries: q.count, maxRank: maxRank)
+    var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
     let rows = Swift.max(1, Swift.min(blockRows, q.count))
     let block = Tensor([rows, g.count], zero: false)
     var q0 = 0

@@ -22,16 +22,23 @@ public struct RGBImage {
         self.width = width; self.height = height; self.pixels = pixels
     }
 
+    /// The largest image any reader decodes, in pixels (`data.max_pixels`): a larger one is
+    /// refused from its header, before its pixels take memory (a 20000x20000 JPEG would
+    /// take 1.2 GB as RGB). Process-wide: set once from the configuration.
+    public nonisolated(unsafe) static var maxPixels = 40_000_000
+
     /// Decodes JPEG bytes; `path` names the source in errors.
     public init(jpeg data: Data, path: String) throws {
         var out: UnsafeMutablePointer<UInt8>?
         var w: Int32 = 0, h: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
+        let limit = Self.maxPixels
         let rc = data.withUnsafeBytes { raw -> Int32 in
             guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return -2 }
-            return rd_jpeg_decode(base, raw.count, &out, &w, &h, &err, err.count)
+            return rd_jpeg_decode(base, raw.count, limit, &out, &w, &h, &err, err.count)
         }
         if rc == -2 { throw ImageError(path, "empty file") }
+        if rc == -3 { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(limit); not decoded") }
         guard rc == 0, let out else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
         defer { rd_free(out) }
         width = Int(w); height = Int(h)
@@ -41,6 +48,26 @@ public struct RGBImage {
     public init(jpegFile path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
         try self.init(jpeg: data, path: path)
+    }
+
+    /// Checks a JPEG file's header only: readable, a sane size, within `maxPixels`.
+    /// Returns (width, height).
+    @discardableResult
+    public static func checkHeader(jpegFile path: String) throws -> (width: Int, height: Int) {
+        guard let fh = FileHandle(forReadingAtPath: path) else { throw ImageError(path, "cannot read file") }
+        defer { try? fh.close() }
+        // Headers sit at the start; 256 KB holds them with EXIF segments (at most 64 KB each).
+        let data = (try? fh.read(upToCount: 262_144)) ?? Data()
+        guard !data.isEmpty else { throw ImageError(path, "empty file") }
+        var w: Int32 = 0, h: Int32 = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = data.withUnsafeBytes { raw in
+            rd_jpeg_header(raw.bindMemory(to: UInt8.self).baseAddress!, raw.count, &w, &h, &err, err.count)
+        }
+        guard rc == 0 else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
+        guard w > 0, h > 0 else { throw ImageError(path, "\(w)x\(h) pixels") }
+        guard Int(w) * Int(h) <= maxPixels else { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(maxPixels)") }
+        return (Int(w), Int(h))
     }
 
     public func jpegData(quality: Int = 90) throws -> Data {

@@ -30,7 +30,7 @@ func say(_ s: String) { if !Bench.quiet { print(s) } }
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
     enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb }
-    @Option(help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
+    @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
     var bucketMb = 25.0
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -40,9 +40,9 @@ struct BenchTrain: ParsableCommand {
         `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE reid-dist bench`. The kernel in use is printed.
         """)
 
-    @Option(help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
+    @Option(parsing: .unconditional, help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
     var steps = 5
-    @Option(help: "Threads for OpenBLAS and for the engine's own loops.")
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and for the engine's own loops.")
     var threads = 2
     @Option(help: "Cases to run (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.")
     var cases = "r50-256x128-b16,r18w32-128x64-b32"
@@ -263,7 +263,7 @@ func measureSGEMM() -> Double {
 struct BenchAllreduce: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "allreduce",
         abstract: "All-reduce bandwidth between ranks (run under mpirun -np N).")
-    @Option(help: "Repetitions per size.") var reps = 10
+    @Option(parsing: .unconditional, help: "Repetitions per size.") var reps = 10
 
     func run() throws {
         let comm = try MPICommunicator.forThisProcess()

@@ -12,9 +12,9 @@ struct BenchEval: ParsableCommand {
         abstract: "Time `reid-dist rank` on Market-1501- and MSMT17-sized feature files.")
 
     @Option(help: "Sizes to run: market, msmt, or both (comma-separated).") var sizes = "market,msmt"
-    @Option(help: "Feature dimension.") var dim = 2048
+    @Option(parsing: .unconditional, help: "Feature dimension.") var dim = 2048
     @Option(help: "Folder for the generated feature files (kept for reuse).") var workdir = "/tmp/reid-dist-bench-eval"
-    @Option(help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Also time --rerank (Market size only).") var rerank = false
     @Option(help: "A Python with numpy (and torchreid, for its evaluator): times Cluster/tools/eval_baseline.py on the same files.")
     var python: String?

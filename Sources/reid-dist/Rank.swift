@@ -20,15 +20,15 @@ struct Rank: ParsableCommand {
     @Option(help: "Gallery feature file.") var gallery: String
     @Option(help: "Distance: cosine (1 - cos) or euclidean (squared).") var metric: Metric = .cosine
     @Flag(help: "k-reciprocal re-ranking (Zhong et al. 2017).") var rerank = false
-    @Option(help: "Re-ranking k1.") var k1 = 20
-    @Option(help: "Re-ranking k2.") var k2 = 6
-    @Option(help: "Re-ranking lambda (weight of the original distance).") var lambda = 0.3
-    @Option(help: "Length of the CMC curve.") var maxRank = 50
-    @Option(help: "Queries per distance block.") var block = 512
-    @Option(help: "Threads for OpenBLAS and the engine's loops.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Re-ranking k1.") var k1 = 20
+    @Option(parsing: .unconditional, help: "Re-ranking k2.") var k2 = 6
+    @Option(parsing: .unconditional, help: "Re-ranking lambda (weight of the original distance).") var lambda = 0.3
+    @Option(parsing: .unconditional, help: "Length of the CMC curve.") var maxRank = 50
+    @Option(parsing: .unconditional, help: "Queries per distance block.") var block = 512
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and the engine's loops.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Write the results as JSON to this file.") var json: String?
     @Option(help: "Write ranked-list pictures of the first --visualize-count queries into this folder.") var visualize: String?
-    @Option(help: "How many queries to draw with --visualize.") var visualizeCount = 20
+    @Option(parsing: .unconditional, help: "How many queries to draw with --visualize.") var visualizeCount = 20
     @Option(help: "Folder that relative image paths in the feature files are relative to.") var imageRoot: String?
 
     func validate() throws {

@@ -5,6 +5,7 @@ import ReIDCore
 import ReIDData
 import ReIDDist
 import ReIDEval
+import ReIDImage
 
 /// --config and --set, shared by the commands that read a training configuration.
 struct ConfigOptions: ParsableArguments {
@@ -42,8 +43,8 @@ struct Synth: ParsableCommand {
         abstract: "Write a deterministic synthetic pedestrian dataset in the Market-1501 or DukeMTMC-reID layout.")
     @Option(help: "market or duke naming.") var layout: Layout = .market
     @Option(help: "Output folder.") var out: String
-    @Option(help: "Training identities.") var trainIds = 100
-    @Option(help: "Test identities (query and gallery).") var testIds = 100
+    @Option(parsing: .unconditional, help: "Training identities.") var trainIds = 100
+    @Option(parsing: .unconditional, help: "Test identities (query and gallery).") var testIds = 100
     @Option(help: "Seed.") var seed: UInt64 = 0
 
     func validate() throws {
@@ -78,8 +79,8 @@ struct Train: ParsableCommand {
     @Option(help: "Continue a run: 'auto' (this run folder's newest checkpoint that verifies) or a checkpoint or run folder.") var resume: String?
     @Flag(help: "Start over in a run folder that holds an earlier run, after moving that run aside to <run_dir>.old-<time> (nothing is deleted).")
     var restart = false
-    @Option(help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
-    @Option(help: "Reproduce N data-parallel ranks in this one process (no launcher).") var simulateRanks = 1
+    @Option(parsing: .unconditional, help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
+    @Option(parsing: .unconditional, help: "Reproduce N data-parallel ranks in this one process (no launcher).") var simulateRanks = 1
 
     func validate() throws {
         guard simulateRanks >= 1 else { throw ValidationError("--simulate-ranks must be at least 1") }
@@ -155,6 +156,7 @@ struct Extract: ParsableCommand {
         let c = try options.load()
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
         let d = c.data
+        RGBImage.maxPixels = d.maxPixels
         let ds = try ReIDDataset(root: d.root, layout: d.layout)
         let model = try loadModel(c, checkpoint: checkpoint)
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
@@ -181,6 +183,7 @@ struct Evaluate: ParsableCommand {
         let c = try options.load()
         useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
         let d = c.data, e = c.eval
+        RGBImage.maxPixels = d.maxPixels
         let ds = try ReIDDataset(root: d.root, layout: d.layout)
         let model = try loadModel(c, checkpoint: checkpoint)
         let t0 = Profile.now()

@@ -14,13 +14,18 @@ func tempDir(_ name: String) -> String {
 
 final class DatasetTests: XCTestCase {
     func testFileNamesParse() {
-        XCTAssertEqual(ReIDDataset.parse("0002_c1s1_000451_03.jpg")!.pid, 2)
-        XCTAssertEqual(ReIDDataset.parse("0002_c1s1_000451_03.jpg")!.camera, 1)
-        XCTAssertEqual(ReIDDataset.parse("-1_c3s2_000100_01.jpg")!.pid, -1)
-        XCTAssertEqual(ReIDDataset.parse("0005_c2_f0046985.jpg")!.camera, 2)
-        XCTAssertEqual(ReIDDataset.parse("0000_c6s1_000000_00.jpg")!.pid, 0)
-        XCTAssertNil(ReIDDataset.parse("Thumbs.jpg"))
-        XCTAssertNil(ReIDDataset.parse("0002-c1.jpg"))
+        XCTAssertEqual(try ReIDDataset.parse("0002_c1s1_000451_03.jpg")!.pid, 2)
+        XCTAssertEqual(try ReIDDataset.parse("0002_c1s1_000451_03.jpg")!.camera, 1)
+        XCTAssertEqual(try ReIDDataset.parse("-1_c3s2_000100_01.jpg")!.pid, -1)
+        XCTAssertEqual(try ReIDDataset.parse("0005_c2_f0046985.jpg")!.camera, 2)
+        XCTAssertEqual(try ReIDDataset.parse("0000_c6s1_000000_00.jpg")!.pid, 0)
+        XCTAssertEqual(try ReIDDataset.parse("0002_c12s1_000451_03.jpg")!.camera, 12, "camera numbers of any length")
+        XCTAssertEqual(try ReIDDataset.parse("0002_c15_0451.png")!.camera, 15)
+        XCTAssertNil(try ReIDDataset.parse("Thumbs.jpg"))
+        XCTAssertNil(try ReIDDataset.parse("0002-c1.jpg"))
+        XCTAssertThrowsError(try ReIDDataset.parse("-2_c1s1_000451_03.jpg")) { XCTAssert("\($0)".contains("the only negative id is -1"), "\($0)") }
+        XCTAssertThrowsError(try ReIDDataset.parse("12345678901_c1s1.jpg")) { XCTAssert("\($0)".contains("11 digits; at most 9"), "\($0)") }
+        XCTAssertEqual(ReIDDataset.printable("a\u{1}b"), "a\\u{1}b")
     }
 
     func testSyntheticMarketAndDukeLoadWithJunkDistractorsAndRelabelling() throws {
