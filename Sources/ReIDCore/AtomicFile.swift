@@ -1,6 +1,7 @@
 // Files written whole or not at all: a temporary file beside the target,
 // fsynced, then renamed over it, so a crash at any moment leaves either the
 // old file or the new one. Used for checkpoints, configs, JSON and traces.
+// And folders made with an error that names the path and the reason.
 import Foundation
 
 /// A file could not be written; names the file and the system's reason.
@@ -37,5 +38,20 @@ public func writeAtomically(_ pieces: [Data], to path: String) throws {
         let why = String(cString: strerror(errno))
         unlink(tmp)
         throw FileWriteError(path, "cannot rename \(tmp) into place: \(why)")
+    }
+}
+
+/// mkdir -p with a one-line error naming the path, what it was for and the system's reason
+/// (a file in the way, a read-only mount, no permission), not Foundation's error dump.
+public func createFolder(_ path: String, what: String) throws {
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+        guard isDir.boolValue else { throw FileWriteError(path, "\(what) is a file, not a folder") }
+        return
+    }
+    let parent = (path as NSString).deletingLastPathComponent
+    if !parent.isEmpty && parent != path { try createFolder(parent, what: what) }
+    guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
+        throw FileWriteError(path, "cannot create \(what): \(String(cString: strerror(errno)))")
     }
 }

@@ -152,7 +152,7 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
     let fm = FileManager.default
     let folders = ReIDDataset.folders
     for f in [folders.train, folders.query, folders.gallery] {
-        try fm.createDirectory(atPath: (root as NSString).appendingPathComponent(f), withIntermediateDirectories: true)
+        try createFolder((root as NSString).appendingPathComponent(f), what: "the synthetic data folder")
     }
     var frame = 0
     func name(_ pid: Int, _ cam: Int) -> String {

@@ -9,6 +9,7 @@
 // there is refused unless `--restart` moves the old run aside, and
 // `--resume auto` continues from the newest checkpoint that verifies.
 import Foundation
+import ReIDCore
 
 public final class RunLock {
     public let path: String
@@ -91,19 +92,5 @@ public enum RunFolder {
             }
         }
         return dest
-    }
-}
-
-/// mkdir -p with a one-line error naming the path and the reason (not Foundation's dump).
-public func createFolder(_ path: String, what: String) throws {
-    var isDir: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-        guard isDir.boolValue else { throw ConfigError("\(path): \(what) is a file, not a folder") }
-        return
-    }
-    let parent = (path as NSString).deletingLastPathComponent
-    if !parent.isEmpty && parent != path { try createFolder(parent, what: what) }
-    guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
-        throw ConfigError("\(path): cannot create \(what): \(String(cString: strerror(errno)))")
     }
 }

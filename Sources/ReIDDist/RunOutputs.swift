@@ -38,7 +38,7 @@ public final class RunOutputs {
         self.averagingNote = averaging; self.tracePath = tracePath
         log = comm.isRoot ? { print($0); fflush(stdout) } : { _ in }
         if let runDir, comm.isRoot {
-            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+            try createFolder(runDir, what: "train.run_dir")
             try writeAtomically(Data(configYAML.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
             let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
             if !FileManager.default.fileExists(atPath: path) && !FileManager.default.createFile(atPath: path, contents: nil) {

@@ -32,7 +32,7 @@ public struct RankedListPictures {
         guard !q.paths.isEmpty, !g.paths.isEmpty else {
             throw RankingError("pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
         }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try createFolder(dir, what: "the pictures folder")
         let w = cellWidth + 2 * border, h = cellHeight + 2 * border
         var written: [String] = []
         for qi in 0..<min(count, q.count) {

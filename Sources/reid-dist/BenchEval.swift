@@ -32,7 +32,7 @@ struct BenchEval: ParsableCommand {
 
     func run() throws {
         setBLASThreads(threads); engineThreads = threads
-        try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+        try createFolder(workdir, what: "--workdir")
         var rows: [[String: Any]] = []
         let gflops = measureSGEMM()
         print(String(format: "sgemm %.0f GFLOP/s (%@ kernel, OPENBLAS_CORETYPE=%@)", gflops, blasCoreName(),

@@ -1,0 +1,123 @@
+// Bad input, as a clumsy or hostile user gives it: each case ends in a clear
+// error naming the file, key or value (or a bounded result), never a crash,
+// a hang or unbounded memory.
+import Foundation
+import XCTest
+@testable import ReIDCore
+@testable import ReIDData
+@testable import ReIDDist
+import ReIDEval
+import ReIDImage
+
+final class ReliabilityTests: XCTestCase {
+    func runBinary(_ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: MPITests.binary)
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe; p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func testDuplicateKeysAndAliasBombsInAConfig() throws {
+        let dir = scratch("yaml")
+        let f = dir + "/c.yaml"
+        try "model:\n  depth: 18\noptim:\n  lr: 0.1\nmodel:\n  depth: 50\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("\(f): 'model' is given twice (lines 1 and 5)"), "\($0)") }
+        try "model:\n  depth: 18\n  depth: 50\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("'model.depth' is given twice (lines 2 and 3)"), "\($0)") }
+        // A billion laughs in about 400 bytes: 9^9 leaves if expanded.
+        var bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        for (name, prev) in zip(["b", "c", "d", "e", "f", "g", "h", "i"], ["a", "b", "c", "d", "e", "f", "g", "h"]) {
+            bomb += "\(name): &\(name) [" + Array(repeating: "*\(prev)", count: 9).joined(separator: ", ") + "]\n"
+        }
+        XCTAssertLessThan(bomb.utf8.count, 500)
+        try bomb.write(toFile: f, atomically: true, encoding: .utf8)
+        let t0 = Date()
+        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("more than 10000 YAML nodes"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2, "refused before expanding")
+        var c = Config()
+        XCTAssertThrowsError(try c.apply(override: "schedule.milestones=" + bomb.replacingOccurrences(of: "\n", with: " "))) { _ in }
+    }
+
+    func testAHugeMaxRankIsClampedToTheGallery() throws {
+        func set(_ n: Int, seed: UInt64) -> FeatureSet {
+            var r = RNG(key: seed)
+            let f = Tensor([n, 4]); for i in 0..<f.count { f.ptr[i] = Float(r.normal()) }
+            return FeatureSet(features: f, pids: (0..<n).map { Int64($0 % 3 + 1) }, camids: (0..<n).map { Int64($0 % 2 + 1) })
+        }
+        let q = set(7, seed: 1), g = set(52, seed: 2)
+        let r = try rank(query: q, gallery: g, maxRank: 1_000_000_000)
+        XCTAssertEqual(r.cmc.count, 52)
+        XCTAssertEqual(r.rank(1_000), r.cmc.last)
+        XCTAssertEqual(r.mAP, try rank(query: q, gallery: g).mAP)
+    }
+
+    func testAnOversizedImageIsRefusedFromItsHeader() throws {
+        let path = try XCTUnwrap(try ReIDDataset(root: tinyData, layout: .market).query.samples.first?.path)
+        let saved = RGBImage.maxPixels
+        defer { RGBImage.maxPixels = saved }
+        RGBImage.maxPixels = 100
+        XCTAssertThrowsError(try RGBImage(jpegFile: path)) { XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage.checkHeader(jpegFile: path)) { XCTAssert("\($0)".hasPrefix(path), "\($0)") }
+        RGBImage.maxPixels = saved
+        XCTAssertGreaterThan(try RGBImage.checkHeader(jpegFile: path).width, 0)
+    }
+
+    func testADamagedGalleryImageStopsTrainingAtItsStart() throws {
+        let root = scratch("damaged-data") + "/data"
+        var c = SynthConfig(); c.trainIds = 8; c.testIds = 6; c.seed = 11
+        _ = try writeSynthetic(c, to: root)
+        let ds = try ReIDDataset(root: root, layout: .market)
+        let victim = ds.gallery.samples[3].path
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: victim))
+        try bytes.prefix(40).write(to: URL(fileURLWithPath: victim))
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("damaged-run"), ["data.root=\(root)"]))) {
+            XCTAssert("\($0)".contains("1 unreadable image(s) in \(root)"), "\($0)")
+        }
+        // data.skip_bad_images does not cover evaluation images.
+        XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("damaged-run2"), ["data.root=\(root)", "data.skip_bad_images=true"])))
+        XCTAssertNoThrow(try Trainer(config: try tinyConfig(scratch("damaged-run3"), ["data.root=\(root)", "data.check_images=false"])))
+    }
+
+    func testNonFiniteWeightsAreNamedAtLoad() throws {
+        let dir = scratch("nan")
+        var spec = try tinyConfig(dir + "/run").model.spec
+        spec.classes = 8
+        for (what, poison) in [("backbone.conv1.weight[5] is nan", { (a: Arena) in a.value[5] = .nan }),
+                               ("is -1.0", { (a: Arena) in a.buffer[a.buffers.first { $0.name.hasSuffix("running_var") }!.offset] = -1 })] {
+            let net = GroupedMultiBranchNet(spec, seed: 3)
+            poison(net.arena)
+            try SafeTensors.write(net.arena.stateRecords(), to: dir + "/init.safetensors")
+            XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("nanrun"), ["model.init=\(dir)/init.safetensors"]))) {
+                XCTAssert("\($0)".contains("\(dir)/init.safetensors (model.init): ") && "\($0)".contains(what), "\($0)")
+            }
+        }
+    }
+
+    /// The command line: a model.safetensors path works as documented, a NaN one is refused,
+    /// negative numbers after options reach validation, a file in the way of a folder is one line.
+    func testCommandLineMessages() throws {
+        let run = scratch("cli") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let cfg = run + "/config.yaml", model = run + "/checkpoints/epoch-0001/model.safetensors"
+        var (s, o) = try runBinary(["evaluate", "--config", cfg, "--checkpoint", model])
+        XCTAssertEqual(s, 0, o); XCTAssert(o.contains("rank-1"), o)
+        let net = GroupedMultiBranchNet(t.model.spec, seed: 1)
+        net.arena.value[7] = .infinity
+        let bad = scratch("cli-bad") + "/model.safetensors"
+        try SafeTensors.write(net.arena.stateRecords(), to: bad)
+        (s, o) = try runBinary(["extract", "--config", cfg, "--checkpoint", bad, "--split", "query", "--out", bad + ".features"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("\(bad): backbone.conv1.weight[7] is inf"), o)
+        (s, o) = try runBinary(["rank", "--query", "q", "--gallery", "g", "--max-rank", "-5"])
+        XCTAssertNotEqual(s, 0); XCTAssert(o.contains("--max-rank must be at least 1"), o)
+        (s, o) = try runBinary(["train", "--config", cfg, "--set", "train.run_dir=\(model)/x"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("\(model): train.run_dir is a file, not a folder"), o)
+        XCTAssertFalse(o.contains("NSCocoaErrorDomain"), o)
+    }
+}
