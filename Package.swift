@@ -42,6 +42,7 @@ let package = Package(
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
-        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDEval"]),
+        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
+        .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage"]),
     ]
 )

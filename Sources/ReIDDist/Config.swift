@@ -78,6 +78,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)"),
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
+    .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s"),
     .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)"),
     .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
     .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
@@ -98,8 +99,13 @@ public struct Config {
     /// first (aliases share nodes there, so an alias bomb stays small) and walked with a
     /// budget of nodes; a key given twice in a mapping is an error naming both lines.
     public init(file: String) throws {
-        self.init()
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read the config file") }
+        try self.init(yaml: text, source: file)
+    }
+
+    /// The same from YAML text; `source` names it in errors.
+    public init(yaml text: String, source file: String) throws {
+        self.init()
         let tree: Node?
         do { tree = try Yams.compose(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
         guard case .mapping(let root)? = tree else { throw ConfigError("\(file): the top level must be a mapping of sections") }
@@ -241,6 +247,7 @@ public struct Config {
         try need(int("train.eval_every") >= 0, "train.eval_every", "must be >= 0")
         try need(int("train.log_every") >= 1, "train.log_every", "must be >= 1")
         try need(int("train.threads") >= 0, "train.threads", "must be >= 0")
+        try need(double("train.step_timeout_s") >= 0, "train.step_timeout_s", "must be >= 0")
         try need(double("train.bucket_mb") >= 0, "train.bucket_mb", "must be >= 0")
         try need(int("train.check_replicas_every") >= 0, "train.check_replicas_every", "must be >= 0")
         try need(int("eval.batch_size") >= 1, "eval.batch_size", "must be >= 1")
@@ -276,7 +283,8 @@ public struct Config {
                       checkpointMinutes: double("train.checkpoint_minutes"),
                       keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"), logEvery: int("train.log_every"),
                       bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
-                      checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"))
+                      checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"),
+                      stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil)
     }
     public var eval: EvalSettings {
         EvalSettings(metric: Metric(rawValue: string("eval.metric"))!, flip: bool("eval.flip"), batchSize: int("eval.batch_size"),
@@ -313,6 +321,8 @@ public struct TrainSettings {
     public var checkReplicasEvery: Int
     /// train.threads as set: 0 means "derive from the cores" (`threadsPerRank`).
     public var threads: Int
+    /// The step watchdog's bound in seconds; nil: automatic.
+    public var stepTimeout: Double?
 
     /// BLAS and engine threads for one rank: train.threads, or the cores this
     /// process may run on (its affinity mask) shared among the node's ranks.

@@ -166,7 +166,8 @@ public final class Trainer {
         let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
                                  augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
         let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, labelSmoothing: config.labelSmoothing)
-        defer { averaging.close() }
+        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, rank: comm.rank, ranks: comm.size)
+        defer { averaging.close(); watchdog.close() }
         outputs.beginRun(epochs: epochs, until: end, imagesPerStep: config.sampler.batchSize)
         for epoch in startEpoch..<end {
             let mine = try localBatches(epoch: epoch), first = epoch == startEpoch ? startStep : 0
@@ -174,6 +175,8 @@ public final class Trainer {
             let lr = Float(config.schedule.rate(epoch: Double(epoch)))
             outputs.beginEpoch(epoch, steps: mine[0].count, progress: first > 0 ? resumedProgress : nil)
             for s in first..<mine[0].count {
+                watchdog.arm("epoch \(epoch + 1) step \(s + 1)")
+                defer { watchdog.disarm() }
                 let result = try step.run(lr: lr, context: "epoch \(epoch + 1) step \(s + 1)") { i in
                     let b = try feeds[i].next(s); return (b.images, b.labels)
                 }

@@ -342,4 +342,38 @@ final class MPITests: XCTestCase {
         let a = try model(dir + "/whole"), b = try model(dir + "/parts")
         for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
     }
+
+    /// A rank that stops making progress (SIGSTOP) does not hang the job: the other rank's
+    /// step watchdog names the step and ends the job; no process is left behind.
+    func testAStalledRankEndsTheJobThroughTheWatchdog() throws {
+        let mpi = try mpirun()
+        let dir = scratch("stall"), cfg = try configFile(dir)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpi)
+        p.arguments = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "schedule.epochs=500",
+                                    "--set", "train.step_timeout_s=2", "--set", "train.checkpoint_every=100"]
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out; p.standardError = out
+        try p.run()
+        var waited = 0.0
+        while waited < 60 && !((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,") {
+            usleep(20_000); waited += 0.02
+        }
+        let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
+        let ranks = children.split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(ranks.count, 2, children)
+        guard let victim = ranks.last else { p.terminate(); return }
+        kill(victim, SIGSTOP)
+        let t0 = Date()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let took = Date().timeIntervalSince(t0)
+        kill(victim, SIGKILL)
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
+        XCTAssert(text.contains("error: no progress for") && text.contains("(train.step_timeout_s 2 s)"), text)
+    }
 }
