@@ -58,6 +58,16 @@ func distanceBlock(_ a: FeatureSet, _ b: FeatureSet, q0 a0: Int, rows: Int, metr
     }
 }
 
+/// Cosine distance is undefined for an all-zero feature: every gallery image would tie and
+/// the ranking would silently fall back to file order. Such rows (a broken model, a
+/// damaged feature file) are an error naming the set and the first row; NaN rows as well.
+func checkNonZero(_ norms: [Float], _ set: FeatureSet, _ what: String) throws {
+    guard let i = norms.firstIndex(where: { !($0 > 0) || !$0.isFinite }) else { return }
+    let n = norms.filter { !($0 > 0) || !$0.isFinite }.count
+    let name = i < set.paths.count ? " (\(set.paths[i]))" : ""
+    throw RankingError("\(set.path == "<memory>" ? what : set.path): \(n) \(what) feature(s) are all zero or not finite, first row \(i)\(name); cosine distances are undefined for them")
+}
+
 /// The full distance matrix (Q x G); for re-ranking and tests. Memory Q*G floats.
 public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric) -> Tensor {
     let out = Tensor([q.count, g.count], zero: false)
@@ -72,6 +82,7 @@ public func rank(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .c
                  maxRank: Int = 50, blockRows: Int = 512) throws -> RankingResult {
     try checkComparable(q, g)
     let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
+    if metric == .cosine { try checkNonZero(qn, q, "query"); try checkNonZero(gn, g, "gallery") }
     // At most the gallery's size, as torchreid (a CMC past it is flat, and a huge --max-rank would only take memory).
     var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
     let rowsPerBlock = Swift.max(1, Swift.min(blockRows, q.count))

@@ -54,6 +54,10 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(r.cmc.count, 52)
         XCTAssertEqual(r.rank(1_000), r.cmc.last)
         XCTAssertEqual(r.mAP, try rank(query: q, gallery: g).mAP)
+        // An all-zero feature has no cosine distance: an error, not a ranking by file order.
+        g.features.ptr.update(repeating: 0, count: 2 * 4)
+        XCTAssertThrowsError(try rank(query: q, gallery: g)) { XCTAssert("\($0)".contains("2 gallery feature(s) are all zero or not finite, first row 0"), "\($0)") }
+        XCTAssertNoThrow(try rank(query: q, gallery: g, metric: .euclidean))
     }
 
     func testAnOversizedImageIsRefusedFromItsHeader() throws {
