@@ -7,7 +7,7 @@
 //   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
-//   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C)
+//   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
 import PackageDescription
@@ -28,10 +28,11 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        .target(name: "CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
-        .target(name: "ReIDImage", dependencies: ["CJPEG"], swiftSettings: fast),
+        .target(name: "ReIDImage", dependencies: ["CJPEG", "CPNG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "CMPIShim", "Yams"], swiftSettings: fast),

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libopenblas-dev libopenmpi-dev openmpi-bin libjpeg62-turbo-dev pkg-config)
+pkgs=(libopenblas-dev libopenmpi-dev openmpi-bin libjpeg62-turbo-dev libpng-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

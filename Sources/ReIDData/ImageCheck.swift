@@ -18,7 +18,7 @@ public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, 
         while c < chunks {
             var mine: [(Int, String)] = []
             for i in (c * chunk)..<Swift.min((c + 1) * chunk, paths.count) {
-                do { try RGBImage.checkHeader(jpegFile: paths[i]) } catch { mine.append((i, "\(error)")) }
+                do { try RGBImage.checkHeader(file: paths[i]) } catch { mine.append((i, "\(error)")) }
             }
             lock.lock()
             bad += mine; done += Swift.min(chunk, paths.count - c * chunk)

@@ -30,7 +30,7 @@ public final class ImageLoader {
 
     /// Decoded and resized to (H, W).
     public func image(_ i: Int) throws -> RGBImage {
-        let img = try RGBImage(jpegFile: samples[i].path)
+        let img = try RGBImage(file: samples[i].path)
         return img.width == width && img.height == height ? img : img.resized(width: width, height: height)
     }
 

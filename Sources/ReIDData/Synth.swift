@@ -1,5 +1,6 @@
-// Deterministic synthetic pedestrians in the Market-1501 or DukeMTMC-reID
-// layout, for the README's main command, the tests and debugging. Each
+// Deterministic synthetic pedestrians in any of the dataset layouts (Market-1501,
+// DukeMTMC-reID, CUHK03-NP, MSMT17, list files), for the README's main command,
+// the tests of every loader and debugging. Each
 // identity has a body shape, skin, hair, clothing colours and pattern, shoes,
 // and perhaps a bag or hat; each image adds its camera's lighting and colour
 // cast and background, pose jitter (position, scale, stride), clutter,
@@ -147,24 +148,16 @@ public struct SynthSummary: CustomStringConvertible {
     }
 }
 
-/// Writes the three folders under `root` (created; existing files are replaced).
+/// Writes a dataset in `cfg.layout` under `root` (created; existing files are replaced):
+/// the Market/Duke folders, CUHK03-NP's detected/ and labeled/ folders of PNGs, MSMT17's
+/// image folders and list files, or the list layout's CSV files over JPEG and PNG images.
 public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthSummary {
-    let fm = FileManager.default
-    let folders = ReIDDataset.folders
-    for f in [folders.train, folders.query, folders.gallery] {
-        try createFolder((root as NSString).appendingPathComponent(f), what: "the synthetic data folder")
-    }
-    var frame = 0
-    func name(_ pid: Int, _ cam: Int) -> String {
-        frame += 1
-        let id = pid < 0 ? "-1" : String(format: "%04d", pid)
-        switch cfg.layout {
-        case .market: return "\(id)_c\(cam)s1_\(String(format: "%06d", frame * 25))_00.jpg"
-        case .duke: return "\(id)_c\(cam)_f\(String(format: "%07d", frame * 25))"  + ".jpg"
-        }
-    }
+    enum Part { case train, query, gallery }
     var summary = SynthSummary()
-    var jobs: [(folder: String, file: String, pid: Int, app: Int, cam: Int)] = []
+    // `cam` is the camera the image is rendered for; `named` the one its file name or list gives
+    // (the same, except for distractors and junk, whose two draws are kept apart so that the
+    // Market set stays what it always was).
+    var jobs: [(part: Part, pid: Int, app: Int, cam: Int, named: Int)] = []
     // Ids: distinct 4-digit numbers, training and test disjoint.
     var idRng = RNG(key: cfg.seed, 0x1D5)
     var pool = Array(1...9000); idRng.shuffle(&pool)
@@ -173,40 +166,83 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
     for pid in trainIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 1)
         let cams = (1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1))
-        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append((folders.train, name(pid, cam), pid, pid, cam)); summary.train += 1 } }
+        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append((.train, pid, pid, cam, cam)) } }
     }
     for pid in testIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 2)
         let cams = Array((1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1)))
         // One query from the first camera (sometimes two cameras); gallery in all its cameras.
-        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append((folders.query, name(pid, qc), pid, pid, qc)); summary.query += 1 }
-        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append((folders.gallery, name(pid, cam), pid, pid, cam)); summary.gallery += 1 } }
+        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append((.query, pid, pid, qc, qc)) }
+        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append((.gallery, pid, pid, cam, cam)) } }
     }
-    // Distractors (id 0): people of no test identity; junk (-1): unusable crops.
+    // Distractors (id 0): people of no test identity; junk (-1): unusable crops. MSMT17 and
+    // CUHK03-NP have neither.
+    let hasExtras = cfg.layout != .msmt17 && cfg.layout != .cuhk03
     var r = RNG(key: cfg.seed, 3)
-    for i in 0..<Swift.max(1, cfg.testIds) {
-        jobs.append((folders.gallery, name(0, 1 + r.below(cfg.cameras)), 0, 100_000 + i, 1 + r.below(cfg.cameras)))
-        summary.gallery += 1; summary.distractors += 1
+    if hasExtras {
+        for i in 0..<Swift.max(1, cfg.testIds) {
+            let named = 1 + r.below(cfg.cameras)
+            jobs.append((.gallery, 0, 100_000 + i, 1 + r.below(cfg.cameras), named)); summary.distractors += 1
+        }
+        for i in 0..<Swift.max(1, cfg.testIds / 2) {
+            let named = 1 + r.below(cfg.cameras)
+            jobs.append((.gallery, -1, 200_000 + i, 1 + r.below(cfg.cameras), named)); summary.junk += 1
+        }
     }
-    for i in 0..<Swift.max(1, cfg.testIds / 2) {
-        jobs.append((folders.gallery, name(-1, 1 + r.below(cfg.cameras)), -1, 200_000 + i, 1 + r.below(cfg.cameras)))
-        summary.gallery += 1; summary.junk += 1
+    for j in jobs {
+        switch j.part { case .train: summary.train += 1; case .query: summary.query += 1; case .gallery: summary.gallery += 1 }
     }
-    // Render and encode in parallel; each image's randomness is keyed by its file name.
+    // Where each image goes: paths relative to root (several for CUHK03's two folders), PNG or JPEG.
+    let f = ReIDDataset.folders
+    let msmtTrain = Dictionary(uniqueKeysWithValues: trainIds.enumerated().map { ($1, $0) })
+    let msmtTest = Dictionary(uniqueKeysWithValues: testIds.enumerated().map { ($1, $0) })
+    var lists: [String: [String]] = [:]
+    var files: [(paths: [String], png: Bool)] = []
+    for (k, j) in jobs.enumerated() {
+        let frame = k + 1
+        let id = j.pid < 0 ? "-1" : String(format: "%04d", j.pid)
+        let folder = j.part == .train ? f.train : j.part == .query ? f.query : f.gallery
+        switch cfg.layout {
+        case .market: files.append((["\(folder)/\(id)_c\(j.named)s1_\(String(format: "%06d", frame * 25))_00.jpg"], false))
+        case .duke: files.append((["\(folder)/\(id)_c\(j.named)_f\(String(format: "%07d", frame * 25)).jpg"], false))
+        case .cuhk03:
+            let name = "\(folder)/\(id)_c\(j.named)_\(frame).png"
+            files.append((["detected/" + name, "labeled/" + name], true))
+        case .msmt17:
+            let pid = j.part == .train ? msmtTrain[j.pid]! : msmtTest[j.pid]!
+            let rel = String(format: "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg", pid, pid, frame % 1000, j.named, frame)
+            let list = j.part == .train ? (frame % 10 == 0 ? "list_val.txt" : "list_train.txt") : j.part == .query ? "list_query.txt" : "list_gallery.txt"
+            lists[list, default: []].append("\(rel) \(pid)")
+            files.append(([(j.part == .train ? "train/" : "test/") + rel], false))
+        case .list:
+            let part = j.part == .train ? "train" : j.part == .query ? "query" : "gallery"
+            let rel = "images/\(part)/img_\(String(format: "%05d", frame)).\(frame % 2 == 0 ? "png" : "jpg")"
+            lists[part + ".csv", default: ["path,pid,camid"]].append("\(rel),\(j.pid),\(j.named)")
+            files.append(([rel], frame % 2 == 0))
+        }
+    }
+    for (name, lines) in lists {
+        try createFolder(root, what: "the synthetic data folder")
+        try (lines.joined(separator: "\n") + "\n").write(toFile: (root as NSString).appendingPathComponent(name), atomically: true, encoding: .utf8)
+    }
+    for dir in Set(files.flatMap { $0.paths.map { ($0 as NSString).deletingLastPathComponent } }) {
+        try createFolder((root as NSString).appendingPathComponent(dir), what: "the synthetic data folder")
+    }
+    // Render and encode in parallel; each image's randomness is keyed by its index.
     var failure: Error?
     let lock = NSLock()
-    DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
-        let job = jobs[j]
+    DispatchQueue.concurrentPerform(iterations: jobs.count) { k in
+        let job = jobs[k]
         var ar = RNG(key: cfg.seed, UInt64(job.app), 0xA99)
         let app = Appearance(&ar)
-        var rng = RNG(key: cfg.seed, UInt64(j), 0x1A6E)
+        var rng = RNG(key: cfg.seed, UInt64(k), 0x1A6E)
         var img = renderPedestrian(app, cam: job.cam, width: cfg.width, height: cfg.height, rng: &rng)
         if job.pid == -1 {   // junk: a badly cropped fragment
             img = img.resized(width: cfg.width / 3, height: cfg.height / 4).resized(width: cfg.width, height: cfg.height)
         }
         do {
-            let path = ((root as NSString).appendingPathComponent(job.folder) as NSString).appendingPathComponent(job.file)
-            try img.jpegData(quality: 90).write(to: URL(fileURLWithPath: path))
+            let data = files[k].png ? try img.pngData() : try img.jpegData(quality: 90)
+            for p in files[k].paths { try data.write(to: URL(fileURLWithPath: (root as NSString).appendingPathComponent(p))) }
         } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
     }
     if let failure { throw failure }

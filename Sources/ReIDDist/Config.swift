@@ -36,8 +36,10 @@ public var configKeysMarkdown: String {
 
 /// Every key, its type, default and meaning (the README's table is printed from this).
 public let configKeys: [ConfigKey] = [
-    .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "dataset folder with bounding_box_train/, query/, bounding_box_test/"),
-    .init(name: "data.layout", kind: .choice(["market", "duke"]), defaultValue: .string("market"), doc: "file naming: market (0002_c1s1_000451_03.jpg) or duke (0005_c2_f0046985.jpg)"),
+    .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "the dataset: a folder (market, duke: bounding_box_train/, query/, bounding_box_test/; cuhk03: labeled/ and detected/; msmt17: train/, test/ and list_*.txt; list: train.csv, query.csv, gallery.csv) or, for list, one .csv/.tsv with a split column"),
+    .init(name: "data.layout", kind: .choice(Layout.allCases.map(\.rawValue)), defaultValue: .string("market"), doc: "market (0002_c1s1_000451_03.jpg), duke (0005_c2_f0046985.jpg), cuhk03 (CUHK03-NP PNGs), msmt17 (list files) or list (CSV/TSV: path,pid,camid); see the README's Data section"),
+    .init(name: "data.cuhk03_images", kind: .choice(["detected", "labeled"]), defaultValue: .string("detected"), doc: "CUHK03-NP: the detected or the hand-labeled boxes"),
+    .init(name: "data.msmt17_merge_val", kind: .bool, defaultValue: .bool(true), doc: "MSMT17: train on list_train and list_val together (torchreid's default); false: list_train alone"),
     .init(name: "data.height", kind: .int, defaultValue: .int(256), doc: "input height in pixels"),
     .init(name: "data.width", kind: .int, defaultValue: .int(128), doc: "input width in pixels"),
     .init(name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false), doc: "skip unreadable training images with a counted warning instead of stopping (query and gallery images must all be readable)"),
@@ -257,7 +259,9 @@ public struct Config {
     public var data: DataSettings {
         DataSettings(root: string("data.root"), layout: Layout(rawValue: string("data.layout"))!, height: int("data.height"),
                      width: int("data.width"), skipBadImages: bool("data.skip_bad_images"), checkImages: bool("data.check_images"),
-                     maxPixels: int("data.max_pixels"))
+                     maxPixels: int("data.max_pixels"),
+                     options: DatasetOptions(cuhk03Images: DatasetOptions.CUHK03Images(rawValue: string("data.cuhk03_images"))!,
+                                             msmt17MergeVal: bool("data.msmt17_merge_val")))
     }
     public var augment: AugmentConfig { AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing")) }
     public var sampler: SamplerConfig {
@@ -296,6 +300,9 @@ public struct Config {
 
 public struct DataSettings {
     public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool, checkImages: Bool, maxPixels: Int
+    public var options: DatasetOptions
+    /// The dataset these settings name.
+    public func load() throws -> ReIDDataset { try ReIDDataset(root: root, layout: layout, options: options) }
 }
 
 public struct ModelSettings {

@@ -88,7 +88,7 @@ public final class Trainer {
         setBLASThreads(threads); engineThreads = threads
         let data = config.data, m = config.model
         RGBImage.maxPixels = data.maxPixels
-        dataset = try ReIDDataset(root: data.root, layout: data.layout)
+        dataset = try data.load()
         guard dataset.train.samples.count >= 2 else { throw DataError("\(dataset.train.folder): fewer than 2 training images") }
         if data.checkImages { try Self.checkImages(dataset, skipBadTraining: data.skipBadImages, comm: comm, threads: threads) }
         var spec = m.spec

@@ -19,7 +19,7 @@ public struct RankedListPictures {
     }
 
     func cell(_ path: String, frame: (UInt8, UInt8, UInt8)) throws -> RGBImage {
-        let img = try RGBImage(jpegFile: resolve(path)).resized(width: cellWidth, height: cellHeight)
+        let img = try RGBImage(file: resolve(path)).resized(width: cellWidth, height: cellHeight)
         var framed = RGBImage(width: cellWidth + 2 * border, height: cellHeight + 2 * border, fill: frame)
         framed.paste(img, x: border, y: border)
         return framed

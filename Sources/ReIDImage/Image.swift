@@ -1,6 +1,8 @@
-// RGB8 images: JPEG decode/encode (libjpeg-turbo through CJPEG), bilinear
+// RGB8 images: JPEG and PNG decode/encode (libjpeg-turbo through CJPEG, libpng
+// through CPNG; the format is told by the file's first bytes), bilinear
 // resize, and the few drawing operations the ranked-list pictures need.
 import CJPEG
+import CPNG
 import Foundation
 
 public struct ImageError: Error, CustomStringConvertible {
@@ -27,33 +29,64 @@ public struct RGBImage {
     /// take 1.2 GB as RGB). Process-wide: set once from the configuration.
     public nonisolated(unsafe) static var maxPixels = 40_000_000
 
+    /// The image formats read, told apart by their first bytes (not the file name).
+    public enum Format { case jpeg, png }
+    public static func format(of data: Data) -> Format? {
+        if data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8 && data[data.startIndex + 2] == 0xFF { return .jpeg }
+        if data.count >= 8 && Array(data.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] { return .png }
+        return nil
+    }
+
+    /// Decodes JPEG or PNG bytes; `path` names the source in errors.
+    public init(data: Data, path: String) throws {
+        switch Self.format(of: data) {
+        case .png: try self.init(png: data, path: path)
+        case .jpeg: try self.init(jpeg: data, path: path)
+        case nil: throw ImageError(path, data.isEmpty ? "empty file" : "neither a JPEG nor a PNG file (first bytes \(data.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")))")
+        }
+    }
+
+    /// Reads and decodes an image file (JPEG or PNG).
+    public init(file path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
+        try self.init(data: data, path: path)
+    }
+
     /// Decodes JPEG bytes; `path` names the source in errors.
     public init(jpeg data: Data, path: String) throws {
+        try self.init(data, path: path, format: "JPEG", decode: rd_jpeg_decode, free: rd_free)
+    }
+
+    /// Decodes PNG bytes (libpng's simplified API: errors are returned, never longjmp-ed).
+    public init(png data: Data, path: String) throws {
+        try self.init(data, path: path, format: "PNG", decode: rd_png_decode, free: rd_png_free)
+    }
+
+    /// Both C decoders share one signature: (bytes, size, max pixels, &rgb, &w, &h, err, errlen).
+    typealias Decoder = (UnsafePointer<UInt8>?, Int, Int, UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>?,
+                         UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<CChar>?, Int) -> Int32
+
+    private init(_ data: Data, path: String, format: String, decode: Decoder, free: (UnsafeMutableRawPointer?) -> Void) throws {
         var out: UnsafeMutablePointer<UInt8>?
         var w: Int32 = 0, h: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
         let limit = Self.maxPixels
         let rc = data.withUnsafeBytes { raw -> Int32 in
             guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return -2 }
-            return rd_jpeg_decode(base, raw.count, limit, &out, &w, &h, &err, err.count)
+            return decode(base, raw.count, limit, &out, &w, &h, &err, err.count)
         }
         if rc == -2 { throw ImageError(path, "empty file") }
         if rc == -3 { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(limit); not decoded") }
-        guard rc == 0, let out else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
-        defer { rd_free(out) }
+        guard rc == 0, let out else { throw ImageError(path, "not a readable \(format) (\(String(cString: err)))") }
+        defer { free(out) }
         width = Int(w); height = Int(h)
         pixels = Array(UnsafeBufferPointer(start: out, count: width * height * 3))
     }
 
-    public init(jpegFile path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
-        try self.init(jpeg: data, path: path)
-    }
-
-    /// Checks a JPEG file's header only: readable, a sane size, within `maxPixels`.
-    /// Returns (width, height).
+    /// Checks an image file's header only: readable JPEG or PNG, a sane size, within
+    /// `maxPixels`. Returns (width, height).
     @discardableResult
-    public static func checkHeader(jpegFile path: String) throws -> (width: Int, height: Int) {
+    public static func checkHeader(file path: String) throws -> (width: Int, height: Int) {
         guard let fh = FileHandle(forReadingAtPath: path) else { throw ImageError(path, "cannot read file") }
         defer { try? fh.close() }
         // Headers sit at the start; 256 KB holds them with EXIF segments (at most 64 KB each).
@@ -61,13 +94,30 @@ public struct RGBImage {
         guard !data.isEmpty else { throw ImageError(path, "empty file") }
         var w: Int32 = 0, h: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
-        let rc = data.withUnsafeBytes { raw in
-            rd_jpeg_header(raw.bindMemory(to: UInt8.self).baseAddress!, raw.count, &w, &h, &err, err.count)
+        switch format(of: data) {
+        case .jpeg:
+            let rc = data.withUnsafeBytes { rd_jpeg_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count) }
+            guard rc == 0 else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
+        case .png:
+            let rc = data.withUnsafeBytes { rd_png_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count) }
+            guard rc == 0 else { throw ImageError(path, "not a readable PNG (\(String(cString: err)))") }
+        case nil:
+            throw ImageError(path, "neither a JPEG nor a PNG file")
         }
-        guard rc == 0 else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
         guard w > 0, h > 0 else { throw ImageError(path, "\(w)x\(h) pixels") }
         guard Int(w) * Int(h) <= maxPixels else { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(maxPixels)") }
         return (Int(w), Int(h))
+    }
+
+    /// PNG bytes of the image.
+    public func pngData() throws -> Data {
+        var out: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let rc = pixels.withUnsafeBufferPointer { rd_png_encode($0.baseAddress!, Int32(width), Int32(height), &out, &size, &err, err.count) }
+        guard rc == 0, let out else { throw ImageError("<png>", "cannot encode (\(String(cString: err)))") }
+        defer { rd_png_free(out) }
+        return Data(bytes: out, count: size)
     }
 
     public func jpegData(quality: Int = 90) throws -> Data {

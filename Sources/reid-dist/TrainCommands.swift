@@ -12,12 +12,31 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "YAML configuration (see Configs/ and the README's table of keys).") var config: String
     @Option(name: .customLong("set"), help: "Override one key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
 
-    func load() throws -> Config {
+    func load(extra: [String] = []) throws -> Config {
         var c = try Config(file: config)
-        for o in overrides { try c.apply(override: o) }
+        for o in overrides + extra { try c.apply(override: o) }
         try c.validate()
         return c
     }
+}
+
+/// --data-root and --layout: evaluate or extract on another dataset than the config's
+/// (train on Market, test on MSMT17); the model's number of training classes does not matter.
+struct DataOptions: ParsableArguments {
+    @Option(help: "Dataset to use instead of the config's data.root.") var dataRoot: String?
+    @Option(help: "Its layout (market, duke, cuhk03, msmt17, list) instead of the config's data.layout.") var layout: Layout?
+    var overrides: [String] { (dataRoot.map { ["data.root=\($0)"] } ?? []) + (layout.map { ["data.layout=\($0.rawValue)"] } ?? []) }
+}
+
+/// "model X (trained on R, layout L, N classes)": what a checkpoint's state.json says about it.
+func modelDescription(_ checkpoint: String, classes: Int) -> String {
+    var dir = checkpoint
+    if !FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("state.json")) {
+        dir = (checkpoint as NSString).deletingLastPathComponent
+    }
+    if let found = try? Checkpoint.resolve(checkpoint, runDir: checkpoint) { dir = found.dir }
+    guard let st = try? Checkpoint.verify(dir) else { return "model \(checkpoint) (\(classes) training classes)" }
+    return "model \(dir) (trained on \(st.config["data.root"] ?? "?"), layout \(st.config["data.layout"] ?? "?"), \(st.classes) classes, epoch \(st.epoch))"
 }
 
 extension Layout: ExpressibleByArgument {}
@@ -40,8 +59,9 @@ func withCommunicator(_ body: (Communicator) throws -> Void) throws {
 
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a deterministic synthetic pedestrian dataset in the Market-1501 or DukeMTMC-reID layout.")
-    @Option(help: "market or duke naming.") var layout: Layout = .market
+        abstract: "Write a deterministic synthetic pedestrian dataset in any of the dataset layouts.")
+    @Option(help: "market, duke, cuhk03 (PNGs in labeled/ and detected/), msmt17 (list files) or list (CSV files over JPEG and PNG images).")
+    var layout: Layout = .market
     @Option(help: "Output folder.") var out: String
     @Option(parsing: .unconditional, help: "Training identities.") var trainIds = 100
     @Option(parsing: .unconditional, help: "Test identities (query and gallery).") var testIds = 100
@@ -147,17 +167,18 @@ struct Extract: ParsableCommand {
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "query, gallery or train.") var split: String
     @Option(help: "Output feature file (.safetensors).") var out: String
+    @OptionGroup var data: DataOptions
 
     func validate() throws {
         guard ["query", "gallery", "train"].contains(split) else { throw ValidationError("--split must be query, gallery or train") }
     }
 
     func run() throws {
-        let c = try options.load()
+        let c = try options.load(extra: data.overrides)
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
         let d = c.data
         RGBImage.maxPixels = d.maxPixels
-        let ds = try ReIDDataset(root: d.root, layout: d.layout)
+        let ds = try d.load()
         let model = try loadModel(c, checkpoint: checkpoint)
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
@@ -176,15 +197,16 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Write the results as JSON.") var json: String?
     @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
+    @OptionGroup var data: DataOptions
 
     func run() throws { try withCommunicator(evaluate) }
 
     func evaluate(_ comm: Communicator) throws {
-        let c = try options.load()
+        let c = try options.load(extra: data.overrides)
         useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
         let d = c.data, e = c.eval
         RGBImage.maxPixels = d.maxPixels
-        let ds = try ReIDDataset(root: d.root, layout: d.layout)
+        let ds = try d.load()
         let model = try loadModel(c, checkpoint: checkpoint)
         let t0 = Profile.now()
         func features(_ s: Split) throws -> FeatureSet? {
@@ -195,6 +217,8 @@ struct Evaluate: ParsableCommand {
         guard let q, let g else { try comm.barrier(); return }
         let r = e.rerank ? try rankReranked(query: q, gallery: g, metric: e.metric) : try rank(query: q, gallery: g, metric: e.metric)
         let sec = Profile.now() - t0
+        let which = modelDescription(checkpoint, classes: model.spec.classes)
+        print("\(which)\non \(d.root) (layout \(d.layout.rawValue)\(d.layout == .market || d.layout == .duke ? "" : ", Market protocol: same-camera images of the query's id removed"))")
         print("\(q.count) queries x \(g.count) gallery, \(e.metric)\(e.flip ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")")
         print(" rank-1   rank-5  rank-10  rank-20      mAP     mINP")
         print(String(format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
@@ -202,7 +226,8 @@ struct Evaluate: ParsableCommand {
         print(String(format: "valid queries %d of %d; %.1f s", r.validQueries, r.totalQueries, sec))
         if let json {
             let obj: [String: Any] = ["rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
-                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size]
+                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size,
+                                      "model": which, "data_root": d.root, "layout": d.layout.rawValue]
             try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
         }
         if let prefix = saveFeatures {

@@ -65,10 +65,10 @@ final class ReliabilityTests: XCTestCase {
         let saved = RGBImage.maxPixels
         defer { RGBImage.maxPixels = saved }
         RGBImage.maxPixels = 100
-        XCTAssertThrowsError(try RGBImage(jpegFile: path)) { XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)") }
-        XCTAssertThrowsError(try RGBImage.checkHeader(jpegFile: path)) { XCTAssert("\($0)".hasPrefix(path), "\($0)") }
+        XCTAssertThrowsError(try RGBImage(file: path)) { XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage.checkHeader(file: path)) { XCTAssert("\($0)".hasPrefix(path), "\($0)") }
         RGBImage.maxPixels = saved
-        XCTAssertGreaterThan(try RGBImage.checkHeader(jpegFile: path).width, 0)
+        XCTAssertGreaterThan(try RGBImage.checkHeader(file: path).width, 0)
     }
 
     func testADamagedGalleryImageStopsTrainingAtItsStart() throws {

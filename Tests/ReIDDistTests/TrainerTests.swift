@@ -291,3 +291,46 @@ final class RunFolderTests: XCTestCase {
         }
     }
 }
+
+/// Each dataset layout end to end: load, train one epoch, evaluate; and a model trained on
+/// one dataset evaluated on another.
+final class DatasetRunTests: XCTestCase {
+    func testEveryLayoutTrainsAndEvaluates() throws {
+        for layout in [Layout.msmt17, .cuhk03, .list] {
+            let root = scratch("run-\(layout.rawValue)") + "/data"
+            var c = SynthConfig(); c.layout = layout; c.trainIds = 8; c.testIds = 6; c.seed = 11
+            _ = try writeSynthetic(c, to: root)
+            let t = try Trainer(config: try tinyConfig(scratch("run-\(layout.rawValue)-out"),
+                                                       ["data.root=\(root)", "data.layout=\(layout.rawValue)", "schedule.epochs=1"]))
+            var lines: [String] = []
+            t.log = { lines.append($0) }
+            try t.run()
+            XCTAssertEqual(t.dataset.classes, 8, "\(layout)")
+            XCTAssert(lines.contains { $0.hasPrefix("eval: rank-1") }, "\(layout): \(lines)")
+        }
+    }
+
+    func testAModelTrainedOnOneDatasetIsEvaluatedOnAnother() throws {
+        let run = scratch("cross") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let other = scratch("cross-msmt") + "/data"
+        var c = SynthConfig(); c.layout = .msmt17; c.trainIds = 5; c.testIds = 9; c.seed = 4
+        _ = try writeSynthetic(c, to: other)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: MPITests.binary)
+        p.arguments = ["evaluate", "--config", run + "/config.yaml", "--checkpoint", run, "--data-root", other, "--layout", "msmt17",
+                       "--json", run + "/cross.json"]
+        let pipe = Pipe()
+        p.standardOutput = pipe; p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, out)
+        XCTAssert(out.contains("(trained on \(tinyData), layout market, 8 classes, epoch 1)"), out)
+        XCTAssert(out.contains("on \(other) (layout msmt17, Market protocol"), out)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/cross.json"))) as! [String: Any]
+        XCTAssertEqual(json["layout"] as? String, "msmt17")
+    }
+}

@@ -40,7 +40,7 @@ final class PicturesTests: XCTestCase {
         var pics = RankedListPictures(); pics.topK = 3
         let files = try pics.write(query: q, gallery: g, distances: d.ptr, count: 1, to: dir.appendingPathComponent("out").path)
         XCTAssertEqual(files.count, 1)
-        let img = try RGBImage(jpegFile: files[0])
+        let img = try RGBImage(file: files[0])
         let cw = pics.cellWidth + 2 * pics.border
         XCTAssertEqual(img.width, cw * 4 + pics.gap); XCTAssertEqual(img.height, pics.cellHeight + 2 * pics.border)
         func pixel(_ x: Int, _ y: Int) -> (Int, Int, Int) {
