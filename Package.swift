@@ -7,6 +7,7 @@
 //   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
+//   ReIDReport              -> the run report (HTML/SVG from a run folder); ReIDEval, ReIDImage, ReIDCore
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
@@ -35,15 +36,17 @@ let package = Package(
         .target(name: "ReIDImage", dependencies: ["CJPEG", "CPNG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
-        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "CMPIShim", "Yams"], swiftSettings: fast),
+        .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),
+        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist",
+                          dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
+        .testTarget(name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
         .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage"]),
     ]
 )

@@ -17,3 +17,5 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
 public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 public func blasThreads() -> Int { Int(openblas_get_num_threads()) }
 public func blasCoreName() -> String { String(cString: openblas_get_corename()) }
+/// OpenBLAS's build: version and options (for the run report).
+public func blasConfig() -> String { String(cString: openblas_get_config()) }

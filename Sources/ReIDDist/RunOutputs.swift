@@ -5,12 +5,22 @@
 // (the collectives inside need them all), and each rank prints its own warnings.
 import Foundation
 import ReIDCore
+import ReIDEval
+import ReIDReport
+
+/// This program's version, in run.json and the report.
+public let reidDistVersion = "0.5.0"
 
 public final class RunOutputs {
     /// Prints a line (rank 0; a no-op elsewhere). Tests replace it.
     public var log: (String) -> Void
     let comm: Communicator
     let metrics: FileHandle?
+    /// The run folder, on rank 0 when it writes files; nil elsewhere.
+    let runDir: String?
+    /// What run.json says of this run (ranks, threads, processor, ...).
+    public var runInfo: [String: Any] = [:]
+    var windowWait = 0.0
     let logEvery: Int, heads: Double, worldSize: Int, averagingNote: String
 
     // The run.
@@ -37,6 +47,7 @@ public final class RunOutputs {
         self.comm = comm; self.logEvery = logEvery; self.heads = Double(heads); self.worldSize = worldSize
         self.averagingNote = averaging; self.tracePath = tracePath
         log = comm.isRoot ? { print($0); fflush(stdout) } : { _ in }
+        self.runDir = comm.isRoot ? runDir : nil
         if let runDir, comm.isRoot {
             try createFolder(runDir, what: "train.run_dir")
             try writeAtomically(Data(configYAML.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
@@ -66,6 +77,34 @@ public final class RunOutputs {
     public func beginRun(epochs: Int, until end: Int, imagesPerStep: Int) {
         runStart = Profile.now(); imagesSeen = 0; allreduceWaits = []
         plan = (epochs, end, imagesPerStep)
+        writeRunInfo(finished: false)
+    }
+
+    /// run.json: who ran this and how (rank 0); wall time summed over the run's jobs.
+    func writeRunInfo(finished: Bool) {
+        guard let runDir else { return }
+        let path = (runDir as NSString).appendingPathComponent("run.json")
+        var info = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any]) ?? [:]
+        let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+            .first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "?"
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        for (k, v) in runInfo { info[k] = v }
+        info["processor"] = cpu; info["blas_kernel"] = blasCoreName(); info["openblas"] = blasConfig()
+        info["reid_dist_version"] = reidDistVersion; info["host"] = String(cString: host); info["ranks"] = worldSize
+        if finished {
+            info["wall_s"] = ((info["wall_s"] as? NSNumber)?.doubleValue ?? 0) + (Profile.now() - runStart)
+            info["jobs"] = ((info["jobs"] as? NSNumber)?.intValue ?? 0) + 1
+        } else if info["started"] == nil {
+            info["started"] = ISO8601DateFormatter().string(from: Date())
+        }
+        if let data = try? JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]) { try? writeAtomically(data, to: path) }
+    }
+
+    /// The run's report.html (and report/*.svg), rank 0; a failure is a warning, never the run's end.
+    public func writeReport() {
+        guard let runDir else { return }
+        do { let path = try RunReport.write(runDir: runDir); log("report: \(path)") } catch { warn("the run report could not be written: \(error)") }
     }
 
     /// An epoch begins; a resumed one carries its summed loss, images and correct predictions so far.
@@ -80,12 +119,17 @@ public final class RunOutputs {
 
     /// After each step, with its figures summed over ranks: the trace, and every `logEvery`
     /// steps (and at the epoch's end) the progress line and a "train" record.
-    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double) {
+    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double) throws {
         lossSum += totals.lossSum; seen += totals.images; correct += totals.correct
         imagesSeen += totals.images; windowImages += totals.images
         allreduceWaits.append(r.total(.allreduceWait))
+        windowWait += r.total(.allreduceWait)
         trace(r)
         guard (step + 1) % logEvery == 0 || step + 1 == steps else { return }
+        // Over ranks, the window's wait after backward: the smallest is the exposed all-reduce,
+        // the rest waiting for the slowest rank (GradientSync.splitWaits).
+        let waits = comm.size > 1 ? ((try? comm.allgather([windowWait]).map { $0[0] }) ?? [windowWait]) : [windowWait]
+        windowWait = 0
         let now = Profile.now()
         let ips = Double(windowImages) / Swift.max(now - windowStart, 1e-9)
         let stepsLeft = (plan.end - epoch - 1) * steps + (steps - step - 1)
@@ -93,18 +137,30 @@ public final class RunOutputs {
         let acc = Double(correct) / Double(Swift.max(seen, 1)) / heads
         log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
                    epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
-        record(["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
-                "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr), "images_per_second": ips,
-                "data_wait_s": dataWait, "ranks": worldSize])
+        var rec: [String: Any] = ["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
+                                  "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr),
+                                  "images_per_second": ips, "data_wait_s": dataWait, "ranks": worldSize]
+        if comm.size > 1 { rec["allreduce_exposed_s"] = waits.min()!; rec["rank_wait_s"] = waits.max()! - waits.min()! }
+        record(rec)
         windowStart = now; windowImages = 0
     }
 
-    /// An evaluation's numbers: a console line and an "eval" record.
-    public func evaluated(_ r: RankingResultSummary, globalStep: Int) {
+    /// An evaluation's numbers: a console line, an "eval" record, the ranked lists of its
+    /// worst and best queries, and the report brought up to date.
+    public func evaluated(_ r: RankingResultSummary, epoch: Int, globalStep: Int, ranked: RankedListsFile?) {
         log(String(format: "eval: rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  mAP %.2f%%  mINP %.2f%%  (%d queries, %d gallery, %.1f s)",
                    r.rank1 * 100, r.rank5 * 100, r.rank10 * 100, r.mAP * 100, r.mINP * 100, r.queries, r.gallery, r.seconds))
-        record(["kind": "eval", "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5, "rank10": r.rank10,
-                "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds])
+        record(["kind": "eval", "epoch": epoch, "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5, "rank10": r.rank10,
+                "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds, "cmc": Array(r.cmc.prefix(50))])
+        if let runDir, let ranked {
+            let dir = (runDir as NSString).appendingPathComponent(RunReport.folder)
+            do {
+                try createFolder(dir, what: "the report folder")
+                let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+                try writeAtomically(try enc.encode(ranked), to: (dir as NSString).appendingPathComponent("ranked.json"))
+            } catch { warn("the ranked lists could not be saved: \(error)") }
+        }
+        writeReport()
     }
 
     /// The summary line (and, with several MPI ranks, the all-reduce's exposed time and the
@@ -121,6 +177,8 @@ public final class RunOutputs {
         }
         log(summary)
         if tracePath != nil { try writeTrace() }
+        writeRunInfo(finished: true)
+        writeReport()
     }
 
     // MARK: the trace
@@ -191,6 +249,7 @@ public struct StepTotals {
 public struct RankingResultSummary {
     public var rank1: Double, rank5: Double, rank10: Double, mAP: Double, mINP: Double
     public var queries: Int, gallery: Int, seconds: Double
+    public var cmc: [Double] = []
 }
 
 public func formatDuration(_ s: Double) -> String {

@@ -13,6 +13,7 @@ import ReIDCore
 import ReIDData
 import ReIDEval
 import ReIDImage
+import ReIDReport
 
 public struct EvalResult {
     public let ranking: RankingResult
@@ -107,6 +108,8 @@ public final class Trainer {
         outputs = try RunOutputs(runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
                                  logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
                                  averaging: averaging.description, tracePath: config.train.trace)
+        outputs.runInfo = ["threads_per_rank": threads, "gradient_averaging": averaging.description, "data": "\(data.root) (\(data.layout.rawValue))",
+                           "model": "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes"]
         if let r = resumeFrom {
             if let note = r.note { log("note: " + note) }
             try resume(from: r.dir)
@@ -182,7 +185,7 @@ public final class Trainer {
                 }
                 globalStep += 1
                 let totals = try agree(on: result)
-                outputs.stepDone(result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
+                try outputs.stepDone(result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
                 try checkReplicasIfDue()
                 if totals.stop || totals.checkpoint {
                     let dir = try saveMidEpoch(epoch: epoch, stepsDone: s + 1)
@@ -230,7 +233,10 @@ public final class Trainer {
             let isBest = e.ranking.mAP > bestMAP
             if isBest { bestMAP = e.ranking.mAP }
             metrics["best_mAP"] = bestMAP
-            if let dir { try Checkpoint.recordEvaluation(dir, metrics: metrics, best: isBest) }
+            // The best pointer names the best evaluated checkpoint: this one if it beats every
+            // evaluation so far, or if none of the saved ones has been marked yet.
+            let unmarked = !FileManager.default.fileExists(atPath: (Checkpoint.folder(runDir) as NSString).appendingPathComponent("best"))
+            if let dir { try Checkpoint.recordEvaluation(dir, metrics: metrics, best: isBest || unmarked) }
         }
         try comm.barrier()
     }
@@ -382,8 +388,13 @@ public final class Trainer {
         guard let q, let g else { return nil }
         let r = e.rerank ? try rankReranked(query: q, gallery: g, metric: e.metric) : try rank(query: q, gallery: g, metric: e.metric)
         let sec = Profile.now() - t0
+        let epoch = globalStep == 0 ? startEpoch : outputs.epoch + 1
+        let ranked = RankedListsFile(title: "epoch \(epoch)",
+                                     worst: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.worst, 4)),
+                                     best: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.best, 4)))
         outputs.evaluated(RankingResultSummary(rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
-                                               queries: q.count, gallery: g.count, seconds: sec), globalStep: globalStep)
+                                               queries: q.count, gallery: g.count, seconds: sec, cmc: r.cmc),
+                          epoch: epoch, globalStep: globalStep, ranked: ranked)
         return EvalResult(ranking: r, seconds: sec)
     }
 }

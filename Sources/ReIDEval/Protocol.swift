@@ -16,8 +16,24 @@ public struct RankingResult: Codable, Equatable {
     public var cmc: [Double]            // cmc[k-1] = CMC@k, k = 1...maxRank
     public var mAP: Double, mINP: Double
     public var validQueries: Int, totalQueries: Int
+    /// Each query's AP, in query order; nil for a query with no correct image left.
+    public var queryAP: [Double?] = []
     public func rank(_ k: Int) -> Double { k <= cmc.count ? cmc[k - 1] : (cmc.last ?? 0) }
+
+    /// Query indices by AP: the `n` worst (lowest AP first) or best (highest first), or the
+    /// first `n` valid ones in file order. Ties keep file order.
+    public func queries(_ order: QueryOrder, _ n: Int) -> [Int] {
+        let valid = queryAP.indices.filter { queryAP[$0] != nil }
+        switch order {
+        case .file: return Array(valid.prefix(n))
+        case .worst: return Array(valid.sorted { (queryAP[$0]!, $0) < (queryAP[$1]!, $1) }.prefix(n))
+        case .best: return Array(valid.sorted { queryAP[$0]! > queryAP[$1]! || (queryAP[$0]! == queryAP[$1]! && $0 < $1) }.prefix(n))
+        }
+    }
 }
+
+/// Which queries to show: lowest AP first, highest first, or file order.
+public enum QueryOrder: String, CaseIterable, Codable { case worst, best, file }
 
 /// Per-query outcome: 1-based positions of the correct images among the kept gallery.
 struct QueryOutcome {
@@ -105,7 +121,8 @@ public struct ProtocolAccumulator {
         }
         let v = Double(Swift.max(valid, 1))
         return RankingResult(cmc: cmc.map { $0 / v }, mAP: ap / v, mINP: inp / v,
-                             validQueries: valid, totalQueries: outcomes.count)
+                             validQueries: valid, totalQueries: outcomes.count,
+                             queryAP: outcomes.map { $0.firstRank > 0 ? $0.ap : nil })
     }
 }
 

@@ -5,6 +5,7 @@ import ReIDCore
 import ReIDEval
 
 extension Metric: ExpressibleByArgument {}
+extension QueryOrder: ExpressibleByArgument {}
 
 struct Rank: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,6 +30,7 @@ struct Rank: ParsableCommand {
     @Option(help: "Write the results as JSON to this file.") var json: String?
     @Option(help: "Write ranked-list pictures of the first --visualize-count queries into this folder.") var visualize: String?
     @Option(parsing: .unconditional, help: "How many queries to draw with --visualize.") var visualizeCount = 20
+    @Option(help: "Which queries --visualize draws: worst (lowest AP first), best, or file (file order).") var visualizeOrder: QueryOrder = .file
     @Option(help: "Folder that relative image paths in the feature files are relative to.") var imageRoot: String?
 
     func validate() throws {
@@ -49,7 +51,7 @@ struct Rank: ParsableCommand {
                        : try rank(query: q, gallery: g, metric: metric, maxRank: maxRank, blockRows: block)
         let seconds = Profile.now() - t0
         printTable(r, q: q, g: g, seconds: seconds, load: tLoad)
-        if let dir = visualize { try drawPictures(q, g, dir: dir, params: params) }
+        if let dir = visualize { try drawPictures(q, g, dir: dir, params: params, result: r) }
         if let json { try writeJSON(r, seconds: seconds, to: json) }
     }
 
@@ -63,18 +65,20 @@ struct Rank: ParsableCommand {
         if r.validQueries == 0 { print("warning: no query has a correct gallery image from another camera") }
     }
 
-    func drawPictures(_ q: FeatureSet, _ g: FeatureSet, dir: String, params: RerankParams) throws {
-        let n = min(visualizeCount, q.count)
-        let head = FeatureSet(features: Tensor([n, q.dim], Array(q.features.buffer.prefix(n * q.dim))),
-                              pids: Array(q.pids.prefix(n)), camids: Array(q.camids.prefix(n)),
-                              paths: Array(q.paths.prefix(n)), path: q.path)
+    func drawPictures(_ q: FeatureSet, _ g: FeatureSet, dir: String, params: RerankParams, result: RankingResult) throws {
+        let picked = result.queries(visualizeOrder, visualizeCount)
+        let n = picked.count
+        var rows: [Float] = []
+        for i in picked { rows += q.features.buffer[(i * q.dim)..<((i + 1) * q.dim)] }
+        let head = FeatureSet(features: Tensor([n, q.dim], rows), pids: picked.map { q.pids[$0] }, camids: picked.map { q.camids[$0] },
+                              paths: q.paths.isEmpty ? [] : picked.map { q.paths[$0] }, path: q.path)
         let gal = rerank ? g.droppingJunk() : g
         let dist: Tensor
         if rerank {
             // Re-ranked distances need the whole query set's neighbourhoods.
             let rr = try Reranker(query: q, gallery: gal, metric: metric, params: params)
             dist = Tensor([n, gal.count])
-            rr.distances(q0: 0, rows: n, into: dist.ptr)
+            for (r, i) in picked.enumerated() { rr.distances(q0: i, rows: 1, into: dist.ptr + r * gal.count) }
         } else {
             dist = distanceMatrix(head, gal, metric: metric)
         }

@@ -6,6 +6,7 @@ import ReIDData
 import ReIDDist
 import ReIDEval
 import ReIDImage
+import ReIDReport
 
 /// --config and --set, shared by the commands that read a training configuration.
 struct ConfigOptions: ParsableArguments {
@@ -197,6 +198,8 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Write the results as JSON.") var json: String?
     @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
+    @Option(help: "Write a report of this evaluation (report.html with its CMC, the worst and best queries' ranked lists, the model and data) into this folder.")
+    var report: String?
     @OptionGroup var data: DataOptions
 
     func run() throws { try withCommunicator(evaluate) }
@@ -230,6 +233,9 @@ struct Evaluate: ParsableCommand {
                                       "model": which, "data_root": d.root, "layout": d.layout.rawValue]
             try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
         }
+        if let dir = report {
+            try writeEvaluationReport(dir, r, q, g, which: which, data: d, metric: e.metric, seconds: sec)
+        }
         if let prefix = saveFeatures {
             try q.write(to: prefix + "-query.safetensors", producer: "reid-dist evaluate \(checkpoint)")
             try g.write(to: prefix + "-gallery.safetensors", producer: "reid-dist evaluate \(checkpoint)")
@@ -243,4 +249,21 @@ struct ConfigKeys: ParsableCommand {
     func run() {
         print(configKeysMarkdown)
     }
+}
+
+/// An evaluation's own report: a one-evaluation "run folder" (metrics.jsonl, run.json,
+/// report/ranked.json) and its report.html.
+func writeEvaluationReport(_ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, data: DataSettings,
+                           metric: Metric, seconds: Double) throws {
+    try createFolder(dir + "/" + RunReport.folder, what: "--report")
+    let record: [String: Any] = ["kind": "eval", "epoch": 0, "global_step": 0, "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10),
+                                 "mAP": r.mAP, "mINP": r.mINP, "seconds": seconds, "cmc": Array(r.cmc.prefix(50))]
+    try writeAtomically(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) + Data("\n".utf8), to: dir + "/metrics.jsonl")
+    let info: [String: Any] = ["model": which, "data": "\(data.root) (\(data.layout.rawValue))", "metric": metric.rawValue,
+                               "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()]
+    try writeAtomically(try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]), to: dir + "/run.json")
+    let ranked = RankedListsFile(title: "this evaluation", worst: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.worst, 4)),
+                                 best: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.best, 4)))
+    try writeAtomically(try JSONEncoder().encode(ranked), to: dir + "/" + RunReport.folder + "/ranked.json")
+    print("report: \(try RunReport.write(runDir: dir))")
 }

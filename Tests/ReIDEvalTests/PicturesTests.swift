@@ -57,4 +57,18 @@ final class PicturesTests: XCTestCase {
             XCTAssert("\($0)".contains("no __metadata__ 'paths'"), "\($0)")
         }
     }
+
+    func testQueriesByAPAndRankedListsMarkJunkAndSameCamera() throws {
+        // Query 1 (0, 1): nearest g2 (junk), then g1 (its id, its camera: removed), then g0 (another
+        // id), then g3 (its id, another camera): AP 1/2. Query 0 finds g0 first: AP 1. Query 2: none.
+        let q = FeatureSet(features: Tensor([3, 2], [1, 0, 0, 1, 0.7, 0.7]), pids: [1, 2, 9], camids: [1, 1, 1], paths: ["q0", "q1", "q2"])
+        let g = FeatureSet(features: Tensor([4, 2], [1, 0, 0.1, 1, 0, 1, 1, -0.05]), pids: [1, 2, -1, 2], camids: [2, 1, 3, 2],
+                           paths: ["g0", "g1", "g2", "g3"])
+        let r = try rank(query: q, gallery: g)
+        XCTAssertEqual(r.queryAP[0], 1); XCTAssertEqual(r.queryAP[1]!, 0.5, accuracy: 1e-9); XCTAssertNil(r.queryAP[2])
+        XCTAssertEqual(r.queries(.worst, 5), [1, 0]); XCTAssertEqual(r.queries(.best, 1), [0]); XCTAssertEqual(r.queries(.file, 5), [0, 1])
+        let lists = rankedLists(query: q, gallery: g, metric: .cosine, result: r, indices: [1], k: 4)
+        XCTAssertEqual(lists[0].top.map(\.path), ["g2", "g1", "g0", "g3"])
+        XCTAssertEqual(lists[0].top.map(\.mark), [.junk, .sameCamera, .wrong, .correct])
+    }
 }

@@ -1,0 +1,121 @@
+// What a run folder holds, read for the report: the metrics.jsonl records,
+// run.json (ranks, threads, processor, kernel, versions, wall time), the
+// resolved config, the checkpoints and the last evaluation's ranked lists.
+import Foundation
+import ReIDEval
+
+final class RunRecords {
+    struct Train { var globalStep: Double, epoch: Int, step: Int, loss: Double, stepLoss: Double?, acc: Double, lr: Double
+                   var ips: Double, dataWait: Double, exposed: Double?, rankWait: Double? }
+    struct Eval { var globalStep: Int, epoch: Int?, rank1: Double, rank5: Double, rank10: Double, mAP: Double, mINP: Double, cmc: [Double] }
+    struct CheckpointRow { var name: String, epoch: Int, mAP: Double? }
+
+    let runDir: String
+    var name: String { (runDir as NSString).lastPathComponent }
+    var train: [Train] = [], evals: [Eval] = [], comm: [[String: Any]] = []
+    var info: [(String, String)] = []
+    var config = "", summaryLine = ""
+    var checkpoints: [CheckpointRow] = [], best: String?, latest: String?
+    var ranked: RankedListsFile?
+    var thumbs: [String: String] = [:]
+
+    init(runDir: String) throws {
+        self.runDir = runDir
+        let metrics = (runDir as NSString).appendingPathComponent("metrics.jsonl")
+        guard let text = try? String(contentsOfFile: metrics, encoding: .utf8) else {
+            throw ReportError("\(metrics): missing or unreadable; is \(runDir) a reid-dist run folder?")
+        }
+        for (n, line) in text.split(separator: "\n").enumerated() {
+            guard let obj = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                throw ReportError("\(metrics):\(n + 1): not a JSON object")
+            }
+            func d(_ k: String) -> Double? { (obj[k] as? NSNumber)?.doubleValue }
+            switch obj["kind"] as? String {
+            case "train":
+                train.append(Train(globalStep: d("global_step") ?? 0, epoch: Int(d("epoch") ?? 0), step: Int(d("step") ?? 0), loss: d("loss") ?? .nan,
+                                   stepLoss: d("step_loss"), acc: d("acc") ?? .nan, lr: d("lr") ?? .nan, ips: d("images_per_second") ?? .nan,
+                                   dataWait: d("data_wait_s") ?? .nan, exposed: d("allreduce_exposed_s"), rankWait: d("rank_wait_s")))
+            case "eval":
+                evals.append(Eval(globalStep: Int(d("global_step") ?? 0), epoch: d("epoch").map { Int($0) }, rank1: d("rank1") ?? .nan,
+                                  rank5: d("rank5") ?? .nan, rank10: d("rank10") ?? .nan, mAP: d("mAP") ?? .nan, mINP: d("mINP") ?? .nan,
+                                  cmc: (obj["cmc"] as? [NSNumber])?.map(\.doubleValue) ?? []))
+            case "comm": comm.append(obj)
+            default: break
+            }
+        }
+        config = (try? String(contentsOfFile: (runDir as NSString).appendingPathComponent("config.yaml"), encoding: .utf8)) ?? "(no config.yaml)"
+        if let data = FileManager.default.contents(atPath: (runDir as NSString).appendingPathComponent("run.json")),
+           let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
+            for k in obj.keys.sorted() { info.append((k.replacingOccurrences(of: "_", with: " "), "\(obj[k]!)")) }
+        }
+        for c in comm.suffix(1) {
+            for k in ["allreduce_exposed_s", "rank_imbalance_s", "run_s"] { if let v = c[k] { info.append(("last run: " + k.replacingOccurrences(of: "_", with: " "), "\(v)")) } }
+        }
+        readCheckpoints()
+        if let data = FileManager.default.contents(atPath: ((runDir as NSString).appendingPathComponent(RunReport.folder) as NSString).appendingPathComponent("ranked.json")) {
+            ranked = try? JSONDecoder().decode(RankedListsFile.self, from: data)
+        }
+        let steps = train.last.map { Int($0.globalStep) } ?? 0
+        summaryLine = "\(steps) steps logged over \(train.last?.epoch ?? 0) epoch(s), \(evals.count) evaluation(s)"
+            + (evals.last.map { String(format: "; last: rank-1 %.2f%%, mAP %.2f%%", $0.rank1 * 100, $0.mAP * 100) } ?? "")
+    }
+
+    func readCheckpoints() {
+        let dir = (runDir as NSString).appendingPathComponent("checkpoints")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("epoch-") }.sorted()
+        func pointer(_ f: String) -> String? {
+            (try? String(contentsOfFile: (dir as NSString).appendingPathComponent(f), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        best = pointer("best"); latest = pointer("latest")
+        for n in names {
+            var row = CheckpointRow(name: n, epoch: Int(n.dropFirst(6).prefix(4)) ?? 0, mAP: nil)
+            if let data = FileManager.default.contents(atPath: ((dir as NSString).appendingPathComponent(n) as NSString).appendingPathComponent("state.json")),
+               let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let m = obj["metrics"] as? [String: Any] {
+                row.mAP = (m["mAP"] as? NSNumber)?.doubleValue
+            }
+            checkpoints.append(row)
+        }
+    }
+
+    /// The charts, by file name. Training charts have one point per logged step.
+    func charts() -> [(String, SVGChart)] {
+        var out: [(String, SVGChart)] = []
+        // Epoch boundaries: after each epoch's last logged step.
+        var ends: [Double] = []
+        for (a, b) in zip(train, train.dropFirst()) where b.epoch != a.epoch { ends.append((a.globalStep + b.globalStep) / 2) }
+        func chart(_ file: String, _ title: String, _ y: String, _ series: [SVGChart.Series], range: ClosedRange<Double>? = nil) {
+            var c = SVGChart(title: title, xLabel: "step", yLabel: y, series: series)
+            c.markers = ends; c.yRange = range
+            out.append((file, c))
+        }
+        let x = train.map(\.globalStep)
+        func pts(_ v: [Double]) -> [(x: Double, y: Double)] { zip(x, v).map { ($0, $1) } }
+        var loss = [SVGChart.Series("epoch mean", pts(train.map(\.loss)), color: "#1f77b4")]
+        if train.contains(where: { $0.stepLoss != nil }) { loss.append(.init("last step", pts(train.map { $0.stepLoss ?? .nan }), color: "#aec7e8")) }
+        chart("loss", "Training loss", "loss", loss)
+        chart("accuracy", "Training accuracy (per head, epoch so far)", "%", [.init("accuracy", pts(train.map { $0.acc * 100 }), color: "#2ca02c")])
+        chart("lr", "Learning rate", "lr", [.init("lr", pts(train.map(\.lr)), color: "#9467bd")])
+        chart("throughput", "Throughput", "images/s", [.init("images/s", pts(train.map(\.ips)), color: "#ff7f0e")])
+        chart("data-wait", "Data-loader wait (cumulative in the epoch)", "s", [.init("wait", pts(train.map(\.dataWait)), color: "#8c564b")])
+        if train.contains(where: { $0.exposed != nil }) {
+            chart("allreduce", "All-reduce per logged window", "s", [
+                .init("exposed all-reduce", pts(train.map { $0.exposed ?? .nan }), color: "#d62728"),
+                .init("waiting for the slowest rank", pts(train.map { $0.rankWait ?? .nan }), color: "#7f7f7f")])
+        }
+        let ex = evals.enumerated().map { Double($1.epoch ?? $0 + 1) }
+        var e = SVGChart(title: "Evaluation", xLabel: "epoch", yLabel: "%", series: [
+            .init("rank-1", zip(ex, evals.map { $0.rank1 * 100 }).map { ($0, $1) }, color: "#1f77b4", dots: true),
+            .init("rank-5", zip(ex, evals.map { $0.rank5 * 100 }).map { ($0, $1) }, color: "#aec7e8", dots: true),
+            .init("mAP", zip(ex, evals.map { $0.mAP * 100 }).map { ($0, $1) }, color: "#d62728", dots: true),
+            .init("mINP", zip(ex, evals.map { $0.mINP * 100 }).map { ($0, $1) }, color: "#ff9896", dots: true)])
+        e.yRange = 0...100
+        out.append(("eval", e))
+        if let last = evals.last, !last.cmc.isEmpty {
+            var c = SVGChart(title: "CMC of the last evaluation", xLabel: "rank", yLabel: "%", series: [
+                .init("CMC", last.cmc.prefix(50).enumerated().map { (Double($0 + 1), $1 * 100) }, color: "#1f77b4", dots: true)])
+            c.yRange = 0...100
+            out.append(("cmc", c))
+        }
+        return out
+    }
+}
