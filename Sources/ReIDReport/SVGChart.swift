@@ -39,6 +39,7 @@ public struct SVGChart {
 
     static func label(_ v: Double) -> String {
         let a = abs(v)
+        if a < 1e-12 { return "0" }
         if a != 0 && (a < 1e-3 || a >= 1e5) { return String(format: "%.1e", v) }
         if a >= 100 || v == v.rounded() { return String(format: "%.0f", v) }
         return a >= 10 ? String(format: "%.1f", v) : String(format: "%.3g", v)
