@@ -376,4 +376,40 @@ final class MPITests: XCTestCase {
         XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
         XCTAssert(text.contains("error: no progress for") && text.contains("(train.step_timeout_s 2 s)"), text)
     }
+
+    /// Cluster/sim-cluster.sh, or a skip saying why this machine cannot make network namespaces.
+    func simCluster() throws -> String {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Cluster/sim-cluster.sh").path
+        guard getuid() == 0 else { throw XCTSkip("simulated cluster: needs root for network namespaces") }
+        let probe = "rdprobe\(getpid())"
+        let (s, o) = try run("/bin/sh", ["-c", "ip netns add \(probe) && ip netns del \(probe)"])
+        guard s == 0 else { throw XCTSkip("simulated cluster: this machine cannot make network namespaces (\(o.trimmingCharacters(in: .whitespacesAndNewlines)))") }
+        return script
+    }
+
+    /// Two namespace "nodes" over a shaped 1 Gbit/s link: a few training steps as one MPI job,
+    /// then node 2's link goes down mid-training: the surviving rank's watchdog names the step
+    /// and stops within train.step_timeout_s, the last checkpoint verifies, and once the link is
+    /// back (a new cluster) --resume auto continues.
+    func testSimulatedClusterTrainsAndSurvivesALinkGoingDown() throws {
+        let script = try simCluster()
+        let dir = scratch("simcluster"), cfg = try configFile(dir)
+        let t0 = Date()
+        var (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
+                                      "--set", "train.run_dir=\(dir)/run"], timeout: 90)
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("2 MPI ranks") && o.contains("epoch 1/1 step"), o)
+        print(String(format: "simulated 2-node training: %.1f s", Date().timeIntervalSince(t0)))
+        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "40", "--link-down", "2@7", "--", "train", "--config", cfg,
+                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"], timeout: 90)
+        XCTAssertNotEqual(s, 0, o)
+        XCTAssert(o.contains("link of node 2 down") && o.contains("error: no progress for"), o)
+        let latest = try String(contentsOfFile: dir + "/down/checkpoints/latest", encoding: .utf8)
+        let st = try Checkpoint.verify(dir + "/down/checkpoints/" + latest)
+        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
+                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"], timeout: 90)
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("resumed from \(dir)/down/checkpoints/\(latest)"), o)
+    }
 }
