@@ -19,7 +19,7 @@ let benchCases = [
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: training step (default) and evaluation.",
-        subcommands: [BenchTrain.self, BenchEval.self, BenchAllreduce.self], defaultSubcommand: BenchTrain.self)
+        subcommands: [BenchTrain.self, BenchEval.self, BenchAllreduce.self, BenchPlan.self], defaultSubcommand: BenchTrain.self)
 }
 
 extension Bench { nonisolated(unsafe) static var quiet = false }
