@@ -70,6 +70,70 @@ int rd_mpi_wait(int64_t *request) {
     return rc;
 }
 
+// 16-bit gradients on the wire (bfloat16 or IEEE float16), summed in float: every pairwise
+// combine widens both operands to float, adds, and rounds back to nearest even.
+static inline float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);     // NaN stays NaN
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline float f16_to_f32(uint16_t h) { _Float16 v; memcpy(&v, &h, 2); return (float)v; }
+static inline uint16_t f32_to_f16(float f) { _Float16 v = (_Float16)f; uint16_t h; memcpy(&h, &v, 2); return h; }
+
+static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in; uint16_t *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in; uint16_t *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = f32_to_f16(f16_to_f32(a[i]) + f16_to_f32(b[i]));
+}
+static MPI_Op op16[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
+static int half_op(int kind, MPI_Op *op) {
+    if (kind != 1 && kind != 2) return MPI_ERR_ARG;
+    if (op16[kind] == MPI_OP_NULL) {
+        int rc = MPI_Op_create(kind == 1 ? sum_bf16 : sum_f16, 1, &op16[kind]);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    *op = op16[kind];
+    return MPI_SUCCESS;
+}
+
+void rd_to_half(const float *src, uint16_t *dst, size_t n, int kind) {
+    if (kind == 1) for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+    else for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+void rd_from_half(const uint16_t *src, float *dst, size_t n, int kind, float scale) {
+    if (kind == 1) for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]) * scale;
+    else for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]) * scale;
+}
+
+int rd_mpi_allreduce_sum_half(uint16_t *data, size_t count, int kind) {
+    MPI_Op op; int rc = half_op(kind, &op);
+    if (rc != MPI_SUCCESS) return rc;
+    for (size_t off = 0; off < count; off += RD_CHUNK) {
+        size_t n = count - off < RD_CHUNK ? count - off : RD_CHUNK;
+        rc = MPI_Allreduce(MPI_IN_PLACE, data + off, (int)n, MPI_UINT16_T, op, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_SUCCESS;
+}
+
+int rd_mpi_iallreduce_sum_half(uint16_t *data, size_t count, int kind, int64_t *request) {
+    if (count > RD_CHUNK) return MPI_ERR_COUNT;
+    MPI_Op op; int rc = half_op(kind, &op);
+    if (rc != MPI_SUCCESS) return rc;
+    MPI_Request *r = (MPI_Request *)malloc(sizeof(MPI_Request));
+    if (!r) return MPI_ERR_NO_MEM;
+    rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_UINT16_T, op, MPI_COMM_WORLD, r);
+    if (rc != MPI_SUCCESS) { free(r); return rc; }
+    *request = (int64_t)(intptr_t)r;
+    return MPI_SUCCESS;
+}
+
 int rd_mpi_bcast(void *data, size_t bytes, int root) {
     char *p = (char *)data;
     for (size_t off = 0; off < bytes; off += RD_CHUNK) {

@@ -5,6 +5,19 @@
 import CMPIShim
 import Foundation
 
+/// How gradients travel between ranks (train.grad_dtype): float32, or converted to 16 bits
+/// for the all-reduce only (as Horovod's fp16 compression), the sums done in float, the
+/// result widened back to float32 for the optimizer.
+public enum WireType: String, CaseIterable {
+    case float32, bfloat16, float16
+    var code: Int32 { self == .bfloat16 ? 1 : 2 }
+
+    /// float32 -> this 16-bit type, rounding to nearest even.
+    public func narrow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, _ n: Int) { rd_to_half(src, dst, n, code) }
+    /// this 16-bit type -> float32, times `scale`.
+    public func widen(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, scale: Float = 1) { rd_from_half(src, dst, n, code, scale) }
+}
+
 /// How far MPI lets threads call it (MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE).
 public enum ThreadLevel: Int, Comparable, CustomStringConvertible {
     case single, funneled, serialized, multiple
@@ -32,6 +45,9 @@ public protocol Communicator: AnyObject {
     func barrier() throws
     /// Non-blocking in-place sum; finish it with `test` or `wait`.
     func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) throws -> Int64
+    /// The same for 16-bit values (bfloat16 or float16, `WireType`), summed in float.
+    func allreduceSumHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws
+    func startAllreduceHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws -> Int64
     /// True once the request completed (it is then released).
     func test(_ request: inout Int64) throws -> Bool
     func wait(_ request: inout Int64) throws
@@ -71,6 +87,8 @@ public final class SingleProcess: Communicator {
     public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) -> [Float]? { Array(UnsafeBufferPointer(start: data, count: count)) }
     public func barrier() {}
     public func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) -> Int64 { 0 }
+    public func allreduceSumHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) {}
+    public func startAllreduceHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) -> Int64 { 0 }
     public func test(_ request: inout Int64) -> Bool { true }
     public func wait(_ request: inout Int64) {}
     public func abort(_ code: Int32) -> Never { exit(code) }
@@ -163,6 +181,14 @@ public final class MPICommunicator: Communicator {
     public func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) throws -> Int64 {
         var req: Int64 = 0
         try Self.check(rd_mpi_iallreduce_sum_f32(data, count, &req), "MPI_Iallreduce")
+        return req
+    }
+    public func allreduceSumHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws {
+        try Self.check(rd_mpi_allreduce_sum_half(data, count, kind.code), "MPI_Allreduce (\(kind.rawValue))")
+    }
+    public func startAllreduceHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws -> Int64 {
+        var req: Int64 = 0
+        try Self.check(rd_mpi_iallreduce_sum_half(data, count, kind.code, &req), "MPI_Iallreduce (\(kind.rawValue))")
         return req
     }
     public func test(_ req: inout Int64) throws -> Bool {

@@ -78,6 +78,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.eval_every", kind: .int, defaultValue: .int(40), doc: "epochs between evaluations (0: only at the end)"),
     .init(name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines"),
     .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)"),
+    .init(name: "train.grad_dtype", kind: .choice(WireType.allCases.map(\.rawValue)), defaultValue: .string("float32"), doc: "gradients' type in the all-reduce between ranks: float32, or bfloat16 / float16 (half the bytes; summed in float, weights and optimizer stay float32)"),
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
     .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s"),
@@ -288,7 +289,8 @@ public struct Config {
                       keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"), logEvery: int("train.log_every"),
                       bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
                       checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"),
-                      stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil)
+                      stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil,
+                      gradType: WireType(rawValue: string("train.grad_dtype"))!)
     }
     public var eval: EvalSettings {
         EvalSettings(metric: Metric(rawValue: string("eval.metric"))!, flip: bool("eval.flip"), batchSize: int("eval.batch_size"),
@@ -330,6 +332,8 @@ public struct TrainSettings {
     public var threads: Int
     /// The step watchdog's bound in seconds; nil: automatic.
     public var stepTimeout: Double?
+    /// The gradients' type in the all-reduce.
+    public var gradType: WireType
 
     /// BLAS and engine threads for one rank: train.threads, or the cores this
     /// process may run on (its affinity mask) shared among the node's ranks.

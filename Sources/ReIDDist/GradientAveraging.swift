@@ -61,12 +61,14 @@ extension GradientAveraging {
 
 /// The averaging a run needs: MPI's when launched under MPI (bucketed unless
 /// `bucketBytes` is 0), simulated replicas for `simulatedRanks` > 1, else none.
-public func makeGradientAveraging(comm: Communicator, simulatedRanks: Int, arena: Arena, bucketBytes: Int) throws -> GradientAveraging {
+/// `wire`: the gradients' type in the all-reduce (train.grad_dtype); it matters only under MPI.
+public func makeGradientAveraging(comm: Communicator, simulatedRanks: Int, arena: Arena, bucketBytes: Int,
+                                  wire: WireType = .float32) throws -> GradientAveraging {
     precondition(simulatedRanks >= 1)
     if comm.size > 1 {
         guard simulatedRanks == 1 else { throw ConfigError("--simulate-ranks is for runs without a launcher (this one has \(comm.size) MPI ranks)") }
-        return bucketBytes > 0 ? try BucketedAllreduce(comm: comm, arena: arena, bucketBytes: bucketBytes)
-                               : BlockingAllreduce(comm: comm, arena: arena)
+        return bucketBytes > 0 ? try BucketedAllreduce(comm: comm, arena: arena, bucketBytes: bucketBytes, wire: wire)
+                               : BlockingAllreduce(comm: comm, arena: arena, wire: wire)
     }
     return simulatedRanks > 1 ? SimulatedRanks(simulatedRanks, arena: arena) : LocalGradients(arena: arena)
 }
@@ -157,13 +159,23 @@ public final class SimulatedRanks: GradientAveraging {
 
 /// MPI: the whole gradient arena summed over ranks after backward, then x 1/N.
 public final class BlockingAllreduce: GradientAveraging {
-    let comm: Communicator, arena: Arena
-    public init(comm: Communicator, arena: Arena) { self.comm = comm; self.arena = arena }
+    let comm: Communicator, arena: Arena, wire: WireType
+    private var stage: [UInt16] = []
+    public init(comm: Communicator, arena: Arena, wire: WireType = .float32) { self.comm = comm; self.arena = arena; self.wire = wire }
     public var worldSize: Int { comm.size }
     public var localRanks: [Int] { [comm.rank] }
-    public var description: String { "\(comm.size) MPI ranks, one blocking all-reduce after backward (train.bucket_mb 0)" }
+    public var description: String { "\(comm.size) MPI ranks, one blocking all-reduce after backward (train.bucket_mb 0)\(wire == .float32 ? "" : ", gradients sent as \(wire)")" }
     public func beginStep() {}
-    public func finish() throws { try comm.allreduceMean(arena.grad, arena.paramCount) }
+    public func finish() throws {
+        guard wire != .float32 else { try comm.allreduceMean(arena.grad, arena.paramCount); return }
+        let n = arena.paramCount
+        if stage.count != n { stage = [UInt16](repeating: 0, count: n) }
+        try stage.withUnsafeMutableBufferPointer { s in
+            wire.narrow(arena.grad, s.baseAddress!, n)
+            try comm.allreduceSumHalf(s.baseAddress!, n, wire)
+            wire.widen(s.baseAddress!, arena.grad, n, scale: 1 / Float(comm.size))
+        }
+    }
     public func averageBatchNorm() throws { try comm.allreduceMean(arena.buffer, arena.bufferCount) }
     public func replicaBuffers() throws -> [Float]? { try gatherBuffers(comm, arena) }
     public func restoreReplicaBuffers(_ all: [Float]?) throws { try scatterBuffers(comm, arena, all) }
@@ -174,26 +186,26 @@ public final class BlockingAllreduce: GradientAveraging {
 /// main thread computes, never at the same time as it: MPI must grant at least
 /// MPI_THREAD_SERIALIZED.
 public final class BucketedAllreduce: GradientAveraging {
-    let comm: Communicator, arena: Arena, bucketBytes: Int
+    let comm: Communicator, arena: Arena, bucketBytes: Int, wire: WireType
     private var sync: GradientSync?
 
-    public init(comm: Communicator, arena: Arena, bucketBytes: Int) throws {
+    public init(comm: Communicator, arena: Arena, bucketBytes: Int, wire: WireType = .float32) throws {
         guard comm.threadLevel >= .serialized else {
             throw CommError("the overlapped gradient all-reduce (train.bucket_mb = \(Double(bucketBytes) / 1_048_576)) calls MPI from a second thread, "
                             + "which needs MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE; this MPI granted \(comm.threadLevel). "
                             + "Use an MPI built with thread support, or set train.bucket_mb=0 (one blocking all-reduce after backward)")
         }
-        self.comm = comm; self.arena = arena; self.bucketBytes = bucketBytes
+        self.comm = comm; self.arena = arena; self.bucketBytes = bucketBytes; self.wire = wire
     }
 
     public var worldSize: Int { comm.size }
     public var localRanks: [Int] { [comm.rank] }
     public var description: String {
-        "\(comm.size) MPI ranks, gradient all-reduce in buckets of at most \(String(format: "%.1f", Double(bucketBytes) / 1_048_576)) MB overlapped with backward (\(comm.threadLevel))"
+        "\(comm.size) MPI ranks, gradient all-reduce in buckets of at most \(String(format: "%.1f", Double(bucketBytes) / 1_048_576)) MB overlapped with backward (\(comm.threadLevel))\(wire == .float32 ? "" : ", gradients sent as \(wire)")"
     }
 
     public func beginStep() {
-        if sync == nil { sync = GradientSync(comm: comm, grad: arena.grad, count: arena.paramCount, bucketBytes: bucketBytes) }
+        if sync == nil { sync = GradientSync(comm: comm, grad: arena.grad, count: arena.paramCount, bucketBytes: bucketBytes, wire: wire) }
         sync!.beginStep()
     }
     public func gradientsFinal(from offset: Int) throws { try sync?.ready(offset) }

@@ -18,6 +18,10 @@ public final class GradientSync {
     let comm: Communicator
     let grad: UnsafeMutablePointer<Float>
     let scale: Float
+    /// 16-bit exchange: each bucket is narrowed into `stage` before its all-reduce and
+    /// widened back (times 1/N) when it completes.
+    let wire: WireType
+    private let stage: UnsafeMutablePointer<UInt16>
     /// [lo, hi) ranges of the arena, last bucket first.
     public let buckets: [Range<Int>]
     private let cond = NSCondition()
@@ -59,8 +63,9 @@ public final class GradientSync {
         return total
     }
 
-    public init(comm: Communicator, grad: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int) {
-        self.comm = comm; self.grad = grad; scale = 1 / Float(comm.size)
+    public init(comm: Communicator, grad: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int, wire: WireType = .float32) {
+        self.comm = comm; self.grad = grad; scale = 1 / Float(comm.size); self.wire = wire
+        stage = .allocate(capacity: wire == .float32 ? 1 : Swift.max(count, 1))
         // At most a quarter of the arena per bucket, so that a small model's gradients are not
         // one bucket that can start only when backward has ended.
         let per = Swift.max(1, Swift.min(bucketBytes / 4, (count + 3) / 4))
@@ -79,6 +84,8 @@ public final class GradientSync {
         t.name = "reid-dist all-reduce"
         t.start()
     }
+
+    deinit { stage.deallocate() }
 
     /// Ends the communication thread (after `finish`, or when the step failed) and waits up to
     /// 5 s for it to leave: it could be blocked on a rank that died, which MPI then reports.
@@ -126,7 +133,12 @@ public final class GradientSync {
                 while launched < upTo {
                     let r = buckets[launched]
                     let t = Profile.now() - stepStart
-                    inFlight.append((launched, try comm.startAllreduce(grad + r.lowerBound, r.count)))
+                    let req: Int64
+                    if wire == .float32 { req = try comm.startAllreduce(grad + r.lowerBound, r.count) } else {
+                        wire.narrow(grad + r.lowerBound, stage + r.lowerBound, r.count)
+                        req = try comm.startAllreduceHalf(stage + r.lowerBound, r.count, wire)
+                    }
+                    inFlight.append((launched, req))
                     started[launched] = t
                     launched += 1
                 }
@@ -142,7 +154,8 @@ public final class GradientSync {
                     if done {
                         let b = inFlight[i].0
                         let r = buckets[b], p = grad + r.lowerBound
-                        for j in 0..<r.count { p[j] *= scale }    // the mean, while backward still runs
+                        if wire == .float32 { for j in 0..<r.count { p[j] *= scale } }    // the mean, while backward still runs
+                        else { wire.widen(stage + r.lowerBound, p, r.count, scale: scale) }
                         ended[b] = Profile.now() - stepStart
                         inFlight.remove(at: i)
                         cond.lock(); completed += 1; cond.broadcast(); cond.unlock()

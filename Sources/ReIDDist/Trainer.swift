@@ -104,7 +104,8 @@ public final class Trainer {
             try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true)
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(initial) (model.init): \(bad)") }
         }
-        averaging = try makeGradientAveraging(comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes)
+        averaging = try makeGradientAveraging(comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes,
+                                              wire: config.train.gradType)
         outputs = try RunOutputs(runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
                                  logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
                                  averaging: averaging.description, tracePath: config.train.trace)

@@ -23,13 +23,16 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench { nonisolated(unsafe) static var quiet = false }
+extension WireType: ExpressibleByArgument {}
 
 /// print, on rank 0 only.
 func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype }
+    @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
+    var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
     var bucketMb = 25.0
     static let configuration = CommandConfiguration(
@@ -156,7 +159,8 @@ struct BenchTrain: ParsableCommand {
         var rng = RNG(key: 2)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
-        let averaging = try makeGradientAveraging(comm: comm, simulatedRanks: 1, arena: net.arena, bucketBytes: Int(bucketMb * 1_048_576))
+        let averaging = try makeGradientAveraging(comm: comm, simulatedRanks: 1, arena: net.arena, bucketBytes: Int(bucketMb * 1_048_576),
+                                                  wire: gradDtype)
         defer { averaging.close() }
         let step = TrainingStep(model: net, optimizer: opt, averaging: averaging, labelSmoothing: 0.1)
         var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
@@ -264,6 +268,8 @@ struct BenchAllreduce: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "allreduce",
         abstract: "All-reduce bandwidth between ranks (run under mpirun -np N).")
     @Option(parsing: .unconditional, help: "Repetitions per size.") var reps = 10
+    @Option(help: "Type on the wire: float32, or bfloat16 / float16 (the same gradients in half the bytes, converted both ways).")
+    var dtype: WireType = .float32
 
     func run() throws {
         let comm = try MPICommunicator.forThisProcess()
@@ -272,19 +278,29 @@ struct BenchAllreduce: ParsableCommand {
         }
         defer { mpi.finalize() }
         for mb in [1, 25, 100] {
-            let n = mb * 262_144
+            let n = mb * 262_144          // mb MB of float32 gradients
             let a = Tensor([n]), b = Tensor([n])
             for i in 0..<n { a.ptr[i] = 1 }
-            try comm.allreduceSum(a.ptr, n)
+            let stage = UnsafeMutablePointer<UInt16>.allocate(capacity: n)
+            defer { stage.deallocate() }
+            // One all-reduce of these gradients, converted when 16-bit (the conversions are timed too).
+            func once() throws {
+                if dtype == .float32 { try comm.allreduceSum(a.ptr, n); return }
+                dtype.narrow(a.ptr, stage, n)
+                try comm.allreduceSumHalf(stage, n, dtype)
+                dtype.widen(stage, a.ptr, n, scale: 1 / Float(comm.size))
+            }
+            try once()
             var best = Double.infinity, copy = Double.infinity
             for _ in 0..<reps {
                 try comm.barrier()
-                let t = Profile.now(); try comm.allreduceSum(a.ptr, n); best = min(best, Profile.now() - t)
+                let t = Profile.now(); try once(); best = min(best, Profile.now() - t)
                 let t2 = Profile.now(); b.ptr.update(from: a.ptr, count: n); copy = min(copy, Profile.now() - t2)
             }
             if comm.isRoot {
-                print(String(format: "%4d MB: all-reduce %8.2f ms (%6.2f GB/s algorithm bandwidth), memcpy %6.2f ms (%6.2f GB/s), %d ranks",
-                             mb, best * 1e3, Double(n * 4) / best / 1e9, copy * 1e3, Double(n * 4) / copy / 1e9, comm.size))
+                print(String(format: "%4d MB: all-reduce %8.2f ms (%6.2f GB/s algorithm bandwidth), memcpy %6.2f ms (%6.2f GB/s), %d ranks%@",
+                             mb, best * 1e3, Double(n * 4) / best / 1e9, copy * 1e3, Double(n * 4) / copy / 1e9, comm.size,
+                             dtype == .float32 ? "" : ", sent as \(dtype.rawValue)"))
             }
         }
     }

@@ -412,4 +412,33 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("resumed from \(dir)/down/checkpoints/\(latest)"), o)
     }
+
+    /// train.grad_dtype bfloat16 / float16: the gradients cross in 16 bits, blocking and
+    /// bucketed; the run ends close to the float32 one (the same steps, rounding apart), and
+    /// says how it averaged.
+    func testSixteenBitGradientExchangeTrainsCloseToFloat32() throws {
+        let mpi = try mpirun()
+        let dir = scratch("half"), cfg = try configFile(dir)
+        let (s0, o0) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/f32"])
+        XCTAssertEqual(s0, 0, o0)
+        let reference = try model(dir + "/f32")
+        for (kind, bucket) in [("bfloat16", "0.05"), ("float16", "0"), ("bfloat16", "0")] {
+            let name = "\(kind)-\(bucket)"
+            let (s, o) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
+                                                    "--set", "train.grad_dtype=\(kind)", "--set", "train.bucket_mb=\(bucket)"])
+            XCTAssertEqual(s, 0, o)
+            XCTAssert(o.contains("gradients sent as \(kind)"), o)
+            let m = try model(dir + "/" + name)
+            var num = 0.0, den = 0.0, same = true
+            for (k, t) in reference.tensors where t.dtype == .F32 {
+                let x = try reference.floats(k), y = try m.floats(k)
+                if x != y { same = false }
+                for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+            }
+            let rel = (num / den).squareRoot()
+            print("\(name): relative difference of all weights from float32's: \(rel)")
+            XCTAssertFalse(same, "\(name): the 16-bit exchange changed nothing, so it did not happen")
+            XCTAssertLessThan(rel, 1e-2, name)
+        }
+    }
 }

@@ -23,6 +23,13 @@ int rd_mpi_iallreduce_sum_f32(float *data, size_t count, int64_t *request);
 /// *done = 1 when the request completed (the handle is then released).
 int rd_mpi_test(int64_t *request, int *done);
 int rd_mpi_wait(int64_t *request);
+/// 16-bit gradient exchange (kind 1: bfloat16, 2: IEEE float16): conversions from and to
+/// float (round to nearest even; `scale` multiplies on the way back) and in-place sums
+/// whose pairwise combines are done in float.
+void rd_to_half(const float *src, uint16_t *dst, size_t n, int kind);
+void rd_from_half(const uint16_t *src, float *dst, size_t n, int kind, float scale);
+int rd_mpi_allreduce_sum_half(uint16_t *data, size_t count, int kind);
+int rd_mpi_iallreduce_sum_half(uint16_t *data, size_t count, int kind, int64_t *request);
 int rd_mpi_bcast(void *data, size_t bytes, int root);
 /// Every rank's `bytes` bytes, concatenated in rank order into `out` (size*bytes).
 int rd_mpi_allgather(const void *data, size_t bytes, void *out);
