@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int rd_mpi_init(int *provided) {
     // Errors come back as codes instead of aborting the job, so Swift can report them.
@@ -155,6 +156,66 @@ int rd_mpi_gather_f32(const float *data, size_t count, float *out, int root) {
 }
 
 int rd_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
+
+// Heartbeats on a communicator of their own, so they never match the training's messages.
+// Every rank answers pings (rd_mpi_heartbeat_serve, called now and then by its watchdog
+// thread); a rank whose step stalls pings all others and names those that do not answer.
+#define RD_PING 7101
+#define RD_PONG 7102
+static MPI_Comm hb_comm = MPI_COMM_NULL;
+
+int rd_mpi_heartbeat_init(void) {
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &hb_comm);
+    if (rc == MPI_SUCCESS) MPI_Comm_set_errhandler(hb_comm, MPI_ERRORS_RETURN);
+    return rc;
+}
+
+int rd_mpi_heartbeat_serve(void) {
+    if (hb_comm == MPI_COMM_NULL) return MPI_SUCCESS;
+    for (;;) {
+        int flag = 0, token = 0;
+        MPI_Status st;
+        int rc = MPI_Iprobe(MPI_ANY_SOURCE, RD_PING, hb_comm, &flag, &st);
+        if (rc != MPI_SUCCESS || !flag) return rc;
+        rc = MPI_Recv(&token, 1, MPI_INT, st.MPI_SOURCE, RD_PING, hb_comm, MPI_STATUS_IGNORE);
+        if (rc == MPI_SUCCESS) rc = MPI_Send(&token, 1, MPI_INT, st.MPI_SOURCE, RD_PONG, hb_comm);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+}
+
+int rd_mpi_heartbeat_probe(double seconds, int *answered) {
+    if (hb_comm == MPI_COMM_NULL) return MPI_ERR_COMM;
+    int size = 0, rank = 0;
+    MPI_Comm_size(hb_comm, &size);
+    MPI_Comm_rank(hb_comm, &rank);
+    MPI_Request *sends = calloc((size_t)size, sizeof(MPI_Request));
+    MPI_Request *recvs = calloc((size_t)size, sizeof(MPI_Request));
+    int *tokens = calloc((size_t)size * 2, sizeof(int));
+    if (!sends || !recvs || !tokens) { free(sends); free(recvs); free(tokens); return MPI_ERR_NO_MEM; }
+    for (int r = 0; r < size; r++) {
+        answered[r] = r == rank;
+        sends[r] = recvs[r] = MPI_REQUEST_NULL;
+        if (r == rank) continue;
+        tokens[2 * r] = rank;
+        MPI_Irecv(&tokens[2 * r + 1], 1, MPI_INT, r, RD_PONG, hb_comm, &recvs[r]);
+        MPI_Isend(&tokens[2 * r], 1, MPI_INT, r, RD_PING, hb_comm, &sends[r]);
+    }
+    double end = MPI_Wtime() + seconds;
+    int waiting = size - 1;
+    while (waiting > 0 && MPI_Wtime() < end) {
+        rd_mpi_heartbeat_serve();      // others may be probing us at the same moment
+        for (int r = 0; r < size; r++) {
+            if (r == rank || answered[r]) continue;
+            int done = 0;
+            if (MPI_Test(&recvs[r], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) { answered[r] = 1; waiting--; }
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    // Requests to ranks that never answered are left pending, so their buffers stay allocated:
+    // the process is about to end.
+    return MPI_SUCCESS;
+}
 int rd_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 
 void rd_mpi_error_string(int code, char *buf, size_t len) {

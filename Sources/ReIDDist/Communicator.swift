@@ -53,6 +53,11 @@ public protocol Communicator: AnyObject {
     func wait(_ request: inout Int64) throws
     /// Ends the whole job with a non-zero status (never returns).
     func abort(_ code: Int32) -> Never
+    /// Heartbeats, for naming a rank that stopped answering: answer pending pings (called now
+    /// and then from the watchdog's thread), and ping every other rank, returning those that
+    /// did not answer within `seconds` (nil when this communicator has no heartbeats).
+    func heartbeatServe()
+    func unresponsiveRanks(within seconds: Double) -> [Int]?
 }
 
 extension Communicator {
@@ -92,11 +97,14 @@ public final class SingleProcess: Communicator {
     public func test(_ request: inout Int64) -> Bool { true }
     public func wait(_ request: inout Int64) {}
     public func abort(_ code: Int32) -> Never { exit(code) }
+    public func heartbeatServe() {}
+    public func unresponsiveRanks(within seconds: Double) -> [Int]? { nil }
 }
 
 public final class MPICommunicator: Communicator {
     public let rank: Int, size: Int, localRank: Int, localSize: Int
     public let threadLevel: ThreadLevel
+    let heartbeats: Bool
 
     /// How a process was started, read from its environment.
     public enum Launch: Equatable {
@@ -143,6 +151,8 @@ public final class MPICommunicator: Communicator {
         try MPICommunicator.check(rd_mpi_node(&l, &ls), "MPI_Comm_split_type")
         rank = Int(r); size = Int(s); localRank = Int(l); localSize = Int(ls)
         threadLevel = ThreadLevel(rawValue: Int(provided)) ?? .single
+        // Heartbeats come from a third thread: only where MPI allows calls from any thread at once.
+        heartbeats = threadLevel == .multiple && size > 1 && rd_mpi_heartbeat_init() == 0
     }
 
     static func check(_ rc: Int32, _ what: String) throws {
@@ -199,4 +209,12 @@ public final class MPICommunicator: Communicator {
     public func wait(_ req: inout Int64) throws { try Self.check(rd_mpi_wait(&req), "MPI_Wait") }
 
     public func finalize() { _ = rd_mpi_finalize() }
+
+    public func heartbeatServe() { if heartbeats { _ = rd_mpi_heartbeat_serve() } }
+    public func unresponsiveRanks(within seconds: Double) -> [Int]? {
+        guard heartbeats else { return nil }
+        var answered = [Int32](repeating: 0, count: size)
+        guard rd_mpi_heartbeat_probe(seconds, &answered) == 0 else { return nil }
+        return answered.indices.filter { answered[$0] == 0 }
+    }
 }

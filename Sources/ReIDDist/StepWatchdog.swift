@@ -18,6 +18,8 @@ public final class StepWatchdog {
     private var stopping = false
     let fixedTimeout: Double?
     let rankLabel: String
+    /// The ranks' heartbeats (MPI), served on every wake-up and probed on a stall.
+    let comm: Communicator?
     /// What to do on a stall (tests replace the exit).
     var onStall: (String) -> Void = { message in
         FileHandle.standardError.write(Data(message.utf8))
@@ -25,8 +27,9 @@ public final class StepWatchdog {
     }
 
     /// `timeout`: seconds, or nil for the automatic bound.
-    public init(timeout: Double?, rank: Int, ranks: Int) {
+    public init(timeout: Double?, comm: Communicator? = nil, rank: Int, ranks: Int) {
         fixedTimeout = timeout
+        self.comm = ranks > 1 ? comm : nil
         rankLabel = ranks > 1 ? "rank \(rank): " : ""
         // The thread holds `self` until `close` (never a dangling reference to a freed watchdog).
         let t = Thread { self.watch() }
@@ -62,16 +65,39 @@ public final class StepWatchdog {
         while !stopping {
             _ = cond.wait(until: Date(timeIntervalSinceNow: 0.5))
             if let a = armedAt, Profile.now() - a > limit {
-                let message = String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): a rank stopped "
-                                     + "(the one that prints no such line), a link is down or a file system hangs; ending the job. "
-                                     + "The last checkpoint is whole: continue with --resume auto\n",
-                                     rankLabel, Profile.now() - a, label, limit)
+                let elapsed = Profile.now() - a, what = label, bound = limit
                 armedAt = nil
                 cond.unlock()
-                onStall(message)
+                onStall(String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. "
+                               + "The last checkpoint is whole: continue with --resume auto\n", rankLabel, elapsed, what, bound, suspects()))
                 cond.lock()
+            } else if let comm {
+                cond.unlock(); comm.heartbeatServe(); cond.lock()
             }
         }
         cond.unlock()
+    }
+
+    /// Which ranks do not answer a heartbeat within 3 s (probed on a thread of its own, given
+    /// at most 5 s, in case MPI itself is stuck).
+    func suspects() -> String {
+        let generic = "a rank stopped (the one that prints no such line), a link is down or a file system hangs"
+        guard let comm else { return "a file system or device hangs, or the process was stopped" }
+        // Shared with the probing thread, which may outlive this call when MPI is stuck.
+        final class Box: @unchecked Sendable { let cond = NSCondition(); var ranks: [Int]?; var done = false }
+        let box = Box()
+        let t = Thread {
+            let r = comm.unresponsiveRanks(within: 3)
+            box.cond.lock(); box.ranks = r; box.done = true; box.cond.broadcast(); box.cond.unlock()
+        }
+        t.start()
+        box.cond.lock()
+        let deadline = Date(timeIntervalSinceNow: 5)
+        while !box.done && box.cond.wait(until: deadline) {}
+        let r = box.ranks
+        box.cond.unlock()
+        guard let r else { return generic }
+        if r.isEmpty { return "every rank answers its heartbeat, so the step itself is stuck (a hung file system, a stalled collective)" }
+        return "rank\(r.count > 1 ? "s" : "") \(r.map(String.init).joined(separator: ", ")) do\(r.count > 1 ? "" : "es") not answer (stopped, or its link is down)"
     }
 }

@@ -170,7 +170,7 @@ public final class Trainer {
         let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
                                  augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
         let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, labelSmoothing: config.labelSmoothing)
-        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, rank: comm.rank, ranks: comm.size)
+        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, comm: comm, rank: comm.rank, ranks: comm.size)
         defer { averaging.close(); watchdog.close() }
         outputs.beginRun(epochs: epochs, until: end, imagesPerStep: config.sampler.batchSize)
         for epoch in startEpoch..<end {

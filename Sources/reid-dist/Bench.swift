@@ -45,8 +45,10 @@ struct BenchTrain: ParsableCommand {
 
     @Option(parsing: .unconditional, help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
     var steps = 5
-    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and for the engine's own loops.")
-    var threads = 2
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and the engine's loops (default: the cores of this process's affinity mask shared among the ranks on its node).")
+    var threads: Int?
+    /// --threads, or the cores this rank may use (as train.threads 0 gives it).
+    var threadCount: Int { threads ?? max(1, availableCores() / max(comm.localSize, 1)) }
     @Option(help: "Cases to run (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.")
     var cases = "r50-256x128-b16,r18w32-128x64-b32"
     @Flag(help: "Skip the per-stage ResNet-50 timing.")
@@ -60,7 +62,7 @@ struct BenchTrain: ParsableCommand {
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
         let known = Set(benchCases.map(\.name))
         for c in selected where !known.contains(c) { throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))") }
         if let p = torchPython, !FileManager.default.isExecutableFile(atPath: p) {
@@ -78,12 +80,13 @@ struct BenchTrain: ParsableCommand {
         defer { (comm as? MPICommunicator)?.finalize() }
         self.comm = comm
         if !comm.isRoot { Bench.quiet = true }
+        let threads = threadCount
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
+        say("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
 
         let gf = measureSGEMM()
@@ -215,7 +218,7 @@ struct BenchTrain: ParsableCommand {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("torch-bench-\(getpid()).json").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: py)
-        p.arguments = [torchScript, "--threads", "\(threads)", "--steps", "\(steps)", "--json", out]
+        p.arguments = [torchScript, "--threads", "\(threadCount)", "--steps", "\(steps)", "--json", out]
         say("PyTorch baseline (\(torchScript)):")
         do { try p.run(); p.waitUntilExit() } catch {
             say("  could not run \(py): \(error)"); return ["error": "\(error)"]

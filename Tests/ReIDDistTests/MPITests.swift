@@ -375,6 +375,8 @@ final class MPITests: XCTestCase {
         XCTAssertNotEqual(p.terminationStatus, 0)
         XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
         XCTAssert(text.contains("error: no progress for") && text.contains("(train.step_timeout_s 2 s)"), text)
+        // The surviving rank names the stopped one: it does not answer its heartbeat.
+        XCTAssert(text.contains("does not answer (stopped, or its link is down)"), text)
     }
 
     /// Cluster/sim-cluster.sh, or a skip saying why this machine cannot make network namespaces.
@@ -405,12 +407,35 @@ final class MPITests: XCTestCase {
                                   "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"], timeout: 90)
         XCTAssertNotEqual(s, 0, o)
         XCTAssert(o.contains("link of node 2 down") && o.contains("error: no progress for"), o)
+        XCTAssert(o.contains("rank 0: error: no progress") && o.contains("rank 1 does not answer"), "rank 0 names rank 1, behind the link: \(o)")
         let latest = try String(contentsOfFile: dir + "/down/checkpoints/latest", encoding: .utf8)
         let st = try Checkpoint.verify(dir + "/down/checkpoints/" + latest)
         (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
                                   "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"], timeout: 90)
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("resumed from \(dir)/down/checkpoints/\(latest)"), o)
+        // SIGKILL of a rank inside a node: the job ends within 30 s, as on one machine.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: script)
+        p.arguments = ["2", "--rate", "1gbit", "--timeout", "90", "--", "train", "--config", cfg, "--set", "train.run_dir=\(dir)/kill",
+                       "--set", "schedule.epochs=400"]
+        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        try p.run()
+        var waited = 0.0
+        while waited < 60 && !((try? String(contentsOfFile: dir + "/kill/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,") {
+            usleep(50_000); waited += 0.05
+        }
+        // The rank processes: argv[0] is the reid-dist binary (mpirun and the script only pass it on).
+        let ranks = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.filter {
+            let argv = ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").split(separator: "\0")
+            return argv.first?.hasSuffix("reid-dist") == true && argv.contains { $0.contains("\(dir)/kill") }
+        }
+        XCTAssertEqual(ranks.count, 2, "two ranks in the simulated nodes")
+        if let victim = ranks.last { kill(victim, SIGKILL) }
+        let t1 = Date()
+        while p.isRunning && Date().timeIntervalSince(t1) < 30 { usleep(100_000) }
+        XCTAssertFalse(p.isRunning, "the job did not end within 30 s of losing a rank")
+        if p.isRunning { p.terminate(); p.waitUntilExit() }
     }
 
     /// train.grad_dtype bfloat16 / float16: the gradients cross in 16 bits, blocking and

@@ -36,6 +36,12 @@ int rd_mpi_allgather(const void *data, size_t bytes, void *out);
 /// Every rank's `count` floats, in rank order, into `out` (size*count) at `root` only.
 int rd_mpi_gather_f32(const float *data, size_t count, float *out, int root);
 int rd_mpi_barrier(void);
+/// Heartbeats (a communicator of their own, made by rd_mpi_heartbeat_init, collectively):
+/// serve answers pending pings; probe pings every other rank and waits up to `seconds`,
+/// setting answered[r] to 1 for each rank that replied (and for itself).
+int rd_mpi_heartbeat_init(void);
+int rd_mpi_heartbeat_serve(void);
+int rd_mpi_heartbeat_probe(double seconds, int *answered);
 /// Ends every rank of the job with `code` (does not return on success).
 int rd_mpi_abort(int code);
 /// The text of an MPI error code into buf (always NUL-terminated).
