@@ -45,7 +45,7 @@ public enum Checkpoint {
     /// buffers, [world][bufferCount] flattened); returns the folder.
     @discardableResult
     public static func save(runDir: String, model: GroupedMultiBranchNet, optimizer: Optimizer, replicaBuffers: [Float]? = nil,
-                            state: CheckpointState, keep: Int) throws -> String {
+                            state: CheckpointState, keep: Int, card: ModelCard? = nil) throws -> String {
         let fm = FileManager.default
         let dir = folder(runDir)
         try createFolder(dir, what: "the checkpoints folder")
@@ -54,8 +54,9 @@ public enum Checkpoint {
         try? fm.removeItem(atPath: tmp)
         try createFolder(tmp, what: "a checkpoint")
         func path(_ f: String) -> String { (tmp as NSString).appendingPathComponent(f) }
-        try SafeTensors.write(model.arena.stateRecords(), metadata: ["format": "pt", "producer": "reid-dist", "classes": "\(state.classes)"],
-                              to: path(modelFile))
+        var meta = card?.metadata ?? ["producer": "reid-dist", "classes": "\(state.classes)"]
+        meta["format"] = "pt"
+        try SafeTensors.write(model.arena.stateRecords(), metadata: meta, to: path(modelFile))
         try SafeTensors.write([TensorRecord("state1", floats: UnsafeBufferPointer(optimizer.state1.buffer), shape: [optimizer.state1.count]),
                                TensorRecord("state2", floats: UnsafeBufferPointer(optimizer.state2.buffer), shape: [optimizer.state2.count])],
                               metadata: ["kind": optimizer.kind.rawValue, "steps": "\(optimizer.steps)"], to: path(optimizerFile))

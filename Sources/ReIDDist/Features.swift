@@ -43,12 +43,14 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
 /// dealt round-robin to the ranks; rank 0 receives every batch's features and
 /// returns the whole set in the split's order (other ranks return nil). Each
 /// batch holds the same images as in a single-process extraction, so the
-/// features, and the numbers, are the same bit for bit.
+/// features, and the numbers, are the same bit for bit. `progress(done, total)` reports this
+/// rank's batches.
 public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-                            flip: Bool, comm: Communicator, producer: String) throws -> FeatureSet? {
+                            flip: Bool, comm: Communicator, producer: String,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet? {
     if comm.size == 1 {
         return try extractFeatures(model: model, split: split, height: height, width: width, batchSize: batchSize,
-                                   flip: flip, producer: producer)
+                                   flip: flip, producer: producer, progress: progress)
     }
     let n = split.samples.count, ranks = comm.size, r = comm.rank
     let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
@@ -60,7 +62,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     var send = [Float](repeating: 0, count: rowsMax * dim)
     if !mine.samples.isEmpty {
         let f = try extractFeatures(model: model, split: mine, height: height, width: width, batchSize: batchSize,
-                                    flip: flip, producer: producer)
+                                    flip: flip, producer: producer, progress: progress)
         guard f.count == mine.samples.count else {
             throw CommError("rank \(r): \(mine.samples.count - f.count) unreadable images in its share of \(split.folder)")
         }

@@ -259,7 +259,7 @@ public final class Trainer {
                                  config: config.values.mapValues(\.description), metrics: metrics, files: [:],
                                  stepInEpoch: stepInEpoch, epochProgress: stepInEpoch == nil ? nil : outputs.epochProgress)
         let dir = try Checkpoint.save(runDir: runDir, model: model, optimizer: optimizer, replicaBuffers: replicas, state: st,
-                                      keep: config.train.keepCheckpoints)
+                                      keep: config.train.keepCheckpoints, card: ModelCard(config: config, classes: dataset.classes))
         lastCheckpoint = Profile.now()
         log("saved \(dir)")
         return dir

@@ -53,4 +53,25 @@ public struct RankedListPictures {
         }
         return written
     }
+
+    /// Search results: each query beside its hits in order, framed grey (no identities to
+    /// judge by). Returns the files written.
+    public func writeSearch(query q: FeatureSet, gallery g: FeatureSet, hits: [[Int]], to dir: String) throws -> [String] {
+        guard !q.paths.isEmpty, !g.paths.isEmpty else {
+            throw RankingError("pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
+        }
+        try createFolder(dir, what: "the pictures folder")
+        let w = cellWidth + 2 * border, h = cellHeight + 2 * border
+        var written: [String] = []
+        for (qi, row) in hits.enumerated() {
+            var canvas = RGBImage(width: w * (topK + 1) + gap, height: h, fill: (255, 255, 255))
+            canvas.paste(try cell(q.paths[qi], frame: (0, 0, 0)), x: 0, y: 0)
+            for (r, j) in row.prefix(topK).enumerated() { canvas.paste(try cell(g.paths[j], frame: (150, 150, 150)), x: w + gap + r * w, y: 0) }
+            let name = ((q.paths[qi] as NSString).lastPathComponent as NSString).deletingPathExtension
+            let out = (dir as NSString).appendingPathComponent(String(format: "%04d_%@.jpg", qi, name))
+            try writeAtomically(try canvas.jpegData(quality: quality), to: out)
+            written.append(out)
+        }
+        return written
+    }
 }

@@ -133,38 +133,84 @@ struct Train: ParsableCommand {
     }
 }
 
-/// Builds the model of a checkpoint for inference, with the config's data settings.
-/// `checkpoint`: a checkpoint folder, a run folder (its newest checkpoint that verifies),
-/// or a model.safetensors file (verified against its folder's state.json when it has one).
-func loadModel(_ c: Config, checkpoint: String) throws -> GroupedMultiBranchNet {
-    var file = checkpoint
+/// --config (optional) and --set, for the commands that use a trained model: the checkpoint
+/// describes itself, so a config may only add data paths and evaluation settings.
+struct ModelConfigOptions: ParsableArguments {
+    @Option(help: "YAML configuration (optional: the checkpoint describes its model; a config may change data and evaluation settings only).")
+    var config: String?
+    @Option(name: .customLong("set"), help: "Override one key: --set eval.flip=false (repeatable).") var overrides: [String] = []
+}
+
+/// A trained model and the configuration to use it with.
+struct LoadedModel {
+    let model: GroupedMultiBranchNet
+    let config: Config
+    let file: String
+}
+
+/// Finds the model of `checkpoint` (a checkpoint folder, a run folder: its newest checkpoint
+/// that verifies, or a model.safetensors file, verified against its folder's state.json when
+/// beside one), builds it from its own description (older files: from the config), and
+/// resolves the configuration: the given one checked against the model, else the one the
+/// checkpoint was trained with, else the defaults with the model's settings.
+func loadModel(_ options: ModelConfigOptions, checkpoint: String, extra: [String] = []) throws -> LoadedModel {
+    try loadModel(config: options.config, overrides: options.overrides + extra, checkpoint: checkpoint)
+}
+
+func loadModel(config configFile: String?, overrides: [String], checkpoint: String) throws -> LoadedModel {
+    var file = checkpoint, stateDir: String?
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: checkpoint, isDirectory: &isDir) else {
         throw CheckpointError("\(checkpoint): no such checkpoint folder, run folder or model file")
     }
     if isDir.boolValue {
-        guard let found = try Checkpoint.resolve(checkpoint, runDir: c.train.runDir) else {
+        guard let found = try Checkpoint.resolve(checkpoint, runDir: checkpoint) else {
             throw CheckpointError("\(checkpoint): the run folder holds no checkpoint yet")
         }
         if let note = found.note { print("note: " + note) }
         file = (found.dir as NSString).appendingPathComponent("model.safetensors")
+        stateDir = found.dir
     } else {
         let folder = (checkpoint as NSString).deletingLastPathComponent
-        if FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent("state.json")) {
-            _ = try Checkpoint.verify(folder.isEmpty ? "." : folder)
+        let dir = folder.isEmpty ? "." : folder
+        if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("state.json")) {
+            _ = try Checkpoint.verify(dir); stateDir = dir
         }
     }
+    let weights = try SafeTensorsFile(path: file)
+    let card = try ModelCard(metadata: weights.metadata, file: file)
+    var c: Config
+    if let path = configFile {
+        c = try Config(file: path)
+    } else if let dir = stateDir, let st = try? Checkpoint.verify(dir) {
+        c = Config()
+        for (k, v) in st.config { try? c.apply(override: "\(k)=\(v == "\"\"" ? "" : v)") }
+    } else {
+        guard let card else { throw ConfigError("\(file) does not describe its model (written before reid-dist 0.5): give the --config it was trained with") }
+        c = Config()
+        for o in ["model.depth=\(card.spec.depth)", "model.width=\(card.spec.width)", "model.last_stride=\(card.spec.lastStride)",
+                  "model.groups=\(card.spec.groups)", "model.branches=\(card.spec.branches)", "data.height=\(card.height)",
+                  "data.width=\(card.width)", "eval.flip=\(card.flip)", "data.root=."] { try c.apply(override: o) }
+    }
+    for o in overrides { try c.apply(override: o) }
+    try c.validate()
     var spec = c.model.spec
-    spec.classes = try Checkpoint.classes(modelFile: file)
+    if let card {
+        let clash = card.contradictions(c)
+        guard clash.isEmpty else { throw ConfigError("\(file): the model and the configuration disagree: \(clash.joined(separator: "; ")); a config may only change data paths and evaluation settings") }
+        spec = card.spec
+    } else {
+        spec.classes = try Checkpoint.classes(modelFile: file)
+    }
     let m = GroupedMultiBranchNet(spec)
-    try m.arena.load(from: try SafeTensorsFile(path: file), strict: true)
+    try m.arena.load(from: weights, strict: true)
     if let bad = m.arena.firstNonFinite() { throw CheckpointError("\(file): \(bad); refusing to compute features with it") }
-    return m
+    return LoadedModel(model: m, config: c, file: file)
 }
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write a split's features as a feature file (for `reid-dist rank`).")
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "query, gallery or train.") var split: String
     @Option(help: "Output feature file (.safetensors).") var out: String
@@ -175,12 +221,12 @@ struct Extract: ParsableCommand {
     }
 
     func run() throws {
-        let c = try options.load(extra: data.overrides)
+        let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
+        let c = loaded.config, model = loaded.model
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
         let d = c.data
         RGBImage.maxPixels = d.maxPixels
         let ds = try d.load()
-        let model = try loadModel(c, checkpoint: checkpoint)
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
         let f = try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
@@ -194,7 +240,7 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Extract query and gallery features with a checkpoint and report the protocol's numbers.",
         discussion: "Under mpirun each rank extracts a slice of the images; rank 0 gathers them, ranks and reports.")
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Write the results as JSON.") var json: String?
     @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
@@ -205,12 +251,12 @@ struct Evaluate: ParsableCommand {
     func run() throws { try withCommunicator(evaluate) }
 
     func evaluate(_ comm: Communicator) throws {
-        let c = try options.load(extra: data.overrides)
+        let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
+        let c = loaded.config, model = loaded.model
         useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
         let d = c.data, e = c.eval
         RGBImage.maxPixels = d.maxPixels
         let ds = try d.load()
-        let model = try loadModel(c, checkpoint: checkpoint)
         let t0 = Profile.now()
         func features(_ s: Split) throws -> FeatureSet? {
             try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,

@@ -28,19 +28,7 @@ final class MPITests: XCTestCase {
     /// Runs a command, returning its exit status and combined output.
     @discardableResult
     func run(_ exe: String, _ args: [String], timeout: Double = 300, env extra: [String: String?] = [:]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        for (k, v) in extra { env[k] = v }
-        p.environment = env
-        let pipe = Pipe()
-        p.standardOutput = pipe; p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        try runProgram(exe, args, env: extra)
     }
 
     func mpiArgs(_ n: Int) -> [String] {

@@ -10,17 +10,7 @@ import ReIDEval
 import ReIDImage
 
 final class ReliabilityTests: XCTestCase {
-    func runBinary(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: MPITests.binary)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe; p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    func runBinary(_ args: [String]) throws -> (Int32, String) { try runReidDist(args) }
 
     func testDuplicateKeysAndAliasBombsInAConfig() throws {
         let dir = scratch("yaml")

@@ -13,6 +13,27 @@ func scratch(_ name: String) -> String {
     return p
 }
 
+/// Runs a program (the reid-dist executable built beside the tests by default), returning
+/// its exit status and combined output; Open MPI may run as root.
+@discardableResult
+func runProgram(_ exe: String = MPITests.binary, _ args: [String], env extra: [String: String?] = [:]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    for (k, v) in extra { env[k] = v }
+    p.environment = env
+    let pipe = Pipe()
+    p.standardOutput = pipe; p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+func runReidDist(_ args: [String]) throws -> (Int32, String) { try runProgram(MPITests.binary, args) }
+
 /// A tiny synthetic dataset shared by the tests of this file.
 let tinyData: String = {
     let root = scratch("tiny") + "/data"

@@ -1,0 +1,88 @@
+// A trained model used on its own: it describes itself (evaluate needs no config, a
+// contradicting config is refused, older files still load with one), `embed` reads any
+// folder of images, and `search` finds the same neighbours as a brute-force sort.
+import Foundation
+import XCTest
+@testable import ReIDCore
+@testable import ReIDData
+@testable import ReIDDist
+@testable import ReIDEval
+import ReIDImage
+
+final class DeploymentTests: XCTestCase {
+    func cli(_ args: [String]) throws -> (Int32, String) { try runReidDist(args) }
+
+    func testACheckpointDescribesItsModel() throws {
+        let run = scratch("card") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let model = run + "/checkpoints/epoch-0001/model.safetensors"
+        let card = try XCTUnwrap(try ModelCard(metadata: try SafeTensorsFile(path: model).metadata, file: model))
+        XCTAssertEqual(card.spec, t.model.spec)
+        XCTAssertEqual([card.height, card.width], [64, 32])
+        var (s, o) = try cli(["evaluate", "--checkpoint", run, "--json", run + "/alone.json"])
+        XCTAssertEqual(s, 0, o)
+        (s, o) = try cli(["evaluate", "--config", run + "/config.yaml", "--checkpoint", run, "--json", run + "/with.json"])
+        XCTAssertEqual(s, 0, o)
+        let a = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/alone.json"))) as! [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/with.json"))) as! [String: Any]
+        XCTAssertEqual(a["mAP"] as? Double, b["mAP"] as? Double)
+        (s, o) = try cli(["evaluate", "--config", run + "/config.yaml", "--set", "model.depth=50", "--checkpoint", run])
+        XCTAssertEqual(s, 1, o)
+        XCTAssert(o.contains("the model and the configuration disagree: model.depth = 50 in the config, 18 in the model"), o)
+        // A model file written before cards: loads with its config, is refused without one.
+        let old = scratch("oldmodel") + "/model.safetensors"
+        try SafeTensors.write(t.model.arena.stateRecords(), metadata: ["format": "pt"], to: old)
+        (s, o) = try cli(["extract", "--config", run + "/config.yaml", "--checkpoint", old, "--split", "query", "--out", old + ".q"])
+        XCTAssertEqual(s, 0, o)
+        (s, o) = try cli(["extract", "--checkpoint", old, "--data-root", tinyData, "--split", "query", "--out", old + ".q"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("does not describe its model"), o)
+    }
+
+    func testEmbedAnyFolderAndSearchIt() throws {
+        let run = scratch("embed") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        // A folder with no naming rules, nested, JPEG and PNG.
+        let dir = scratch("embed-images")
+        try FileManager.default.createDirectory(atPath: dir + "/a/b", withIntermediateDirectories: true)
+        var n = 0
+        for s in t.dataset.gallery.samples.prefix(6) {
+            n += 1
+            let img = try RGBImage(file: s.path)
+            if n % 2 == 0 { try img.pngData().write(to: URL(fileURLWithPath: dir + "/a/b/person \(n).png")) }
+            else { try FileManager.default.copyItem(atPath: s.path, toPath: dir + "/a/\((s.path as NSString).lastPathComponent)") }
+        }
+        var (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/f.safetensors"])
+        XCTAssertEqual(s, 0, o)
+        let f = try FeatureSet(path: dir + "/f.safetensors")
+        XCTAssertEqual(f.count, 6); XCTAssertEqual(f.paths.count, 6)
+        XCTAssertEqual(f.pids.filter { $0 == -1 }.count, 3, "names with no id read as -1")
+        // The same images' features from the dataset's own extraction.
+        let g = try extractFeatures(model: t.model, split: t.dataset.gallery, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
+        (s, o) = try cli(["search", "--query", dir + "/f.safetensors", "--gallery", dir + "/f.safetensors", "--topk", "2", "--json", dir + "/s.json"])
+        XCTAssertEqual(s, 0, o)
+        let rows = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/s.json"))) as! [[String: Any]]
+        XCTAssertEqual(rows.count, 6)
+        for r in rows { XCTAssertEqual(((r["results"] as! [[String: Any]])[0]["gallery"] as! String), r["query"] as! String, "each image finds itself first") }
+        // Top-k equals a brute-force sort, for any block size.
+        let q = FeatureSet(features: Tensor([5, g.dim], Array(g.features.buffer.prefix(5 * g.dim))), pids: Array(g.pids.prefix(5)), camids: Array(g.camids.prefix(5)))
+        let d = distanceMatrix(q, g, metric: .cosine)
+        for block in [1, 2, 512] {
+            let hits = try searchTopK(query: q, gallery: g, metric: .cosine, k: 7, blockRows: block)
+            for i in 0..<5 {
+                let brute = (0..<g.count).sorted { d.ptr[i * g.count + $0] < d.ptr[i * g.count + $1] || (d.ptr[i * g.count + $0] == d.ptr[i * g.count + $1] && $0 < $1) }.prefix(7)
+                XCTAssertEqual(hits[i].map(\.index), Array(brute), "query \(i), block \(block)")
+            }
+        }
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir + "/nothing", "--out", dir + "/x.safetensors"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("no such folder or list file"), o)
+        FileManager.default.createFile(atPath: dir + "/a/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00]))
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/x.safetensors"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("broken.jpg: not a readable JPEG"), o)
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/x.safetensors", "--skip-bad-images"])
+        XCTAssertEqual(s, 0, o); XCTAssert(o.contains("skipped 1 unreadable image(s)"), o)
+    }
+}
