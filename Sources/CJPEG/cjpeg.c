@@ -24,6 +24,13 @@ static void rd_emit_message(j_common_ptr cinfo, int level) {
     if (level < 0) rd_error_exit(cinfo);
 }
 
+/// Errors and warnings come back through rd_error_exit's longjmp (setjmp is the caller's).
+static void install_errors(j_common_ptr cinfo, struct rd_error *jerr) {
+    cinfo->err = jpeg_std_error(&jerr->pub);
+    jerr->pub.error_exit = rd_error_exit;
+    jerr->pub.emit_message = rd_emit_message;
+}
+
 static void copy_message(char *err, size_t errlen, const char *msg) {
     if (err && errlen) { strncpy(err, msg, errlen - 1); err[errlen - 1] = 0; }
 }
@@ -31,9 +38,7 @@ static void copy_message(char *err, size_t errlen, const char *msg) {
 int rd_jpeg_header(const unsigned char *data, size_t size, int *width, int *height, char *err, size_t errlen) {
     struct jpeg_decompress_struct cinfo;
     struct rd_error jerr;
-    cinfo.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = rd_error_exit;
-    jerr.pub.emit_message = rd_emit_message;
+    install_errors((j_common_ptr)&cinfo, &jerr);
     if (setjmp(jerr.jump)) {
         copy_message(err, errlen, jerr.message);
         jpeg_destroy_decompress(&cinfo);
@@ -54,9 +59,7 @@ int rd_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, un
     struct rd_error jerr;
     unsigned char *volatile buf = NULL;
     *rgb = NULL;
-    cinfo.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = rd_error_exit;
-    jerr.pub.emit_message = rd_emit_message;
+    install_errors((j_common_ptr)&cinfo, &jerr);
     if (setjmp(jerr.jump)) {
         copy_message(err, errlen, jerr.message);
         jpeg_destroy_decompress(&cinfo);

@@ -148,16 +148,36 @@ public struct SynthSummary: CustomStringConvertible {
     }
 }
 
+/// One image to make: its split, identity, appearance, the camera it is rendered for, and
+/// the one its file name or list gives (the same, except for distractors and junk, whose two
+/// draws are kept apart so that the Market set stays what it always was).
+struct SynthJob {
+    enum Part { case train, query, gallery }
+    let part: Part, pid: Int, app: Int, cam: Int, named: Int
+}
+
 /// Writes a dataset in `cfg.layout` under `root` (created; existing files are replaced):
 /// the Market/Duke folders, CUHK03-NP's detected/ and labeled/ folders of PNGs, MSMT17's
 /// image folders and list files, or the list layout's CSV files over JPEG and PNG images.
 public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthSummary {
-    enum Part { case train, query, gallery }
+    let (jobs, trainIds, testIds, summary) = synthJobs(cfg)
+    let (files, lists) = synthFiles(cfg, jobs, trainIds: trainIds, testIds: testIds)
+    try createFolder(root, what: "the synthetic data folder")
+    for (name, lines) in lists {
+        try (lines.joined(separator: "\n") + "\n").write(toFile: (root as NSString).appendingPathComponent(name), atomically: true, encoding: .utf8)
+    }
+    for dir in Set(files.flatMap { $0.paths.map { ($0 as NSString).deletingLastPathComponent } }) {
+        try createFolder((root as NSString).appendingPathComponent(dir), what: "the synthetic data folder")
+    }
+    try renderSynthetic(cfg, jobs, files, root: root)
+    return summary
+}
+
+/// Who appears where: training ids in 2+ cameras, test ids with a query or two and gallery
+/// images, then distractors (id 0) and junk (-1) where the layout has them.
+func synthJobs(_ cfg: SynthConfig) -> (jobs: [SynthJob], trainIds: [Int], testIds: [Int], summary: SynthSummary) {
     var summary = SynthSummary()
-    // `cam` is the camera the image is rendered for; `named` the one its file name or list gives
-    // (the same, except for distractors and junk, whose two draws are kept apart so that the
-    // Market set stays what it always was).
-    var jobs: [(part: Part, pid: Int, app: Int, cam: Int, named: Int)] = []
+    var jobs: [SynthJob] = []
     // Ids: distinct 4-digit numbers, training and test disjoint.
     var idRng = RNG(key: cfg.seed, 0x1D5)
     var pool = Array(1...9000); idRng.shuffle(&pool)
@@ -166,33 +186,36 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
     for pid in trainIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 1)
         let cams = (1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1))
-        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append((.train, pid, pid, cam, cam)) } }
+        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append(SynthJob(part: .train, pid: pid, app: pid, cam: cam, named: cam)) } }
     }
     for pid in testIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 2)
         let cams = Array((1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1)))
         // One query from the first camera (sometimes two cameras); gallery in all its cameras.
-        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append((.query, pid, pid, qc, qc)) }
-        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append((.gallery, pid, pid, cam, cam)) } }
+        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append(SynthJob(part: .query, pid: pid, app: pid, cam: qc, named: qc)) }
+        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append(SynthJob(part: .gallery, pid: pid, app: pid, cam: cam, named: cam)) } }
     }
-    // Distractors (id 0): people of no test identity; junk (-1): unusable crops. MSMT17 and
-    // CUHK03-NP have neither.
-    let hasExtras = cfg.layout != .msmt17 && cfg.layout != .cuhk03
-    var r = RNG(key: cfg.seed, 3)
-    if hasExtras {
+    if cfg.layout != .msmt17 && cfg.layout != .cuhk03 {
+        var r = RNG(key: cfg.seed, 3)
         for i in 0..<Swift.max(1, cfg.testIds) {
             let named = 1 + r.below(cfg.cameras)
-            jobs.append((.gallery, 0, 100_000 + i, 1 + r.below(cfg.cameras), named)); summary.distractors += 1
+            jobs.append(SynthJob(part: .gallery, pid: 0, app: 100_000 + i, cam: 1 + r.below(cfg.cameras), named: named)); summary.distractors += 1
         }
         for i in 0..<Swift.max(1, cfg.testIds / 2) {
             let named = 1 + r.below(cfg.cameras)
-            jobs.append((.gallery, -1, 200_000 + i, 1 + r.below(cfg.cameras), named)); summary.junk += 1
+            jobs.append(SynthJob(part: .gallery, pid: -1, app: 200_000 + i, cam: 1 + r.below(cfg.cameras), named: named)); summary.junk += 1
         }
     }
     for j in jobs {
         switch j.part { case .train: summary.train += 1; case .query: summary.query += 1; case .gallery: summary.gallery += 1 }
     }
-    // Where each image goes: paths relative to root (several for CUHK03's two folders), PNG or JPEG.
+    return (jobs, trainIds, testIds, summary)
+}
+
+/// Where each image goes in the layout (paths relative to the root; CUHK03-NP's two
+/// folders get the same image), whether it is a PNG, and the list files' lines.
+func synthFiles(_ cfg: SynthConfig, _ jobs: [SynthJob], trainIds: [Int], testIds: [Int])
+    -> (files: [(paths: [String], png: Bool)], lists: [String: [String]]) {
     let f = ReIDDataset.folders
     let msmtTrain = Dictionary(uniqueKeysWithValues: trainIds.enumerated().map { ($1, $0) })
     let msmtTest = Dictionary(uniqueKeysWithValues: testIds.enumerated().map { ($1, $0) })
@@ -221,14 +244,11 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
             files.append(([rel], frame % 2 == 0))
         }
     }
-    for (name, lines) in lists {
-        try createFolder(root, what: "the synthetic data folder")
-        try (lines.joined(separator: "\n") + "\n").write(toFile: (root as NSString).appendingPathComponent(name), atomically: true, encoding: .utf8)
-    }
-    for dir in Set(files.flatMap { $0.paths.map { ($0 as NSString).deletingLastPathComponent } }) {
-        try createFolder((root as NSString).appendingPathComponent(dir), what: "the synthetic data folder")
-    }
-    // Render and encode in parallel; each image's randomness is keyed by its index.
+    return (files, lists)
+}
+
+/// Renders and encodes every image in parallel; each image's randomness is keyed by its index.
+func renderSynthetic(_ cfg: SynthConfig, _ jobs: [SynthJob], _ files: [(paths: [String], png: Bool)], root: String) throws {
     var failure: Error?
     let lock = NSLock()
     DispatchQueue.concurrentPerform(iterations: jobs.count) { k in
@@ -246,7 +266,6 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
         } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
     }
     if let failure { throw failure }
-    return summary
 }
 
 extension RNG: RandomNumberGenerator {}

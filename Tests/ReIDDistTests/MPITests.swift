@@ -51,6 +51,16 @@ final class MPITests: XCTestCase {
         return p
     }
 
+    /// Continues `<dir>/parts` with --resume auto under mpirun, then checks every float tensor
+    /// equals the uninterrupted `<dir>/whole`'s, bit for bit.
+    func resumePartsAndCompare(_ mpi: String, _ base: [String], _ dir: String, resumedFrom: String) throws {
+        let (s, o) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--resume", "auto"])
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains(resumedFrom), o)
+        let a = try model(dir + "/whole"), b = try model(dir + "/parts")
+        for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
+    }
+
     func model(_ run: String) throws -> SafeTensorsFile {
         let latest = try String(contentsOfFile: run + "/checkpoints/latest", encoding: .utf8)
         return try SafeTensorsFile(path: run + "/checkpoints/" + latest + "/model.safetensors")
@@ -284,11 +294,7 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(s1, 0, o1)
         let (s2, o2) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--stop-after", "1"])
         XCTAssertEqual(s2, 0, o2)
-        let (s3, o3) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--resume", "auto"])
-        XCTAssertEqual(s3, 0, o3)
-        XCTAssert(o3.contains("resumed from"), o3)
-        let a = try model(dir + "/whole"), b = try model(dir + "/parts")
-        for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
+        try resumePartsAndCompare(mpi, base, dir, resumedFrom: "resumed from")
     }
 
     /// SIGUSR1 to mpirun (what Slurm's --signal sends) at a random step: both ranks finish that
@@ -324,11 +330,7 @@ final class MPITests: XCTestCase {
         print("SIGUSR1 after global step \(target)")
         XCTAssertEqual(p.terminationStatus, 3, text)
         XCTAssert(text.contains("stopped on SIGUSR1 after step"), text)
-        let (s3, o3) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--resume", "auto"])
-        XCTAssertEqual(s3, 0, o3)
-        XCTAssert(o3.contains("resumed from \(dir)/parts/checkpoints/epoch-"), o3)
-        let a = try model(dir + "/whole"), b = try model(dir + "/parts")
-        for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
+        try resumePartsAndCompare(mpi, base, dir, resumedFrom: "resumed from \(dir)/parts/checkpoints/epoch-")
     }
 
     /// A rank that stops making progress (SIGSTOP) does not hang the job: the other rank's
