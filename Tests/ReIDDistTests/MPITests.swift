@@ -61,6 +61,20 @@ final class MPITests: XCTestCase {
         for (k, t) in a.tensors where t.dtype == .F32 { XCTAssertEqual(try a.floats(k), try b.floats(k), k) }
     }
 
+    /// Starts `mpirun ARGS` in the background, its output collected in the returned pipe.
+    func startMPI(_ mpi: String, _ args: [String]) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpi)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out; p.standardError = out
+        try p.run()
+        return (p, out)
+    }
+
     func model(_ run: String) throws -> SafeTensorsFile {
         let latest = try String(contentsOfFile: run + "/checkpoints/latest", encoding: .utf8)
         return try SafeTensorsFile(path: run + "/checkpoints/" + latest + "/model.safetensors")
@@ -307,15 +321,7 @@ final class MPITests: XCTestCase {
                                  "--set", "train.bucket_mb=0.05"]
         let (s1, o1) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/whole"])
         XCTAssertEqual(s1, 0, o1)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpi)
-        p.arguments = base + ["--set", "train.run_dir=\(dir)/parts"]
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out; p.standardError = out
-        try p.run()
+        let (p, out) = try startMPI(mpi, base + ["--set", "train.run_dir=\(dir)/parts"])
         let target = Int.random(in: 3...40)
         let metrics = dir + "/parts/metrics.jsonl"
         var waited = 0.0
@@ -338,16 +344,9 @@ final class MPITests: XCTestCase {
     func testAStalledRankEndsTheJobThroughTheWatchdog() throws {
         let mpi = try mpirun()
         let dir = scratch("stall"), cfg = try configFile(dir)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpi)
-        p.arguments = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "schedule.epochs=500",
-                                    "--set", "train.step_timeout_s=2", "--set", "train.checkpoint_every=100"]
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out; p.standardError = out
-        try p.run()
+        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                                                       "--set", "schedule.epochs=500", "--set", "train.step_timeout_s=2",
+                                                       "--set", "train.checkpoint_every=100"])
         var waited = 0.0
         while waited < 60 && !((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,") {
             usleep(20_000); waited += 0.02
