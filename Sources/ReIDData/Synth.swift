@@ -52,19 +52,20 @@ struct Appearance {
     }
 }
 
-/// Renders one image of identity `app` seen by camera `cam`, varied by `rng`.
-func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, rng: inout RNG) -> RGBImage {
-    var camRng = RNG(key: 0xCA11, UInt64(cam))
-    let cast = SIMD3<Double>(0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4)
-    let background = SIMD3<Double>(0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4)
-    let brightness = 0.75 + rng.uniform() * 0.5
-    var buf = [SIMD3<Double>](repeating: background, count: w * h)
-    func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: (Int, Int) -> SIMD3<Double>) {
+/// A floating-point RGB canvas with the two shapes the pedestrians are drawn from.
+struct Canvas {
+    let w: Int, h: Int
+    var buf: [SIMD3<Double>]
+    init(width: Int, height: Int, fill: SIMD3<Double>) { w = width; h = height; buf = Array(repeating: fill, count: width * height) }
+
+    mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: (Int, Int) -> SIMD3<Double>) {
         for y in Swift.max(0, Int(y0))..<Swift.min(h, Int(y1.rounded(.up))) {
             for x in Swift.max(0, Int(x0))..<Swift.min(w, Int(x1.rounded(.up))) { buf[y * w + x] = c(x, y) }
         }
     }
-    func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, _ c: SIMD3<Double>, top: Bool = false) {
+    mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: SIMD3<Double>) { rect(x0, y0, x1, y1) { _, _ in c } }
+
+    mutating func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, _ c: SIMD3<Double>, top: Bool = false) {
         for y in Swift.max(0, Int(cy - ry))..<Swift.min(h, Int(cy + ry) + 1) {
             if top && Double(y) > cy { continue }
             for x in Swift.max(0, Int(cx - rx))..<Swift.min(w, Int(cx + rx) + 1) {
@@ -73,37 +74,69 @@ func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, 
             }
         }
     }
+
+    /// To 8 bits under the camera's colour cast and the image's brightness, with sensor noise.
+    func image(cast: SIMD3<Double>, brightness: Double, rng: inout RNG) -> RGBImage {
+        var img = RGBImage(width: w, height: h)
+        for i in 0..<(w * h) {
+            let v = buf[i] * cast * brightness
+            for c in 0..<3 {
+                let noisy = v[c] + rng.normal() * 0.03
+                img.pixels[i * 3 + c] = UInt8(Swift.max(0, Swift.min(255, (noisy * 255).rounded())))
+            }
+        }
+        return img
+    }
+}
+
+/// Renders one image of identity `app` seen by camera `cam`, varied by `rng`: the camera's
+/// scene, the person, sometimes an occluder, the camera's light and noise.
+func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, rng: inout RNG) -> RGBImage {
+    var camRng = RNG(key: 0xCA11, UInt64(cam))
+    let cast = SIMD3<Double>(0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4)
+    let background = SIMD3<Double>(0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4)
+    let brightness = 0.75 + rng.uniform() * 0.5
+    var canvas = Canvas(width: w, height: h, fill: background)
     // Background clutter: a few rectangles of the camera's scene.
     for _ in 0..<(2 + rng.below(4)) {
         let c = background * (0.6 + rng.uniform() * 0.8)
         let x0 = rng.uniform() * Double(w), y0 = rng.uniform() * Double(h)
-        rect(x0, y0, x0 + 4 + rng.uniform() * 20, y0 + 4 + rng.uniform() * 30) { _, _ in c }
+        canvas.rect(x0, y0, x0 + 4 + rng.uniform() * 20, y0 + 4 + rng.uniform() * 30, c)
     }
-    // Body geometry with pose jitter.
-    let s = Double(h) / 128 * app.stature * (0.92 + rng.uniform() * 0.16)
-    let cx = Double(w) / 2 + (rng.uniform() - 0.5) * 10
-    let top = Double(h) * (1 - app.stature) * 0.5 + 4 + (rng.uniform() - 0.5) * 8
+    drawPerson(app, on: &canvas, rng: &rng)
+    // Occluder: a post or another object in front, sometimes.
+    if rng.uniform() < 0.15 {
+        let ox = rng.uniform() * Double(w)
+        canvas.rect(ox, rng.uniform() * Double(h) * 0.5, ox + 6 + rng.uniform() * 14, Double(h), background * 0.5)
+    }
+    return canvas.image(cast: cast, brightness: brightness, rng: &rng)
+}
+
+/// The person: legs and shoes, arms, the patterned torso, a bag, head, hair and hat, with
+/// pose jitter (position, scale, stride, arm swing) and a front or back view.
+func drawPerson(_ app: Appearance, on canvas: inout Canvas, rng: inout RNG) {
+    let w = Double(canvas.w), h = Double(canvas.h)
+    let s = h / 128 * app.stature * (0.92 + rng.uniform() * 0.16)
+    let cx = w / 2 + (rng.uniform() - 0.5) * 10
+    let top = h * (1 - app.stature) * 0.5 + 4 + (rng.uniform() - 0.5) * 8
     let bw = 22 * app.build * s, stride = (rng.uniform() - 0.5) * 10 * s
     let backView = rng.uniform() < 0.5
     let headY = top + 10 * s, torsoTop = top + 20 * s, torsoBottom = top + 62 * s, legBottom = top + 112 * s
-    // Legs and shoes.
     for (side, off) in [(-1.0, -stride), (1.0, stride)] {
         let lx = cx + side * bw * 0.22 + off * 0.5
         let knee = app.shorts ? torsoBottom + 18 * s : legBottom
-        rect(lx - 4.5 * s, torsoBottom, lx + 4.5 * s, knee) { _, _ in app.pants }
-        if app.shorts { rect(lx - 3.5 * s, knee, lx + 3.5 * s, legBottom) { _, _ in app.skin } }
-        rect(lx - 5 * s, legBottom, lx + 6 * s, legBottom + 5 * s) { _, _ in app.shoes }
+        canvas.rect(lx - 4.5 * s, torsoBottom, lx + 4.5 * s, knee, app.pants)
+        if app.shorts { canvas.rect(lx - 3.5 * s, knee, lx + 3.5 * s, legBottom, app.skin) }
+        canvas.rect(lx - 5 * s, legBottom, lx + 6 * s, legBottom + 5 * s, app.shoes)
     }
-    // Arms.
     for side in [-1.0, 1.0] {
         let ax = cx + side * (bw / 2 + 3 * s)
         let swing = (rng.uniform() - 0.5) * 6 * s
         let sleeveEnd = app.longSleeves ? torsoTop + 38 * s : torsoTop + 14 * s
-        rect(ax - 3 * s + swing, torsoTop + 2 * s, ax + 3 * s + swing, sleeveEnd) { _, _ in app.shirt }
-        rect(ax - 3 * s + swing, sleeveEnd, ax + 3 * s + swing, torsoTop + 42 * s) { _, _ in app.skin }
+        canvas.rect(ax - 3 * s + swing, torsoTop + 2 * s, ax + 3 * s + swing, sleeveEnd, app.shirt)
+        canvas.rect(ax - 3 * s + swing, sleeveEnd, ax + 3 * s + swing, torsoTop + 42 * s, app.skin)
     }
-    // Torso with its pattern.
-    rect(cx - bw / 2, torsoTop, cx + bw / 2, torsoBottom) { x, y in
+    canvas.rect(cx - bw / 2, torsoTop, cx + bw / 2, torsoBottom) { x, y in
         switch app.pattern {
         case 1: return (Int(Double(y) / (4 * s)) % 2 == 0) ? app.shirt : app.shirt2
         case 2: return (Int(Double(x) / (4 * s)) % 2 == 0) ? app.shirt : app.shirt2
@@ -112,31 +145,15 @@ func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, 
         }
     }
     // Bag: a backpack covers the back, a shoulder bag hangs at one side.
-    if app.bagKind == 1 && backView { rect(cx - bw * 0.35, torsoTop + 4 * s, cx + bw * 0.35, torsoTop + 34 * s) { _, _ in app.bag } }
-    if app.bagKind == 1 && !backView { rect(cx - bw / 2, torsoTop, cx - bw / 2 + 3 * s, torsoTop + 30 * s) { _, _ in app.bag } }
+    if app.bagKind == 1 && backView { canvas.rect(cx - bw * 0.35, torsoTop + 4 * s, cx + bw * 0.35, torsoTop + 34 * s, app.bag) }
+    if app.bagKind == 1 && !backView { canvas.rect(cx - bw / 2, torsoTop, cx - bw / 2 + 3 * s, torsoTop + 30 * s, app.bag) }
     if app.bagKind == 2 {
-        let side = backView ? 1.0 : -1.0
-        let bx = cx + side * (bw / 2 + 4 * s)
-        rect(bx - 6 * s, torsoTop + 28 * s, bx + 6 * s, torsoTop + 44 * s) { _, _ in app.bag }
+        let bx = cx + (backView ? 1.0 : -1.0) * (bw / 2 + 4 * s)
+        canvas.rect(bx - 6 * s, torsoTop + 28 * s, bx + 6 * s, torsoTop + 44 * s, app.bag)
     }
-    // Head, hair, hat.
-    ellipse(cx, headY, 7 * s, 9 * s, backView ? app.hair : app.skin)
-    ellipse(cx, headY - 2 * s, 7.5 * s, 7.5 * s, app.hair, top: true)
-    if app.hat { rect(cx - 9 * s, headY - 11 * s, cx + 9 * s, headY - 6 * s) { _, _ in app.shirt2 } }
-    // Occluder: a post or another object in front, sometimes.
-    if rng.uniform() < 0.15 {
-        let ox = rng.uniform() * Double(w), oc = background * 0.5
-        rect(ox, rng.uniform() * Double(h) * 0.5, ox + 6 + rng.uniform() * 14, Double(h)) { _, _ in oc }
-    }
-    var img = RGBImage(width: w, height: h)
-    for i in 0..<(w * h) {
-        let v = buf[i] * cast * brightness
-        for c in 0..<3 {
-            let noisy = v[c] + rng.normal() * 0.03
-            img.pixels[i * 3 + c] = UInt8(Swift.max(0, Swift.min(255, (noisy * 255).rounded())))
-        }
-    }
-    return img
+    canvas.ellipse(cx, headY, 7 * s, 9 * s, backView ? app.hair : app.skin)
+    canvas.ellipse(cx, headY - 2 * s, 7.5 * s, 7.5 * s, app.hair, top: true)
+    if app.hat { canvas.rect(cx - 9 * s, headY - 11 * s, cx + 9 * s, headY - 6 * s, app.shirt2) }
 }
 
 /// What `writeSynthetic` made.

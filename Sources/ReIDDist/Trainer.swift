@@ -65,7 +65,7 @@ public final class Trainer {
             for t in Checkpoint.removeUnfinished(runDir: runDir) { print("removed \(t), an unfinished checkpoint of an earlier job") }
             switch start {
             case .restart:
-                if RunFolder.holdsRun(runDir) != nil || !((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).filter({ $0 != ".lock" }).isEmpty {
+                if ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).contains(where: { $0 != ".lock" }) {
                     print("moved the previous run to \(try RunFolder.moveAside(runDir))")
                 }
             case .fresh:
