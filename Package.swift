@@ -7,6 +7,7 @@
 //   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
+//   ReIDONNX                -> the inference graph as ONNX (SwiftProtobuf, generated onnx.pb.swift); ReIDCore
 //   ReIDReport              -> the run report (HTML/SVG from a run folder); ReIDEval, ReIDImage, ReIDCore
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
@@ -24,6 +25,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -38,15 +40,17 @@ let package = Package(
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),
+        // ONNX export: the message types generated once from onnx.proto (Cluster/tools/gen-onnx-proto.sh).
+        .target(name: "ReIDONNX", dependencies: ["ReIDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport",
+                          dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport", "ReIDONNX",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
-        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
+        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
         .testTarget(name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
         .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage"]),
     ]

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Cluster/setup.sh --no-build
+# A Python with numpy, onnx and onnxruntime (PyPI; never torch) for the ONNX export
+# tests, in a virtual environment outside the repository.
+pyenv=${REID_DIST_PYENV:-$HOME/.cache/reid-dist/pyenv}
+if ! "$pyenv/bin/python" -c 'import numpy, onnx, onnxruntime' 2>/dev/null; then
+  echo "installing numpy, onnx and onnxruntime into $pyenv (for the ONNX export tests)"
+  { python3 -m venv "$pyenv" && "$pyenv/bin/pip" install -q numpy "onnx==1.23.2" "onnxruntime==1.32.0"; } \
+    || echo "warning: could not install them: the ONNX tests will be skipped (and fail under CI=true)"
+fi
+export REID_DIST_PYTHON="$pyenv/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

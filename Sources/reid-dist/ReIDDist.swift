@@ -8,7 +8,7 @@ struct ReIDDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reid-dist",
         abstract: "Data-parallel person re-identification training on CPU clusters.",
-        subcommands: [Train.self, Evaluate.self, Extract.self, Embed.self, Search.self, Rank.self, Report.self, Synth.self, Bench.self, ConfigKeys.self])
+        subcommands: [Train.self, Evaluate.self, Extract.self, Embed.self, Search.self, Export.self, Rank.self, Report.self, Synth.self, Bench.self, ConfigKeys.self])
 
     static func main() {
         quietOpenBLASWorkers()
