@@ -8,6 +8,7 @@
 //   ReIDData                -> datasets, augmentation, samplers, synthetic data; ReIDImage, ReIDCore
 //   ReIDEval                -> ReIDCore, ReIDImage
 //   ReIDONNX                -> the inference graph as ONNX (SwiftProtobuf, generated onnx.pb.swift); ReIDCore
+//   ReIDTorch               -> torchvision .pth state dicts, no Python (ZIPFoundation, restricted unpickler); ReIDCore
 //   ReIDReport              -> the run report (HTML/SVG from a run folder); ReIDEval, ReIDImage, ReIDCore
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
 //   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -42,12 +44,14 @@ let package = Package(
         .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),
         // ONNX export: the message types generated once from onnx.proto (Cluster/tools/gen-onnx-proto.sh).
         .target(name: "ReIDONNX", dependencies: ["ReIDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .target(name: "ReIDDist", dependencies: ["ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"], swiftSettings: fast),
+        // torch.save files (zip and legacy) through a restricted unpickler that never runs code.
+        .target(name: "ReIDTorch", dependencies: ["ReIDCore", "ZIPFoundation"], swiftSettings: fast),
+        .target(name: "ReIDDist", dependencies: ["ReIDTorch", "ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"], swiftSettings: fast),
         .executableTarget(name: "reid-dist",
                           dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport", "ReIDONNX",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
-        .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore"]),
+        .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore", "ReIDTorch"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),

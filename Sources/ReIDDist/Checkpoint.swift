@@ -11,6 +11,7 @@
 // `latest` pointer file is replaced atomically. A crash at any moment leaves
 // the previous checkpoint whole; a checkpoint whose hashes do not match is refused.
 import Foundation
+import ReIDTorch
 import ReIDCore
 
 public struct CheckpointState: Codable {
@@ -228,4 +229,16 @@ func fsyncPath(_ path: String) {
     }
     let fd = open(path, O_RDONLY)
     if fd >= 0 { fsync(fd); close(fd) }
+}
+
+/// ImageNet weights for `model.pretrained`: safetensors, or a torch.save file (torchvision's
+/// own .pth, zip or legacy format) read by the restricted unpickler, with no Python.
+public func pretrainedWeights(_ path: String) throws -> SafeTensorsFile {
+    guard FileManager.default.fileExists(atPath: path) else { throw ConfigError("model.pretrained: \(path): no such file") }
+    guard TorchFile.looks(path) else { return try SafeTensorsFile(path: path) }
+    do {
+        return try SafeTensorsFile(data: SafeTensors.encode(try TorchFile.read(path)), path: path)
+    } catch let e as TorchFileError {
+        throw ConfigError("model.pretrained: \(e)")
+    }
 }

@@ -56,7 +56,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "model.last_stride", kind: .int, defaultValue: .int(1), doc: "stride of layer4: 1 or 2"),
     .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)"),
     .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group"),
-    .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights, safetensors with torchvision names (Cluster/tools/convert_torchvision.py); empty: random init"),
+    .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights with torchvision names: torchvision's own .pth (zip or legacy format, read without Python) or safetensors (e.g. timm's); empty: random init"),
     .init(name: "model.init", kind: .string, defaultValue: .string(""), doc: "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"),
     .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy"),
     .init(name: "optim.name", kind: .choice(["adam", "sgd"]), defaultValue: .string("adam"), doc: "optimizer"),

@@ -97,7 +97,7 @@ public final class Trainer {
         model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
         optimizer = config.optim.make(paramCount: model.arena.paramCount)
         if let pre = m.pretrained {
-            try model.loadPretrainedBackbone(try SafeTensorsFile(path: pre))
+            try model.loadPretrainedBackbone(try pretrainedWeights(pre))
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }
         }
         if let initial = m.initial {

@@ -86,3 +86,30 @@ final class DeploymentTests: XCTestCase {
         XCTAssertEqual(s, 0, o); XCTAssert(o.contains("skipped 1 unreadable image(s)"), o)
     }
 }
+
+final class PretrainedTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+    /// torchvision-style .pth files (both formats) as model.pretrained give the backbone the same
+    /// weights as the same tensors in safetensors; fc.* is ignored; a hostile file is refused by name.
+    func testTorchvisionPthFilesAsPretrainedWeights() throws {
+        func backbone(_ file: String?) throws -> [Float] {
+            let c = try tinyConfig(scratch("pre") + "/run", ["model.width=4"] + (file.map { ["model.pretrained=\(Self.fixtures)/\($0)"] } ?? []))
+            let t = try Trainer(config: c)
+            let a = t.model.arena
+            return a.params.filter { $0.name.hasPrefix("backbone.") }.flatMap { Array(UnsafeBufferPointer(start: a.value + $0.offset, count: $0.count)) }
+                + a.buffers.filter { $0.name.hasPrefix("backbone.") }.flatMap { Array(UnsafeBufferPointer(start: a.buffer + $0.offset, count: $0.count)) }
+        }
+        let reference = try backbone("resnet18w4.safetensors")
+        XCTAssertEqual(try backbone("resnet18w4.pth"), reference)
+        XCTAssertEqual(try backbone("resnet18w4-legacy.pth"), reference)
+        XCTAssertNotEqual(try backbone(nil), reference)
+        let run = scratch("pre-cli") + "/run"
+        let (s, o) = try runReidDist(["train", "--config", Self.fixtures + "/../../Configs/debug.yaml", "--set", "data.root=\(tinyData)", "--set", "model.width=4",
+                                      "--set", "model.pretrained=\(Self.fixtures)/malicious.pth", "--set", "train.run_dir=\(run)"])
+        XCTAssertEqual(s, 1, o)
+        XCTAssert(o.contains("model.pretrained: \(Self.fixtures)/malicious.pth") && o.contains("refusing the pickle global"), o)
+        XCTAssertFalse(o.contains("Fatal error"), o)
+    }
+}
