@@ -57,6 +57,7 @@ public enum Checkpoint {
         func path(_ f: String) -> String { (tmp as NSString).appendingPathComponent(f) }
         var meta = card?.metadata ?? ["producer": "reid-dist", "classes": "\(state.classes)"]
         meta["format"] = "pt"
+        meta["conv_algorithm"] = Conv2d.algorithm.rawValue          // information only: the weights mean the same
         try SafeTensors.write(model.arena.stateRecords(), metadata: meta, to: path(modelFile))
         try SafeTensors.write([TensorRecord("state1", floats: UnsafeBufferPointer(optimizer.state1.buffer), shape: [optimizer.state1.count]),
                                TensorRecord("state2", floats: UnsafeBufferPointer(optimizer.state2.buffer), shape: [optimizer.state2.count])],

@@ -56,6 +56,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "model.last_stride", kind: .int, defaultValue: .int(1), doc: "stride of layer4: 1 or 2"),
     .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)"),
     .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group"),
+    .init(name: "model.conv_algorithm", kind: .choice(ConvAlgorithm.allCases.map(\.rawValue)), defaultValue: .string("auto"), doc: "3x3 stride-1 convolutions: winograd (F(2x2,3x3), 2.25x fewer multiplications), gemm (im2col + GEMM), or auto (per layer shape); the weights mean the same either way"),
     .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights with torchvision names: torchvision's own .pth (zip or legacy format, read without Python) or safetensors (e.g. timm's); empty: random init"),
     .init(name: "model.init", kind: .string, defaultValue: .string(""), doc: "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"),
     .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy"),
@@ -271,7 +272,8 @@ public struct Config {
     public var model: ModelSettings {
         ModelSettings(spec: ModelSpec(depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
                                       groups: int("model.groups"), branches: int("model.branches"), classes: 1),
-                      pretrained: nonEmpty("model.pretrained"), initial: nonEmpty("model.init"))
+                      pretrained: nonEmpty("model.pretrained"), initial: nonEmpty("model.init"),
+                      convAlgorithm: ConvAlgorithm(rawValue: string("model.conv_algorithm"))!)
     }
     public var labelSmoothing: Float { Float(double("loss.label_smoothing")) }
     public var optim: OptimSettings {
@@ -312,6 +314,8 @@ public struct ModelSettings {
     public var spec: ModelSpec
     /// ImageNet backbone weights, and a whole state dict to start from.
     public var pretrained: String?, initial: String?
+    /// How 3x3 stride-1 convolutions are computed (same weights, other rounding).
+    public var convAlgorithm: ConvAlgorithm = .auto
 }
 
 public struct OptimSettings {

@@ -96,6 +96,7 @@ public final class Trainer {
         spec.classes = dataset.classes
         model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
         optimizer = config.optim.make(paramCount: model.arena.paramCount)
+        Conv2d.algorithm = m.convAlgorithm
         if let pre = m.pretrained {
             try model.loadPretrainedBackbone(try pretrainedWeights(pre))
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }

@@ -19,18 +19,21 @@ let benchCases = [
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: training step (default) and evaluation.",
-        subcommands: [BenchTrain.self, BenchEval.self, BenchAllreduce.self, BenchPlan.self], defaultSubcommand: BenchTrain.self)
+        subcommands: [BenchTrain.self, BenchConvs.self, BenchEval.self, BenchAllreduce.self, BenchPlan.self], defaultSubcommand: BenchTrain.self)
 }
 
 extension Bench { nonisolated(unsafe) static var quiet = false }
 extension WireType: ExpressibleByArgument {}
+extension ConvAlgorithm: ExpressibleByArgument {}
 
 /// print, on rank 0 only.
 func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm }
+    @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
+    var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
@@ -81,12 +84,13 @@ struct BenchTrain: ParsableCommand {
         self.comm = comm
         if !comm.isRoot { Bench.quiet = true }
         let threads = threadCount
+        Conv2d.algorithm = convAlgorithm
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
+        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
 
         let gf = measureSGEMM()

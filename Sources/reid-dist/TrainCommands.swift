@@ -203,6 +203,7 @@ func loadModel(config configFile: String?, overrides: [String], checkpoint: Stri
         spec.classes = try Checkpoint.classes(modelFile: file)
     }
     let m = GroupedMultiBranchNet(spec)
+    Conv2d.algorithm = c.model.convAlgorithm
     try m.arena.load(from: weights, strict: true)
     if let bad = m.arena.firstNonFinite() { throw CheckpointError("\(file): \(bad); refusing to compute features with it") }
     return LoadedModel(model: m, config: c, file: file)

@@ -2,9 +2,8 @@
 import XCTest
 @testable import ReIDCore
 
-final class LayerGradientTests: XCTestCase {
-    let gc = GradCheck()
-
+extension XCTestCase {
+    /// A convolution's dX and dW against finite differences (also used by WinogradTests).
     func checkConv(cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false,
                    cacheBudget: Int = 1 << 30) {
         let arena = Arena()
@@ -20,12 +19,17 @@ final class LayerGradientTests: XCTestCase {
         let before = dx.array
         conv.backward(r.ptr, dX: dx.ptr, accumulate: accumulate, ws)
         let loss = { () -> Double in let o = conv.forward(x, ws); return weightedSum(o.ptr, r.ptr, o.count) }
+        let gc = GradCheck()
         let tag = "conv k\(k) s\(s) p\(p) n\(n) \(h)x\(w)"
         gc.check("\(tag) dX", x.ptr, count: x.count,
                  analytic: { dx.ptr[$0] - (accumulate ? before[$0] : 0) }, loss: loss)
         gc.check("\(tag) dW", arena.value + conv.weight, count: cout * cin * k * k,
                  analytic: { arena.grad[conv.weight + $0] }, loss: loss)
     }
+}
+
+final class LayerGradientTests: XCTestCase {
+    let gc = GradCheck()
 
     func testConvGradients() {
         checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)

@@ -76,11 +76,21 @@ final class ReferenceTests: XCTestCase {
         XCTAssertLessThan(fErr, 1e-4, "\(name) inference features")
     }
 
+    /// Each fixture under both convolution algorithms (`auto` picks GEMM for shapes this small).
+    func compareUnderBothAlgorithms(_ name: String, spec: ModelSpec) throws {
+        defer { Conv2d.algorithm = .auto }
+        for a in [ConvAlgorithm.gemm, .winograd] {
+            Conv2d.algorithm = a
+            print("\(name), \(a.rawValue) convolutions:")
+            try compare(name, spec: spec)
+        }
+    }
+
     func testResNet18Width8MatchesPyTorch() throws {
-        try compare("r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
+        try compareUnderBothAlgorithms("r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
     }
 
     func testResNet50Width4MatchesPyTorch() throws {
-        try compare("r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7))
+        try compareUnderBothAlgorithms("r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7))
     }
 }

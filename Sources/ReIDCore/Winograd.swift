@@ -1,0 +1,220 @@
+// Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions on (C, N, H, W)
+// activations, in all three passes (Lavin & Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016).
+//
+// Each 2x2 output tile comes from a 4x4 input tile d:
+//     Y = A^T [ (G g G^T) . (B^T d B) ] A           (. elementwise, 16 products)
+// instead of 36 multiplications per tile and channel pair: 2.25x fewer. Over
+// the batch, the 16 elementwise products become 16 independent GEMMs,
+//     M[e] (Cout x T) = U[e] (Cout x Cin) . V[e] (Cin x T),   e = 0..<16,
+// T = the batch's tiles; U = the transformed weights, V = the transformed input.
+//
+// Backward, as the exact derivative of the same formula:
+//   weights: dU[e] = Z[e] (Cout x T) . V[e]^T, Z = A dY A^T per tile; dg = G^T dU G
+//   input:   the same forward on dY with the flipped, transposed kernel
+// (V is kept from forward when the workspace's cache budget allows.)
+//
+//   B^T = | 1  0 -1  0 |    G = | 1    0    0  |    A^T = | 1  1  1  0 |
+//         | 0  1  1  0 |        | 1/2  1/2  1/2|          | 0  1 -1 -1 |
+//         | 0 -1  1  0 |        | 1/2 -1/2  1/2|
+//         | 0  1  0 -1 |        | 0    0    1  |
+
+/// How convolutions are computed: `gemm` (im2col + one GEMM) everywhere, or
+/// Winograd F(2x2,3x3) for 3x3 stride-1 layers (`auto` picks per layer shape).
+public enum ConvAlgorithm: String, CaseIterable, Sendable {
+    case auto, gemm, winograd
+}
+
+/// The tile grid of an (N, H, W) plane set: th x tw tiles of 2x2 outputs per image.
+struct WinogradTiles {
+    let n: Int, h: Int, w: Int
+    var th: Int { (h + 1) / 2 }
+    var tw: Int { (w + 1) / 2 }
+    var count: Int { n * th * tw }
+}
+
+enum Winograd {
+    /// U[e][o][i] = (G g G^T)[e] for g = w[o][i] (3x3). `transposeFlip` transforms
+    /// instead the kernel of the input-gradient convolution: w'[i][o] = flip(w[o][i]).
+    static func transformWeights(_ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
+                                 _ u: UnsafeMutablePointer<Float>) {
+        let rows = transposeFlip ? cin : cout, cols = transposeFlip ? cout : cin
+        let plane = rows * cols
+        parallelFor(rows) { r in
+            for c in 0..<cols {
+                let src = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
+                @inline(__always) func g(_ j: Int) -> Float { transposeFlip ? src[8 - j] : src[j] }
+                let dst = u + r * cols + c
+                for i in 0..<4 {
+                    // row i of G g (4x3), then times G^T
+                    let a: Float, b: Float, c2: Float
+                    switch i {
+                    case 0: (a, b, c2) = (g(0), g(1), g(2))
+                    case 1: (a, b, c2) = (0.5 * (g(0) + g(3) + g(6)), 0.5 * (g(1) + g(4) + g(7)), 0.5 * (g(2) + g(5) + g(8)))
+                    case 2: (a, b, c2) = (0.5 * (g(0) - g(3) + g(6)), 0.5 * (g(1) - g(4) + g(7)), 0.5 * (g(2) - g(5) + g(8)))
+                    default: (a, b, c2) = (g(6), g(7), g(8))
+                    }
+                    dst[(i * 4 + 0) * plane] = a
+                    dst[(i * 4 + 1) * plane] = 0.5 * (a + b + c2)
+                    dst[(i * 4 + 2) * plane] = 0.5 * (a - b + c2)
+                    dst[(i * 4 + 3) * plane] = c2
+                }
+            }
+        }
+    }
+
+    /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
+    /// Each padded input row is split into its even and odd columns, so that every
+    /// loop over the tiles of a row reads and writes with unit stride (and vectorises).
+    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
+        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
+        let plane = c * t
+        let half = tw + 1                                          // even (and odd) columns of a padded row
+        parallelFor(c * g.n) { job in
+            let ch = job / g.n, img = job % g.n
+            let src = x + job * h * w
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 8 * half + 2 * (w + 2))
+            defer { buf.deallocate() }
+            let padded = buf + 8 * half
+            // Rows split: even[i] = padded[2j], odd[i] = padded[2j + 1], padded[k] = x[k - 1] (0 outside).
+            func load(_ i: Int, _ y: Int) {
+                let e = buf + 2 * i * half, o = e + half
+                if y < 0 || y >= h {
+                    e.update(repeating: 0, count: half); o.update(repeating: 0, count: half); return
+                }
+                padded.update(repeating: 0, count: 2 * half)
+                (padded + 1).update(from: src + y * w, count: w)
+                for j in 0..<half { e[j] = padded[2 * j]; o[j] = padded[2 * j + 1] }
+            }
+            for ty in 0..<th {
+                for i in 0..<4 { load(i, 2 * ty - 1 + i) }
+                let out = v + ch * t + (img * th + ty) * tw
+                let e0 = buf, o0 = e0 + half, e1 = buf + 2 * half, o1 = e1 + half
+                let e2 = buf + 4 * half, o2 = e2 + half, e3 = buf + 6 * half, o3 = e3 + half
+                let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
+                let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
+                let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
+                let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
+                for tx in 0..<tw {
+                    // d B per row: columns (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a-c, b+c, c-b, b-d)
+                    let a0 = e0[tx] - e0[tx + 1], a1 = o0[tx] + e0[tx + 1], a2 = e0[tx + 1] - o0[tx], a3 = o0[tx] - o0[tx + 1]
+                    let b0 = e1[tx] - e1[tx + 1], b1 = o1[tx] + e1[tx + 1], b2 = e1[tx + 1] - o1[tx], b3 = o1[tx] - o1[tx + 1]
+                    let c0 = e2[tx] - e2[tx + 1], c1 = o2[tx] + e2[tx + 1], c2 = e2[tx + 1] - o2[tx], c3 = o2[tx] - o2[tx + 1]
+                    let d0 = e3[tx] - e3[tx + 1], d1 = o3[tx] + e3[tx + 1], d2 = e3[tx + 1] - o3[tx], d3 = o3[tx] - o3[tx + 1]
+                    // B^T (.) across the rows
+                    p0[tx] = a0 - c0; p1[tx] = a1 - c1; p2[tx] = a2 - c2; p3[tx] = a3 - c3
+                    p4[tx] = b0 + c0; p5[tx] = b1 + c1; p6[tx] = b2 + c2; p7[tx] = b3 + c3
+                    p8[tx] = c0 - b0; p9[tx] = c1 - b1; p10[tx] = c2 - b2; p11[tx] = c3 - b3
+                    p12[tx] = b0 - d0; p13[tx] = b1 - d1; p14[tx] = b2 - d2; p15[tx] = b3 - d3
+                }
+            }
+        }
+    }
+
+    /// y (C, N, H, W) = A^T M A per tile, from M[e][c][t]; adds into y when `accumulate`.
+    static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
+                                _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
+        let plane = c * t
+        parallelFor(c * g.n) { job in
+            let ch = job / g.n, img = job % g.n
+            let dst = y + job * h * w
+            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // top and bottom rows, 2 values per tile
+            defer { rows.deallocate() }
+            let top = rows, bottom = rows + 2 * tw
+            for ty in 0..<th {
+                let src = m + ch * t + (img * th + ty) * tw
+                let m0 = src, m1 = src + plane, m2 = src + 2 * plane, m3 = src + 3 * plane
+                let m4 = src + 4 * plane, m5 = src + 5 * plane, m6 = src + 6 * plane, m7 = src + 7 * plane
+                let m8 = src + 8 * plane, m9 = src + 9 * plane, m10 = src + 10 * plane, m11 = src + 11 * plane
+                let m12 = src + 12 * plane, m13 = src + 13 * plane, m14 = src + 14 * plane, m15 = src + 15 * plane
+                for tx in 0..<tw {
+                    // A^T (.) over rows, then (.) A over columns
+                    let p0 = m0[tx] + m4[tx] + m8[tx], p1 = m1[tx] + m5[tx] + m9[tx]
+                    let p2 = m2[tx] + m6[tx] + m10[tx], p3 = m3[tx] + m7[tx] + m11[tx]
+                    let r0 = m4[tx] - m8[tx] - m12[tx], r1 = m5[tx] - m9[tx] - m13[tx]
+                    let r2 = m6[tx] - m10[tx] - m14[tx], r3 = m7[tx] - m11[tx] - m15[tx]
+                    top[2 * tx] = p0 + p1 + p2; top[2 * tx + 1] = p1 - p2 - p3
+                    bottom[2 * tx] = r0 + r1 + r2; bottom[2 * tx + 1] = r1 - r2 - r3
+                }
+                for k in 0..<2 where 2 * ty + k < h {
+                    let d = dst + (2 * ty + k) * w, row = k == 0 ? top : bottom
+                    if accumulate { for i in 0..<w { d[i] += row[i] } } else { d.update(from: row, count: w) }
+                }
+            }
+        }
+    }
+
+    /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
+    static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
+        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
+        let plane = c * t
+        parallelFor(c * g.n) { job in
+            let ch = job / g.n, img = job % g.n
+            let src = dy + job * h * w
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // even/odd columns of the two rows
+            defer { buf.deallocate() }
+            let te = buf, to = buf + tw, be = buf + 2 * tw, bo = buf + 3 * tw
+            for ty in 0..<th {
+                let out = z + ch * t + (img * th + ty) * tw
+                for k in 0..<2 {
+                    let r = 2 * ty + k, e = k == 0 ? te : be, o = k == 0 ? to : bo
+                    e.update(repeating: 0, count: tw); o.update(repeating: 0, count: tw)
+                    guard r < h else { continue }
+                    let row = src + r * w
+                    for x in 0..<w { if x & 1 == 0 { e[x >> 1] = row[x] } else { o[x >> 1] = row[x] } }
+                }
+                let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
+                let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
+                let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
+                let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
+                for tx in 0..<tw {
+                    // A y = (y0, y0 + y1, y0 - y1, -y1) on each row, then across the two rows
+                    let a0 = te[tx], a1 = te[tx] + to[tx], a2 = te[tx] - to[tx], a3 = -to[tx]
+                    let b0 = be[tx], b1 = be[tx] + bo[tx], b2 = be[tx] - bo[tx], b3 = -bo[tx]
+                    p0[tx] = a0; p1[tx] = a1; p2[tx] = a2; p3[tx] = a3
+                    p4[tx] = a0 + b0; p5[tx] = a1 + b1; p6[tx] = a2 + b2; p7[tx] = a3 + b3
+                    p8[tx] = a0 - b0; p9[tx] = a1 - b1; p10[tx] = a2 - b2; p11[tx] = a3 - b3
+                    p12[tx] = -b0; p13[tx] = -b1; p14[tx] = -b2; p15[tx] = -b3
+                }
+            }
+        }
+    }
+
+    /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
+    static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>) {
+        let plane = cout * cin
+        parallelFor(cout) { o in
+            for i in 0..<cin {
+                let s = du + o * cin + i
+                // G^T u = [u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3] on rows (4 -> 3), then columns
+                var t = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+                func col(_ j: Int) -> (Float, Float, Float) {
+                    let u0 = s[j * plane], u1 = s[(4 + j) * plane], u2 = s[(8 + j) * plane], u3 = s[(12 + j) * plane]
+                    return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
+                }
+                let c0 = col(0), c1 = col(1), c2 = col(2), c3 = col(3)
+                t = (c0.0, c1.0, c2.0, c3.0, c0.1, c1.1, c2.1, c3.1, c0.2, c1.2, c2.2, c3.2)
+                let d = dw + (o * cin + i) * 9
+                func row(_ r: Int, _ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) {
+                    d[r * 3] += u0 + 0.5 * (u1 + u2); d[r * 3 + 1] += 0.5 * (u1 - u2); d[r * 3 + 2] += 0.5 * (u1 + u2) + u3
+                }
+                row(0, t.0, t.1, t.2, t.3); row(1, t.4, t.5, t.6, t.7); row(2, t.8, t.9, t.10, t.11)
+            }
+        }
+    }
+
+    /// out (cout, N, H, W) = conv3x3(x (cin, N, H, W)) given U; v and m are scratch (or v already holds x's transform).
+    static func convolve(_ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
+                         v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
+                         out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let t = g.count
+        if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
+        Profile.measure(.gemm) {
+            for e in 0..<16 {
+                sgemm(m: cout, n: t, k: cin, a: u + e * cout * cin, b: v + e * cin * t, c: m + e * cout * t)
+            }
+        }
+        Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }
+    }
+}
