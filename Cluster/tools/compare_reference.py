@@ -47,7 +47,9 @@ sets = ["data.root=" + data, "data.height=%d" % H, "data.width=%d" % W, "model.d
         "sampler.kind=sequential", "sampler.ids_per_batch=%d" % BATCH, "sampler.instances=1", "augment.flip=0", "augment.pad=0",
         "augment.erasing=0", "optim.name=sgd", "optim.lr=%g" % LR, "optim.momentum=0.9", "optim.weight_decay=5e-4",
         "schedule.epochs=1", "schedule.warmup_epochs=0", "schedule.milestones=[5]", "train.run_dir=" + run,
-        "train.log_every=1", "train.eval_every=0", "eval.flip=false"]
+        "train.log_every=1", "train.eval_every=0", "eval.flip=false",
+        # REID_CONV=gemm|winograd|auto (default: auto) chooses how reid-dist computes the 3x3 convolutions
+        "model.conv_algorithm=" + os.environ.get("REID_CONV", "auto")]
 cmd = [bin, "train", "--config", os.path.join(root, "Configs", "debug.yaml")] + sum((["--set", s] for s in sets), [])
 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 ours = [json.loads(l)["step_loss"] for l in open(os.path.join(run, "metrics.jsonl")) if '"train"' in l]

@@ -60,10 +60,11 @@ public final class Conv2d {
     }
 
     /// `auto`'s choice, from `reid-dist bench convs` (2-core AMD EPYC, AVX-512, 2 threads): Winograd
-    /// won on every shape with at least 512 tiles (e.g. 64->64 at 32x64x32: 47.8 vs 68.6 ms for the
-    /// three passes; 512->512 at 32x16x8: 174 vs 309 ms) and lost below, where transforming the
-    /// weights costs more than the smaller GEMMs save (128->128 at 32x8x4, 256 tiles: 7.8 vs 6.4 ms).
-    static func winogradWins(cin: Int, cout: Int, tiles: Int) -> Bool { tiles >= 512 }
+    /// won on every 3x3 stride-1 shape of the three benchmark networks, from 1.3x (256->256 at
+    /// 32x8x4, 256 tiles: 17.1 vs 22.3 ms for the three passes) to 2x (512->512 at 32x16x8: 156 vs
+    /// 311 ms). Below about 64 tiles (inference on a few images) transforming the weights costs
+    /// about what the smaller GEMMs save, so GEMM stays there.
+    static func winogradWins(cin: Int, cout: Int, tiles: Int) -> Bool { tiles >= 64 }
 
     public func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
         ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1)
@@ -86,10 +87,10 @@ public final class Conv2d {
         }
         if usesWinograd(n: n, h: h, w: w) {
             let g = WinogradTiles(n: n, h: h, w: w)
-            let v = columnBuffer(16 * cin * g.count, ws, keep: training)
+            let v = columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v !== ws.col
-            ws.winogradWeights.resizeForOverwrite([16 * cout * cin])
-            ws.winogradProducts.resizeForOverwrite([16 * cout * g.count])
+            ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
+            ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
             Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
             Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
                               out: output.ptr, accumulate: false)
@@ -190,19 +191,20 @@ extension Conv2d {
                           accumulate: Bool, _ ws: Workspace) {
         let g = WinogradTiles(n: x.shape[1], h: x.shape[2], w: x.shape[3]), t = g.count
         let wp = arena.value + weight, gw = arena.grad + weight
+        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t), su = Winograd.planeStride(cout * cin)
         var v: Tensor
         if cachedValid, let c = cached { v = c } else {
-            ws.col.resizeForOverwrite([16 * cin * t]); v = ws.col
+            ws.col.resizeForOverwrite([16 * sv]); v = ws.col
             Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, v.ptr) }
         }
         cachedValid = false
-        ws.winogradProducts.resizeForOverwrite([16 * Swift.max(cout, cin) * t])
-        ws.winogradWeights.resizeForOverwrite([16 * cout * cin])
+        ws.winogradProducts.resizeForOverwrite([16 * Swift.max(sz, sv)])
+        ws.winogradWeights.resizeForOverwrite([16 * su])
         let z = ws.winogradProducts.ptr, du = ws.winogradWeights.ptr
         Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
         Profile.measure(.gemm) {
             for e in 0..<16 {
-                sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * cout * t, b: v.ptr + e * cin * t, c: du + e * cout * cin)
+                sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
             }
         }
         Profile.measure(.im2col) { Winograd.accumulateWeightGrad(du, cout: cout, cin: cin, gw) }
@@ -212,7 +214,7 @@ extension Conv2d {
             Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
             Winograd.transformInput(dOut, c: cout, g, z)
         }
-        ws.col.resizeForOverwrite([16 * cin * t])
+        ws.col.resizeForOverwrite([16 * sv])
         Winograd.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate)
     }
 }

@@ -34,31 +34,32 @@ struct WinogradTiles {
 }
 
 enum Winograd {
+    /// Distance between the 16 matrices of a transformed tensor holding `count` values each: padded
+    /// past a multiple of 64 bytes, because power-of-two distances (64 x 16384 floats, say) put the
+    /// 16 write streams of a transform in the same cache sets and made it several times slower.
+    static func planeStride(_ count: Int) -> Int { (count + 15) / 16 * 16 + 16 }
+
     /// U[e][o][i] = (G g G^T)[e] for g = w[o][i] (3x3). `transposeFlip` transforms
     /// instead the kernel of the input-gradient convolution: w'[i][o] = flip(w[o][i]).
     static func transformWeights(_ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
                                  _ u: UnsafeMutablePointer<Float>) {
         let rows = transposeFlip ? cin : cout, cols = transposeFlip ? cout : cin
-        let plane = rows * cols
-        parallelFor(rows) { r in
+        let plane = planeStride(rows * cols)
+        parallelFor(rows, minChunk: 8) { r in
+            let dst = u + r * cols
             for c in 0..<cols {
-                let src = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
-                @inline(__always) func g(_ j: Int) -> Float { transposeFlip ? src[8 - j] : src[j] }
-                let dst = u + r * cols + c
-                for i in 0..<4 {
-                    // row i of G g (4x3), then times G^T
-                    let a: Float, b: Float, c2: Float
-                    switch i {
-                    case 0: (a, b, c2) = (g(0), g(1), g(2))
-                    case 1: (a, b, c2) = (0.5 * (g(0) + g(3) + g(6)), 0.5 * (g(1) + g(4) + g(7)), 0.5 * (g(2) + g(5) + g(8)))
-                    case 2: (a, b, c2) = (0.5 * (g(0) - g(3) + g(6)), 0.5 * (g(1) - g(4) + g(7)), 0.5 * (g(2) - g(5) + g(8)))
-                    default: (a, b, c2) = (g(6), g(7), g(8))
-                    }
-                    dst[(i * 4 + 0) * plane] = a
-                    dst[(i * 4 + 1) * plane] = 0.5 * (a + b + c2)
-                    dst[(i * 4 + 2) * plane] = 0.5 * (a - b + c2)
-                    dst[(i * 4 + 3) * plane] = c2
-                }
+                let k = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
+                var g0 = k[0], g1 = k[1], g2 = k[2], g3 = k[3], g4 = k[4], g5 = k[5], g6 = k[6], g7 = k[7], g8 = k[8]
+                if transposeFlip { (g0, g1, g2, g3, g5, g6, g7, g8) = (g8, g7, g6, g5, g3, g2, g1, g0) }
+                // G g: rows t0..t3 of 3 values
+                let t10 = 0.5 * (g0 + g3 + g6), t11 = 0.5 * (g1 + g4 + g7), t12 = 0.5 * (g2 + g5 + g8)
+                let t20 = 0.5 * (g0 - g3 + g6), t21 = 0.5 * (g1 - g4 + g7), t22 = 0.5 * (g2 - g5 + g8)
+                // (G g) G^T: each row (a, b, c) -> (a, (a+b+c)/2, (a-b+c)/2, c)
+                let d = dst + c
+                d[0] = g0; d[plane] = 0.5 * (g0 + g1 + g2); d[2 * plane] = 0.5 * (g0 - g1 + g2); d[3 * plane] = g2
+                d[4 * plane] = t10; d[5 * plane] = 0.5 * (t10 + t11 + t12); d[6 * plane] = 0.5 * (t10 - t11 + t12); d[7 * plane] = t12
+                d[8 * plane] = t20; d[9 * plane] = 0.5 * (t20 + t21 + t22); d[10 * plane] = 0.5 * (t20 - t21 + t22); d[11 * plane] = t22
+                d[12 * plane] = g6; d[13 * plane] = 0.5 * (g6 + g7 + g8); d[14 * plane] = 0.5 * (g6 - g7 + g8); d[15 * plane] = g8
             }
         }
     }
@@ -68,13 +69,13 @@ enum Winograd {
     /// loop over the tiles of a row reads and writes with unit stride (and vectorises).
     static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
         let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = c * t
+        let plane = planeStride(c * t)
         let half = tw + 1                                          // even (and odd) columns of a padded row
-        parallelFor(c * g.n) { job in
-            let ch = job / g.n, img = job % g.n
-            let src = x + job * h * w
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 8 * half + 2 * (w + 2))
-            defer { buf.deallocate() }
+        parallelFor(c) { ch in
+          let buf = UnsafeMutablePointer<Float>.allocate(capacity: 8 * half + 2 * (w + 2))
+          defer { buf.deallocate() }
+          for img in 0..<g.n {
+            let src = x + (ch * g.n + img) * h * w
             let padded = buf + 8 * half
             // Rows split: even[i] = padded[2j], odd[i] = padded[2j + 1], padded[k] = x[k - 1] (0 outside).
             func load(_ i: Int, _ y: Int) {
@@ -108,6 +109,7 @@ enum Winograd {
                     p12[tx] = b0 - d0; p13[tx] = b1 - d1; p14[tx] = b2 - d2; p15[tx] = b3 - d3
                 }
             }
+          }
         }
     }
 
@@ -115,12 +117,12 @@ enum Winograd {
     static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = c * t
-        parallelFor(c * g.n) { job in
-            let ch = job / g.n, img = job % g.n
-            let dst = y + job * h * w
-            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // top and bottom rows, 2 values per tile
-            defer { rows.deallocate() }
+        let plane = planeStride(c * t)
+        parallelFor(c) { ch in
+          let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // top and bottom rows, 2 values per tile
+          defer { rows.deallocate() }
+          for img in 0..<g.n {
+            let dst = y + (ch * g.n + img) * h * w
             let top = rows, bottom = rows + 2 * tw
             for ty in 0..<th {
                 let src = m + ch * t + (img * th + ty) * tw
@@ -142,18 +144,19 @@ enum Winograd {
                     if accumulate { for i in 0..<w { d[i] += row[i] } } else { d.update(from: row, count: w) }
                 }
             }
+          }
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
         let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = c * t
-        parallelFor(c * g.n) { job in
-            let ch = job / g.n, img = job % g.n
-            let src = dy + job * h * w
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // even/odd columns of the two rows
-            defer { buf.deallocate() }
+        let plane = planeStride(c * t)
+        parallelFor(c) { ch in
+          let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // even/odd columns of the two rows
+          defer { buf.deallocate() }
+          for img in 0..<g.n {
+            let src = dy + (ch * g.n + img) * h * w
             let te = buf, to = buf + tw, be = buf + 2 * tw, bo = buf + 3 * tw
             for ty in 0..<th {
                 let out = z + ch * t + (img * th + ty) * tw
@@ -178,12 +181,13 @@ enum Winograd {
                     p12[tx] = -b0; p13[tx] = -b1; p14[tx] = -b2; p15[tx] = -b3
                 }
             }
+          }
         }
     }
 
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
     static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>) {
-        let plane = cout * cin
+        let plane = planeStride(cout * cin)
         parallelFor(cout) { o in
             for i in 0..<cin {
                 let s = du + o * cin + i
@@ -208,11 +212,11 @@ enum Winograd {
     static func convolve(_ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
                          v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
                          out: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        let t = g.count
+        let t = g.count, su = planeStride(cout * cin), sv = planeStride(cin * t), sm = planeStride(cout * t)
         if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
         Profile.measure(.gemm) {
             for e in 0..<16 {
-                sgemm(m: cout, n: t, k: cin, a: u + e * cout * cin, b: v + e * cin * t, c: m + e * cout * t)
+                sgemm(m: cout, n: t, k: cin, a: u + e * su, b: v + e * sv, c: m + e * sm)
             }
         }
         Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }
