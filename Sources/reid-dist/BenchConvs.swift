@@ -41,6 +41,25 @@ func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch
 
 nonisolated(unsafe) var lastSplit = 0.0
 
+/// Normal values that Python can make bit for bit (Cluster/tools/conv_error_torch.py):
+/// splitmix64 from `seed`, two uniforms (top 53 bits) per Box-Muller pair, the cosine branch,
+/// times `scale`, rounded to float32.
+func sharedNormals(_ p: UnsafeMutablePointer<Float>, _ n: Int, seed: UInt64, scale: Double = 1) {
+    var state = seed
+    func next() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return (Double(z >> 11) + 0.5) / 9_007_199_254_740_992.0
+    }
+    for i in 0..<n {
+        let u1 = next(), u2 = next()
+        p[i] = Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2) * scale)
+    }
+}
+
 struct BenchConvs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convs",
@@ -126,10 +145,11 @@ struct BenchConvs: ParsableCommand {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
         arena.allocate(seed: 7)
-        var rng = RNG(seed: 8)
+        // The same values as Cluster/tools/conv_error_torch.py makes (one image: CNHW = NCHW order).
         let x = Tensor([s.cin, 1, s.h, s.w]), dy = Tensor([s.cout, 1, s.ho, s.wo])
-        for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
-        for i in 0..<dy.count { dy.ptr[i] = Float(rng.normal()) }
+        sharedNormals(x.ptr, x.count, seed: 1)
+        sharedNormals(dy.ptr, dy.count, seed: 2)
+        sharedNormals(arena.value + conv.weight, s.cout * s.cin * 9, seed: 3, scale: (2.0 / Double(s.cout * 9)).squareRoot())
         let ws = Workspace()
         let y = conv.forward(x, ws).array
         let dx = Tensor(x.shape)
@@ -180,7 +200,7 @@ struct BenchConvs: ParsableCommand {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[Double]], rows.count == shapes.count else {
-            throw ValidationError("\(path) failed (exit \(p.terminationStatus))")
+            throw ConfigError("--torch-python: \(path) failed (exit \(p.terminationStatus))")
         }
         return Dictionary(uniqueKeysWithValues: zip(shapes.map(\.name), rows))
     }
