@@ -93,12 +93,9 @@ public final class BatchNorm {
         let relu = self.relu, training = trainedLast
         Profile.measure(.batchnorm) { parallelFor(c) { ch in
             let g = dOut + ch * m, xc = xp + ch * m, dx = dX + ch * m
-            if relu {
-                let yc = yp + ch * m
-                for i in 0..<m where yc[i] <= 0 { g[i] = 0 }
-            }
             let mu = mp[ch], rs = sp[ch]
-            let (sg, sgx) = vsumDotCentered(g, xc, m, mu)      // sum g, sum g*(x-mu)
+            // sum g, sum g*(x-mu); with the ReLU, g masked where the output was 0, in the same pass
+            let (sg, sgx) = relu ? vmaskSumDotCentered(g, yp + ch * m, xc, m, mu) : vsumDotCentered(g, xc, m, mu)
             dgamma[ch] += sgx * rs
             dbeta[ch] += sg
             let gr = gamma[ch] * rs

@@ -39,8 +39,6 @@ func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch
     return shapes.filter { seen.insert($0).inserted }
 }
 
-nonisolated(unsafe) var lastSplit = 0.0
-
 /// Normal values that Python can make bit for bit (Cluster/tools/conv_error_torch.py):
 /// splitmix64 from `seed`, two uniforms (top 53 bits) per Box-Muller pair, the cosine branch,
 /// times `scale`, rounded to float32.
@@ -95,15 +93,15 @@ struct BenchConvs: ParsableCommand {
         for (caseName, s) in shapes {
             for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd] : [.gemm] {
                 Conv2d.algorithm = a
-                let (fwd, bwd) = time(s)
+                let (fwd, bwd, dataShare) = time(s)
                 let err = noErrors ? [] : errors(s)
                 let t = torch[s.name] ?? []
-                print(String(format: "%-19@ %-22@ %-9@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue, fwd * 1e3, bwd * 1e3, s.flops / (fwd + bwd) / 1e9, lastSplit * 100)
+                print(String(format: "%-19@ %-22@ %-9@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue, fwd * 1e3, bwd * 1e3, s.flops / (fwd + bwd) / 1e9, dataShare * 100)
                       + err.map { String(format: "  %.2e", $0) }.joined()
                       + (t.isEmpty ? "" : "  " + t.map { String(format: "%.1e", $0) }.joined(separator: "/")))
                 rows.append(["case": caseName, "cin": s.cin, "cout": s.cout, "stride": s.stride, "n": s.n, "h": s.h, "w": s.w,
                              "algorithm": a.rawValue, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
-                             "gflops": s.flops / (fwd + bwd) / 1e9, "data_movement_share": lastSplit, "error_vs_float64": err, "torch_error_vs_float64": t])
+                             "gflops": s.flops / (fwd + bwd) / 1e9, "data_movement_share": dataShare, "error_vs_float64": err, "torch_error_vs_float64": t])
             }
         }
         Conv2d.algorithm = .auto
@@ -114,8 +112,8 @@ struct BenchConvs: ParsableCommand {
         }
     }
 
-    /// Median forward and backward (dW and dX) seconds.
-    func time(_ s: ConvShape) -> (Double, Double) {
+    /// Median forward and backward (dW and dX) seconds, and the share of im2col/transforms in both.
+    func time(_ s: ConvShape) -> (Double, Double, Double) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
         arena.allocate(seed: 1)
@@ -135,8 +133,8 @@ struct BenchConvs: ParsableCommand {
             if r > 0 { f.append(t1 - t0); b.append(t2 - t1) }      // the first is a warm-up
         }
         let p = Profile.seconds
-        lastSplit = p[Profile.Part.im2col.rawValue] / max(p[Profile.Part.gemm.rawValue] + p[Profile.Part.im2col.rawValue], 1e-12)
-        return (f.sorted()[f.count / 2], b.sorted()[b.count / 2])
+        let share = p[Profile.Part.im2col.rawValue] / max(p[Profile.Part.gemm.rawValue] + p[Profile.Part.im2col.rawValue], 1e-12)
+        return (f.sorted()[f.count / 2], b.sorted()[b.count / 2], share)
     }
 
     /// Largest |error| / largest |value| of forward, dX, dW against float64, on one image.
