@@ -60,9 +60,9 @@ public final class Conv2d {
     }
 
     /// `auto`'s choice, from `reid-dist bench convs` (2-core AMD EPYC, AVX-512, 2 threads): Winograd
-    /// won on every 3x3 stride-1 shape of the three benchmark networks, from 1.3x (256->256 at
-    /// 32x8x4, 256 tiles: 17.1 vs 22.3 ms for the three passes) to 2x (512->512 at 32x16x8: 156 vs
-    /// 311 ms). Below about 64 tiles (inference on a few images) transforming the weights costs
+    /// won on every 3x3 stride-1 shape of the three benchmark networks, from 1.07x (128->128 at
+    /// 32x8x4, 256 tiles: 5.8 vs 6.2 ms for the three passes) to 2x (512->512 at 32x16x8: 156 vs
+    /// 308 ms). Below about 64 tiles (inference on a few images) transforming the weights costs
     /// about what the smaller GEMMs save, so GEMM stays there.
     static func winogradWins(cin: Int, cout: Int, tiles: Int) -> Bool { tiles >= 64 }
 

@@ -31,7 +31,7 @@ func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
@@ -56,6 +56,8 @@ struct BenchTrain: ParsableCommand {
     var cases = "r50-256x128-b16,r18w32-128x64-b32"
     @Flag(help: "Skip the per-stage ResNet-50 timing.")
     var noStages = false
+    @Flag(help: "Also run every case with 1 thread and print the scaling efficiency of --threads.")
+    var scaling = false
     @Option(help: "A Python with torch: runs ../shared/bench/torch_baseline.py in the same run and prints ratios.")
     var torchPython: String?
     @Option(help: "Path of the PyTorch baseline script.")
@@ -107,6 +109,7 @@ struct BenchTrain: ParsableCommand {
             rows.append(try trainStep(c))
         }
         report["train_step"] = rows
+        if scaling, threads > 1, comm.size == 1 { report["scaling"] = try scalingRows(rows, threads: threads) }
         let peak = peakRSSMB()
         say(String(format: "peak resident memory: %.0f MB", peak))
         report["peak_rss_mb"] = peak
@@ -216,6 +219,22 @@ struct BenchTrain: ParsableCommand {
                 "images_per_second": Double(c.batch) * world / med, "allreduce_wait_fraction": commTime / total,
                 "allreduce_blocking_ms": blocking * 1e3, "allreduce_in_flight_ms": inFlight * 1e3,
                 "allreduce_exposed_ms": exposed * 1e3, "allreduce_hidden_fraction": hidden, "rank_imbalance_ms": imbalance * 1e3, "time_fraction": parts]
+    }
+
+    /// Every case again with 1 thread: efficiency = images/s with N threads / (N x images/s with 1).
+    func scalingRows(_ rows: [[String: Any]], threads: Int) throws -> [[String: Any]] {
+        setBLASThreads(1); engineThreads = 1
+        defer { setBLASThreads(threads); engineThreads = threads }
+        say("with 1 thread, for the scaling of \(threads):")
+        var out: [[String: Any]] = []
+        for (name, row) in zip(selected, rows) {
+            let one = try trainStep(benchCases.first { $0.name == name }!)
+            let r1 = one["images_per_second"] as! Double, rn = row["images_per_second"] as! Double
+            let eff = rn / (Double(threads) * r1)
+            say(String(format: "  %-20@ 1 thread %.2f img/s, %d threads %.2f img/s: %.2fx, scaling efficiency %.0f%%", name, r1, threads, rn, rn / r1, eff * 100))
+            out.append(["case": name, "one_thread_images_per_second": r1, "threads": threads, "images_per_second": rn, "efficiency": eff])
+        }
+        return out
     }
 
     func runTorch(_ py: String, ours: [[String: Any]]) -> [String: Any] {
