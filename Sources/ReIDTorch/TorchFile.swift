@@ -111,19 +111,26 @@ public enum TorchFile {
         let size = t.storage.dtype.size, available = storage.count / size
         let count = t.shape.reduce(1, *)
         guard t.shape.allSatisfy({ $0 >= 0 }), t.offset >= 0 else { throw TorchFileError(path, "tensor '\(name)': negative shape or offset") }
-        var index = [Int](repeating: 0, count: count)
+        // Element i's position in the storage: offset + i for a contiguous tensor (nearly always);
+        // a table only for other strides (a transposed view, say).
+        var strided: [Int]? = nil
         if count > 0 {
             let last = t.offset + zip(t.shape, t.stride).reduce(0) { $0 + ($1.0 - 1) * max($1.1, 0) }
             guard last < available, t.stride.allSatisfy({ $0 >= 0 }) else {
                 throw TorchFileError(path, "tensor '\(name)' (shape \(t.shape)) reaches past its storage of \(available) elements")
             }
-            var idx = [Int](repeating: 0, count: t.shape.count)
-            for i in 0..<count {
-                index[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
-                var d = t.shape.count - 1
-                while d >= 0 { idx[d] += 1; if idx[d] < t.shape[d] { break }; idx[d] = 0; d -= 1 }
+            let contiguous = t.stride == t.shape.indices.map { d in t.shape[(d + 1)...].reduce(1, *) }
+            if !contiguous {
+                var table = [Int](repeating: 0, count: count), idx = [Int](repeating: 0, count: t.shape.count)
+                for i in 0..<count {
+                    table[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
+                    var d = t.shape.count - 1
+                    while d >= 0 { idx[d] += 1; if idx[d] < t.shape[d] { break }; idx[d] = 0; d -= 1 }
+                }
+                strided = table
             }
         }
+        let index = (0..<count).lazy.map { strided?[$0] ?? t.offset + $0 }
         let base = storage.startIndex
         func raw(_ i: Int) -> UInt64 {
             var v: UInt64 = 0
