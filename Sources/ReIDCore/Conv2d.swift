@@ -22,6 +22,8 @@ public final class Workspace {
     public let flipped = Tensor([1])
     /// Winograd scratch: transformed weights (16 x Cout x Cin) and products (16 x C x tiles).
     public let winogradWeights = Tensor([1]), winogradProducts = Tensor([1])
+    /// Per-worker scratch of the fused (block by block) Winograd convolution.
+    var fusedScratch: [Tensor] = []
     /// Bytes of column matrices that may be kept across forward and backward.
     public var cacheBudget: Int
     var cacheUsed = 0
@@ -92,6 +94,13 @@ public final class Conv2d {
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
             ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
             Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
+            if Swift.max(cin, cout) <= Winograd.fusion.forward {
+                Profile.measure(.gemm) {
+                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: training ? v.ptr : nil,
+                                           out: output.ptr, accumulate: false, ws)
+                }
+                return output
+            }
             Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
                               out: output.ptr, accumulate: false)
             return output
@@ -201,15 +210,24 @@ extension Conv2d {
         ws.winogradProducts.resizeForOverwrite([16 * Swift.max(sz, sv)])
         ws.winogradWeights.resizeForOverwrite([16 * su])
         let z = ws.winogradProducts.ptr, du = ws.winogradWeights.ptr
-        Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
-        Profile.measure(.gemm) {
-            for e in 0..<16 {
-                sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
+        if Swift.max(cin, cout) <= Winograd.fusion.weightGrad {
+            Profile.measure(.gemm) { Winograd.weightGradFused(dOut, cin: cin, cout: cout, g, v: v.ptr, du: du, ws) }
+        } else {
+            Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
+            Profile.measure(.gemm) {
+                for e in 0..<16 {
+                    sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
+                }
             }
         }
         Profile.measure(.im2col) { Winograd.accumulateWeightGrad(du, cout: cout, cin: cin, gw) }
         guard let dX else { return }
         // dX = conv(dOut, flip(W)^T): the transformed dOut goes where Z was, the products into ws.col.
+        if Swift.max(cin, cout) <= Winograd.fusion.inputGrad {
+            Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du) }
+            Profile.measure(.gemm) { Winograd.convolveFused(dOut, cin: cout, cout: cin, g, u: du, out: dX, accumulate: accumulate, ws) }
+            return
+        }
         Profile.measure(.im2col) {
             Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
             Winograd.transformInput(dOut, c: cout, g, z)

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 // Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions on (C, N, H, W)
 // activations, in all three passes (Lavin & Gray, "Fast Algorithms for
 // Convolutional Neural Networks", 2016).
@@ -49,139 +51,169 @@ enum Winograd {
             let dst = u + r * cols
             for c in 0..<cols {
                 let k = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
-                var g0 = k[0], g1 = k[1], g2 = k[2], g3 = k[3], g4 = k[4], g5 = k[5], g6 = k[6], g7 = k[7], g8 = k[8]
-                if transposeFlip { (g0, g1, g2, g3, g5, g6, g7, g8) = (g8, g7, g6, g5, g3, g2, g1, g0) }
+                // in double, rounded once per value
+                var g = (Double(k[0]), Double(k[1]), Double(k[2]), Double(k[3]), Double(k[4]),
+                         Double(k[5]), Double(k[6]), Double(k[7]), Double(k[8]))
+                if transposeFlip { g = (g.8, g.7, g.6, g.5, g.4, g.3, g.2, g.1, g.0) }
                 // G g: rows t0..t3 of 3 values
-                let t10 = 0.5 * (g0 + g3 + g6), t11 = 0.5 * (g1 + g4 + g7), t12 = 0.5 * (g2 + g5 + g8)
-                let t20 = 0.5 * (g0 - g3 + g6), t21 = 0.5 * (g1 - g4 + g7), t22 = 0.5 * (g2 - g5 + g8)
+                let t10 = 0.5 * (g.0 + g.3 + g.6), t11 = 0.5 * (g.1 + g.4 + g.7), t12 = 0.5 * (g.2 + g.5 + g.8)
+                let t20 = 0.5 * (g.0 - g.3 + g.6), t21 = 0.5 * (g.1 - g.4 + g.7), t22 = 0.5 * (g.2 - g.5 + g.8)
                 // (G g) G^T: each row (a, b, c) -> (a, (a+b+c)/2, (a-b+c)/2, c)
                 let d = dst + c
-                d[0] = g0; d[plane] = 0.5 * (g0 + g1 + g2); d[2 * plane] = 0.5 * (g0 - g1 + g2); d[3 * plane] = g2
-                d[4 * plane] = t10; d[5 * plane] = 0.5 * (t10 + t11 + t12); d[6 * plane] = 0.5 * (t10 - t11 + t12); d[7 * plane] = t12
-                d[8 * plane] = t20; d[9 * plane] = 0.5 * (t20 + t21 + t22); d[10 * plane] = 0.5 * (t20 - t21 + t22); d[11 * plane] = t22
-                d[12 * plane] = g6; d[13 * plane] = 0.5 * (g6 + g7 + g8); d[14 * plane] = 0.5 * (g6 - g7 + g8); d[15 * plane] = g8
+                func put(_ e: Int, _ a: Double, _ b: Double, _ c: Double) {
+                    d[e * plane] = Float(a); d[(e + 1) * plane] = Float(0.5 * (a + b + c))
+                    d[(e + 2) * plane] = Float(0.5 * (a - b + c)); d[(e + 3) * plane] = Float(c)
+                }
+                put(0, g.0, g.1, g.2); put(4, t10, t11, t12); put(8, t20, t21, t22); put(12, g.6, g.7, g.8)
             }
         }
     }
 
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
+    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
+        let t = g.count, plane = planeStride(c * t)
+        parallelFor(c) { ch in
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: inputScratch(g))
+            defer { buf.deallocate() }
+            for img in 0..<g.n {
+                inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, v + ch * t + img * g.th * g.tw, plane: plane, buf)
+            }
+        }
+    }
+
+    /// Floats of scratch `inputTiles` needs.
+    static func inputScratch(_ g: WinogradTiles) -> Int { 8 * (g.tw + 1) + 2 * (g.w + 2) }
+
+    /// The transform of tile rows `rows` of one image plane `src` (H x W): tile (ty, tx) goes to
+    /// out[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart.
     /// Each padded input row is split into its even and odd columns, so that every
     /// loop over the tiles of a row reads and writes with unit stride (and vectorises).
-    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = planeStride(c * t)
+    @inline(__always)
+    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
+                           _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
+        let h = g.h, w = g.w, tw = g.tw
         let half = tw + 1                                          // even (and odd) columns of a padded row
-        parallelFor(c) { ch in
-          let buf = UnsafeMutablePointer<Float>.allocate(capacity: 8 * half + 2 * (w + 2))
-          defer { buf.deallocate() }
-          for img in 0..<g.n {
-            let src = x + (ch * g.n + img) * h * w
-            let padded = buf + 8 * half
-            // Rows split: even[i] = padded[2j], odd[i] = padded[2j + 1], padded[k] = x[k - 1] (0 outside).
-            func load(_ i: Int, _ y: Int) {
-                let e = buf + 2 * i * half, o = e + half
-                if y < 0 || y >= h {
-                    e.update(repeating: 0, count: half); o.update(repeating: 0, count: half); return
-                }
-                padded.update(repeating: 0, count: 2 * half)
-                (padded + 1).update(from: src + y * w, count: w)
-                for j in 0..<half { e[j] = padded[2 * j]; o[j] = padded[2 * j + 1] }
+        let padded = buf + 8 * half
+        // Rows split: even[i] = padded[2j], odd[i] = padded[2j + 1], padded[k] = x[k - 1] (0 outside).
+        func load(_ i: Int, _ y: Int) {
+            let e = buf + 2 * i * half, o = e + half
+            if y < 0 || y >= h {
+                e.update(repeating: 0, count: half); o.update(repeating: 0, count: half); return
             }
-            for ty in 0..<th {
-                for i in 0..<4 { load(i, 2 * ty - 1 + i) }
-                let out = v + ch * t + (img * th + ty) * tw
-                let e0 = buf, o0 = e0 + half, e1 = buf + 2 * half, o1 = e1 + half
-                let e2 = buf + 4 * half, o2 = e2 + half, e3 = buf + 6 * half, o3 = e3 + half
-                let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
-                let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
-                let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
-                let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
-                for tx in 0..<tw {
-                    // d B per row: columns (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a-c, b+c, c-b, b-d)
-                    let a0 = e0[tx] - e0[tx + 1], a1 = o0[tx] + e0[tx + 1], a2 = e0[tx + 1] - o0[tx], a3 = o0[tx] - o0[tx + 1]
-                    let b0 = e1[tx] - e1[tx + 1], b1 = o1[tx] + e1[tx + 1], b2 = e1[tx + 1] - o1[tx], b3 = o1[tx] - o1[tx + 1]
-                    let c0 = e2[tx] - e2[tx + 1], c1 = o2[tx] + e2[tx + 1], c2 = e2[tx + 1] - o2[tx], c3 = o2[tx] - o2[tx + 1]
-                    let d0 = e3[tx] - e3[tx + 1], d1 = o3[tx] + e3[tx + 1], d2 = e3[tx + 1] - o3[tx], d3 = o3[tx] - o3[tx + 1]
-                    // B^T (.) across the rows
-                    p0[tx] = a0 - c0; p1[tx] = a1 - c1; p2[tx] = a2 - c2; p3[tx] = a3 - c3
-                    p4[tx] = b0 + c0; p5[tx] = b1 + c1; p6[tx] = b2 + c2; p7[tx] = b3 + c3
-                    p8[tx] = c0 - b0; p9[tx] = c1 - b1; p10[tx] = c2 - b2; p11[tx] = c3 - b3
-                    p12[tx] = b0 - d0; p13[tx] = b1 - d1; p14[tx] = b2 - d2; p15[tx] = b3 - d3
-                }
+            padded.update(repeating: 0, count: 2 * half)
+            (padded + 1).update(from: src + y * w, count: w)
+            for j in 0..<half { e[j] = padded[2 * j]; o[j] = padded[2 * j + 1] }
+        }
+        // Input row y lives in slot (y + 1) & 3: consecutive tile rows share two input rows.
+        for ty in rows {
+            for y in (ty == rows.lowerBound ? 2 * ty - 1 : 2 * ty + 1)...(2 * ty + 2) { load((y + 1) & 3, y) }
+            let out = dst + (ty - rows.lowerBound) * tw
+            let s0 = buf + 2 * half * ((2 * ty) & 3), s1 = buf + 2 * half * ((2 * ty + 1) & 3)
+            let s2 = buf + 2 * half * ((2 * ty + 2) & 3), s3 = buf + 2 * half * ((2 * ty + 3) & 3)
+            let e0 = s0, o0 = e0 + half, e1 = s1, o1 = e1 + half
+            let e2 = s2, o2 = e2 + half, e3 = s3, o3 = e3 + half
+            let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
+            let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
+            let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
+            let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
+            for tx in 0..<tw {
+                // d B per row: columns (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a-c, b+c, c-b, b-d)
+                let a0 = e0[tx] - e0[tx + 1], a1 = o0[tx] + e0[tx + 1], a2 = e0[tx + 1] - o0[tx], a3 = o0[tx] - o0[tx + 1]
+                let b0 = e1[tx] - e1[tx + 1], b1 = o1[tx] + e1[tx + 1], b2 = e1[tx + 1] - o1[tx], b3 = o1[tx] - o1[tx + 1]
+                let c0 = e2[tx] - e2[tx + 1], c1 = o2[tx] + e2[tx + 1], c2 = e2[tx + 1] - o2[tx], c3 = o2[tx] - o2[tx + 1]
+                let d0 = e3[tx] - e3[tx + 1], d1 = o3[tx] + e3[tx + 1], d2 = e3[tx + 1] - o3[tx], d3 = o3[tx] - o3[tx + 1]
+                // B^T (.) across the rows
+                p0[tx] = a0 - c0; p1[tx] = a1 - c1; p2[tx] = a2 - c2; p3[tx] = a3 - c3
+                p4[tx] = b0 + c0; p5[tx] = b1 + c1; p6[tx] = b2 + c2; p7[tx] = b3 + c3
+                p8[tx] = c0 - b0; p9[tx] = c1 - b1; p10[tx] = c2 - b2; p11[tx] = c3 - b3
+                p12[tx] = b0 - d0; p13[tx] = b1 - d1; p14[tx] = b2 - d2; p15[tx] = b3 - d3
             }
-          }
         }
     }
 
     /// y (C, N, H, W) = A^T M A per tile, from M[e][c][t]; adds into y when `accumulate`.
     static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = planeStride(c * t)
+        let t = g.count, plane = planeStride(c * t)
         parallelFor(c) { ch in
-          let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // top and bottom rows, 2 values per tile
-          defer { rows.deallocate() }
-          for img in 0..<g.n {
-            let dst = y + (ch * g.n + img) * h * w
-            let top = rows, bottom = rows + 2 * tw
-            for ty in 0..<th {
-                let src = m + ch * t + (img * th + ty) * tw
-                let m0 = src, m1 = src + plane, m2 = src + 2 * plane, m3 = src + 3 * plane
-                let m4 = src + 4 * plane, m5 = src + 5 * plane, m6 = src + 6 * plane, m7 = src + 7 * plane
-                let m8 = src + 8 * plane, m9 = src + 9 * plane, m10 = src + 10 * plane, m11 = src + 11 * plane
-                let m12 = src + 12 * plane, m13 = src + 13 * plane, m14 = src + 14 * plane, m15 = src + 15 * plane
-                for tx in 0..<tw {
-                    // A^T (.) over rows, then (.) A over columns
-                    let p0 = m0[tx] + m4[tx] + m8[tx], p1 = m1[tx] + m5[tx] + m9[tx]
-                    let p2 = m2[tx] + m6[tx] + m10[tx], p3 = m3[tx] + m7[tx] + m11[tx]
-                    let r0 = m4[tx] - m8[tx] - m12[tx], r1 = m5[tx] - m9[tx] - m13[tx]
-                    let r2 = m6[tx] - m10[tx] - m14[tx], r3 = m7[tx] - m11[tx] - m15[tx]
-                    top[2 * tx] = p0 + p1 + p2; top[2 * tx + 1] = p1 - p2 - p3
-                    bottom[2 * tx] = r0 + r1 + r2; bottom[2 * tx + 1] = r1 - r2 - r3
-                }
-                for k in 0..<2 where 2 * ty + k < h {
-                    let d = dst + (2 * ty + k) * w, row = k == 0 ? top : bottom
-                    if accumulate { for i in 0..<w { d[i] += row[i] } } else { d.update(from: row, count: w) }
-                }
+            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * g.tw)
+            defer { rows.deallocate() }
+            for img in 0..<g.n {
+                outputTiles(m + ch * t + img * g.th * g.tw, plane: plane, g, rows: 0..<g.th,
+                            y + (ch * g.n + img) * g.h * g.w, accumulate: accumulate, rows)
             }
-          }
+        }
+    }
+
+    /// Tile rows `rows` of one output plane `dst` (H x W) from the products at src (laid out as
+    /// `inputTiles` writes them); `buf` holds 4 * tw floats.
+    @inline(__always)
+    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>,
+                            _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
+        let h = g.h, w = g.w, tw = g.tw
+        let top = buf, bottom = buf + 2 * tw                  // top and bottom rows, 2 values per tile
+        for ty in rows {
+            let src = src0 + (ty - rows.lowerBound) * tw
+            let m0 = src, m1 = src + plane, m2 = src + 2 * plane, m3 = src + 3 * plane
+            let m4 = src + 4 * plane, m5 = src + 5 * plane, m6 = src + 6 * plane, m7 = src + 7 * plane
+            let m8 = src + 8 * plane, m9 = src + 9 * plane, m10 = src + 10 * plane, m11 = src + 11 * plane
+            let m12 = src + 12 * plane, m13 = src + 13 * plane, m14 = src + 14 * plane, m15 = src + 15 * plane
+            for tx in 0..<tw {
+                // A^T (.) over rows, then (.) A over columns
+                let p0 = m0[tx] + m4[tx] + m8[tx], p1 = m1[tx] + m5[tx] + m9[tx]
+                let p2 = m2[tx] + m6[tx] + m10[tx], p3 = m3[tx] + m7[tx] + m11[tx]
+                let r0 = m4[tx] - m8[tx] - m12[tx], r1 = m5[tx] - m9[tx] - m13[tx]
+                let r2 = m6[tx] - m10[tx] - m14[tx], r3 = m7[tx] - m11[tx] - m15[tx]
+                top[2 * tx] = p0 + p1 + p2; top[2 * tx + 1] = p1 - p2 - p3
+                bottom[2 * tx] = r0 + r1 + r2; bottom[2 * tx + 1] = r1 - r2 - r3
+            }
+            for k in 0..<2 where 2 * ty + k < h {
+                let d = dst + (2 * ty + k) * w, row = k == 0 ? top : bottom
+                if accumulate { for i in 0..<w { d[i] += row[i] } } else { d.update(from: row, count: w) }
+            }
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, th = g.th, tw = g.tw, t = g.count
-        let plane = planeStride(c * t)
+        let t = g.count, plane = planeStride(c * t)
         parallelFor(c) { ch in
-          let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tw)     // even/odd columns of the two rows
-          defer { buf.deallocate() }
-          for img in 0..<g.n {
-            let src = dy + (ch * g.n + img) * h * w
-            let te = buf, to = buf + tw, be = buf + 2 * tw, bo = buf + 3 * tw
-            for ty in 0..<th {
-                let out = z + ch * t + (img * th + ty) * tw
-                for k in 0..<2 {
-                    let r = 2 * ty + k, e = k == 0 ? te : be, o = k == 0 ? to : bo
-                    e.update(repeating: 0, count: tw); o.update(repeating: 0, count: tw)
-                    guard r < h else { continue }
-                    let row = src + r * w
-                    for x in 0..<w { if x & 1 == 0 { e[x >> 1] = row[x] } else { o[x >> 1] = row[x] } }
-                }
-                let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
-                let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
-                let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
-                let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
-                for tx in 0..<tw {
-                    // A y = (y0, y0 + y1, y0 - y1, -y1) on each row, then across the two rows
-                    let a0 = te[tx], a1 = te[tx] + to[tx], a2 = te[tx] - to[tx], a3 = -to[tx]
-                    let b0 = be[tx], b1 = be[tx] + bo[tx], b2 = be[tx] - bo[tx], b3 = -bo[tx]
-                    p0[tx] = a0; p1[tx] = a1; p2[tx] = a2; p3[tx] = a3
-                    p4[tx] = a0 + b0; p5[tx] = a1 + b1; p6[tx] = a2 + b2; p7[tx] = a3 + b3
-                    p8[tx] = a0 - b0; p9[tx] = a1 - b1; p10[tx] = a2 - b2; p11[tx] = a3 - b3
-                    p12[tx] = -b0; p13[tx] = -b1; p14[tx] = -b2; p15[tx] = -b3
-                }
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * g.tw)
+            defer { buf.deallocate() }
+            for img in 0..<g.n {
+                outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, z + ch * t + img * g.th * g.tw, plane: plane, buf)
             }
-          }
+        }
+    }
+
+    /// Tile rows `rows` of one plane of dY (H x W), written as `inputTiles` writes; `buf` holds 4 * tw floats.
+    @inline(__always)
+    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
+                                _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
+        let h = g.h, w = g.w, tw = g.tw
+        let te = buf, to = buf + tw, be = buf + 2 * tw, bo = buf + 3 * tw      // even/odd columns of the two rows
+        for ty in rows {
+            let out = dst + (ty - rows.lowerBound) * tw
+            for k in 0..<2 {
+                let r = 2 * ty + k, e = k == 0 ? te : be, o = k == 0 ? to : bo
+                e.update(repeating: 0, count: tw); o.update(repeating: 0, count: tw)
+                guard r < h else { continue }
+                let row = src + r * w
+                for x in 0..<w { if x & 1 == 0 { e[x >> 1] = row[x] } else { o[x >> 1] = row[x] } }
+            }
+            let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
+            let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
+            let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
+            let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
+            for tx in 0..<tw {
+                // A y = (y0, y0 + y1, y0 - y1, -y1) on each row, then across the two rows
+                let a0 = te[tx], a1 = te[tx] + to[tx], a2 = te[tx] - to[tx], a3 = -to[tx]
+                let b0 = be[tx], b1 = be[tx] + bo[tx], b2 = be[tx] - bo[tx], b3 = -bo[tx]
+                p0[tx] = a0; p1[tx] = a1; p2[tx] = a2; p3[tx] = a3
+                p4[tx] = a0 + b0; p5[tx] = a1 + b1; p6[tx] = a2 + b2; p7[tx] = a3 + b3
+                p8[tx] = a0 - b0; p9[tx] = a1 - b1; p10[tx] = a2 - b2; p11[tx] = a3 - b3
+                p12[tx] = -b0; p13[tx] = -b1; p14[tx] = -b2; p15[tx] = -b3
+            }
         }
     }
 
@@ -208,6 +240,115 @@ enum Winograd {
         }
     }
 
+    /// C (m x n) = A (m x k, row stride lda) . B (k x n), summed over K in chunks of at most
+    /// `maxK` (each chunk's dot products start from zero and are then added): the float32 error
+    /// of a long dot product grows with its length, and the Winograd products are larger than the
+    /// convolution's own terms. Chunks of 128 keep the forward and input-gradient errors within
+    /// 2x PyTorch's on every ResNet shape (one chunk of 512 was 2.4x; `reid-dist bench convs`).
+    static func gemmChunked(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                            b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let chunks = (k + maxK - 1) / maxK, kc = (k + chunks - 1) / chunks
+        var k0 = 0
+        while k0 < k {
+            let kn = Swift.min(kc, k - k0)
+            sgemm(m: m, n: n, k: kn, a: a + k0, lda: lda, b: b + k0 * ldb, ldb: ldb, beta: k0 == 0 ? 0 : 1, c: c, ldc: ldc)
+            k0 += kn
+        }
+    }
+    nonisolated(unsafe) static var maxK = 128
+
+    /// Which passes run block by block (`convolveFused`, `weightGradFused`) instead of as whole-batch
+    /// transforms and GEMMs: layers whose larger channel count is at most the pass's limit. Block by
+    /// block, the transformed data stays in cache but each GEMM is small and single-threaded, which
+    /// pays on thin layers only (`reid-dist bench convs`: 64->64 at 64x32, 16 images, 45 -> 35 ms
+    /// for the three passes; no gain from 256 channels up).
+    public struct Fusion: Sendable {
+        public var forward: Int, inputGrad: Int, weightGrad: Int
+        public static let `default` = Fusion(forward: 64, inputGrad: 128, weightGrad: 64)
+        public static let none = Fusion(forward: 0, inputGrad: 0, weightGrad: 0)
+        public static let all = Fusion(forward: .max, inputGrad: .max, weightGrad: .max)
+    }
+    nonisolated(unsafe) static var fusion: Fusion = {
+        guard let e = getenv("REID_WINO_FUSION") else { return .default }
+        let v = String(cString: e).split(separator: ",").map { Int($0)! }
+        return Fusion(forward: v[0], inputGrad: v[1], weightGrad: v[2])
+    }()
+    /// Bytes of transformed data per block (input and products together), and the fewest tiles.
+    static let fusedTarget = 1 << 20
+    nonisolated(unsafe) static var fusedMinTiles = 64
+
+    /// out = conv3x3(x) block by block: each worker takes blocks of tile rows of one image,
+    /// transforms that block's input (all Cin channels), runs the 16 GEMMs on it with a
+    /// single-threaded BLAS, and writes the block's outputs, so the transformed data stays in
+    /// its core's cache instead of making three trips through memory.
+    /// With `keep`, the transformed input is written there whole (laid out as `transformInput`
+    /// writes it, for the weight gradient) and the GEMMs read it from there.
+    static func convolveFused(_ x: UnsafePointer<Float>, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
+                              keep: UnsafeMutablePointer<Float>? = nil,
+                              out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace) {
+        let su = planeStride(cout * cin)
+        let p = FusedBlocks(g, channels: cin + cout)
+        let sv = planeStride(cin * p.tiles), sm = planeStride(cout * p.tiles), tb = p.tiles
+        let buffers = p.scratch(16 * (sv + sm) + inputScratch(g) + 4 * g.tw, ws)
+        let blasThreads = blasThreads()
+        if p.workers > 1 { setBLASThreads(1) }
+        defer { if p.workers > 1 { setBLASThreads(blasThreads) } }
+        DispatchQueue.concurrentPerform(iterations: p.workers) { wk in
+            let vb = buffers[wk], mb = vb + 16 * sv, buf = mb + 16 * sm
+            for b in stride(from: wk, to: p.count, by: p.workers) {
+                let (img, ty0, ty1) = p.block(b)
+                let n = (ty1 - ty0) * g.tw
+                // where this block's transformed input goes: the local buffer, or its place in `keep`
+                let (v, ldv, pv) = keep.map { ($0 + (img * g.th + ty0) * g.tw, g.count, planeStride(cin * g.count)) } ?? (vb, tb, sv)
+                for ch in 0..<cin {
+                    inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, v + ch * ldv, plane: pv, buf)
+                }
+                for e in 0..<16 {
+                    gemmChunked(m: cout, n: n, k: cin, a: u + e * su, lda: cin, b: v + e * pv, ldb: ldv, c: mb + e * sm, ldc: tb)
+                }
+                for ch in 0..<cout {
+                    outputTiles(mb + ch * tb, plane: sm, g, rows: ty0..<ty1, out + (ch * g.n + img) * g.h * g.w,
+                                accumulate: accumulate, buf)
+                }
+            }
+        }
+    }
+
+    /// dU[e] (Cout x Cin) = sum over tiles of Z[e] V[e]^T, block by block: each worker transforms
+    /// its blocks of dY into cache and adds Z_b V_b^T into its own dU; the workers' sums are
+    /// then added up. `v` is the whole transformed input (as `transformInput` lays it out).
+    static func weightGradFused(_ dy: UnsafePointer<Float>, cin: Int, cout: Int, _ g: WinogradTiles,
+                                v: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+        let su = planeStride(cout * cin), sv = planeStride(cin * g.count)
+        let p = FusedBlocks(g, channels: cout + cin)
+        let sz = planeStride(cout * p.tiles), tb = p.tiles
+        let buffers = p.scratch(16 * (sz + su) + 4 * g.tw, ws)
+        let blasThreads = blasThreads()
+        if p.workers > 1 { setBLASThreads(1) }
+        defer { if p.workers > 1 { setBLASThreads(blasThreads) } }
+        DispatchQueue.concurrentPerform(iterations: p.workers) { wk in
+            let zb = buffers[wk], acc = wk == 0 ? du : zb + 16 * sz, buf = zb + 16 * sz + 16 * su
+            for b in stride(from: wk, to: p.count, by: p.workers) {
+                let (img, ty0, ty1) = p.block(b)
+                let n = (ty1 - ty0) * g.tw, at = (img * g.th + ty0) * g.tw
+                for ch in 0..<cout {
+                    outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, zb + ch * tb, plane: sz, buf)
+                }
+                for e in 0..<16 {
+                    sgemm(transB: true, m: cout, n: cin, k: n, a: zb + e * sz, lda: tb, b: v + e * sv + at, ldb: g.count,
+                          beta: b == wk ? 0 : 1, c: acc + e * su, ldc: cin)
+                }
+            }
+        }
+        for wk in 1..<p.workers {
+            let part = buffers[wk] + 16 * sz
+            parallelFor(16) { e in
+                let d = du + e * su, s = part + e * su
+                for i in 0..<(cout * cin) { d[i] += s[i] }
+            }
+        }
+    }
+
     /// out (cout, N, H, W) = conv3x3(x (cin, N, H, W)) given U; v and m are scratch (or v already holds x's transform).
     static func convolve(_ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
                          v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
@@ -216,9 +357,42 @@ enum Winograd {
         if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
         Profile.measure(.gemm) {
             for e in 0..<16 {
-                sgemm(m: cout, n: t, k: cin, a: u + e * su, b: v + e * sv, c: m + e * sm)
+                gemmChunked(m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t)
             }
         }
         Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }
+    }
+}
+
+/// How the fused Winograd passes cut the batch: blocks of whole tile rows of one image, about
+/// `Winograd.fusedTarget` bytes of transformed data each (at least `fusedMinTiles` tiles), at
+/// least two per worker.
+struct FusedBlocks {
+    let g: WinogradTiles, rowsPerBlock: Int, perImage: Int, count: Int, workers: Int
+    /// Tiles in a full block (the leading dimension of the per-block matrices).
+    var tiles: Int { rowsPerBlock * g.tw }
+
+    init(_ g: WinogradTiles, channels: Int) {
+        self.g = g
+        let target = Swift.max(Winograd.fusedMinTiles, Winograd.fusedTarget / (channels * 64))
+        var rows = Swift.max(1, Swift.min(g.th, target / g.tw))
+        while rows > 1 && g.n * ((g.th + rows - 1) / rows) < 2 * engineThreads { rows /= 2 }
+        rowsPerBlock = rows
+        perImage = (g.th + rows - 1) / rows
+        count = g.n * perImage
+        workers = Swift.max(1, Swift.min(engineThreads, count))
+    }
+
+    /// Block b: (image, first tile row, end tile row).
+    func block(_ b: Int) -> (Int, Int, Int) {
+        let img = b / perImage, ty0 = (b % perImage) * rowsPerBlock
+        return (img, ty0, Swift.min(g.th, ty0 + rowsPerBlock))
+    }
+
+    /// One scratch buffer of `floats` per worker, kept in the workspace between calls.
+    func scratch(_ floats: Int, _ ws: Workspace) -> [UnsafeMutablePointer<Float>] {
+        while ws.fusedScratch.count < workers { ws.fusedScratch.append(Tensor([1])) }
+        for i in 0..<workers { ws.fusedScratch[i].resizeForOverwrite([floats]) }
+        return ws.fusedScratch.prefix(workers).map { $0.ptr }
     }
 }
