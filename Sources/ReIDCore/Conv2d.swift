@@ -92,15 +92,15 @@ public final class Conv2d {
             let v = columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v !== ws.col
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
-            ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
             Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
             if Swift.max(cin, cout) <= Winograd.fusion.forward {
                 Profile.measure(.gemm) {
-                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: training ? v.ptr : nil,
+                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v.ptr : nil,
                                            out: output.ptr, accumulate: false, ws)
                 }
                 return output
             }
+            ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
             Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
                               out: output.ptr, accumulate: false)
             return output
@@ -207,12 +207,14 @@ extension Conv2d {
             Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, v.ptr) }
         }
         cachedValid = false
-        ws.winogradProducts.resizeForOverwrite([16 * Swift.max(sz, sv)])
         ws.winogradWeights.resizeForOverwrite([16 * su])
-        let z = ws.winogradProducts.ptr, du = ws.winogradWeights.ptr
+        let du = ws.winogradWeights.ptr
+        // Z (and below, dY's transform) in winogradProducts, unless the passes run fused.
+        func z() -> UnsafeMutablePointer<Float> { ws.winogradProducts.resizeForOverwrite([16 * sz]); return ws.winogradProducts.ptr }
         if Swift.max(cin, cout) <= Winograd.fusion.weightGrad {
             Profile.measure(.gemm) { Winograd.weightGradFused(dOut, cin: cin, cout: cout, g, v: v.ptr, du: du, ws) }
         } else {
+            let z = z()
             Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
             Profile.measure(.gemm) {
                 for e in 0..<16 {
@@ -228,6 +230,7 @@ extension Conv2d {
             Profile.measure(.gemm) { Winograd.convolveFused(dOut, cin: cout, cout: cin, g, u: du, out: dX, accumulate: accumulate, ws) }
             return
         }
+        let z = z()
         Profile.measure(.im2col) {
             Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
             Winograd.transformInput(dOut, c: cout, g, z)

@@ -1,5 +1,3 @@
-import Dispatch
-import Foundation
 // Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions on (C, N, H, W)
 // activations, in all three passes (Lavin & Gray, "Fast Algorithms for
 // Convolutional Neural Networks", 2016).
@@ -16,10 +14,17 @@ import Foundation
 //   input:   the same forward on dY with the flipped, transposed kernel
 // (V is kept from forward when the workspace's cache budget allows.)
 //
+// Each pass runs either whole-batch (transform everything, 16 multi-threaded GEMMs, transform
+// back) or, on thin layers, fused block by block (`Winograd.Fusion`): a worker transforms a block
+// of tiles, multiplies it with a single-threaded GEMM and transforms it back while it is in cache.
+// The GEMMs' dot products over channels are summed in chunks of at most 128 (`gemmChunked`).
+//
 //   B^T = | 1  0 -1  0 |    G = | 1    0    0  |    A^T = | 1  1  1  0 |
 //         | 0  1  1  0 |        | 1/2  1/2  1/2|          | 0  1 -1 -1 |
 //         | 0 -1  1  0 |        | 1/2 -1/2  1/2|
 //         | 0  1  0 -1 |        | 0    0    1  |
+
+import Dispatch
 
 /// How convolutions are computed: `gemm` (im2col + one GEMM) everywhere, or
 /// Winograd F(2x2,3x3) for 3x3 stride-1 layers (`auto` picks per layer shape).
@@ -268,11 +273,7 @@ enum Winograd {
         public static let none = Fusion(forward: 0, inputGrad: 0, weightGrad: 0)
         public static let all = Fusion(forward: .max, inputGrad: .max, weightGrad: .max)
     }
-    nonisolated(unsafe) static var fusion: Fusion = {
-        guard let e = getenv("REID_WINO_FUSION") else { return .default }
-        let v = String(cString: e).split(separator: ",").map { Int($0)! }
-        return Fusion(forward: v[0], inputGrad: v[1], weightGrad: v[2])
-    }()
+    nonisolated(unsafe) static var fusion = Fusion.default
     /// Bytes of transformed data per block (input and products together), and the fewest tiles.
     static let fusedTarget = 1 << 20
     nonisolated(unsafe) static var fusedMinTiles = 64
