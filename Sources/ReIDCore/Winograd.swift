@@ -40,7 +40,7 @@ struct WinogradTiles {
     var count: Int { n * th * tw }
 }
 
-enum Winograd {
+public enum Winograd {
     /// Distance between the 16 matrices of a transformed tensor holding `count` values each: padded
     /// past a multiple of 64 bytes, because power-of-two distances (64 x 16384 floats, say) put the
     /// 16 write streams of a transform in the same cache sets and made it several times slower.
@@ -273,7 +273,13 @@ enum Winograd {
         public static let none = Fusion(forward: 0, inputGrad: 0, weightGrad: 0)
         public static let all = Fusion(forward: .max, inputGrad: .max, weightGrad: .max)
     }
-    nonisolated(unsafe) static var fusion = Fusion.default
+    public nonisolated(unsafe) static var fusion = Fusion.default
+
+    /// The passes of a cin -> cout layer that run fused ("fwd", "dX", "dW"), for the benchmarks.
+    public static func fusedPasses(cin: Int, cout: Int) -> [String] {
+        let c = Swift.max(cin, cout)
+        return [(fusion.forward, "fwd"), (fusion.inputGrad, "dX"), (fusion.weightGrad, "dW")].filter { c <= $0.0 }.map(\.1)
+    }
     /// Bytes of transformed data per block (input and products together), and the fewest tiles.
     static let fusedTarget = 1 << 20
     nonisolated(unsafe) static var fusedMinTiles = 64

@@ -88,7 +88,8 @@ struct BenchConvs: ParsableCommand {
             where !shapes.contains(where: { $0.1 == s }) { shapes.append((name, s)) }
         }
         let torch = try torchPython.map { try torchErrors($0, shapes.map(\.1)) } ?? [:]
-        print("case                shape                  algorithm  fwd ms   bwd ms  GFLOP/s  data%  err fwd   err dX    err dW" + (torch.isEmpty ? "" : "    torch fwd/dX/dW"))
+        print("(fused: the Winograd passes run block by block in cache; their transforms count as GEMM time, not data%)")
+        print("case                shape                  algorithm fused       fwd ms   bwd ms  GFLOP/s  data%  err fwd   err dX    err dW" + (torch.isEmpty ? "" : "    torch fwd/dX/dW"))
         var rows: [[String: Any]] = []
         for (caseName, s) in shapes {
             for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd] : [.gemm] {
@@ -96,11 +97,13 @@ struct BenchConvs: ParsableCommand {
                 let (fwd, bwd, dataShare) = time(s)
                 let err = noErrors ? [] : errors(s)
                 let t = torch[s.name] ?? []
-                print(String(format: "%-19@ %-22@ %-9@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue, fwd * 1e3, bwd * 1e3, s.flops / (fwd + bwd) / 1e9, dataShare * 100)
+                let fused = a == .winograd ? Winograd.fusedPasses(cin: s.cin, cout: s.cout) : []
+                print(String(format: "%-19@ %-22@ %-9@ %-10@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue,
+                             fused.isEmpty ? "-" : fused.joined(separator: ","), fwd * 1e3, bwd * 1e3, s.flops / (fwd + bwd) / 1e9, dataShare * 100)
                       + err.map { String(format: "  %.2e", $0) }.joined()
                       + (t.isEmpty ? "" : "  " + t.map { String(format: "%.1e", $0) }.joined(separator: "/")))
                 rows.append(["case": caseName, "cin": s.cin, "cout": s.cout, "stride": s.stride, "n": s.n, "h": s.h, "w": s.w,
-                             "algorithm": a.rawValue, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
+                             "algorithm": a.rawValue, "fused_passes": fused, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
                              "gflops": s.flops / (fwd + bwd) / 1e9, "data_movement_share": dataShare, "error_vs_float64": err, "torch_error_vs_float64": t])
             }
         }
