@@ -105,6 +105,11 @@ public final class Conv2d {
                               out: output.ptr, accumulate: false)
             return output
         }
+        if runsBlocked {
+            Profile.measure(.gemm) { blockedForward(x, ws) }
+            cachedValid = false
+            return output
+        }
         let col = columnBuffer(ckk * m, ws, keep: training)
         Profile.measure(.im2col) {
             im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
@@ -151,6 +156,11 @@ public final class Conv2d {
             winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws)
             return
         }
+        if runsBlocked {
+            Profile.measure(.gemm) { blockedWeightGrad(x, dOut, ws) }
+            if let dX { inputGrad(dOut, dX, accumulate: accumulate, n: n, h: h, w: w, ws) }
+            return
+        }
         var col: Tensor
         if cachedValid, let c = cached {
             col = c
@@ -163,6 +173,14 @@ public final class Conv2d {
         Profile.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: col.ptr, beta: 1, c: gw) }
         cachedValid = false
         guard let dX else { return }
+        inputGrad(dOut, dX, accumulate: accumulate, n: n, h: h, w: w, ws)
+    }
+
+    /// dX from dOut through im2col + GEMM (stride 1) or GEMM + col2im (strided).
+    func inputGrad(_ dOut: UnsafePointer<Float>, _ dX: UnsafeMutablePointer<Float>, accumulate: Bool,
+                   n: Int, h: Int, w: Int, _ ws: Workspace) {
+        let (ho, wo) = outputSize(h, w)
+        let m = n * ho * wo, ckk = cin * kernel * kernel, wp = arena.value + weight
         let k = kernel
         if stride == 1 {
             // dX = Wf . im2col(dOut) with Wf[ci, (co, a, b)] = W[co, ci, k-1-a, k-1-b].

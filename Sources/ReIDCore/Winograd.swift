@@ -24,7 +24,6 @@
 //         | 0 -1  1  0 |        | 1/2 -1/2  1/2|
 //         | 0  1  0 -1 |        | 0    0    1  |
 
-import Dispatch
 
 /// How convolutions are computed: `gemm` (im2col + one GEMM) everywhere, or
 /// Winograd F(2x2,3x3) for 3x3 stride-1 layers (`auto` picks per layer shape).
@@ -296,11 +295,8 @@ public enum Winograd {
         let su = planeStride(cout * cin)
         let p = FusedBlocks(g, channels: cin + cout)
         let sv = planeStride(cin * p.tiles), sm = planeStride(cout * p.tiles), tb = p.tiles
-        let buffers = p.scratch(16 * (sv + sm) + inputScratch(g) + 4 * g.tw, ws)
-        let blasThreads = blasThreads()
-        if p.workers > 1 { setBLASThreads(1) }
-        defer { if p.workers > 1 { setBLASThreads(blasThreads) } }
-        DispatchQueue.concurrentPerform(iterations: p.workers) { wk in
+        let buffers = workerScratch(p.workers, 16 * (sv + sm) + inputScratch(g) + 4 * g.tw, ws)
+        onWorkers(p.workers) { wk in
             let vb = buffers[wk], mb = vb + 16 * sv, buf = mb + 16 * sm
             for b in stride(from: wk, to: p.count, by: p.workers) {
                 let (img, ty0, ty1) = p.block(b)
@@ -329,11 +325,8 @@ public enum Winograd {
         let su = planeStride(cout * cin), sv = planeStride(cin * g.count)
         let p = FusedBlocks(g, channels: cout + cin)
         let sz = planeStride(cout * p.tiles), tb = p.tiles
-        let buffers = p.scratch(16 * (sz + su) + 4 * g.tw, ws)
-        let blasThreads = blasThreads()
-        if p.workers > 1 { setBLASThreads(1) }
-        defer { if p.workers > 1 { setBLASThreads(blasThreads) } }
-        DispatchQueue.concurrentPerform(iterations: p.workers) { wk in
+        let buffers = workerScratch(p.workers, 16 * (sz + su) + 4 * g.tw, ws)
+        onWorkers(p.workers) { wk in
             let zb = buffers[wk], acc = wk == 0 ? du : zb + 16 * sz, buf = zb + 16 * sz + 16 * su
             for b in stride(from: wk, to: p.count, by: p.workers) {
                 let (img, ty0, ty1) = p.block(b)
@@ -394,12 +387,5 @@ struct FusedBlocks {
     func block(_ b: Int) -> (Int, Int, Int) {
         let img = b / perImage, ty0 = (b % perImage) * rowsPerBlock
         return (img, ty0, Swift.min(g.th, ty0 + rowsPerBlock))
-    }
-
-    /// One scratch buffer of `floats` per worker, kept in the workspace between calls.
-    func scratch(_ floats: Int, _ ws: Workspace) -> [UnsafeMutablePointer<Float>] {
-        while ws.fusedScratch.count < workers { ws.fusedScratch.append(Tensor([1])) }
-        for i in 0..<workers { ws.fusedScratch[i].resizeForOverwrite([floats]) }
-        return ws.fusedScratch.prefix(workers).map { $0.ptr }
     }
 }

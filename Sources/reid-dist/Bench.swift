@@ -25,15 +25,21 @@ struct Bench: ParsableCommand {
 extension Bench { nonisolated(unsafe) static var quiet = false }
 extension WireType: ExpressibleByArgument {}
 extension ConvAlgorithm: ExpressibleByArgument {}
+enum WinogradFusionChoice: String, ExpressibleByArgument, CaseIterable {
+    case `default`, none, all
+    var fusion: Winograd.Fusion { switch self { case .default: .default; case .none: .none; case .all: .all } }
+}
 
 /// print, on rank 0 only.
 func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, scaling }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
+    @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
+    var winogradFusion: WinogradFusionChoice = .default
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
@@ -54,7 +60,7 @@ struct BenchTrain: ParsableCommand {
     var threadCount: Int { threads ?? max(1, availableCores() / max(comm.localSize, 1)) }
     @Option(help: "Cases to run (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.")
     var cases = "r50-256x128-b16,r18w32-128x64-b32"
-    @Flag(help: "Skip the per-stage ResNet-50 timing.")
+    @Flag(help: "Skip the per-stage timing of each case.")
     var noStages = false
     @Flag(help: "Also run every case with 1 thread and print the scaling efficiency of --threads.")
     var scaling = false
@@ -87,12 +93,13 @@ struct BenchTrain: ParsableCommand {
         if !comm.isRoot { Bench.quiet = true }
         let threads = threadCount
         Conv2d.algorithm = convAlgorithm
+        Winograd.fusion = winogradFusion.fusion
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
+        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
 
         let gf = measureSGEMM()
@@ -100,7 +107,9 @@ struct BenchTrain: ParsableCommand {
         report["sgemm_gflops"] = gf
 
         if !noStages {
-            report["r50_stages"] = stageTimes()
+            var stages: [String: Any] = [:]
+            for name in selected { stages[name] = stageTimes(benchCases.first { $0.name == name }!) }
+            report["stages"] = stages
         }
 
         var rows: [[String: Any]] = []
@@ -124,13 +133,13 @@ struct BenchTrain: ParsableCommand {
         }
     }
 
-    /// Forward and backward time of each ResNet-50 stage at 256x128, batch 16.
-    func stageTimes() -> [[String: Any]] {
-        let net = GroupedMultiBranchNet(ModelSpec(depth: 50, width: 64, classes: 751))
-        let x = Tensor([16, 3, 256, 128])
+    /// Forward and backward time of each backbone stage of a case.
+    func stageTimes(_ c: BenchCase) -> [[String: Any]] {
+        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
+        let x = Tensor([c.batch, 3, c.height, c.imageWidth])
         var rng = RNG(key: 1)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
-        let labels = (0..<16).map { $0 % 751 }
+        let labels = (0..<c.batch).map { $0 % c.classes }
         _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1); net.backward()   // sizes every buffer
         let bb = net.backbone
         var fwd = [Double](repeating: .infinity, count: 5), bwd = fwd
@@ -151,7 +160,7 @@ struct BenchTrain: ParsableCommand {
             }
         }
         let names = ["stem", "layer1", "layer2", "layer3", "layer4"]
-        say("ResNet-50 256x128 batch 16, per stage (best of 3):")
+        say("\(c.name), per stage (best of 3):")
         var out: [[String: Any]] = []
         for s in 0..<5 {
             say(String(format: "  %-7@ forward %7.1f ms   backward %7.1f ms", names[s], fwd[s] * 1e3, bwd[s] * 1e3))

@@ -31,7 +31,21 @@ extension XCTestCase {
 final class LayerGradientTests: XCTestCase {
     let gc = GradCheck()
 
+    /// Every case under the whole-batch im2col path and under the blocked first-layer path
+    /// (ConvBlocked.swift; these layers all have at most 4 input channels), the latter with
+    /// blocks of 4 output columns shared by 2 workers: images cut into several row blocks,
+    /// the last one shorter, and the workers' weight-gradient sums added at the end.
     func testConvGradients() {
+        defer { Conv2d.blockedMaxInputChannels = 4; Conv2d.blockColumns = 2048; engineThreads = 1 }
+        for blocked in [false, true] {
+            Conv2d.blockedMaxInputChannels = blocked ? 4 : 0
+            Conv2d.blockColumns = blocked ? 4 : 2048
+            engineThreads = blocked ? 2 : 1
+            convGradientCases()
+        }
+    }
+
+    func convGradientCases() {
         checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
         checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7)
         checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
