@@ -22,47 +22,53 @@ extension Conv2d {
         return (0..<n).flatMap { img in Swift.stride(from: 0, to: ho, by: rows).map { (img, $0, Swift.min(ho, $0 + rows)) } }
     }
 
-    func blockedForward(_ x: Tensor, _ ws: Workspace) {
+    /// Runs body(worker, block's column matrix, worker's `extra` floats, block's first output column,
+    /// block's columns) for every block, after building the block's column matrix. Returns each
+    /// worker's `extra` floats.
+    private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace,
+                              _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, Int) -> Void)
+        -> [UnsafeMutablePointer<Float>] {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
-        let ckk = cin * kernel * kernel, m = n * ho * wo, wp = arena.value + weight
         let blocks = rowBlocks(n: n, ho: ho, wo: wo)
         let rowsMax = blocks.map { $0.2 - $0.1 }.max() ?? 1
         let workers = Swift.max(1, Swift.min(engineThreads, blocks.count))
-        let buffers = workerScratch(workers, ckk * rowsMax * wo, ws)
+        let colFloats = cin * kernel * kernel * rowsMax * wo
+        let buffers = workerScratch(workers, colFloats + extra, ws)
         onWorkers(workers) { wk in
-            let col = buffers[wk]
             for (img, oy0, oy1) in Swift.stride(from: wk, to: blocks.count, by: workers).map({ blocks[$0] }) {
-                let cols = (oy1 - oy0) * wo
-                im2colRows(x.ptr, col, c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad, rows: oy0..<oy1, wo: wo)
-                sgemm(m: cout, n: cols, k: ckk, a: wp, b: col, c: output.ptr + img * ho * wo + oy0 * wo, ldc: m)
+                im2colRows(x.ptr, buffers[wk], c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad, rows: oy0..<oy1, wo: wo)
+                body(wk, buffers[wk], buffers[wk] + colFloats, img * ho * wo + oy0 * wo, (oy1 - oy0) * wo)
             }
+        }
+        return buffers.map { $0 + colFloats }
+    }
+
+    /// The whole batch's column count N*Ho*Wo.
+    private func outputColumns(_ x: Tensor) -> Int {
+        let (ho, wo) = outputSize(x.shape[2], x.shape[3])
+        return x.shape[1] * ho * wo
+    }
+
+    func blockedForward(_ x: Tensor, _ ws: Workspace) {
+        let ckk = cin * kernel * kernel, m = outputColumns(x), wp = arena.value + weight, out = output.ptr
+        _ = forEachBlock(x, extra: 0, ws) { _, col, _, at, cols in
+            sgemm(m: cout, n: cols, k: ckk, a: wp, b: col, c: out + at, ldc: m)
         }
     }
 
     /// dW += dOut . col^T, block by block (worker 0 adds into dW, the others into their own sums, added at the end).
     func blockedWeightGrad(_ x: Tensor, _ dOut: UnsafePointer<Float>, _ ws: Workspace) {
-        let n = x.shape[1], h = x.shape[2], w = x.shape[3]
-        let (ho, wo) = outputSize(h, w)
-        let ckk = cin * kernel * kernel, m = n * ho * wo, gw = arena.grad + weight
-        let blocks = rowBlocks(n: n, ho: ho, wo: wo)
-        let rowsMax = blocks.map { $0.2 - $0.1 }.max() ?? 1
-        let workers = Swift.max(1, Swift.min(engineThreads, blocks.count))
-        let colFloats = ckk * rowsMax * wo
-        let buffers = workerScratch(workers, colFloats + cout * ckk, ws)
-        onWorkers(workers) { wk in
-            let col = buffers[wk], sum = wk == 0 ? gw : buffers[wk] + colFloats
-            var first = wk != 0
-            for (img, oy0, oy1) in Swift.stride(from: wk, to: blocks.count, by: workers).map({ blocks[$0] }) {
-                let cols = (oy1 - oy0) * wo
-                im2colRows(x.ptr, col, c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad, rows: oy0..<oy1, wo: wo)
-                sgemm(transB: true, m: cout, n: ckk, k: cols, a: dOut + img * ho * wo + oy0 * wo, lda: m, b: col, ldb: cols,
-                      beta: first ? 0 : 1, c: sum)
-                first = false
+        let ckk = cin * kernel * kernel, m = outputColumns(x), gw = arena.grad + weight
+        var started = [Bool](repeating: false, count: engineThreads + 1)
+        let sums = started.withUnsafeMutableBufferPointer { started in
+            forEachBlock(x, extra: cout * ckk, ws) { wk, col, own, at, cols in
+                sgemm(transB: true, m: cout, n: ckk, k: cols, a: dOut + at, lda: m, b: col, ldb: cols,
+                      beta: wk == 0 || started[wk] ? 1 : 0, c: wk == 0 ? gw : own)
+                started[wk] = true
             }
         }
-        for wk in 1..<workers {
-            let s = buffers[wk] + colFloats
+        for s in sums.dropFirst() {
             for i in 0..<(cout * ckk) { gw[i] += s[i] }
         }
     }
