@@ -24,7 +24,6 @@
 //         | 0 -1  1  0 |        | 1/2 -1/2  1/2|
 //         | 0  1  0 -1 |        | 0    0    1  |
 
-
 /// How convolutions are computed: `gemm` (im2col + one GEMM) everywhere, or
 /// Winograd F(2x2,3x3) for 3x3 stride-1 layers (`auto` picks per layer shape).
 public enum ConvAlgorithm: String, CaseIterable, Sendable {
