@@ -22,12 +22,16 @@ extension Conv2d {
         return (0..<n).flatMap { img in Swift.stride(from: 0, to: ho, by: rows).map { (img, $0, Swift.min(ho, $0 + rows)) } }
     }
 
-    /// Runs body(worker, block's column matrix, worker's `extra` floats, block's first output column,
-    /// block's columns) for every block, after building the block's column matrix. Returns each
-    /// worker's `extra` floats.
-    private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace,
-                              _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, Int) -> Void)
-        -> [UnsafeMutablePointer<Float>] {
+    /// One block as `forEachBlock` hands it over: its column matrix, built; its worker's `extra`
+    /// floats; whether it is that worker's first block; where its output columns start, and how many.
+    struct ColumnBlock {
+        let worker: Int, first: Bool
+        let col: UnsafeMutablePointer<Float>, own: UnsafeMutablePointer<Float>
+        let at: Int, columns: Int
+    }
+
+    /// Runs body on every block after building its column matrix. Returns each worker's `extra` floats.
+    private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace, _ body: (ColumnBlock) -> Void) -> [UnsafeMutablePointer<Float>] {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
         let blocks = rowBlocks(n: n, ho: ho, wo: wo)
@@ -36,9 +40,11 @@ extension Conv2d {
         let colFloats = cin * kernel * kernel * rowsMax * wo
         let buffers = workerScratch(workers, colFloats + extra, ws)
         onWorkers(workers) { wk in
-            for (img, oy0, oy1) in Swift.stride(from: wk, to: blocks.count, by: workers).map({ blocks[$0] }) {
+            for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
+                let (img, oy0, oy1) = blocks[b]
                 im2colRows(x.ptr, buffers[wk], c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad, rows: oy0..<oy1, wo: wo)
-                body(wk, buffers[wk], buffers[wk] + colFloats, img * ho * wo + oy0 * wo, (oy1 - oy0) * wo)
+                body(ColumnBlock(worker: wk, first: b == wk, col: buffers[wk], own: buffers[wk] + colFloats,
+                                 at: img * ho * wo + oy0 * wo, columns: (oy1 - oy0) * wo))
             }
         }
         return buffers.map { $0 + colFloats }
@@ -52,21 +58,17 @@ extension Conv2d {
 
     func blockedForward(_ x: Tensor, _ ws: Workspace) {
         let ckk = cin * kernel * kernel, m = outputColumns(x), wp = arena.value + weight, out = output.ptr
-        _ = forEachBlock(x, extra: 0, ws) { _, col, _, at, cols in
-            sgemm(m: cout, n: cols, k: ckk, a: wp, b: col, c: out + at, ldc: m)
+        _ = forEachBlock(x, extra: 0, ws) { b in
+            sgemm(m: cout, n: b.columns, k: ckk, a: wp, b: b.col, c: out + b.at, ldc: m)
         }
     }
 
     /// dW += dOut . col^T, block by block (worker 0 adds into dW, the others into their own sums, added at the end).
     func blockedWeightGrad(_ x: Tensor, _ dOut: UnsafePointer<Float>, _ ws: Workspace) {
         let ckk = cin * kernel * kernel, m = outputColumns(x), gw = arena.grad + weight
-        var started = [Bool](repeating: false, count: engineThreads + 1)
-        let sums = started.withUnsafeMutableBufferPointer { started in
-            forEachBlock(x, extra: cout * ckk, ws) { wk, col, own, at, cols in
-                sgemm(transB: true, m: cout, n: ckk, k: cols, a: dOut + at, lda: m, b: col, ldb: cols,
-                      beta: wk == 0 || started[wk] ? 1 : 0, c: wk == 0 ? gw : own)
-                started[wk] = true
-            }
+        let sums = forEachBlock(x, extra: cout * ckk, ws) { b in
+            sgemm(transB: true, m: cout, n: ckk, k: b.columns, a: dOut + b.at, lda: m, b: b.col, ldb: b.columns,
+                  beta: b.worker == 0 || !b.first ? 1 : 0, c: b.worker == 0 ? gw : b.own)
         }
         for s in sums.dropFirst() {
             for i in 0..<(cout * ckk) { gw[i] += s[i] }

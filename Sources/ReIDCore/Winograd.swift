@@ -293,7 +293,8 @@ public enum Winograd {
                               out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace) {
         let su = planeStride(cout * cin)
         let p = FusedBlocks(g, channels: cin + cout)
-        let sv = planeStride(cin * p.tiles), sm = planeStride(cout * p.tiles), tb = p.tiles
+        let sm = planeStride(cout * p.tiles), tb = p.tiles
+        let sv = keep == nil ? planeStride(cin * p.tiles) : 0              // a local V only when not kept whole
         let buffers = workerScratch(p.workers, 16 * (sv + sm) + inputScratch(g) + 4 * g.tw, ws)
         onWorkers(p.workers) { wk in
             let vb = buffers[wk], mb = vb + 16 * sv, buf = mb + 16 * sm
