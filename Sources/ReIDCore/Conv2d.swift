@@ -71,6 +71,14 @@ public final class Conv2d {
     /// about what the smaller GEMMs save, so GEMM stays there.
     static func winogradWins(cin: Int, cout: Int, tiles: Int) -> Bool { tiles >= 64 }
 
+    /// Whether this Winograd layer keeps nothing from forward and redoes its input's transform in
+    /// backward: both passes fused and the transformed input over `Winograd.recomputeAbove` bytes.
+    func recomputesInput(_ g: WinogradTiles) -> Bool {
+        let c = Swift.max(cin, cout)
+        return c <= Winograd.fusion.forward && c <= Winograd.fusion.weightGrad
+            && 16 * Winograd.planeStride(cin * g.count) * 4 > Winograd.recomputeAbove
+    }
+
     public func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
         ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1)
     }
@@ -92,6 +100,16 @@ public final class Conv2d {
         }
         if usesWinograd(n: n, h: h, w: w) {
             let g = WinogradTiles(n: n, h: h, w: w)
+            if recomputesInput(g) {
+                // no transformed input kept: backward redoes it block by block
+                cachedValid = false
+                ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
+                Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
+                Profile.measure(.gemm) {
+                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, out: output.ptr, accumulate: false, ws)
+                }
+                return output
+            }
             let v = columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v !== ws.col
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
@@ -222,10 +240,15 @@ extension Conv2d {
         let g = WinogradTiles(n: x.shape[1], h: x.shape[2], w: x.shape[3]), t = g.count
         let wp = arena.value + weight, gw = arena.grad + weight
         let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t), su = Winograd.planeStride(cout * cin)
-        var v: Tensor
-        if cachedValid, let c = cached { v = c } else {
+        // V: none when redone block by block, else kept from forward or transformed now
+        var v: Tensor?
+        if recomputesInput(g) {
+            v = nil
+        } else if cachedValid, let c = cached {
+            v = c
+        } else {
             ws.col.resizeForOverwrite([16 * sv]); v = ws.col
-            Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, v.ptr) }
+            Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, ws.col.ptr) }
         }
         cachedValid = false
         ws.winogradWeights.resizeForOverwrite([16 * su])
@@ -233,8 +256,10 @@ extension Conv2d {
         // Z (and below, dY's transform) in winogradProducts, unless the passes run fused.
         func z() -> UnsafeMutablePointer<Float> { ws.winogradProducts.resizeForOverwrite([16 * sz]); return ws.winogradProducts.ptr }
         if Swift.max(cin, cout) <= Winograd.fusion.weightGrad {
-            Profile.measure(.gemm) { Winograd.weightGradFused(dOut, cin: cin, cout: cout, g, v: v.ptr, du: du, ws) }
-        } else {
+            Profile.measure(.gemm) {
+                Winograd.weightGradFused(dOut, x: v == nil ? x.ptr : nil, v: v?.ptr, cin: cin, cout: cout, g, du: du, ws)
+            }
+        } else if let v {
             let z = z()
             Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
             Profile.measure(.gemm) {

@@ -319,23 +319,36 @@ public enum Winograd {
 
     /// dU[e] (Cout x Cin) = sum over tiles of Z[e] V[e]^T, block by block: each worker transforms
     /// its blocks of dY into cache and adds Z_b V_b^T into its own dU; the workers' sums are
-    /// then added up. `v` is the whole transformed input (as `transformInput` lays it out).
-    static func weightGradFused(_ dy: UnsafePointer<Float>, cin: Int, cout: Int, _ g: WinogradTiles,
-                                v: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+    /// then added up. V_b comes either from `v`, the whole transformed input (as `transformInput`
+    /// lays it out), or, given `x` instead, is transformed again from the layer's input into cache:
+    /// x is 4x smaller than V, so redoing its transform costs less than writing V in forward and
+    /// reading it back here (`recomputeAbove`).
+    static func weightGradFused(_ dy: UnsafePointer<Float>, x: UnsafePointer<Float>?, v: UnsafePointer<Float>?,
+                                cin: Int, cout: Int, _ g: WinogradTiles, du: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+        precondition((x == nil) != (v == nil), "weightGradFused: give x or v")
         let su = planeStride(cout * cin), sv = planeStride(cin * g.count)
         let p = FusedBlocks(g, channels: cout + cin)
         let sz = planeStride(cout * p.tiles), tb = p.tiles
-        let buffers = workerScratch(p.workers, 16 * (sz + su) + 4 * g.tw, ws)
+        let svb = x == nil ? 0 : planeStride(cin * tb)                      // a block's V, when redone
+        let scratch = Swift.max(4 * g.tw, inputScratch(g))
+        let buffers = workerScratch(p.workers, 16 * (sz + su + svb) + scratch, ws)
         onWorkers(p.workers) { wk in
-            let zb = buffers[wk], acc = wk == 0 ? du : zb + 16 * sz, buf = zb + 16 * sz + 16 * su
+            let zb = buffers[wk], own = zb + 16 * sz, vb = own + 16 * su, buf = vb + 16 * svb
+            let acc = wk == 0 ? du : own
             for b in stride(from: wk, to: p.count, by: p.workers) {
                 let (img, ty0, ty1) = p.block(b)
                 let n = (ty1 - ty0) * g.tw, at = (img * g.th + ty0) * g.tw
                 for ch in 0..<cout {
                     outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, zb + ch * tb, plane: sz, buf)
                 }
+                if let x {
+                    for ch in 0..<cin {
+                        inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, vb + ch * tb, plane: svb, buf)
+                    }
+                }
                 for e in 0..<16 {
-                    sgemm(transB: true, m: cout, n: cin, k: n, a: zb + e * sz, lda: tb, b: v + e * sv + at, ldb: g.count,
+                    let (bp, ldb) = x == nil ? (v! + e * sv + at, g.count) : (UnsafePointer(vb + e * svb), tb)
+                    sgemm(transB: true, m: cout, n: cin, k: n, a: zb + e * sz, lda: tb, b: bp, ldb: ldb,
                           beta: b == wk ? 0 : 1, c: acc + e * su, ldc: cin)
                 }
             }
@@ -348,6 +361,14 @@ public enum Winograd {
             }
         }
     }
+
+    /// A layer whose forward and weight gradient both run fused redoes its input's transform
+    /// block by block in backward (`weightGradFused`) instead of keeping the whole transformed
+    /// input from forward when that would take more than this many bytes: past the last-level
+    /// cache, writing V in forward and reading it back costs more than transforming x again
+    /// (`reid-dist bench`, 2-core EPYC, 32 MB L3, forward + backward of layer1: ResNet-18, whose
+    /// layers' V is 67 MB, 255-267 -> 237-242 ms; ResNet-18 w32, 8 MB, 23-24 -> 28 ms).
+    public nonisolated(unsafe) static var recomputeAbove = 16 << 20
 
     /// out (cout, N, H, W) = conv3x3(x (cin, N, H, W)) given U; v and m are scratch (or v already holds x's transform).
     static func convolve(_ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,

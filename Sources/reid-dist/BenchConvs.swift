@@ -67,6 +67,8 @@ struct BenchConvs: ParsableCommand {
     @Option(parsing: .unconditional, help: "Timed repetitions per shape and algorithm (median).") var reps = 3
     @Option(help: "Cases (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.") var cases = "all"
     @Flag(help: "Skip the float64 error columns.") var noErrors = false
+    @Flag(help: "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward).")
+    var keepFusedInput = false
     @Option(help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).") var torchPython: String?
     @Option(help: "Write the table as JSON to this file.") var json: String?
 
@@ -79,6 +81,7 @@ struct BenchConvs: ParsableCommand {
 
     func run() throws {
         setBLASThreads(threads); engineThreads = threads
+        if keepFusedInput { Winograd.recomputeAbove = .max }
         let gf = measureSGEMM()
         print(String(format: "OpenBLAS %@ kernel, %d thread(s), sgemm 2048^3 %.1f GFLOP/s", blasCoreName(), threads, gf))
         var shapes: [(String, ConvShape)] = []

@@ -9,17 +9,23 @@ final class WinogradTests: XCTestCase {
         Winograd.fusion = .default
         Winograd.maxK = 128
         Winograd.fusedMinTiles = 64
+        Winograd.recomputeAbove = 16 << 20
         engineThreads = 1
     }
 
     /// The algorithms and Winograd variants every check runs under: GEMM, Winograd with each
     /// pass whole-batch (transform, 16 GEMMs, transform), and Winograd with each pass fused
     /// block by block, with blocks of 8 tiles (images cut into several, the last one shorter)
-    /// shared by two workers (whose weight-gradient sums are added at the end).
+    /// shared by two workers (whose weight-gradient sums are added at the end); fused, the weight
+    /// gradient either redoes the input's transform block by block (the default on large layers)
+    /// or reads the transformed input kept from forward.
     static let variants: [(String, () -> Void)] = [
         ("gemm", { Conv2d.algorithm = .gemm }),
         ("winograd", { Conv2d.algorithm = .winograd; Winograd.fusion = .none; Winograd.fusedMinTiles = 64; engineThreads = 1 }),
-        ("winograd fused", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8; engineThreads = 2 })]
+        ("winograd fused", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8; engineThreads = 2
+                             Winograd.recomputeAbove = 0 }),
+        ("winograd fused, V kept", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8
+                                     engineThreads = 2; Winograd.recomputeAbove = .max })]
 
     /// The 3x3 stride-1 gradient checks of LayerGradientTests, under each algorithm (odd sizes, 1-wide images, accumulate, no cache).
     func testGradientsUnderBothAlgorithms() {
@@ -48,7 +54,7 @@ final class WinogradTests: XCTestCase {
             errors[name] = convErrors(conv, arena, x, dy, y64, dx64, dw64)
         }
         print("relative error vs float64 (forward, dX, dW): \(errors)")
-        for name in ["winograd", "winograd fused"] {
+        for name in ["winograd", "winograd fused", "winograd fused, V kept"] {
             for i in 0..<3 { XCTAssertLessThan(errors[name]![i], max(4 * errors["gemm"]![i], 1e-6), name) }
         }
     }
