@@ -76,60 +76,10 @@ public enum Winograd {
     static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
         let t = g.count, plane = planeStride(c * t)
         parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: inputScratch(g))
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
             defer { buf.deallocate() }
             for img in 0..<g.n {
                 inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, v + ch * t + img * g.th * g.tw, plane: plane, buf)
-            }
-        }
-    }
-
-    /// Floats of scratch `inputTiles` needs.
-    static func inputScratch(_ g: WinogradTiles) -> Int { 8 * (g.tw + 1) + 2 * (g.w + 2) }
-
-    /// The transform of tile rows `rows` of one image plane `src` (H x W): tile (ty, tx) goes to
-    /// out[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart.
-    /// Each padded input row is split into its even and odd columns, so that every
-    /// loop over the tiles of a row reads and writes with unit stride (and vectorises).
-    @inline(__always)
-    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
-                           _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, tw = g.tw
-        let half = tw + 1                                          // even (and odd) columns of a padded row
-        let padded = buf + 8 * half
-        // Rows split: even[i] = padded[2j], odd[i] = padded[2j + 1], padded[k] = x[k - 1] (0 outside).
-        func load(_ i: Int, _ y: Int) {
-            let e = buf + 2 * i * half, o = e + half
-            if y < 0 || y >= h {
-                e.update(repeating: 0, count: half); o.update(repeating: 0, count: half); return
-            }
-            padded.update(repeating: 0, count: 2 * half)
-            (padded + 1).update(from: src + y * w, count: w)
-            for j in 0..<half { e[j] = padded[2 * j]; o[j] = padded[2 * j + 1] }
-        }
-        // Input row y lives in slot (y + 1) & 3: consecutive tile rows share two input rows.
-        for ty in rows {
-            for y in (ty == rows.lowerBound ? 2 * ty - 1 : 2 * ty + 1)...(2 * ty + 2) { load((y + 1) & 3, y) }
-            let out = dst + (ty - rows.lowerBound) * tw
-            let s0 = buf + 2 * half * ((2 * ty) & 3), s1 = buf + 2 * half * ((2 * ty + 1) & 3)
-            let s2 = buf + 2 * half * ((2 * ty + 2) & 3), s3 = buf + 2 * half * ((2 * ty + 3) & 3)
-            let e0 = s0, o0 = e0 + half, e1 = s1, o1 = e1 + half
-            let e2 = s2, o2 = e2 + half, e3 = s3, o3 = e3 + half
-            let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
-            let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
-            let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
-            let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
-            for tx in 0..<tw {
-                // d B per row: columns (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a-c, b+c, c-b, b-d)
-                let a0 = e0[tx] - e0[tx + 1], a1 = o0[tx] + e0[tx + 1], a2 = e0[tx + 1] - o0[tx], a3 = o0[tx] - o0[tx + 1]
-                let b0 = e1[tx] - e1[tx + 1], b1 = o1[tx] + e1[tx + 1], b2 = e1[tx + 1] - o1[tx], b3 = o1[tx] - o1[tx + 1]
-                let c0 = e2[tx] - e2[tx + 1], c1 = o2[tx] + e2[tx + 1], c2 = e2[tx + 1] - o2[tx], c3 = o2[tx] - o2[tx + 1]
-                let d0 = e3[tx] - e3[tx + 1], d1 = o3[tx] + e3[tx + 1], d2 = e3[tx + 1] - o3[tx], d3 = o3[tx] - o3[tx + 1]
-                // B^T (.) across the rows
-                p0[tx] = a0 - c0; p1[tx] = a1 - c1; p2[tx] = a2 - c2; p3[tx] = a3 - c3
-                p4[tx] = b0 + c0; p5[tx] = b1 + c1; p6[tx] = b2 + c2; p7[tx] = b3 + c3
-                p8[tx] = c0 - b0; p9[tx] = c1 - b1; p10[tx] = c2 - b2; p11[tx] = c3 - b3
-                p12[tx] = b0 - d0; p13[tx] = b1 - d1; p14[tx] = b2 - d2; p15[tx] = b3 - d3
             }
         }
     }
@@ -139,40 +89,11 @@ public enum Winograd {
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let t = g.count, plane = planeStride(c * t)
         parallelFor(c) { ch in
-            let rows = UnsafeMutablePointer<Float>.allocate(capacity: 4 * g.tw)
-            defer { rows.deallocate() }
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
+            defer { buf.deallocate() }
             for img in 0..<g.n {
                 outputTiles(m + ch * t + img * g.th * g.tw, plane: plane, g, rows: 0..<g.th,
-                            y + (ch * g.n + img) * g.h * g.w, accumulate: accumulate, rows)
-            }
-        }
-    }
-
-    /// Tile rows `rows` of one output plane `dst` (H x W) from the products at src (laid out as
-    /// `inputTiles` writes them); `buf` holds 4 * tw floats.
-    @inline(__always)
-    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>,
-                            _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, tw = g.tw
-        let top = buf, bottom = buf + 2 * tw                  // top and bottom rows, 2 values per tile
-        for ty in rows {
-            let src = src0 + (ty - rows.lowerBound) * tw
-            let m0 = src, m1 = src + plane, m2 = src + 2 * plane, m3 = src + 3 * plane
-            let m4 = src + 4 * plane, m5 = src + 5 * plane, m6 = src + 6 * plane, m7 = src + 7 * plane
-            let m8 = src + 8 * plane, m9 = src + 9 * plane, m10 = src + 10 * plane, m11 = src + 11 * plane
-            let m12 = src + 12 * plane, m13 = src + 13 * plane, m14 = src + 14 * plane, m15 = src + 15 * plane
-            for tx in 0..<tw {
-                // A^T (.) over rows, then (.) A over columns
-                let p0 = m0[tx] + m4[tx] + m8[tx], p1 = m1[tx] + m5[tx] + m9[tx]
-                let p2 = m2[tx] + m6[tx] + m10[tx], p3 = m3[tx] + m7[tx] + m11[tx]
-                let r0 = m4[tx] - m8[tx] - m12[tx], r1 = m5[tx] - m9[tx] - m13[tx]
-                let r2 = m6[tx] - m10[tx] - m14[tx], r3 = m7[tx] - m11[tx] - m15[tx]
-                top[2 * tx] = p0 + p1 + p2; top[2 * tx + 1] = p1 - p2 - p3
-                bottom[2 * tx] = r0 + r1 + r2; bottom[2 * tx + 1] = r1 - r2 - r3
-            }
-            for k in 0..<2 where 2 * ty + k < h {
-                let d = dst + (2 * ty + k) * w, row = k == 0 ? top : bottom
-                if accumulate { for i in 0..<w { d[i] += row[i] } } else { d.update(from: row, count: w) }
+                            y + (ch * g.n + img) * g.h * g.w, accumulate: accumulate, buf)
             }
         }
     }
@@ -181,41 +102,10 @@ public enum Winograd {
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
         let t = g.count, plane = planeStride(c * t)
         parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * g.tw)
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
             defer { buf.deallocate() }
             for img in 0..<g.n {
                 outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, z + ch * t + img * g.th * g.tw, plane: plane, buf)
-            }
-        }
-    }
-
-    /// Tile rows `rows` of one plane of dY (H x W), written as `inputTiles` writes; `buf` holds 4 * tw floats.
-    @inline(__always)
-    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
-                                _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, tw = g.tw
-        let te = buf, to = buf + tw, be = buf + 2 * tw, bo = buf + 3 * tw      // even/odd columns of the two rows
-        for ty in rows {
-            let out = dst + (ty - rows.lowerBound) * tw
-            for k in 0..<2 {
-                let r = 2 * ty + k, e = k == 0 ? te : be, o = k == 0 ? to : bo
-                e.update(repeating: 0, count: tw); o.update(repeating: 0, count: tw)
-                guard r < h else { continue }
-                let row = src + r * w
-                for x in 0..<w { if x & 1 == 0 { e[x >> 1] = row[x] } else { o[x >> 1] = row[x] } }
-            }
-            let p0 = out, p1 = out + plane, p2 = out + 2 * plane, p3 = out + 3 * plane
-            let p4 = out + 4 * plane, p5 = out + 5 * plane, p6 = out + 6 * plane, p7 = out + 7 * plane
-            let p8 = out + 8 * plane, p9 = out + 9 * plane, p10 = out + 10 * plane, p11 = out + 11 * plane
-            let p12 = out + 12 * plane, p13 = out + 13 * plane, p14 = out + 14 * plane, p15 = out + 15 * plane
-            for tx in 0..<tw {
-                // A y = (y0, y0 + y1, y0 - y1, -y1) on each row, then across the two rows
-                let a0 = te[tx], a1 = te[tx] + to[tx], a2 = te[tx] - to[tx], a3 = -to[tx]
-                let b0 = be[tx], b1 = be[tx] + bo[tx], b2 = be[tx] - bo[tx], b3 = -bo[tx]
-                p0[tx] = a0; p1[tx] = a1; p2[tx] = a2; p3[tx] = a3
-                p4[tx] = a0 + b0; p5[tx] = a1 + b1; p6[tx] = a2 + b2; p7[tx] = a3 + b3
-                p8[tx] = a0 - b0; p9[tx] = a1 - b1; p10[tx] = a2 - b2; p11[tx] = a3 - b3
-                p12[tx] = -b0; p13[tx] = -b1; p14[tx] = -b2; p15[tx] = -b3
             }
         }
     }
@@ -295,7 +185,7 @@ public enum Winograd {
         let p = FusedBlocks(g, channels: cin + cout)
         let sm = planeStride(cout * p.tiles), tb = p.tiles
         let sv = keep == nil ? planeStride(cin * p.tiles) : 0              // a local V only when not kept whole
-        let buffers = workerScratch(p.workers, 16 * (sv + sm) + inputScratch(g) + 4 * g.tw, ws)
+        let buffers = workerScratch(p.workers, 16 * (sv + sm) + tileScratch(g), ws)
         onWorkers(p.workers) { wk in
             let vb = buffers[wk], mb = vb + 16 * sv, buf = mb + 16 * sm
             for b in stride(from: wk, to: p.count, by: p.workers) {
@@ -330,7 +220,7 @@ public enum Winograd {
         let p = FusedBlocks(g, channels: cout + cin)
         let sz = planeStride(cout * p.tiles), tb = p.tiles
         let svb = x == nil ? 0 : planeStride(cin * tb)                      // a block's V, when redone
-        let scratch = Swift.max(4 * g.tw, inputScratch(g))
+        let scratch = tileScratch(g)
         let buffers = workerScratch(p.workers, 16 * (sz + su + svb) + scratch, ws)
         onWorkers(p.workers) { wk in
             let zb = buffers[wk], own = zb + 16 * sz, vb = own + 16 * su, buf = vb + 16 * svb

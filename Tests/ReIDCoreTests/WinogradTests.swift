@@ -35,13 +35,20 @@ final class WinogradTests: XCTestCase {
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 1, w: 3)             // one row: shifts past the block
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
             checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
+            // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
+            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 + 4 + 1 columns
         }
     }
 
     /// Forward, input gradient and weight gradient against float64 sums: Winograd's
     /// largest error relative to the largest value stays within 4x the GEMM path's (or 1e-6).
     func testAgreesWithFloat64() {
-        let (cin, cout, n, h, w) = (24, 16, 3, 9, 7)
+        checkAgainstFloat64(cin: 24, cout: 16, n: 3, h: 9, w: 7)
+        checkAgainstFloat64(cin: 8, cout: 12, n: 2, h: 5, w: 37)        // rows wider than the transforms' vectors
+    }
+
+    func checkAgainstFloat64(cin: Int, cout: Int, n: Int, h: Int, w: Int) {
         let x = randomTensor([cin, n, h, w], seed: 11), dy = randomTensor([cout, n, h, w], seed: 12)
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 3, stride: 1, pad: 1)
@@ -53,7 +60,7 @@ final class WinogradTests: XCTestCase {
             XCTAssertEqual(conv.usesWinograd(n: n, h: h, w: w), name != "gemm")
             errors[name] = convErrors(conv, arena, x, dy, y64, dx64, dw64)
         }
-        print("relative error vs float64 (forward, dX, dW): \(errors)")
+        print("relative error vs float64 (forward, dX, dW), \(cin)->\(cout) \(n)x\(h)x\(w): \(errors)")
         for name in ["winograd", "winograd fused", "winograd fused, V kept"] {
             for i in 0..<3 { XCTAssertLessThan(errors[name]![i], max(4 * errors["gemm"]![i], 1e-6), name) }
         }
