@@ -263,7 +263,7 @@ extension Conv2d {
             let z = z()
             Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
             Profile.measure(.gemm) {
-                for e in 0..<16 {
+                Winograd.products { e in
                     sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
                 }
             }

@@ -35,13 +35,15 @@ func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, scaling }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
     var winogradFusion: WinogradFusionChoice = .default
     @Flag(help: "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward).")
     var keepFusedInput = false
+    @Flag(help: "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison).")
+    var threadedProducts = false
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
@@ -97,14 +99,15 @@ struct BenchTrain: ParsableCommand {
         Conv2d.algorithm = convAlgorithm
         Winograd.fusion = winogradFusion.fusion
         if keepFusedInput { Winograd.recomputeAbove = .max }
+        Winograd.splitProducts = !threadedProducts
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
+        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)")")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
-        report["conv_algorithm"] = convAlgorithm.rawValue; report["winograd_fusion"] = winogradFusion.rawValue; report["keep_fused_input"] = keepFusedInput
+        report["conv_algorithm"] = convAlgorithm.rawValue; report["winograd_fusion"] = winogradFusion.rawValue; report["keep_fused_input"] = keepFusedInput; report["threaded_products"] = threadedProducts
 
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))

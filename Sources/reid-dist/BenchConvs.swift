@@ -69,6 +69,8 @@ struct BenchConvs: ParsableCommand {
     @Flag(help: "Skip the float64 error columns.") var noErrors = false
     @Flag(help: "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward).")
     var keepFusedInput = false
+    @Flag(help: "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison).")
+    var threadedProducts = false
     @Option(help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).") var torchPython: String?
     @Option(help: "Write the table as JSON to this file.") var json: String?
 
@@ -82,6 +84,7 @@ struct BenchConvs: ParsableCommand {
     func run() throws {
         setBLASThreads(threads); engineThreads = threads
         if keepFusedInput { Winograd.recomputeAbove = .max }
+        Winograd.splitProducts = !threadedProducts
         let gf = measureSGEMM()
         print(String(format: "OpenBLAS %@ kernel, %d thread(s), sgemm 2048^3 %.1f GFLOP/s", blasCoreName(), threads, gf))
         var shapes: [(String, ConvShape)] = []

@@ -14,7 +14,8 @@ final class WinogradTests: XCTestCase {
     }
 
     /// The algorithms and Winograd variants every check runs under: GEMM, Winograd with each
-    /// pass whole-batch (transform, 16 GEMMs, transform), and Winograd with each pass fused
+    /// pass whole-batch (transform, 16 GEMMs, transform; on 1 thread, and on 2 sharing out the
+    /// GEMMs), and Winograd with each pass fused
     /// block by block, with blocks of 8 tiles (images cut into several, the last one shorter)
     /// shared by two workers (whose weight-gradient sums are added at the end); fused, the weight
     /// gradient either redoes the input's transform block by block (the default on large layers)
@@ -22,6 +23,7 @@ final class WinogradTests: XCTestCase {
     static let variants: [(String, () -> Void)] = [
         ("gemm", { Conv2d.algorithm = .gemm }),
         ("winograd", { Conv2d.algorithm = .winograd; Winograd.fusion = .none; Winograd.fusedMinTiles = 64; engineThreads = 1 }),
+        ("winograd, products shared by 2 threads", { Conv2d.algorithm = .winograd; Winograd.fusion = .none; engineThreads = 2 }),
         ("winograd fused", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8; engineThreads = 2
                              Winograd.recomputeAbove = 0 }),
         ("winograd fused, V kept", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8
@@ -61,7 +63,7 @@ final class WinogradTests: XCTestCase {
             errors[name] = convErrors(conv, arena, x, dy, y64, dx64, dw64)
         }
         print("relative error vs float64 (forward, dX, dW), \(cin)->\(cout) \(n)x\(h)x\(w): \(errors)")
-        for name in ["winograd", "winograd fused", "winograd fused, V kept"] {
+        for name in Self.variants.map(\.0) where name != "gemm" {
             for i in 0..<3 { XCTAssertLessThan(errors[name]![i], max(4 * errors["gemm"]![i], 1e-6), name) }
         }
     }
