@@ -313,6 +313,8 @@ func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
                     if s == 1 {
                         let sr = srow + shift
                         for ox in oxLo..<oxHi { dst[ox] = sr[ox] }
+                    } else if s == 2 {
+                        gatherEven(dst, srow + shift, oxLo, oxHi, readable: w - shift)
                     } else {
                         for ox in oxLo..<oxHi { dst[ox] = srow[ox * s + shift] }
                     }

@@ -111,7 +111,11 @@ func im2colRows(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, c
                     } else {
                         let srow = src + iy * w
                         for ox in 0..<oxLo { dst[ox] = 0 }
-                        for ox in oxLo..<oxHi { dst[ox] = srow[ox * s + shift] }
+                        if s == 2 {
+                            gatherEven(dst, srow + shift, oxLo, oxHi, readable: w - shift)
+                        } else {
+                            for ox in oxLo..<oxHi { dst[ox] = srow[ox * s + shift] }
+                        }
                         for ox in oxHi..<wo { dst[ox] = 0 }
                     }
                     dst += wo

@@ -32,7 +32,7 @@ public final class MaxPool2d {
             let src = xp + pl * h * w, dst = yp + pl * ho * wo, arg = ap + pl * ho * wo
             for oy in 0..<ho {
                 let y0 = Swift.max(oy * s - p, 0), y1 = Swift.min(oy * s - p + k, h)
-                for ox in 0..<wo {
+                func one(_ ox: Int) {
                     let x0 = Swift.max(ox * s - p, 0), x1 = Swift.min(ox * s - p + k, w)
                     var best = -Float.infinity, bi = y0 * w + x0
                     for iy in y0..<y1 {
@@ -43,6 +43,31 @@ public final class MaxPool2d {
                     }
                     dst[oy * wo + ox] = best; arg[oy * wo + ox] = Int32(bi)
                 }
+                // Columns away from the borders 8 at a time: windows at columns 2ox - 1, 2ox, 2ox + 1
+                // are the even and odd halves of 16 floats from 2ox - 1 and the even half from 2ox + 1.
+                var ox = 0
+                if ox < wo { one(ox); ox += 1 }
+                while ox + 8 <= wo && 2 * ox + 17 <= w {
+                    var best = SIMD8<Float>(repeating: -.infinity), done = SIMDMask<SIMD8<Int32>>(repeating: false)
+                    let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+                    var bi = SIMD8<Int32>(repeating: Int32(y0 * w + 2 * ox - 1)) &+ lanes
+                    for iy in y0..<y1 {
+                        let row = src + iy * w + 2 * ox - 1
+                        let a = load16(row), b = load16(row + 2)
+                        let at = SIMD8<Int32>(repeating: Int32(iy * w + 2 * ox - 1)) &+ lanes
+                        // the scalar rule per lane: a larger value or a NaN takes over, and a NaN ends the scan
+                        func candidate(_ v: SIMD8<Float>, _ c: Int32) {
+                            let nan = v .!= v, take = (v .> best .| nan) .& .!done
+                            best.replace(with: v, where: take); bi.replace(with: at &+ c, where: take)
+                            done = done .| nan
+                        }
+                        candidate(a.evenHalf, 0); candidate(a.oddHalf, 1); candidate(b.evenHalf, 2)
+                    }
+                    store8(best, dst + oy * wo + ox)
+                    UnsafeMutableRawPointer(arg + oy * wo + ox).storeBytes(of: bi, as: SIMD8<Int32>.self)
+                    ox += 8
+                }
+                while ox < wo { one(ox); ox += 1 }
             }
         } }
         return output

@@ -1,10 +1,5 @@
 // Vectorised reductions. Swift does not reassociate float sums, so a plain
-// loop stays scalar; these keep 16 partial sums in SIMD registers.
-
-@inline(__always)
-func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-}
+// loop stays scalar; these keep 16 partial sums in SIMD registers (loads: VectorMemory.swift).
 
 /// Sum of x[0..<n].
 @inline(__always)

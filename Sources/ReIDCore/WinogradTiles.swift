@@ -5,27 +5,6 @@
 // 2 tiles per row, which left row-by-row loops with 2 iterations of scalar code).
 // The arithmetic is the same, in the same order, as the formulas in Winograd.swift.
 
-@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-@inline(__always) private func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { load8(UnsafePointer(p)) }
-@inline(__always) private func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-}
-@inline(__always) private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
-@inline(__always) private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-}
-
-@inline(__always) private func load<V: SIMD>(_ p: UnsafeMutablePointer<Float>) -> V where V.Scalar == Float {
-    UnsafeRawPointer(p).loadUnaligned(as: V.self)
-}
-@inline(__always) private func store<V: SIMD>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
-}
-
 extension Winograd {
     /// Floats of scratch `inputTiles`, `outputTiles` and `outputGradTiles` need for planes of g.
     static func tileScratch(_ g: WinogradTiles) -> Int { rowScratch(g) + 8 * ((g.th + 1) * g.tw + 8) }

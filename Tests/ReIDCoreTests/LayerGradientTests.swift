@@ -49,6 +49,8 @@ final class LayerGradientTests: XCTestCase {
         checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
         checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7)
         checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
+        checkConv(cin: 2, cout: 3, k: 3, s: 2, p: 1, n: 1, h: 5, w: 41)         // stride-2 rows gathered 8 at a time
+        checkConv(cin: 2, cout: 2, k: 7, s: 2, p: 3, n: 1, h: 7, w: 45)
         checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3)          // pointwise, no im2col
         checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5)          // strided downsample
         checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1)          // tiny width
@@ -159,6 +161,47 @@ final class LayerGradientTests: XCTestCase {
         let g = Tensor([1, 1, 1, 1], [5])
         pool.backward(g.ptr, dX: d.ptr)
         XCTAssertEqual(d.array, [5, 0, 0, 0])
+    }
+
+    /// Rows wide enough for the 8-column vector path, against the scalar rule written out here:
+    /// the first maximum in scan order wins ties, a NaN takes over and ends its window's scan,
+    /// padding never wins (an all -inf window points at its first cell). Values from {0, 1, 2}
+    /// make ties everywhere; the backward's scatter of distinct gradients shows every winner.
+    func testMaxPoolWideRowsMatchScalarRule() {
+        let (planes, h, w) = (3, 7, 41)
+        let x = Tensor([planes, 1, h, w])
+        for i in 0..<x.count { x.ptr[i] = Float((i * 7 + i / 5) % 3) }
+        x.ptr[1 * w + 20] = .nan; x.ptr[2 * w + 19] = .nan; x.ptr[3 * w + 33] = .nan     // plane 0
+        for i in (2 * h * w)..<(3 * h * w) { x.ptr[i] = -.infinity }                           // plane 2
+        x.ptr[2 * h * w + 4 * w + 26] = .nan
+        let pool = MaxPool2d()
+        let y = pool.forward(x)
+        let (ho, wo) = (y.shape[2], y.shape[3])
+        let g = Tensor(y.shape)
+        for i in 0..<g.count { g.ptr[i] = Float(i + 1) }
+        let dx = Tensor(x.shape)
+        pool.backward(g.ptr, dX: dx.ptr)
+        var want = [Float](repeating: 0, count: x.count)
+        for pl in 0..<planes {
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    let y0 = max(2 * oy - 1, 0), y1 = min(2 * oy + 2, h), x0 = max(2 * ox - 1, 0), x1 = min(2 * ox + 2, w)
+                    var best = -Float.infinity, bi = y0 * w + x0
+                    scan: for iy in y0..<y1 {
+                        for ix in x0..<x1 {
+                            let v = x.ptr[pl * h * w + iy * w + ix]
+                            if v.isNaN { best = v; bi = iy * w + ix; break scan }
+                            if v > best { best = v; bi = iy * w + ix }
+                        }
+                    }
+                    let o = (pl * ho + oy) * wo + ox
+                    let got = y.ptr[o]
+                    XCTAssertTrue(got == best || (got.isNaN && best.isNaN), "plane \(pl) (\(oy), \(ox)): \(got) vs \(best)")
+                    want[pl * h * w + bi] += g.ptr[o]
+                }
+            }
+        }
+        XCTAssertEqual(dx.array, want)
     }
 
     func testGlobalAvgPool() {
