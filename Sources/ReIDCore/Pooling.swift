@@ -56,7 +56,7 @@ public final class MaxPool2d {
                         let a = load16(row), b = load16(row + 2)
                         let at = SIMD8<Int32>(repeating: Int32(iy * w + 2 * ox - 1)) &+ lanes
                         // the scalar rule per lane: a larger value or a NaN takes over, and a NaN ends the scan
-                        func candidate(_ v: SIMD8<Float>, _ c: Int32) {
+                        @inline(__always) func candidate(_ v: SIMD8<Float>, _ c: Int32) {
                             let nan = v .!= v, take = (v .> best .| nan) .& .!done
                             best.replace(with: v, where: take); bi.replace(with: at &+ c, where: take)
                             done = done .| nan
