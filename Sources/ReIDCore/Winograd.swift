@@ -155,7 +155,7 @@ public enum Winograd {
     /// Runs body(e) for the 16 products e = 0..<16, shared among the workers, each with a
     /// single-threaded BLAS, instead of splitting every GEMM among the threads (`bench convs`,
     /// 2 threads, three passes: 256->256 at 32x8x4, 14.7-23.6 -> 12.2-14.6 ms; 512->512 at
-    /// 32x16x8, 175-290 -> 165-175 ms).
+    /// 32x16x8, 175-290 -> 165-176 ms).
     static func products(_ body: (Int) -> Void) {
         guard splitProducts, engineThreads > 1 else { for e in 0..<16 { body(e) }; return }
         let workers = Swift.min(engineThreads, 16)
