@@ -100,29 +100,21 @@ public final class Conv2d {
         }
         if usesWinograd(n: n, h: h, w: w) {
             let g = WinogradTiles(n: n, h: h, w: w)
-            if recomputesInput(g) {
-                // no transformed input kept: backward redoes it block by block
-                cachedValid = false
-                ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
-                Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
-                Profile.measure(.gemm) {
-                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, out: output.ptr, accumulate: false, ws)
-                }
-                return output
-            }
-            let v = columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
-            cachedValid = v !== ws.col
+            // V: kept for backward in the layer's own buffer within the budget, else scratch; none
+            // when backward redoes it block by block (which implies a fused forward)
+            let v = recomputesInput(g) ? nil : columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
+            cachedValid = v.map { $0 !== ws.col } ?? false
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
             Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
             if Swift.max(cin, cout) <= Winograd.fusion.forward {
                 Profile.measure(.gemm) {
-                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v.ptr : nil,
+                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v?.ptr : nil,
                                            out: output.ptr, accumulate: false, ws)
                 }
                 return output
             }
             ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
-            Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
+            Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v!.ptr, m: ws.winogradProducts.ptr,
                               out: output.ptr, accumulate: false)
             return output
         }
