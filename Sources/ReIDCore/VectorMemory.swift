@@ -34,3 +34,15 @@
     }
     while i < hi { dst[i] = src[2 * i]; i += 1 }
 }
+
+/// What the engine's own SIMD loops run on in this build, for `bench` to print: one portable
+/// build (no per-processor flags), so every node of a mixed fleet runs the same code.
+public var engineVectorPath: String {
+#if arch(x86_64)
+    "Swift SIMD8/SIMD16 on the x86-64 baseline (SSE2, 4 floats a register)"
+#elseif arch(arm64)
+    "Swift SIMD8/SIMD16 on NEON (4 floats a register)"
+#else
+    "Swift SIMD8/SIMD16 (portable)"
+#endif
+}
