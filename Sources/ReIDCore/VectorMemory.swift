@@ -13,9 +13,6 @@
 @inline(__always) func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
 }
-@inline(__always) func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-}
 
 @inline(__always) func load<V: SIMD>(_ p: UnsafeMutablePointer<Float>) -> V where V.Scalar == Float {
     UnsafeRawPointer(p).loadUnaligned(as: V.self)

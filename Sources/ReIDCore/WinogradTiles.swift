@@ -70,7 +70,7 @@ extension Winograd {
     /// Tile rows `rows` of one output plane `dst` (H x W) from the products at src0 (laid out as
     /// `inputTiles` writes them); adds into dst when `accumulate`. A^T (.) A for all the block's
     /// tiles in one flat loop into 4 arrays (top and bottom rows, left and right values), then
-    /// each output row interleaves its left and right values 16 at a time.
+    /// each output row interleaves its left and right values 8 at a time.
     @inline(__always)
     static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>,
                             _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
@@ -101,27 +101,13 @@ extension Winograd {
             for k in 0..<2 where 2 * ty + k < h {
                 let d = dst + (2 * ty + k) * w
                 let left = (k == 0 ? top0 : bot0) + i * tw, right = (k == 0 ? top1 : bot1) + i * tw
-                var x = 0                                        // output column, 16 at a time
-                while x + 16 <= w {
-                    var v = SIMD16<Float>()
-                    v.evenHalf = load8(left + x / 2); v.oddHalf = load8(right + x / 2)
-                    if accumulate { v += load16(d + x) }
-                    store16(v, d + x)
-                    x += 16
-                }
-                if x + 8 <= w {                                  // narrow planes: 8, then 4 at a time
+                var x = 0                                        // output column, 8 at a time
+                while x + 8 <= w {
                     var v = SIMD8<Float>()
                     v.evenHalf = load(left + x / 2); v.oddHalf = load(right + x / 2)
                     if accumulate { v += load(d + x) }
                     store(v, d + x)
                     x += 8
-                }
-                if x + 4 <= w {
-                    var v = SIMD4<Float>()
-                    v.evenHalf = load(left + x / 2); v.oddHalf = load(right + x / 2)
-                    if accumulate { v += load(d + x) }
-                    store(v, d + x)
-                    x += 4
                 }
                 while x < w {
                     let value = (x & 1 == 0 ? left : right)[x >> 1]

@@ -39,7 +39,7 @@ final class WinogradTests: XCTestCase {
             checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
             // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
-            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 + 4 + 1 columns
+            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 columns, then a tail of 5
         }
     }
 
