@@ -11,7 +11,7 @@
 //   ReIDTorch               -> torchvision .pth state dicts, no Python (ZIPFoundation, restricted unpickler); ReIDCore
 //   ReIDReport              -> the run report (HTML/SVG from a run folder); ReIDEval, ReIDImage, ReIDCore
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
-//   ReIDCore                -> CBLAS (OpenBLAS's cblas.h)
+//   ReIDCore                -> CBLAS (OpenBLAS's cblas.h), CKernels (C: direct 7x7 stem, one copy per vector path)
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
 import PackageDescription
 
@@ -37,7 +37,9 @@ let package = Package(
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
         // -mf16c: float16 gradient conversions in hardware (every x86-64 of this fleet has F16C).
         .target(name: "CMPIShim", dependencies: ["CMPI"], cSettings: [.unsafeFlags(["-O2", "-mf16c"])]),
-        .target(name: "ReIDCore", dependencies: ["CBLAS"], swiftSettings: fast),
+        // Kernels compiled for AVX-512, AVX2+FMA and portable C in one binary, chosen at run time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "ReIDCore", dependencies: ["CBLAS", "CKernels"], swiftSettings: fast),
         .target(name: "ReIDImage", dependencies: ["CJPEG", "CPNG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),

@@ -5,6 +5,11 @@
 // ResNet-50's) is never written to memory, and the GEMMs, whose M = Cout is small, run on
 // cache-resident data (OpenBLAS on one core: 67 GFLOP/s per 2,048-column block against 36 for
 // the whole batch in one call). Backward rebuilds each block's columns for the weight gradient.
+//
+// 7x7 layers (the stem) skip the column matrix altogether: the same blocks run through the direct
+// convolution of CKernels (AVX-512, AVX2+FMA or portable C, chosen at run time), whose tiles keep
+// their sums in registers for all 147 taps.
+import CKernels
 import Dispatch
 
 extension Conv2d {
@@ -14,6 +19,13 @@ extension Conv2d {
     nonisolated(unsafe) static var blockColumns = 2048
 
     var runsBlocked: Bool { cin <= Self.blockedMaxInputChannels && !isPointwise }
+
+    /// Whether blocked 7x7 layers run as direct convolutions (else blocked im2col + GEMM, for comparison).
+    public nonisolated(unsafe) static var directStem = true
+    var runsDirect: Bool { runsBlocked && kernel == 7 && (stride == 1 || stride == 2) && Self.directStem }
+
+    /// The vector path of the direct convolution on this processor, for `bench` to print.
+    public static var directKernelPath: String { String(cString: reid_kernels_path_name(reid_kernels_path())) }
 
     /// Blocks of whole output rows of one image: (image, first row, end row), at least two per worker.
     func rowBlocks(n: Int, ho: Int, wo: Int) -> [(Int, Int, Int)] {
@@ -57,6 +69,7 @@ extension Conv2d {
     }
 
     func blockedForward(_ x: Tensor, _ ws: Workspace) {
+        if runsDirect { directPass(x, ws); return }
         let ckk = cin * kernel * kernel, m = outputColumns(x), wp = arena.value + weight, out = output.ptr
         _ = forEachBlock(x, extra: 0, ws) { b in
             sgemm(m: cout, n: b.columns, k: ckk, a: wp, b: b.col, c: out + b.at, ldc: m)
@@ -65,6 +78,7 @@ extension Conv2d {
 
     /// dW += dOut . col^T, block by block (worker 0 adds into dW, the others into their own sums, added at the end).
     func blockedWeightGrad(_ x: Tensor, _ dOut: UnsafePointer<Float>, _ ws: Workspace) {
+        if runsDirect { directPass(x, ws, dOut: dOut); return }
         let ckk = cin * kernel * kernel, m = outputColumns(x), gw = arena.grad + weight
         let sums = forEachBlock(x, extra: cout * ckk, ws) { b in
             sgemm(transB: true, m: cout, n: ckk, k: b.columns, a: dOut + b.at, lda: m, b: b.col, ldb: b.columns,
@@ -72,6 +86,53 @@ extension Conv2d {
         }
         for s in sums.dropFirst() {
             for i in 0..<(cout * ckk) { gw[i] += s[i] }
+        }
+    }
+}
+
+extension Conv2d {
+    /// The direct 7x7 convolution over the same row blocks: the forward when `dOut` is nil, else
+    /// dW += dOut . x's taps. Weights go tap-major, (Cin*49, Cout), in `ws.flipped` (forward), and each
+    /// worker sums its weight gradient tap-major in its own scratch, added into dW at the end.
+    func directPass(_ x: Tensor, _ ws: Workspace, dOut: UnsafePointer<Float>? = nil) {
+        let n = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let (ho, wo) = outputSize(h, w)
+        let taps = cin * 49, blocks = rowBlocks(n: n, ho: ho, wo: wo)
+        let rowsMax = blocks.map { $0.2 - $0.1 }.max() ?? 1
+        let workers = Swift.max(1, Swift.min(engineThreads, blocks.count))
+        let phases = reid_conv7_scratch_floats(Int32(cin), Int32(rowsMax), Int32(wo), Int32(stride))
+        let sums = dOut == nil ? 0 : taps * cout
+        let buffers = workerScratch(workers, phases + sums, ws)
+        let (c, k, s, p) = (Int32(cin), Int32(cout), Int32(stride), Int32(pad))
+        let (n32, h32, w32, ho32, wo32) = (Int32(n), Int32(h), Int32(w), Int32(ho), Int32(wo))
+        let wp = arena.value + weight, gw = arena.grad + weight
+        guard let dOut else {
+            ws.flipped.resizeForOverwrite([taps, cout])
+            let wt = ws.flipped.ptr
+            for co in 0..<cout { for t in 0..<taps { wt[t * cout + co] = wp[co * taps + t] } }
+            let out = output.ptr
+            onWorkers(workers) { wk in
+                for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
+                    let (img, oy0, oy1) = blocks[b]
+                    reid_conv7_forward(out, x.ptr, wt, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1), buffers[wk])
+                }
+            }
+            return
+        }
+        onWorkers(workers) { wk in
+            let dwt = buffers[wk] + phases
+            dwt.update(repeating: 0, count: sums)
+            for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
+                let (img, oy0, oy1) = blocks[b]
+                reid_conv7_weight_grad(dwt, dOut, x.ptr, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1), buffers[wk])
+            }
+        }
+        for co in 0..<cout {
+            for t in 0..<taps {
+                var g: Float = 0
+                for b in buffers { g += b[phases + t * cout + co] }
+                gw[co * taps + t] += g
+            }
         }
     }
 }

@@ -30,12 +30,15 @@ enum WinogradFusionChoice: String, ExpressibleByArgument, CaseIterable {
     var fusion: Winograd.Fusion { switch self { case .default: .default; case .none: .none; case .all: .all } }
 }
 
+/// How the 7x7 stem runs, for the first line and the JSON.
+var stemKernel: String { Conv2d.directStem ? "direct 7x7, \(Conv2d.directKernelPath)" : "blocked im2col + GEMM" }
+
 /// print, on rank 0 only.
 func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, scaling }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
@@ -44,6 +47,8 @@ struct BenchTrain: ParsableCommand {
     var keepFusedInput = false
     @Flag(help: "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison).")
     var threadedProducts = false
+    @Flag(help: "The 7x7 stem runs as blocked im2col + GEMM instead of the direct convolution (for comparison).")
+    var gemmStem = false
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
@@ -100,14 +105,16 @@ struct BenchTrain: ParsableCommand {
         Winograd.fusion = winogradFusion.fusion
         if keepFusedInput { Winograd.recomputeAbove = .max }
         Winograd.splitProducts = !threadedProducts
+        Conv2d.directStem = !gemmStem
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath)")
+        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel)")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
         report["conv_algorithm"] = convAlgorithm.rawValue; report["winograd_fusion"] = winogradFusion.rawValue; report["keep_fused_input"] = keepFusedInput; report["threaded_products"] = threadedProducts; report["engine_vector_path"] = engineVectorPath
+        report["stem_kernel"] = stemKernel
 
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))

@@ -1,0 +1,41 @@
+// CKernels: compute kernels the portable Swift build cannot vectorise well, compiled for several
+// x86-64 vector extensions in one binary and chosen at run time (AVX-512, AVX2+FMA, portable C).
+//
+// Direct 7x7 convolution for layers with few input channels (ResNet's stem on RGB): each output
+// pixel is a sum of Cin*49 taps, computed with the output channels' weights broadcast against
+// contiguous input vectors, so the whole layer runs at the FMA units' rate. The im2col + GEMM it
+// replaces multiplies a 147-deep column matrix with M = Cout (32 or 64) rows: a poor GEMM shape.
+#ifndef REID_CKERNELS_H
+#define REID_CKERNELS_H
+#include <stddef.h>
+
+/// Vector paths, best last.
+enum { REID_PATH_PORTABLE = 0, REID_PATH_AVX2 = 1, REID_PATH_AVX512 = 2 };
+
+/// The best path this processor runs.
+int reid_kernels_best_path(void);
+/// The path the kernels take: the best one, or lower after reid_kernels_limit_path.
+int reid_kernels_path(void);
+/// Limits the path to at most `path` (tests run every path this processor has). Returns the path in effect.
+int reid_kernels_limit_path(int path);
+/// "AVX-512", "AVX2+FMA" or "portable C (4-wide vectors)".
+const char *reid_kernels_path_name(int path);
+
+/// Floats of scratch one worker needs for a block of `rows` output rows.
+size_t reid_conv7_scratch_floats(int cin, int rows, int wo, int stride);
+
+/// Forward of output rows [oy0, oy1) of image `img`, for a 7x7 convolution with stride 1 or 2 and
+/// padding `pad` (any).
+///   x:  (Cin, N, H, W) input
+///   wt: (Cin*49, Cout) weights, tap-major: wt[((ci*7 + ki)*7 + kj)*cout + co] = W[co, ci, ki, kj]
+///   y:  (Cout, N, Ho, Wo) output; only the block's rows are written (=)
+void reid_conv7_forward(float *y, const float *x, const float *wt,
+                        int cin, int cout, int n, int h, int w, int ho, int wo,
+                        int stride, int pad, int img, int oy0, int oy1, float *scratch);
+
+/// Weight gradient of the same block: dwt[((ci*7 + ki)*7 + kj)*cout + co] += sum over the block's
+/// output pixels of dy[co, pixel] * x[ci, tap's input pixel] (tap-major, like wt).
+void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
+                            int cin, int cout, int n, int h, int w, int ho, int wo,
+                            int stride, int pad, int img, int oy0, int oy1, float *scratch);
+#endif
