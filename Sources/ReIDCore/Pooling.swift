@@ -44,16 +44,16 @@ public final class MaxPool2d {
                     dst[oy * wo + ox] = best; arg[oy * wo + ox] = Int32(bi)
                 }
                 // Columns away from the borders 8 at a time: windows at columns 2ox - 1, 2ox, 2ox + 1
-                // are the even and odd halves of 16 floats from 2ox - 1 and the even half from 2ox + 1.
-                var ox = 0
-                if ox < wo { one(ox); ox += 1 }
-                while ox + 8 <= wo && 2 * ox + 17 <= w {
+                // are the even and odd halves of 16 floats from 2ox - 1 and the odd half of 16 from
+                // 2ox, all inside the row while 2ox + 16 <= w. A last chunk that would pass the row's
+                // end starts at wo - 8 instead, redoing a few columns (the same values and winners).
+                @inline(__always) func eight(_ ox: Int) {
                     var best = SIMD8<Float>(repeating: -.infinity), done = SIMDMask<SIMD8<Int32>>(repeating: false)
                     let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
                     var bi = SIMD8<Int32>(repeating: Int32(y0 * w + 2 * ox - 1)) &+ lanes
                     for iy in y0..<y1 {
                         let row = src + iy * w + 2 * ox - 1
-                        let a = load16(row), b = load16(row + 2)
+                        let a = load16(row), b = load16(row + 1)
                         let at = SIMD8<Int32>(repeating: Int32(iy * w + 2 * ox - 1)) &+ lanes
                         // the scalar rule per lane: a larger value or a NaN takes over, and a NaN ends the scan
                         @inline(__always) func candidate(_ v: SIMD8<Float>, _ c: Int32) {
@@ -61,12 +61,15 @@ public final class MaxPool2d {
                             best.replace(with: v, where: take); bi.replace(with: at &+ c, where: take)
                             done = done .| nan
                         }
-                        candidate(a.evenHalf, 0); candidate(a.oddHalf, 1); candidate(b.evenHalf, 2)
+                        candidate(a.evenHalf, 0); candidate(a.oddHalf, 1); candidate(b.oddHalf, 2)
                     }
                     store8(best, dst + oy * wo + ox)
                     UnsafeMutableRawPointer(arg + oy * wo + ox).storeBytes(of: bi, as: SIMD8<Int32>.self)
-                    ox += 8
                 }
+                var ox = 0
+                if ox < wo { one(ox); ox += 1 }
+                while ox + 8 <= wo && 2 * ox + 16 <= w { eight(ox); ox += 8 }
+                if ox < wo && wo - 8 >= 1 && 2 * (wo - 8) + 16 <= w { eight(wo - 8); ox = wo }
                 while ox < wo { one(ox); ox += 1 }
             }
         } }

@@ -167,8 +167,14 @@ final class LayerGradientTests: XCTestCase {
     /// the first maximum in scan order wins ties, a NaN takes over and ends its window's scan,
     /// padding never wins (an all -inf window points at its first cell). Values from {0, 1, 2}
     /// make ties everywhere; the backward's scatter of distinct gradients shows every winner.
+    /// Widths: odd (a right border window half outside), even with a last chunk that overlaps the
+    /// one before it (32: the ResNet-18 w32 stem's), and exactly one chunk past the border column.
     func testMaxPoolWideRowsMatchScalarRule() {
-        let (planes, h, w) = (3, 7, 41)
+        for w in [41, 32, 18] { checkMaxPoolWideRows(w: w) }
+    }
+
+    func checkMaxPoolWideRows(w: Int) {
+        let (planes, h) = (3, 7)
         let x = Tensor([planes, 1, h, w])
         for i in 0..<x.count { x.ptr[i] = Float((i * 7 + i / 5) % 3) }
         x.ptr[1 * w + 20] = .nan; x.ptr[2 * w + 19] = .nan; x.ptr[3 * w + 33] = .nan     // plane 0
@@ -196,12 +202,12 @@ final class LayerGradientTests: XCTestCase {
                     }
                     let o = (pl * ho + oy) * wo + ox
                     let got = y.ptr[o]
-                    XCTAssertTrue(got == best || (got.isNaN && best.isNaN), "plane \(pl) (\(oy), \(ox)): \(got) vs \(best)")
+                    XCTAssertTrue(got == best || (got.isNaN && best.isNaN), "w \(w) plane \(pl) (\(oy), \(ox)): \(got) vs \(best)")
                     want[pl * h * w + bi] += g.ptr[o]
                 }
             }
         }
-        XCTAssertEqual(dx.array, want)
+        XCTAssertEqual(dx.array, want, "w \(w)")
     }
 
     func testGlobalAvgPool() {
