@@ -27,6 +27,8 @@ extension Winograd {
         let arrays = buf + pad
         // 1. d B for padded rows p = 2 ty0 ..< 2 ty1 + 2 (input row p - 1): columns
         //    (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a - c, b + c, c - b, b - d)
+        row[0] = 0
+        (row + 1 + w).update(repeating: 0, count: pad - 1 - w)     // the padding, once: rows overwrite 1...w only
         for p in (2 * ty0)..<(2 * rows.upperBound + 2) {
             let r0 = arrays + (p & 1) * 4 * len + ((p >> 1) - ty0) * tw
             let r1 = r0 + len, r2 = r1 + len, r3 = r2 + len
@@ -36,9 +38,7 @@ extension Winograd {
                 r2.update(repeating: 0, count: tw); r3.update(repeating: 0, count: tw)
                 continue
             }
-            row[0] = 0
             (row + 1).update(from: src + y * w, count: w)
-            (row + 1 + w).update(repeating: 0, count: pad - 1 - w)
             // 8 tiles at a time; a store past tw lands in the next tile row's slot (written later) or the padding
             var j = 0
             while j < tw {
