@@ -77,11 +77,13 @@ public enum Winograd {
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
     static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
         let t = g.count, plane = planeStride(c * t)
+        let per = imagesPerCall(g)
         parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
-            for img in 0..<g.n {
-                inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, v + ch * t + img * g.th * g.tw, plane: plane, buf)
+            for img in Swift.stride(from: 0, to: g.n, by: per) {
+                inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
+                           v + ch * t + img * g.th * g.tw, plane: plane, buf)
             }
         }
     }
@@ -90,11 +92,12 @@ public enum Winograd {
     static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let t = g.count, plane = planeStride(c * t)
+        let per = imagesPerCall(g)
         parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
-            for img in 0..<g.n {
-                outputTiles(m + ch * t + img * g.th * g.tw, plane: plane, g, rows: 0..<g.th,
+            for img in Swift.stride(from: 0, to: g.n, by: per) {
+                outputTiles(m + ch * t + img * g.th * g.tw, plane: plane, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
                             y + (ch * g.n + img) * g.h * g.w, accumulate: accumulate, buf)
             }
         }
@@ -103,11 +106,13 @@ public enum Winograd {
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
         let t = g.count, plane = planeStride(c * t)
+        let per = imagesPerCall(g)
         parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g))
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
-            for img in 0..<g.n {
-                outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, z + ch * t + img * g.th * g.tw, plane: plane, buf)
+            for img in Swift.stride(from: 0, to: g.n, by: per) {
+                outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
+                                z + ch * t + img * g.th * g.tw, plane: plane, buf)
             }
         }
     }

@@ -4,33 +4,55 @@
 // way, so one loop covers all rows whatever the image width (ResNet-18 w32's 8x4 planes have
 // 2 tiles per row, which left row-by-row loops with 2 iterations of scalar code).
 // The arithmetic is the same, in the same order, as the formulas in Winograd.swift.
+// Small planes (layer3 and layer4 of ResNet-18 w32: 8x4, 8 tiles) are transformed several whole
+// images per call (`images`), whose tiles follow each other in the flat run as they do in the
+// transformed tensors: the per-call and per-row set-up was most of their time.
 
 extension Winograd {
-    /// Floats of scratch `inputTiles`, `outputTiles` and `outputGradTiles` need for planes of g.
-    static func tileScratch(_ g: WinogradTiles) -> Int { rowScratch(g) + 8 * ((g.th + 1) * g.tw + 8) }
+    /// Floats of scratch `inputTiles`, `outputTiles` and `outputGradTiles` need for planes of g,
+    /// `images` at a time.
+    static func tileScratch(_ g: WinogradTiles, images: Int = 1) -> Int { 2 * rowScratch(g) + 8 * (images * (g.th + 1) * g.tw + 8) }
+
+    /// Whole images per call of the whole-batch transforms: enough for about 256 tiles.
+    static func imagesPerCall(_ g: WinogradTiles) -> Int { Swift.max(1, Swift.min(g.n, 256 / Swift.max(1, g.th * g.tw))) }
 
     /// One padded image row, read 16 floats at a time (tw rounded up to 8, both sides padded).
     private static func rowScratch(_ g: WinogradTiles) -> Int { 2 * ((g.tw + 7) / 8 * 8) + 18 }
 
     /// The transform of tile rows `rows` of one image plane `src` (H x W): tile (ty, tx) goes to
-    /// dst[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart.
+    /// dst[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart; with
+    /// `images` > 1 (whole images only), of that many planes H x W apart, their tiles one after
+    /// another.
     /// First d B on every padded input row the block touches (its even and odd columns split
     /// with SIMD16's evenHalf/oddHalf), kept as 8 flat arrays [row parity][column of d B][tile];
     /// then B^T (.) across each tile's 4 rows, one flat SIMD8 loop over the block's tiles.
     @inline(__always)
-    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
+    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                            _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
+        precondition(images == 1 || rows == 0..<g.th, "inputTiles: several images are transformed whole")
         let h = g.h, w = g.w, tw = g.tw, ty0 = rows.lowerBound, n = rows.count * tw
         let pad = rowScratch(g)
-        let row = buf                                            // row[k] = x[y][k - 1], 0 outside
-        let len = (rows.count + 1) * tw + 8                      // one array: rows.count + 1 tile rows
-        let arrays = buf + pad
+        // Two row buffers, row[k] = x[y][k - 1] (0 outside): the next row is copied into one while
+        // the other is read, because 16-float loads right after a copy of a few floats to an offset
+        // address wait for the copy to reach the cache (on 8x4 planes that wait was 40% of the time).
+        var row = buf, next = buf + pad
+        let slots = (rows.count + 1) * tw                        // an image's tile rows, and one more
+        let len = images * slots + 8                             // one array: all images' slots
+        let arrays = buf + 2 * pad
         // 1. d B for padded rows p = 2 ty0 ..< 2 ty1 + 2 (input row p - 1): columns
         //    (a, b, c, d) = (e[tx], o[tx], e[tx+1], o[tx+1]) -> (a - c, b + c, c - b, b - d)
-        row[0] = 0
-        (row + 1 + w).update(repeating: 0, count: pad - 1 - w)     // the padding, once: rows overwrite 1...w only
-        for p in (2 * ty0)..<(2 * rows.upperBound + 2) {
-            let r0 = arrays + (p & 1) * 4 * len + ((p >> 1) - ty0) * tw
+        row[0] = 0; (row + 1 + w).update(repeating: 0, count: pad - 1 - w)       // the padding, once:
+        next[0] = 0; (next + 1 + w).update(repeating: 0, count: pad - 1 - w)     // rows overwrite 1...w only
+        let pLo = 2 * ty0, pHi = 2 * rows.upperBound + 2
+        @inline(__always) func copy(_ img: Int, _ p: Int, _ into: UnsafeMutablePointer<Float>) {
+            let y = p - 1
+            if y >= 0 && y < h { (into + 1).update(from: src + img * h * w + y * w, count: w) }
+        }
+        copy(0, pLo, row)
+        for img in 0..<images { for p in pLo..<pHi {
+            if p + 1 < pHi { copy(img, p + 1, next) } else if img + 1 < images { copy(img + 1, pLo, next) }
+            defer { swap(&row, &next) }
+            let r0 = arrays + (p & 1) * 4 * len + img * slots + ((p >> 1) - ty0) * tw
             let r1 = r0 + len, r2 = r1 + len, r3 = r2 + len
             let y = p - 1
             if y < 0 || y >= h {
@@ -38,7 +60,6 @@ extension Winograd {
                 r2.update(repeating: 0, count: tw); r3.update(repeating: 0, count: tw)
                 continue
             }
-            (row + 1).update(from: src + y * w, count: w)
             // 8 tiles at a time; a store past tw lands in the next tile row's slot (written later) or the padding
             var j = 0
             while j < tw {
@@ -47,11 +68,12 @@ extension Winograd {
                 store8(e0 - e1, r0 + j); store8(o0 + e1, r1 + j); store8(e1 - o0, r2 + j); store8(o0 - o1, r3 + j)
                 j += 8
             }
-        }
+        } }
         // 2. B^T (.) over tile t's rows a, b, c, d = (parity 0, t), (parity 1, t), (parity 0, t + tw), (parity 1, t + tw)
-        @inline(__always) func column(_ k: Int) {
-            let ea = UnsafePointer(arrays + k * len), ob = UnsafePointer(arrays + (4 + k) * len)
-            let q0 = dst + k * plane, q4 = dst + (4 + k) * plane, q8 = dst + (8 + k) * plane, q12 = dst + (12 + k) * plane
+        @inline(__always) func column(_ k: Int, _ img: Int) {
+            let ea = UnsafePointer(arrays + k * len + img * slots), ob = UnsafePointer(arrays + (4 + k) * len + img * slots)
+            let q = dst + img * n
+            let q0 = q + k * plane, q4 = q + (4 + k) * plane, q8 = q + (8 + k) * plane, q12 = q + (12 + k) * plane
             var t = 0
             while t + 8 <= n {
                 let a = load8(ea + t), b = load8(ob + t), c = load8(ea + t + tw), d = load8(ob + t + tw)
@@ -64,17 +86,17 @@ extension Winograd {
                 t += 1
             }
         }
-        column(0); column(1); column(2); column(3)
+        for img in 0..<images { column(0, img); column(1, img); column(2, img); column(3, img) }
     }
 
-    /// Tile rows `rows` of one output plane `dst` (H x W) from the products at src0 (laid out as
-    /// `inputTiles` writes them); adds into dst when `accumulate`. A^T (.) A for all the block's
+    /// Tile rows `rows` of one output plane `dst` (H x W), or of `images` planes H x W apart, from
+    /// the products at src0 (laid out as `inputTiles` writes them); adds into dst when `accumulate`. A^T (.) A for all the block's
     /// tiles in one flat loop into 4 arrays (top and bottom rows, left and right values), then
     /// each output row interleaves its left and right values 8 at a time.
     @inline(__always)
-    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>,
+    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                             _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, tw = g.tw, n = rows.count * tw, len = n + 8
+        let h = g.h, w = g.w, tw = g.tw, n = images * rows.count * tw, len = n + 8
         let top0 = buf, top1 = buf + len, bot0 = top1 + len, bot1 = bot0 + len
         @inline(__always) func m(_ e: Int, _ t: Int) -> SIMD8<Float> { load8(src0 + e * plane + t) }
         @inline(__always) func s(_ e: Int, _ t: Int) -> Float { src0[e * plane + t] }
@@ -97,10 +119,10 @@ extension Winograd {
             bot0[t] = r0 + r1 + r2; bot1[t] = r1 - r2 - r3
             t += 1
         }
-        for (i, ty) in rows.enumerated() {
+        for img in 0..<images { for (i, ty) in rows.enumerated() {
             for k in 0..<2 where 2 * ty + k < h {
-                let d = dst + (2 * ty + k) * w
-                let left = (k == 0 ? top0 : bot0) + i * tw, right = (k == 0 ? top1 : bot1) + i * tw
+                let d = dst + img * h * w + (2 * ty + k) * w, at = (img * rows.count + i) * tw
+                let left = (k == 0 ? top0 : bot0) + at, right = (k == 0 ? top1 : bot1) + at
                 var x = 0                                        // output column, 8 at a time
                 while x + 8 <= w {
                     var v = SIMD8<Float>()
@@ -115,24 +137,26 @@ extension Winograd {
                     x += 1
                 }
             }
-        }
+        } }
     }
 
-    /// Tile rows `rows` of one plane of dY (H x W), written as `inputTiles` writes: each tile's
+    /// Tile rows `rows` of one plane of dY (H x W), or of `images` planes H x W apart, written as
+    /// `inputTiles` writes: each tile's
     /// 2x2 values split into 4 flat arrays (even and odd columns of its top and bottom rows,
     /// 0 outside the image), then A y A^T for all the block's tiles in one flat loop.
     @inline(__always)
-    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>,
+    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                                 _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
-        let h = g.h, w = g.w, tw = g.tw, n = rows.count * tw, len = n + 8
+        let h = g.h, w = g.w, tw = g.tw, n = images * rows.count * tw, len = n + 8
         let pad = rowScratch(g)
         let row = buf, te = buf + pad, to = te + len, be = to + len, bo = be + len
-        for (i, ty) in rows.enumerated() {
+        (row + w).update(repeating: 0, count: pad - w)                  // the padding, once: rows overwrite 0..<w only
+        for img in 0..<images { for (i, ty) in rows.enumerated() {
             for k in 0..<2 {
-                let r = 2 * ty + k, e = (k == 0 ? te : be) + i * tw, o = (k == 0 ? to : bo) + i * tw
+                let r = 2 * ty + k, at = (img * rows.count + i) * tw
+                let e = (k == 0 ? te : be) + at, o = (k == 0 ? to : bo) + at
                 guard r < h else { e.update(repeating: 0, count: tw); o.update(repeating: 0, count: tw); continue }
-                row.update(from: src + r * w, count: w)
-                (row + w).update(repeating: 0, count: pad - w)
+                row.update(from: src + img * h * w + r * w, count: w)
                 var j = 0
                 while j < tw {
                     let a = load16(row + 2 * j)
@@ -140,7 +164,7 @@ extension Winograd {
                     j += 8
                 }
             }
-        }
+        } }
         // A y = (y0, y0 + y1, y0 - y1, -y1) on each row (a: top, b: bottom), then (a, a + b, a - b, -b) across them
         @inline(__always) func out(_ e: Int, _ t: Int) -> UnsafeMutablePointer<Float> { dst + e * plane + t }
         @inline(__always) func put(_ c: Int, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ t: Int) {
