@@ -12,6 +12,9 @@
 import CKernels
 import Dispatch
 
+/// The C kernels' vector paths, in CKernels' order (best last).
+public enum KernelPath: String, CaseIterable, Sendable { case portable, avx2, avx512 }
+
 extension Conv2d {
     /// Layers with at most this many input channels (and no stride-1 3x3) run blocked.
     public nonisolated(unsafe) static var blockedMaxInputChannels = 4
@@ -22,10 +25,26 @@ extension Conv2d {
 
     /// Whether blocked 7x7 layers run as direct convolutions (else blocked im2col + GEMM, for comparison).
     public nonisolated(unsafe) static var directStem = true
-    var runsDirect: Bool { runsBlocked && kernel == 7 && (stride == 1 || stride == 2) && Self.directStem }
+    /// Whether the direct convolution also runs on the portable path. Off: without AVX2 the blocked
+    /// GEMM is faster (ResNet-18 w32's stem stage on this AVX-512 EPYC, `bench --kernels`: forward +
+    /// backward 5.0 + 5.5 ms on AVX-512, 5.6 + 8.0 on AVX2+FMA, 11.6 + 11.9 portable; GEMM about 9 + 9).
+    nonisolated(unsafe) static var directOnPortable = false
+    var runsDirect: Bool { runsBlocked && kernel == 7 && (stride == 1 || stride == 2) && Self.directStemRuns }
+
+    /// Whether a 7x7 stem runs as a direct convolution in this process (for `bench` to print).
+    public static var directStemRuns: Bool {
+        directStem && (directOnPortable || reid_kernels_path() > Int32(REID_PATH_PORTABLE))
+    }
 
     /// The vector path of the direct convolution on this processor, for `bench` to print.
     public static var directKernelPath: String { String(cString: reid_kernels_path_name(reid_kernels_path())) }
+
+    /// Limits the C kernels to `path` or a lower one (the processor's best is the default), for
+    /// comparisons; returns the path in effect, lower than asked when the processor lacks it.
+    @discardableResult
+    public static func limitKernels(to path: KernelPath) -> KernelPath {
+        KernelPath.allCases[Int(reid_kernels_limit_path(Int32(KernelPath.allCases.firstIndex(of: path)!)))]
+    }
 
     /// Blocks of whole output rows of one image: (image, first row, end row), at least two per worker.
     func rowBlocks(n: Int, ho: Int, wo: Int) -> [(Int, Int, Int)] {

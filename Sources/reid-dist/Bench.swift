@@ -25,20 +25,24 @@ struct Bench: ParsableCommand {
 extension Bench { nonisolated(unsafe) static var quiet = false }
 extension WireType: ExpressibleByArgument {}
 extension ConvAlgorithm: ExpressibleByArgument {}
+extension KernelPath: ExpressibleByArgument {}
 enum WinogradFusionChoice: String, ExpressibleByArgument, CaseIterable {
     case `default`, none, all
     var fusion: Winograd.Fusion { switch self { case .default: .default; case .none: .none; case .all: .all } }
 }
 
 /// How the 7x7 stem runs, for the first line and the JSON.
-var stemKernel: String { Conv2d.directStem ? "direct 7x7, \(Conv2d.directKernelPath)" : "blocked im2col + GEMM" }
+var stemKernel: String {
+    if Conv2d.directStemRuns { return "direct 7x7, \(Conv2d.directKernelPath)" }
+    return Conv2d.directStem ? "blocked im2col + GEMM (the C kernels run \(Conv2d.directKernelPath) here, slower)" : "blocked im2col + GEMM"
+}
 
 /// print, on rank 0 only.
 func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, scaling }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, kernels, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
@@ -49,6 +53,8 @@ struct BenchTrain: ParsableCommand {
     var threadedProducts = false
     @Flag(help: "The 7x7 stem runs as blocked im2col + GEMM instead of the direct convolution (for comparison).")
     var gemmStem = false
+    @Option(help: "Limit the C kernels (the direct stem) to this vector path: avx512, avx2 or portable (default: the best this processor runs).")
+    var kernels: KernelPath?
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
     @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
@@ -106,6 +112,9 @@ struct BenchTrain: ParsableCommand {
         if keepFusedInput { Winograd.recomputeAbove = .max }
         Winograd.splitProducts = !threadedProducts
         Conv2d.directStem = !gemmStem
+        if let kernels, Conv2d.limitKernels(to: kernels) != kernels {
+            say("note: this processor has no \(kernels.rawValue) path; the kernels run \(Conv2d.directKernelPath)")
+        }
         setBLASThreads(threads)
         engineThreads = threads
         var report: [String: Any] = [:]

@@ -8,9 +8,25 @@ final class DirectConvTests: XCTestCase {
     /// The paths to test here: portable C, then AVX2+FMA and AVX-512 where the processor has them.
     var paths: [Int32] { Array(0...reid_kernels_best_path()) }
 
+    override func setUp() { Conv2d.directOnPortable = true }       // the portable path is tested too
+
     override func tearDown() {
         reid_kernels_limit_path(Int32(REID_PATH_AVX512))
-        Conv2d.blockColumns = 2048; Conv2d.directStem = true; engineThreads = 1
+        Conv2d.blockColumns = 2048; Conv2d.directStem = true; Conv2d.directOnPortable = false; engineThreads = 1
+    }
+
+    /// Without AVX2 the stem falls back to the blocked GEMM (faster than 4-wide C vectors).
+    func testPortablePathFallsBackToGEMMUnlessAsked() {
+        let conv = Conv2d(Arena(), "c", cin: 3, cout: 8, kernel: 7, stride: 2, pad: 3)
+        reid_kernels_limit_path(Int32(REID_PATH_PORTABLE))
+        Conv2d.directOnPortable = false
+        XCTAssertFalse(conv.runsDirect)
+        XCTAssertFalse(Conv2d.directStemRuns)
+        Conv2d.directOnPortable = true
+        XCTAssertTrue(conv.runsDirect)
+        reid_kernels_limit_path(Int32(REID_PATH_AVX512))
+        Conv2d.directOnPortable = false
+        XCTAssertEqual(conv.runsDirect, reid_kernels_best_path() > Int32(REID_PATH_PORTABLE))
     }
 
     /// Forward and dW of one layer against float64, with the error allowed per output scaled by the
