@@ -88,13 +88,20 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
 static int limit = REID_PATH_AVX512;
 
-int reid_kernels_best_path(void) {
+static int detect_path(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return REID_PATH_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return REID_PATH_AVX2;
 #endif
     return REID_PATH_PORTABLE;
+}
+
+int reid_kernels_best_path(void) {
+    static int best = -1;           // detected once; threads that race here store the same value
+    int b = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (b < 0) { b = detect_path(); __atomic_store_n(&best, b, __ATOMIC_RELAXED); }
+    return b;
 }
 
 int reid_kernels_path(void) {
@@ -115,24 +122,25 @@ const char *reid_kernels_path_name(int path) {
     }
 }
 
+// Each path's functions, indexed by REID_PATH_*.
+typedef void (*forward_fn)(float *, const float *, const float *, int, int, int, int, int, int, int, int, int, int, int,
+                           int, float *);
+typedef void (*weight_grad_fn)(float *, const float *, const float *, int, int, int, int, int, int, int, int, int, int,
+                               int, int, float *);
+#if defined(__x86_64__)
+static const forward_fn forwards[] = {forward_portable, forward_avx2, forward_avx512};
+static const weight_grad_fn weight_grads[] = {weight_grad_portable, weight_grad_avx2, weight_grad_avx512};
+#else
+static const forward_fn forwards[] = {forward_portable};
+static const weight_grad_fn weight_grads[] = {weight_grad_portable};
+#endif
+
 void reid_conv7_forward(float *y, const float *x, const float *wt, int cin, int cout, int n, int h, int w,
                         int ho, int wo, int stride, int pad, int img, int oy0, int oy1, float *scratch) {
-    switch (reid_kernels_path()) {
-#if defined(__x86_64__)
-    case REID_PATH_AVX512: forward_avx512(y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch); return;
-    case REID_PATH_AVX2: forward_avx2(y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch); return;
-#endif
-    default: forward_portable(y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
-    }
+    forwards[reid_kernels_path()](y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
 }
 
 void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x, int cin, int cout, int n, int h, int w,
                             int ho, int wo, int stride, int pad, int img, int oy0, int oy1, float *scratch) {
-    switch (reid_kernels_path()) {
-#if defined(__x86_64__)
-    case REID_PATH_AVX512: weight_grad_avx512(dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch); return;
-    case REID_PATH_AVX2: weight_grad_avx2(dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch); return;
-#endif
-    default: weight_grad_portable(dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
-    }
+    weight_grads[reid_kernels_path()](dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
 }
