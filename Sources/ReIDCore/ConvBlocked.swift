@@ -61,13 +61,18 @@ extension Conv2d {
         let at: Int, columns: Int
     }
 
+    /// The row blocks of input x, the most rows in one, and the workers that share them.
+    func blockPlan(_ x: Tensor) -> (blocks: [(Int, Int, Int)], rowsMax: Int, workers: Int) {
+        let (ho, wo) = outputSize(x.shape[2], x.shape[3])
+        let blocks = rowBlocks(n: x.shape[1], ho: ho, wo: wo)
+        return (blocks, blocks.map { $0.2 - $0.1 }.max() ?? 1, Swift.max(1, Swift.min(engineThreads, blocks.count)))
+    }
+
     /// Runs body on every block after building its column matrix. Returns each worker's `extra` floats.
     private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace, _ body: (ColumnBlock) -> Void) -> [UnsafeMutablePointer<Float>] {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
-        let blocks = rowBlocks(n: n, ho: ho, wo: wo)
-        let rowsMax = blocks.map { $0.2 - $0.1 }.max() ?? 1
-        let workers = Swift.max(1, Swift.min(engineThreads, blocks.count))
+        let (blocks, rowsMax, workers) = blockPlan(x)
         let colFloats = cin * kernel * kernel * rowsMax * wo
         let buffers = workerScratch(workers, colFloats + extra, ws)
         onWorkers(workers) { wk in
@@ -116,9 +121,7 @@ extension Conv2d {
     func directPass(_ x: Tensor, _ ws: Workspace, dOut: UnsafePointer<Float>? = nil) {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
-        let taps = cin * 49, blocks = rowBlocks(n: n, ho: ho, wo: wo)
-        let rowsMax = blocks.map { $0.2 - $0.1 }.max() ?? 1
-        let workers = Swift.max(1, Swift.min(engineThreads, blocks.count))
+        let taps = cin * 49, (blocks, rowsMax, workers) = blockPlan(x)
         let phases = reid_conv7_scratch_floats(Int32(cin), Int32(rowsMax), Int32(wo), Int32(stride))
         let sums = dOut == nil ? 0 : taps * cout
         let buffers = workerScratch(workers, phases + sums, ws)

@@ -76,43 +76,39 @@ public enum Winograd {
 
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
     static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
-        let t = g.count, plane = planeStride(c * t)
-        let per = imagesPerCall(g)
-        parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
-            defer { buf.deallocate() }
-            for img in Swift.stride(from: 0, to: g.n, by: per) {
-                inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
-                           v + ch * t + img * g.th * g.tw, plane: plane, buf)
-            }
+        let plane = planeStride(c * g.count)
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
+            inputTiles(x + plane0, g, rows: 0..<g.th, images: images, v + tile0, plane: plane, buf)
         }
     }
 
     /// y (C, N, H, W) = A^T M A per tile, from M[e][c][t]; adds into y when `accumulate`.
     static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        let t = g.count, plane = planeStride(c * t)
-        let per = imagesPerCall(g)
-        parallelFor(c) { ch in
-            let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
-            defer { buf.deallocate() }
-            for img in Swift.stride(from: 0, to: g.n, by: per) {
-                outputTiles(m + ch * t + img * g.th * g.tw, plane: plane, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
-                            y + (ch * g.n + img) * g.h * g.w, accumulate: accumulate, buf)
-            }
+        let plane = planeStride(c * g.count)
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
+            outputTiles(m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf)
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
-        let t = g.count, plane = planeStride(c * t)
+        let plane = planeStride(c * g.count)
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
+            outputGradTiles(dy + plane0, g, rows: 0..<g.th, images: images, z + tile0, plane: plane, buf)
+        }
+    }
+
+    /// The whole-batch transforms' loop: in parallel over channels, each channel's images in groups
+    /// of `imagesPerCall`; body(offset of the group's first (C, N, H, W) plane, offset of its first
+    /// tile in a transformed tensor, images in the group, the worker's tile scratch).
+    private static func forEachImageGroup(c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         let per = imagesPerCall(g)
         parallelFor(c) { ch in
             let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
             for img in Swift.stride(from: 0, to: g.n, by: per) {
-                outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: 0..<g.th, images: Swift.min(per, g.n - img),
-                                z + ch * t + img * g.th * g.tw, plane: plane, buf)
+                body((ch * g.n + img) * g.h * g.w, ch * g.count + img * g.th * g.tw, Swift.min(per, g.n - img), buf)
             }
         }
     }
