@@ -10,6 +10,7 @@ final class WinogradTests: XCTestCase {
         Winograd.maxK = 128
         Winograd.fusedMinTiles = 64
         Winograd.recomputeAbove = 16 << 20
+        Winograd.smallPlaneKernels = true
         engineThreads = 1
     }
 
@@ -40,6 +41,8 @@ final class WinogradTests: XCTestCase {
             // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
             checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 columns, then a tail of 5
+            // 8x4 planes: whole-batch, the small-plane C kernels (a group of 2 images, then 1 left to the loops)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 3, h: 8, w: 4, accumulate: true)
         }
     }
 
@@ -124,6 +127,44 @@ final class WinogradTests: XCTestCase {
         for i in 0..<2 {
             XCTAssertLessThan(chunked[i], 0.8 * whole[i])
             XCTAssertLessThan(chunked[i], 1.5 * gemm[i])
+        }
+    }
+
+    /// The whole-batch transforms of small planes in C (AVX-512: 16 tiles of several images per
+    /// register) give the Swift loops' results bit for bit: input, output (written and added) and
+    /// output-gradient transforms, on every plane shape they take, with images left over for the
+    /// loops, and on shapes they do not take (odd sizes, 24 tiles), where the loops run alone.
+    func testSmallPlaneKernelsMatchTheLoops() throws {
+        try XCTSkipIf(Winograd.smallPlaneImages(WinogradTiles(n: 1, h: 8, w: 4)) == 0,
+                      "this processor has no AVX-512: the small-plane kernels do not run here, the loops do")
+        let shapes = [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (7, 4), (12, 8), (6, 6)]
+        for (h, w) in shapes {
+            for n in [1, 2, 3, 5, 8] {
+                let c = 3, g = WinogradTiles(n: n, h: h, w: w)
+                let taken = Winograd.smallPlaneImages(g)
+                XCTAssertEqual(taken > 0, [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2)].contains { $0 == (h, w) })
+                let x = randomTensor([c, n, h, w], seed: UInt64(h * 100 + w * 10 + n))
+                let plane = Winograd.planeStride(c * g.count)
+                let m = randomTensor([16 * plane], seed: 77)
+                func run(_ kernels: Bool) -> [[UInt32]] {
+                    Winograd.smallPlaneKernels = kernels
+                    defer { Winograd.smallPlaneKernels = true }
+                    var v = [Float](repeating: .nan, count: 16 * plane), z = v
+                    Winograd.transformInput(x.ptr, c: c, g, &v)
+                    Winograd.transformOutputGrad(x.ptr, c: c, g, &z)
+                    let y = Tensor([c, n, h, w]), acc = randomTensor([c, n, h, w], seed: 5)
+                    Winograd.transformOutput(m.ptr, c: c, g, y.ptr, accumulate: false)
+                    Winograd.transformOutput(m.ptr, c: c, g, acc.ptr, accumulate: true)
+                    let used = (0..<16).flatMap { e in (0..<(c * g.count)).map { e * plane + $0 } }
+                    return [used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern },
+                            y.array.map(\.bitPattern), acc.array.map(\.bitPattern)]
+                }
+                let kernels = run(true), loops = run(false)
+                for (k, name) in ["input", "output gradient", "output", "output added"].enumerated() {
+                    let first = zip(kernels[k], loops[k]).firstIndex { $0 != $1 }
+                    XCTAssertNil(first, "\(name) transform, \(c)x\(n)x\(h)x\(w): first difference at value \(first ?? -1)")
+                }
+            }
         }
     }
 }

@@ -38,4 +38,24 @@ void reid_conv7_forward(float *y, const float *x, const float *wt,
 void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
                             int cin, int cout, int n, int h, int w, int ho, int wo,
                             int stride, int pad, int img, int oy0, int oy1, float *scratch);
+
+// Winograd F(2x2,3x3) transforms of small planes (wino_small.c; AVX-512 only). A plane of h x w,
+// both even, has (h/2)*(w/2) 2x2 tiles; when that divides 16, a group of 16 tiles is
+// `reid_wino_small_images` consecutive images of one channel, whose pixels are 64 consecutive
+// floats of a (C, N, H, W) tensor and whose tiles are 16 consecutive columns of each transformed
+// matrix. The results are bit for bit those of Winograd.swift's loops.
+
+/// Images in a 16-tile group of h x w planes, or 0 when the kernels do not apply (shape, or no AVX-512).
+int reid_wino_small_images(int h, int w);
+
+/// V[e][16 g + lane] = (B^T d B)[e] for `groups` groups: x = their planes (64 floats a group), pad 1;
+/// v = matrix 0's first tile; matrices `plane` floats apart.
+void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, size_t plane);
+
+/// Each group's planes y (64 floats a group) = A^T M A of its tiles (adds into y when `accumulate`);
+/// m = matrix 0's first tile; matrices `plane` floats apart.
+void reid_wino_output_small(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate);
+
+/// Z[e][16 g + lane] = (A dy A^T)[e] of each 2x2 tile of the groups' planes dy (64 floats a group).
+void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, float *z, size_t plane);
 #endif

@@ -1,0 +1,200 @@
+// Winograd F(2x2,3x3) transforms of small planes (see include/ckernels.h), AVX-512 only.
+//
+// A plane of h x w (both even) has (h/2)*(w/2) tiles. When that divides 16, one vector holds the
+// tiles of 16 / tiles consecutive images of a channel, and those images' pixels are 64
+// consecutive floats: four registers. Every value a lane needs is then one two-table permute
+// (vpermt2ps) of that window, with a zeroing mask for the padding, so a group of 16 tiles costs
+// a few dozen instructions with no loop over rows; the transformed tiles of consecutive images
+// are consecutive in the transformed tensor, so each of the 16 results is one 16-float store.
+// The arithmetic is that of Winograd.swift's loops, operation by operation: results are bit for bit
+// the same.
+#include "ckernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+// Tiles of one h x w plane when the small-plane kernels apply (h, w even, tiles dividing 16), else 0.
+static int plane_tiles(int h, int w) {
+    if (h < 2 || w < 2 || h % 2 || w % 2) return 0;
+    const int t = (h / 2) * (w / 2);
+    return 16 % t == 0 ? t : 0;
+}
+
+// Lane L's tile: image L / tiles of the group, tile row and column within it.
+struct lane { int image, ty, tx; };
+static struct lane lane_of(int l, int h, int w) {
+    const int tiles = (h / 2) * (w / 2), tw = w / 2;
+    struct lane r = {l / tiles, (l % tiles) / tw, (l % tiles) % tw};
+    return r;
+}
+
+// The window's value at (image, y, x) for each lane, as permute indices (0..63) and the masks of
+// lanes reading the low pair of registers, the high pair, (none: padding).
+struct gather { __m512i idx; __mmask16 lo, hi; };
+
+AVX512 static struct gather gather_of(const int *index) {  // index[l] < 0: padding
+    int idx[16];
+    __mmask16 lo = 0, hi = 0;
+    for (int l = 0; l < 16; l++) {
+        idx[l] = index[l] < 0 ? 0 : index[l];
+        if (index[l] >= 32) hi |= (__mmask16)(1u << l);
+        else if (index[l] >= 0) lo |= (__mmask16)(1u << l);
+    }
+    struct gather g = {_mm512_loadu_si512(idx), lo, hi};
+    return g;
+}
+
+AVX512 static inline __m512 take(struct gather g, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {
+    const __m512 a = _mm512_maskz_permutex2var_ps(g.lo, s0, g.idx, s1);
+    const __m512 b = _mm512_maskz_permutex2var_ps(g.hi, s2, g.idx, s3);
+    return _mm512_mask_blend_ps(g.hi, a, b);
+}
+
+// Input tile value (i, j) of each lane: x[image][2 ty - 1 + i][2 tx - 1 + j], 0 outside the plane.
+AVX512 static void input_gathers(int h, int w, struct gather out[16]) {
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            int index[16];
+            for (int l = 0; l < 16; l++) {
+                const struct lane t = lane_of(l, h, w);
+                const int y = 2 * t.ty - 1 + i, x = 2 * t.tx - 1 + j;
+                index[l] = y >= 0 && y < h && x >= 0 && x < w ? (t.image * h + y) * w + x : -1;
+            }
+            out[i * 4 + j] = gather_of(index);
+        }
+    }
+}
+
+AVX512 static void input_avx512(const float *x, int h, int w, int groups, float *v, size_t plane) {
+    struct gather gt[16];
+    input_gathers(h, w, gt);
+    for (int gi = 0; gi < groups; gi++) {
+        const float *s = x + (size_t)gi * 64;
+        const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+        const __m512 s2 = _mm512_loadu_ps(s + 32), s3 = _mm512_loadu_ps(s + 48);
+        // d B on each of the tile's 4 rows: (a, b, c, d) -> (a - c, b + c, c - b, b - d)
+        __m512 r[4][4];
+        for (int i = 0; i < 4; i++) {
+            const __m512 a = take(gt[i * 4], s0, s1, s2, s3), b = take(gt[i * 4 + 1], s0, s1, s2, s3);
+            const __m512 c = take(gt[i * 4 + 2], s0, s1, s2, s3), d = take(gt[i * 4 + 3], s0, s1, s2, s3);
+            r[i][0] = _mm512_sub_ps(a, c); r[i][1] = _mm512_add_ps(b, c);
+            r[i][2] = _mm512_sub_ps(c, b); r[i][3] = _mm512_sub_ps(b, d);
+        }
+        // B^T (.) across the rows, column k: matrices k, 4 + k, 8 + k, 12 + k
+        float *q = v + (size_t)gi * 16;
+        for (int k = 0; k < 4; k++) {
+            _mm512_storeu_ps(q + (size_t)k * plane, _mm512_sub_ps(r[0][k], r[2][k]));
+            _mm512_storeu_ps(q + (size_t)(4 + k) * plane, _mm512_add_ps(r[1][k], r[2][k]));
+            _mm512_storeu_ps(q + (size_t)(8 + k) * plane, _mm512_sub_ps(r[2][k], r[1][k]));
+            _mm512_storeu_ps(q + (size_t)(12 + k) * plane, _mm512_sub_ps(r[1][k], r[3][k]));
+        }
+    }
+}
+
+AVX512 static void output_avx512(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate) {
+    // Window float k of register q (k = 16 q + lane): pixel (image, y, x), from lane (image, y/2, x/2)
+    // of top0/top1 (even y) or bot0/bot1 (odd y), the left (even x) or right (odd x) one.
+    __m512i idx[4];
+    __mmask16 odd[4];
+    const int tiles = (h / 2) * (w / 2), tw = w / 2;
+    for (int q = 0; q < 4; q++) {
+        int index[16];
+        odd[q] = 0;
+        for (int l = 0; l < 16; l++) {
+            const int k = 16 * q + l, image = k / (h * w), yy = k % (h * w) / w, xx = k % w;
+            index[l] = image * tiles + (yy / 2) * tw + xx / 2 + 16 * (xx & 1);
+            if (yy & 1) odd[q] |= (__mmask16)(1u << l);
+        }
+        idx[q] = _mm512_loadu_si512(index);
+    }
+    for (int gi = 0; gi < groups; gi++) {
+        const float *s = m + (size_t)gi * 16;
+        __m512 e[16];
+        for (int k = 0; k < 16; k++) e[k] = _mm512_loadu_ps(s + (size_t)k * plane);
+        // A^T (.) A: p = rows 0 + 1 + 2, r = rows 1 - 2 - 3 per column; then the same across columns
+        __m512 p[4], r[4];
+        for (int k = 0; k < 4; k++) {
+            p[k] = _mm512_add_ps(_mm512_add_ps(e[k], e[4 + k]), e[8 + k]);
+            r[k] = _mm512_sub_ps(_mm512_sub_ps(e[4 + k], e[8 + k]), e[12 + k]);
+        }
+        const __m512 top0 = _mm512_add_ps(_mm512_add_ps(p[0], p[1]), p[2]);
+        const __m512 top1 = _mm512_sub_ps(_mm512_sub_ps(p[1], p[2]), p[3]);
+        const __m512 bot0 = _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]);
+        const __m512 bot1 = _mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]);
+        float *d = y + (size_t)gi * 64;
+        for (int q = 0; q < 4; q++) {
+            const __m512 a = _mm512_permutex2var_ps(top0, idx[q], top1), b = _mm512_permutex2var_ps(bot0, idx[q], bot1);
+            __m512 out = _mm512_mask_blend_ps(odd[q], a, b);
+            if (accumulate) out = _mm512_add_ps(out, _mm512_loadu_ps(d + 16 * q));
+            _mm512_storeu_ps(d + 16 * q, out);
+        }
+    }
+}
+
+AVX512 static inline __m512 neg(__m512 v) {        // -v, as Swift's prefix minus (0 becomes -0)
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)));
+}
+
+AVX512 static void output_grad_avx512(const float *dy, int h, int w, int groups, float *z, size_t plane) {
+    // each lane's 2x2 values: dy[image][2 ty + a][2 tx + b]
+    struct gather gt[4];
+    for (int a = 0; a < 2; a++) {
+        for (int b = 0; b < 2; b++) {
+            int index[16];
+            for (int l = 0; l < 16; l++) {
+                const struct lane t = lane_of(l, h, w);
+                index[l] = (t.image * h + 2 * t.ty + a) * w + 2 * t.tx + b;
+            }
+            gt[a * 2 + b] = gather_of(index);
+        }
+    }
+    for (int gi = 0; gi < groups; gi++) {
+        const float *s = dy + (size_t)gi * 64;
+        const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+        const __m512 s2 = _mm512_loadu_ps(s + 32), s3 = _mm512_loadu_ps(s + 48);
+        const __m512 ye = take(gt[0], s0, s1, s2, s3), yo = take(gt[1], s0, s1, s2, s3);
+        const __m512 ze = take(gt[2], s0, s1, s2, s3), zo = take(gt[3], s0, s1, s2, s3);
+        // A y on each row: (y0, y0 + y1, y0 - y1, -y1); then (a, a + b, a - b, -b) across the rows
+        const __m512 a[4] = {ye, _mm512_add_ps(ye, yo), _mm512_sub_ps(ye, yo), neg(yo)};
+        const __m512 b[4] = {ze, _mm512_add_ps(ze, zo), _mm512_sub_ps(ze, zo), neg(zo)};
+        float *q = z + (size_t)gi * 16;
+        for (int c = 0; c < 4; c++) {
+            _mm512_storeu_ps(q + (size_t)c * plane, a[c]);
+            _mm512_storeu_ps(q + (size_t)(4 + c) * plane, _mm512_add_ps(a[c], b[c]));
+            _mm512_storeu_ps(q + (size_t)(8 + c) * plane, _mm512_sub_ps(a[c], b[c]));
+            _mm512_storeu_ps(q + (size_t)(12 + c) * plane, neg(b[c]));
+        }
+    }
+}
+
+int reid_wino_small_images(int h, int w) {
+    const int t = plane_tiles(h, w);
+    return t > 0 && reid_kernels_path() >= REID_PATH_AVX512 ? 16 / t : 0;
+}
+
+void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, size_t plane) {
+    input_avx512(x, h, w, groups, v, plane);
+}
+
+void reid_wino_output_small(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate) {
+    output_avx512(m, plane, h, w, groups, y, accumulate);
+}
+
+void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, float *z, size_t plane) {
+    output_grad_avx512(dy, h, w, groups, z, plane);
+}
+
+#else
+int reid_wino_small_images(int h, int w) { (void)h; (void)w; return 0; }
+void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, size_t plane) {
+    (void)x; (void)h; (void)w; (void)groups; (void)v; (void)plane;
+}
+void reid_wino_output_small(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate) {
+    (void)m; (void)plane; (void)h; (void)w; (void)groups; (void)y; (void)accumulate;
+}
+void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, float *z, size_t plane) {
+    (void)dy; (void)h; (void)w; (void)groups; (void)z; (void)plane;
+}
+#endif
