@@ -169,6 +169,69 @@ AVX512 static void output_grad_avx512(const float *dy, int h, int w, int groups,
     }
 }
 
+// Kernel transform, 16 (row, column) pairs a vector: each of the 9 taps one gather, the
+// arithmetic in double as in Winograd.swift (two registers of 8), rounded once per value.
+AVX512 static inline __m512 to_float(__m512d lo, __m512d hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo))),
+                                               _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
+}
+
+AVX512 static void weights_avx512(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u,
+                                  size_t plane) {
+    const int cols = transpose_flip ? cout : cin;
+    // lane l, tap k of pair (r, c + l): w[(r cin + c + l) 9 + k], or flipped w[((c + l) cin + r) 9 + 8 - k]
+    const int step = transpose_flip ? cin * 9 : 9;
+    int lanes[16];
+    for (int l = 0; l < 16; l++) lanes[l] = l * step;
+    const __m512i base = _mm512_loadu_si512(lanes);
+    const __m512d half = _mm512_set1_pd(0.5);
+    for (int r = r0; r < r1; r++) {
+        float *dst = u + (size_t)r * cols;
+        for (int c = 0; c < cols; c += 16) {
+            const __mmask16 live = cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            const float *k0 = transpose_flip ? w + ((size_t)c * cin + r) * 9 : w + ((size_t)r * cin + c) * 9;
+            __m512d lo[9], hi[9];
+            for (int k = 0; k < 9; k++) {
+                const int tap = transpose_flip ? 8 - k : k;
+                const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live,
+                                                          _mm512_add_epi32(base, _mm512_set1_epi32(tap)), k0, 4);
+                lo[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+                hi[k] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            }
+            // G g: rows g0..2, t1 = (g0 + g3 + g6)/2 per column, t2 = (g0 - g3 + g6)/2, g6..8
+            __m512d t[2][12];
+            for (int h = 0; h < 2; h++) {
+                const __m512d *g = h ? hi : lo;
+                for (int j = 0; j < 3; j++) {
+                    t[h][j] = g[j];
+                    t[h][3 + j] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_add_pd(g[j], g[3 + j]), g[6 + j]));
+                    t[h][6 + j] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_sub_pd(g[j], g[3 + j]), g[6 + j]));
+                    t[h][9 + j] = g[6 + j];
+                }
+            }
+            // (G g) G^T: each row (a, b, c) -> (a, (a + b + c)/2, (a - b + c)/2, c), matrices 4 row + 0..3
+            for (int row = 0; row < 4; row++) {
+                __m512d o[2][4];
+                for (int h = 0; h < 2; h++) {
+                    const __m512d a = t[h][3 * row], b = t[h][3 * row + 1], cc = t[h][3 * row + 2];
+                    o[h][0] = a;
+                    o[h][1] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_add_pd(a, b), cc));
+                    o[h][2] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_sub_pd(a, b), cc));
+                    o[h][3] = cc;
+                }
+                for (int j = 0; j < 4; j++)
+                    _mm512_mask_storeu_ps(dst + (size_t)(4 * row + j) * plane + c, live, to_float(o[0][j], o[1][j]));
+            }
+        }
+    }
+}
+
+int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
+    if (reid_kernels_path() < REID_PATH_AVX512) return 0;
+    weights_avx512(w, cout, cin, transpose_flip, r0, r1, u, plane);
+    return 1;
+}
+
 int reid_wino_small_images(int h, int w) {
     const int t = plane_tiles(h, w);
     return t > 0 && reid_kernels_path() >= REID_PATH_AVX512 ? 16 / t : 0;
@@ -188,6 +251,10 @@ void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, floa
 
 #else
 int reid_wino_small_images(int h, int w) { (void)h; (void)w; return 0; }
+int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
+    (void)w; (void)cout; (void)cin; (void)transpose_flip; (void)r0; (void)r1; (void)u; (void)plane;
+    return 0;
+}
 void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, size_t plane) {
     (void)x; (void)h; (void)w; (void)groups; (void)v; (void)plane;
 }

@@ -55,6 +55,10 @@ public enum Winograd {
         let rows = transposeFlip ? cin : cout, cols = transposeFlip ? cout : cin
         let plane = planeStride(rows * cols)
         parallelFor(rows, minChunk: 8) { r in
+            // AVX-512: 16 kernels a vector in C, the same double arithmetic (CKernels' wino_small.c)
+            if cKernels, reid_wino_weights(w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r), Int32(r + 1), u, plane) != 0 {
+                return
+            }
             let dst = u + r * cols
             for c in 0..<cols {
                 let k = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
@@ -130,10 +134,11 @@ public enum Winograd {
     /// Images a 16-tile group of g's planes holds when the whole-batch transforms run in C
     /// (CKernels' AVX-512 small-plane kernels: even H and W, (H/2)(W/2) tiles dividing 16), else 0.
     static func smallPlaneImages(_ g: WinogradTiles) -> Int {
-        smallPlaneKernels ? Int(reid_wino_small_images(Int32(g.h), Int32(g.w))) : 0
+        cKernels ? Int(reid_wino_small_images(Int32(g.h), Int32(g.w))) : 0
     }
-    /// Whether the whole-batch transforms may use the C small-plane kernels (tests and `bench` compare).
-    public nonisolated(unsafe) static var smallPlaneKernels = true
+    /// Whether the transforms may use CKernels' AVX-512 versions (the kernels' transform, and the
+    /// whole-batch transforms of small planes) where this processor has them; tests compare.
+    public nonisolated(unsafe) static var cKernels = true
 
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
     static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>) {

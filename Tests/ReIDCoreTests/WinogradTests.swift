@@ -10,7 +10,7 @@ final class WinogradTests: XCTestCase {
         Winograd.maxK = 128
         Winograd.fusedMinTiles = 64
         Winograd.recomputeAbove = 16 << 20
-        Winograd.smallPlaneKernels = true
+        Winograd.cKernels = true
         engineThreads = 1
     }
 
@@ -147,8 +147,8 @@ final class WinogradTests: XCTestCase {
                 let plane = Winograd.planeStride(c * g.count)
                 let m = randomTensor([16 * plane], seed: 77)
                 func run(_ kernels: Bool) -> [[UInt32]] {
-                    Winograd.smallPlaneKernels = kernels
-                    defer { Winograd.smallPlaneKernels = true }
+                    Winograd.cKernels = kernels
+                    defer { Winograd.cKernels = true }
                     var v = [Float](repeating: .nan, count: 16 * plane), z = v
                     Winograd.transformInput(x.ptr, c: c, g, &v)
                     Winograd.transformOutputGrad(x.ptr, c: c, g, &z)
@@ -161,9 +161,32 @@ final class WinogradTests: XCTestCase {
                 }
                 let kernels = run(true), loops = run(false)
                 for (k, name) in ["input", "output gradient", "output", "output added"].enumerated() {
-                    let first = zip(kernels[k], loops[k]).firstIndex { $0 != $1 }
+                    let first = kernels[k].indices.first { kernels[k][$0] != loops[k][$0] }
                     XCTAssertNil(first, "\(name) transform, \(c)x\(n)x\(h)x\(w): first difference at value \(first ?? -1)")
                 }
+            }
+        }
+    }
+
+    /// The kernels' transform in C (AVX-512, 16 kernels a vector, masked at a row's end) gives the
+    /// loops' values bit for bit, for forward (Cout x Cin) and for the input gradient (flipped, Cin x Cout).
+    func testKernelTransformMatchesTheLoops() throws {
+        try XCTSkipIf(Winograd.smallPlaneImages(WinogradTiles(n: 1, h: 8, w: 4)) == 0,
+                      "this processor has no AVX-512: the C transform does not run here, the loops do")
+        for (cout, cin) in [(1, 1), (3, 5), (16, 16), (17, 33), (40, 24), (64, 128)] {
+            let w = randomTensor([cout, cin, 3, 3], seed: UInt64(cout * 1000 + cin))
+            for flip in [false, true] {
+                let plane = Winograd.planeStride(cout * cin)
+                func run(_ kernels: Bool) -> [UInt32] {
+                    Winograd.cKernels = kernels
+                    defer { Winograd.cKernels = true }
+                    var u = [Float](repeating: .nan, count: 16 * plane)
+                    Winograd.transformWeights(w.ptr, cout: cout, cin: cin, transposeFlip: flip, &u)
+                    return (0..<16).flatMap { e in (0..<(cout * cin)).map { u[e * plane + $0].bitPattern } }
+                }
+                let kernels = run(true), loops = run(false)
+                let first = kernels.indices.first { kernels[$0] != loops[$0] }
+                XCTAssertNil(first, "\(cout)x\(cin), flipped: \(flip): first difference at value \(first ?? -1)")
             }
         }
     }

@@ -56,6 +56,11 @@ void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, s
 /// m = matrix 0's first tile; matrices `plane` floats apart.
 void reid_wino_output_small(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate);
 
+/// U[e][r][c] = (G g G^T)[e] for rows r0 ..< r1 of the transformed kernels (rows: Cout, columns: Cin;
+/// with `transpose_flip`, rows Cin and columns Cout of the input gradient's kernel, g = flip(w[c][r]));
+/// w: (Cout, Cin, 3, 3); matrices `plane` floats apart. Returns 0, computing nothing, without AVX-512.
+int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
+
 /// Z[e][16 g + lane] = (A dy A^T)[e] of each 2x2 tile of the groups' planes dy (64 floats a group).
 void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, float *z, size_t plane);
 #endif
