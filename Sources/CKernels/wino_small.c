@@ -67,9 +67,50 @@ AVX512 static void input_gathers(int h, int w, struct gather out[16]) {
     }
 }
 
+// The permutes of one plane shape, built once per thread and shape (the divisions of building
+// them cost more than transforming a channel).
+struct tables {
+    int h, w;
+    struct gather in[16];        // input tile value (i, j) of each lane
+    struct gather grad[4];       // output-gradient value (a, b) of each lane
+    __m512i out_idx[4];          // output: window register q from the lanes of top0/top1 or bot0/bot1
+    __mmask16 out_odd[4];        // ... the bot pair (odd rows)
+};
+
+AVX512 static const struct tables *tables_for(int h, int w) {
+    static _Thread_local struct tables t;
+    if (t.h == h && t.w == w) return &t;
+    input_gathers(h, w, t.in);
+    // each lane's 2x2 output-gradient values: dy[image][2 ty + a][2 tx + b]
+    for (int a = 0; a < 2; a++) {
+        for (int b = 0; b < 2; b++) {
+            int index[16];
+            for (int l = 0; l < 16; l++) {
+                const struct lane ln = lane_of(l, h, w);
+                index[l] = (ln.image * h + 2 * ln.ty + a) * w + 2 * ln.tx + b;
+            }
+            t.grad[a * 2 + b] = gather_of(index);
+        }
+    }
+    // Output window float k of register q (k = 16 q + lane): pixel (image, y, x), from lane
+    // (image, y/2, x/2) of top0/top1 (even y) or bot0/bot1 (odd y), the left (even x) or right (odd x) one.
+    const int tiles = (h / 2) * (w / 2), tw = w / 2;
+    for (int q = 0; q < 4; q++) {
+        int index[16];
+        t.out_odd[q] = 0;
+        for (int l = 0; l < 16; l++) {
+            const int k = 16 * q + l, image = k / (h * w), yy = k % (h * w) / w, xx = k % w;
+            index[l] = image * tiles + (yy / 2) * tw + xx / 2 + 16 * (xx & 1);
+            if (yy & 1) t.out_odd[q] |= (__mmask16)(1u << l);
+        }
+        t.out_idx[q] = _mm512_loadu_si512(index);
+    }
+    t.h = h; t.w = w;
+    return &t;
+}
+
 AVX512 static void input_avx512(const float *x, int h, int w, int groups, float *v, size_t plane) {
-    struct gather gt[16];
-    input_gathers(h, w, gt);
+    const struct gather *gt = tables_for(h, w)->in;
     for (int gi = 0; gi < groups; gi++) {
         const float *s = x + (size_t)gi * 64;
         const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
@@ -94,21 +135,9 @@ AVX512 static void input_avx512(const float *x, int h, int w, int groups, float 
 }
 
 AVX512 static void output_avx512(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate) {
-    // Window float k of register q (k = 16 q + lane): pixel (image, y, x), from lane (image, y/2, x/2)
-    // of top0/top1 (even y) or bot0/bot1 (odd y), the left (even x) or right (odd x) one.
-    __m512i idx[4];
-    __mmask16 odd[4];
-    const int tiles = (h / 2) * (w / 2), tw = w / 2;
-    for (int q = 0; q < 4; q++) {
-        int index[16];
-        odd[q] = 0;
-        for (int l = 0; l < 16; l++) {
-            const int k = 16 * q + l, image = k / (h * w), yy = k % (h * w) / w, xx = k % w;
-            index[l] = image * tiles + (yy / 2) * tw + xx / 2 + 16 * (xx & 1);
-            if (yy & 1) odd[q] |= (__mmask16)(1u << l);
-        }
-        idx[q] = _mm512_loadu_si512(index);
-    }
+    const struct tables *tb = tables_for(h, w);
+    const __m512i *idx = tb->out_idx;
+    const __mmask16 *odd = tb->out_odd;
     for (int gi = 0; gi < groups; gi++) {
         const float *s = m + (size_t)gi * 16;
         __m512 e[16];
@@ -138,18 +167,7 @@ AVX512 static inline __m512 neg(__m512 v) {        // -v, as Swift's prefix minu
 }
 
 AVX512 static void output_grad_avx512(const float *dy, int h, int w, int groups, float *z, size_t plane) {
-    // each lane's 2x2 values: dy[image][2 ty + a][2 tx + b]
-    struct gather gt[4];
-    for (int a = 0; a < 2; a++) {
-        for (int b = 0; b < 2; b++) {
-            int index[16];
-            for (int l = 0; l < 16; l++) {
-                const struct lane t = lane_of(l, h, w);
-                index[l] = (t.image * h + 2 * t.ty + a) * w + 2 * t.tx + b;
-            }
-            gt[a * 2 + b] = gather_of(index);
-        }
-    }
+    const struct gather *gt = tables_for(h, w)->grad;
     for (int gi = 0; gi < groups; gi++) {
         const float *s = dy + (size_t)gi * 64;
         const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
