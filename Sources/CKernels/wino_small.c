@@ -162,8 +162,8 @@ AVX512 static void output_avx512(const float *m, size_t plane, int h, int w, int
     }
 }
 
-AVX512 static inline __m512 neg(__m512 v) {        // -v, as Swift's prefix minus (0 becomes -0)
-    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)));
+AVX512 static inline __m512 neg(__m512 v) {        // 0 - v, as the tile transforms (a zero stays +0)
+    return _mm512_sub_ps(_mm512_setzero_ps(), v);
 }
 
 AVX512 static void output_grad_avx512(const float *dy, int h, int w, int groups, float *z, size_t plane) {
