@@ -83,9 +83,7 @@ public enum Winograd {
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
     static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
         let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g, small: { plane0, tile0, groups in
-            reid_wino_input_small(x + plane0, Int32(g.h), Int32(g.w), Int32(groups), v + tile0, plane)
-        }) { plane0, tile0, images, buf in
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
             inputTiles(x + plane0, g, rows: 0..<g.th, images: images, v + tile0, plane: plane, buf)
         }
     }
@@ -94,9 +92,7 @@ public enum Winograd {
     static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
                                 _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g, small: { plane0, tile0, groups in
-            reid_wino_output_small(m + tile0, plane, Int32(g.h), Int32(g.w), Int32(groups), y + plane0, accumulate ? 1 : 0)
-        }) { plane0, tile0, images, buf in
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
             outputTiles(m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf)
         }
     }
@@ -104,40 +100,27 @@ public enum Winograd {
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
         let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g, small: { plane0, tile0, groups in
-            reid_wino_output_grad_small(dy + plane0, Int32(g.h), Int32(g.w), Int32(groups), z + tile0, plane)
-        }) { plane0, tile0, images, buf in
+        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
             outputGradTiles(dy + plane0, g, rows: 0..<g.th, images: images, z + tile0, plane: plane, buf)
         }
     }
 
-    /// The whole-batch transforms' loop: in parallel over channels. Where the C kernels take small
-    /// planes (`smallPlaneImages`), small(offset of the first (C, N, H, W) plane, offset of the first
-    /// tile in a transformed tensor, 16-tile groups) covers each channel's whole groups; the other
-    /// images go in groups of `imagesPerCall` to body(plane offset, tile offset, images in the group,
-    /// the worker's tile scratch).
-    private static func forEachImageGroup(c: Int, _ g: WinogradTiles, small: (Int, Int, Int) -> Void,
-                                          _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
-        let per = imagesPerCall(g), inGroup = smallPlaneImages(g)
-        let groups = inGroup > 0 ? g.n / inGroup : 0, first = groups * inGroup
+    /// The whole-batch transforms' loop: in parallel over channels, each channel's images in groups
+    /// of `imagesPerCall`; body(offset of the group's first (C, N, H, W) plane, offset of its first
+    /// tile in a transformed tensor, images in the group, the worker's tile scratch).
+    private static func forEachImageGroup(c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let per = imagesPerCall(g)
         parallelFor(c) { ch in
-            if groups > 0 { small(ch * g.n * g.h * g.w, ch * g.count, groups) }
-            guard first < g.n else { return }
             let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
-            for img in Swift.stride(from: first, to: g.n, by: per) {
+            for img in Swift.stride(from: 0, to: g.n, by: per) {
                 body((ch * g.n + img) * g.h * g.w, ch * g.count + img * g.th * g.tw, Swift.min(per, g.n - img), buf)
             }
         }
     }
 
-    /// Images a 16-tile group of g's planes holds when the whole-batch transforms run in C
-    /// (CKernels' AVX-512 small-plane kernels: even H and W, (H/2)(W/2) tiles dividing 16), else 0.
-    static func smallPlaneImages(_ g: WinogradTiles) -> Int {
-        cKernels ? Int(reid_wino_small_images(Int32(g.h), Int32(g.w))) : 0
-    }
     /// Whether the transforms may use CKernels' AVX-512 versions (the kernels' transform, and the
-    /// whole-batch transforms of small planes) where this processor has them; tests compare.
+    /// tile transforms in groups of 16 tiles) where this processor has them; tests compare.
     public nonisolated(unsafe) static var cKernels = true
 
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).

@@ -8,6 +8,8 @@
 // images per call (`images`), whose tiles follow each other in the flat run as they do in the
 // transformed tensors: the per-call and per-row set-up was most of their time.
 
+import CKernels
+
 extension Winograd {
     /// Floats of scratch `inputTiles`, `outputTiles` and `outputGradTiles` need for planes of g,
     /// `images` at a time.
@@ -16,18 +18,66 @@ extension Winograd {
     /// Whole images per call of the whole-batch transforms: enough for about 256 tiles.
     static func imagesPerCall(_ g: WinogradTiles) -> Int { Swift.max(1, Swift.min(g.n, 256 / Swift.max(1, g.th * g.tw))) }
 
-    /// One padded image row, read 16 floats at a time (tw rounded up to 8, both sides padded).
-    private static func rowScratch(_ g: WinogradTiles) -> Int { 2 * ((g.tw + 7) / 8 * 8) + 18 }
+    /// Of `images` planes, how many the C kernels take in groups of 16 tiles (AVX-512: even H and W,
+    /// tw dividing 16, whole groups of tile rows; `ckernels.h`); the loops below take the rest.
+    @inline(__always)
+    private static func inGroups(_ g: WinogradTiles, _ rows: Range<Int>, _ images: Int) -> Int {
+        guard cKernels else { return 0 }
+        return Int(reid_wino_groups(Int32(g.h), Int32(g.w), Int32(images), Int32(rows.lowerBound), Int32(rows.upperBound)))
+    }
 
     /// The transform of tile rows `rows` of one image plane `src` (H x W): tile (ty, tx) goes to
     /// dst[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart; with
     /// `images` > 1 (whole images only), of that many planes H x W apart, their tiles one after
-    /// another.
-    /// First d B on every padded input row the block touches (its even and odd columns split
+    /// another. In C where `inGroups` says so, else `inputTilesLoop`.
+    @inline(__always)
+    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+                           _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
+        let done = inGroups(g, rows, images)
+        if done > 0 {
+            reid_wino_input_groups(src, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound), dst, plane)
+        }
+        if done < images {
+            inputTilesLoop(src + done * g.h * g.w, g, rows: rows, images: images - done, dst + done * rows.count * g.tw, plane: plane, buf)
+        }
+    }
+
+    /// Tile rows `rows` of one output plane (or `images` planes) from the products (`outputTilesLoop`).
+    @inline(__always)
+    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+                            _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
+        let done = inGroups(g, rows, images)
+        if done > 0 {
+            reid_wino_output_groups(src0, plane, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound),
+                                    dst, accumulate ? 1 : 0)
+        }
+        if done < images {
+            outputTilesLoop(src0 + done * rows.count * g.tw, plane: plane, g, rows: rows, images: images - done, dst + done * g.h * g.w,
+                            accumulate: accumulate, buf)
+        }
+    }
+
+    /// Tile rows `rows` of one plane of dY (or `images` planes), transformed (`outputGradTilesLoop`).
+    @inline(__always)
+    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+                                _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
+        let done = inGroups(g, rows, images)
+        if done > 0 {
+            reid_wino_output_grad_groups(src, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound), dst, plane)
+        }
+        if done < images {
+            outputGradTilesLoop(src + done * g.h * g.w, g, rows: rows, images: images - done, dst + done * rows.count * g.tw, plane: plane, buf)
+        }
+    }
+
+    /// One padded image row, read 16 floats at a time (tw rounded up to 8, both sides padded).
+    private static func rowScratch(_ g: WinogradTiles) -> Int { 2 * ((g.tw + 7) / 8 * 8) + 18 }
+
+    /// The loops of `inputTiles`: first d B on every padded input row the block touches (its even and odd columns split
     /// with SIMD16's evenHalf/oddHalf), kept as 8 flat arrays [row parity][column of d B][tile];
     /// then B^T (.) across each tile's 4 rows, one flat SIMD8 loop over the block's tiles.
     @inline(__always)
-    static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+    private static func inputTilesLoop(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int,
                            _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
         precondition(images == 1 || rows == 0..<g.th, "inputTiles: several images are transformed whole")
         let h = g.h, w = g.w, tw = g.tw, ty0 = rows.lowerBound, n = rows.count * tw
@@ -94,7 +144,7 @@ extension Winograd {
     /// tiles in one flat loop into 4 arrays (top and bottom rows, left and right values), then
     /// each output row interleaves its left and right values 8 at a time.
     @inline(__always)
-    static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+    private static func outputTilesLoop(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int,
                             _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
         let h = g.h, w = g.w, tw = g.tw, n = images * rows.count * tw, len = n + 8
         let top0 = buf, top1 = buf + len, bot0 = top1 + len, bot1 = bot0 + len
@@ -145,7 +195,7 @@ extension Winograd {
     /// 2x2 values split into 4 flat arrays (even and odd columns of its top and bottom rows,
     /// 0 outside the image), then A y A^T for all the block's tiles in one flat loop.
     @inline(__always)
-    static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
+    private static func outputGradTilesLoop(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int,
                                 _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
         let h = g.h, w = g.w, tw = g.tw, n = images * rows.count * tw, len = n + 8
         let pad = rowScratch(g)

@@ -2,6 +2,7 @@
 // convolution, beside the GEMM path's own error on the same case.
 import XCTest
 @testable import ReIDCore
+import CKernels
 
 final class WinogradTests: XCTestCase {
     override func tearDown() {
@@ -130,19 +131,23 @@ final class WinogradTests: XCTestCase {
         }
     }
 
-    /// The whole-batch transforms of small planes in C (AVX-512: 16 tiles of several images per
-    /// register) give the Swift loops' results bit for bit: input, output (written and added) and
-    /// output-gradient transforms, on every plane shape they take, with images left over for the
-    /// loops, and on shapes they do not take (odd sizes, 24 tiles), where the loops run alone.
-    func testSmallPlaneKernelsMatchTheLoops() throws {
-        try XCTSkipIf(Winograd.smallPlaneImages(WinogradTiles(n: 1, h: 8, w: 4)) == 0,
-                      "this processor has no AVX-512: the small-plane kernels do not run here, the loops do")
-        let shapes = [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (7, 4), (12, 8), (6, 6)]
-        for (h, w) in shapes {
-            for n in [1, 2, 3, 5, 8] {
+    /// The tile transforms in C (AVX-512, groups of 16 tiles: several whole images a group, or
+    /// whole tile rows of one image with their halo) give the Swift loops' results bit for bit:
+    /// input, output (written and added) and output-gradient transforms, whole-batch on every plane
+    /// shape they take (8x4: 2 images a group; 16x8, 32x16, 64x32: rows with a halo window of 5, 6
+    /// and 8 registers), with images left over for the loops, and on shapes they do not take (odd
+    /// sizes, 12 or 24 tiles); then block by block (tile rows of one image, as the fused passes
+    /// call them), where blocks that are not whole groups fall to the loops.
+    func testGroupKernelsMatchTheLoops() throws {
+        try XCTSkipIf(reid_wino_groups(8, 4, 2, 0, 4) == 0,
+                      "this processor has no AVX-512: the group kernels do not run here, the loops do")
+        let taken: [(Int, Int)] = [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (16, 8), (32, 16),
+                                   (64, 32), (32, 4), (8, 32)]
+        for (h, w) in taken + [(7, 4), (6, 6), (8, 6), (10, 10), (12, 8), (6, 8)] {
+            for n in [1, 2, 3, 5] {
                 let c = 3, g = WinogradTiles(n: n, h: h, w: w)
-                let taken = Winograd.smallPlaneImages(g)
-                XCTAssertEqual(taken > 0, [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2)].contains { $0 == (h, w) })
+                XCTAssertEqual(reid_wino_groups(Int32(h), Int32(w), Int32(n), 0, Int32(g.th)) > 0,
+                               taken.contains { $0 == (h, w) } && (g.th * g.tw >= 16 || n >= 16 / (g.th * g.tw)), "\(h)x\(w), \(n) images")
                 let x = randomTensor([c, n, h, w], seed: UInt64(h * 100 + w * 10 + n))
                 for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 }      // exact zeros, as after ReLU: -0 vs +0 shows
                 let plane = Winograd.planeStride(c * g.count)
@@ -160,19 +165,45 @@ final class WinogradTests: XCTestCase {
                     return [used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern },
                             y.array.map(\.bitPattern), acc.array.map(\.bitPattern)]
                 }
-                let kernels = run(true), loops = run(false)
-                for (k, name) in ["input", "output gradient", "output", "output added"].enumerated() {
-                    let first = kernels[k].indices.first { kernels[k][$0] != loops[k][$0] }
-                    XCTAssertNil(first, "\(name) transform, \(c)x\(n)x\(h)x\(w): first difference at value \(first ?? -1)")
-                }
+                compare(run(true), run(false), "whole-batch \(c)x\(n)x\(h)x\(w)")
             }
+            // blocks of tile rows of one image: whole groups (C), and not (loops)
+            let g = WinogradTiles(n: 1, h: h, w: w)
+            let x = randomTensor([1, 1, h, w], seed: 9)
+            for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 }
+            let bounds = Set([[0, g.th], [0, g.th / 2], [g.th / 2, g.th], [2, g.th - 2], [1, g.th]].filter { $0[0] < $0[1] })
+            for rows in bounds.map({ $0[0]..<$0[1] }) {
+                let n = rows.count * g.tw, plane = n + 19
+                let m = randomTensor([16 * plane], seed: 78)
+                let buf = UnsafeMutablePointer<Float>.allocate(capacity: Winograd.tileScratch(g))
+                defer { buf.deallocate() }
+                func run(_ kernels: Bool) -> [[UInt32]] {
+                    Winograd.cKernels = kernels
+                    defer { Winograd.cKernels = true }
+                    var v = [Float](repeating: .nan, count: 16 * plane), z = v
+                    Winograd.inputTiles(x.ptr, g, rows: rows, &v, plane: plane, buf)
+                    Winograd.outputGradTiles(x.ptr, g, rows: rows, &z, plane: plane, buf)
+                    let y = randomTensor([h, w], seed: 6)
+                    Winograd.outputTiles(m.ptr, plane: plane, g, rows: rows, y.ptr, accumulate: true, buf)
+                    let used = (0..<16).flatMap { e in (0..<n).map { e * plane + $0 } }
+                    return [used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern }, y.array.map(\.bitPattern)]
+                }
+                compare(run(true), run(false), "block \(h)x\(w) tile rows \(rows)")
+            }
+        }
+    }
+
+    private func compare(_ kernels: [[UInt32]], _ loops: [[UInt32]], _ what: String) {
+        for (k, name) in ["input", "output gradient", "output", "output added"].enumerated() where k < kernels.count {
+            let first = kernels[k].indices.first { kernels[k][$0] != loops[k][$0] }
+            XCTAssertNil(first, "\(name) transform, \(what): first difference at value \(first ?? -1)")
         }
     }
 
     /// The kernels' transform in C (AVX-512, 16 kernels a vector, masked at a row's end) gives the
     /// loops' values bit for bit, for forward (Cout x Cin) and for the input gradient (flipped, Cin x Cout).
     func testKernelTransformMatchesTheLoops() throws {
-        try XCTSkipIf(Winograd.smallPlaneImages(WinogradTiles(n: 1, h: 8, w: 4)) == 0,
+        try XCTSkipIf(reid_wino_groups(8, 4, 2, 0, 4) == 0,
                       "this processor has no AVX-512: the C transform does not run here, the loops do")
         for (cout, cin) in [(1, 1), (3, 5), (16, 16), (17, 33), (40, 24), (64, 128)] {
             let w = randomTensor([cout, cin, 3, 3], seed: UInt64(cout * 1000 + cin))

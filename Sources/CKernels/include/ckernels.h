@@ -39,28 +39,29 @@ void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
                             int cin, int cout, int n, int h, int w, int ho, int wo,
                             int stride, int pad, int img, int oy0, int oy1, float *scratch);
 
-// Winograd F(2x2,3x3) transforms of small planes (wino_small.c; AVX-512 only). A plane of h x w,
-// both even, has (h/2)*(w/2) 2x2 tiles; when that divides 16, a group of 16 tiles is
-// `reid_wino_small_images` consecutive images of one channel, whose pixels are 64 consecutive
-// floats of a (C, N, H, W) tensor and whose tiles are 16 consecutive columns of each transformed
-// matrix. The results are bit for bit those of Winograd.swift's loops.
+// Winograd F(2x2,3x3) tile transforms in groups of 16 tiles (wino_small.c; AVX-512 only), for
+// planes h x w with both even and w / 2 dividing 16: 16 consecutive tiles are then whole tile rows,
+// of several images (planes with up to 16 tiles) or of one. Calls take `images` consecutive planes of
+// one channel (h w floats apart) and their tile rows [ty0, ty1) (all of them when a group holds
+// whole images); tile (image, ty, tx) is column (image (ty1 - ty0) + ty - ty0) tw + tx of the 16
+// matrices, `plane` floats apart. The results are bit for bit those of WinogradTiles.swift's loops.
 
-/// Images in a 16-tile group of h x w planes, or 0 when the kernels do not apply (shape, or no AVX-512).
-int reid_wino_small_images(int h, int w);
+/// How many of `images` planes a call can take (a multiple of the images a group holds), or 0
+/// when the kernels do not apply (the plane's shape, rows not whole groups, or no AVX-512).
+int reid_wino_groups(int h, int w, int images, int ty0, int ty1);
 
-/// V[e][16 g + lane] = (B^T d B)[e] for `groups` groups: x = their planes (64 floats a group), pad 1;
-/// v = matrix 0's first tile; matrices `plane` floats apart.
-void reid_wino_input_small(const float *x, int h, int w, int groups, float *v, size_t plane);
+/// V[e][tile] = (B^T d B)[e], d the tile's 4x4 input window (pad 1), from x.
+void reid_wino_input_groups(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane);
 
-/// Each group's planes y (64 floats a group) = A^T M A of its tiles (adds into y when `accumulate`);
-/// m = matrix 0's first tile; matrices `plane` floats apart.
-void reid_wino_output_small(const float *m, size_t plane, int h, int w, int groups, float *y, int accumulate);
+/// y = A^T M A per tile, from m (adds into y when `accumulate`).
+void reid_wino_output_groups(const float *m, size_t plane, int h, int w, int images, int ty0, int ty1, float *y,
+                             int accumulate);
+
+/// Z[e][tile] = (A dy A^T)[e] of each 2x2 tile of dy.
+void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int ty0, int ty1, float *z, size_t plane);
 
 /// U[e][r][c] = (G g G^T)[e] for rows r0 ..< r1 of the transformed kernels (rows: Cout, columns: Cin;
 /// with `transpose_flip`, rows Cin and columns Cout of the input gradient's kernel, g = flip(w[c][r]));
 /// w: (Cout, Cin, 3, 3); matrices `plane` floats apart. Returns 0, computing nothing, without AVX-512.
 int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
-
-/// Z[e][16 g + lane] = (A dy A^T)[e] of each 2x2 tile of the groups' planes dy (64 floats a group).
-void reid_wino_output_grad_small(const float *dy, int h, int w, int groups, float *z, size_t plane);
 #endif
