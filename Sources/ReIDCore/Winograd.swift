@@ -123,6 +123,12 @@ public enum Winograd {
     /// tile transforms in groups of 16 tiles) where this processor has them; tests compare.
     public nonisolated(unsafe) static var cKernels = true
 
+    /// What runs the transforms, for `bench`'s header.
+    public static var transformPath: String {
+        cKernels && reid_wino_groups(8, 4, 2, 0, 4) > 0
+            ? "AVX-512 (16 tiles a vector where planes have even sides and tw divides 16, else the Swift loops)" : "Swift loops"
+    }
+
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
     static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>) {
         let plane = planeStride(cout * cin)

@@ -42,7 +42,7 @@ func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, kernels, scaling }
+    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, loopTransforms, kernels, scaling }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
@@ -53,6 +53,8 @@ struct BenchTrain: ParsableCommand {
     var threadedProducts = false
     @Flag(help: "The 7x7 stem runs as blocked im2col + GEMM instead of the direct convolution (for comparison).")
     var gemmStem = false
+    @Flag(help: "The Winograd transforms run as the Swift loops instead of the C kernels' AVX-512 versions (for comparison).")
+    var loopTransforms = false
     @Option(help: "Limit the C kernels (the direct stem) to this vector path: avx512, avx2 or portable (default: the best this processor runs).")
     var kernels: KernelPath?
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
@@ -112,6 +114,7 @@ struct BenchTrain: ParsableCommand {
         if keepFusedInput { Winograd.recomputeAbove = .max }
         Winograd.splitProducts = !threadedProducts
         Conv2d.directStem = !gemmStem
+        Winograd.cKernels = !loopTransforms
         if let kernels, Conv2d.limitKernels(to: kernels) != kernels {
             say("note: this processor has no \(kernels.rawValue) path; the kernels run \(Conv2d.directKernelPath)")
         }
@@ -120,10 +123,10 @@ struct BenchTrain: ParsableCommand {
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel)")
+        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel); Winograd transforms: \(Winograd.transformPath)")
         report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
         report["conv_algorithm"] = convAlgorithm.rawValue; report["winograd_fusion"] = winogradFusion.rawValue; report["keep_fused_input"] = keepFusedInput; report["threaded_products"] = threadedProducts; report["engine_vector_path"] = engineVectorPath
-        report["stem_kernel"] = stemKernel
+        report["stem_kernel"] = stemKernel; report["winograd_transforms"] = Winograd.transformPath
 
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
