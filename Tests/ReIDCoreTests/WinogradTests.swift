@@ -42,9 +42,16 @@ final class WinogradTests: XCTestCase {
             // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
             checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 columns, then a tail of 5
-            // 8x4 planes: whole-batch, the small-plane C kernels (a group of 2 images, then 1 left to the loops)
+            // whole-batch with AVX-512, the C transforms: 8x4 planes (a group of 2 images, then 1 left
+            // to the loops), 16x8 (groups of 4 tile rows, with a halo window)
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 3, h: 8, w: 4, accumulate: true)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8)
         }
+        // fused blocks that are whole groups of 16 tiles, so the fused passes run the C transforms
+        // too (AVX-512): 16x8 in blocks of 4 tile rows, 8x32 in blocks of 1 (first, middle and last windows)
+        Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 16; engineThreads = 2
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8, accumulate: true)
+        checkConv(cin: 3, cout: 2, k: 3, s: 1, p: 1, n: 1, h: 8, w: 32)
     }
 
     /// Forward, input gradient and weight gradient against float64 sums: Winograd's
