@@ -11,7 +11,7 @@
 //   ReIDTorch               -> torchvision .pth state dicts, no Python (ZIPFoundation, restricted unpickler); ReIDCore
 //   ReIDReport              -> the run report (HTML/SVG from a run folder); ReIDEval, ReIDImage, ReIDCore
 //   ReIDImage               -> CJPEG (libjpeg-turbo, errors caught in C), CPNG (libpng's simplified API)
-//   ReIDCore                -> CBLAS (OpenBLAS's cblas.h), CKernels (C: direct 7x7 stem, one copy per vector path)
+//   ReIDCore                -> CBLAS (OpenBLAS's cblas.h), CKernels (C: direct 7x7 stem per vector path; AVX-512 Winograd transforms)
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
 import PackageDescription
 

@@ -7,6 +7,8 @@
 // Small planes (layer3 and layer4 of ResNet-18 w32: 8x4, 8 tiles) are transformed several whole
 // images per call (`images`), whose tiles follow each other in the flat run as they do in the
 // transformed tensors: the per-call and per-row set-up was most of their time.
+// With AVX-512, planes with even sides and tw dividing 16 go to CKernels' group kernels instead
+// (16 tiles a register, the same values bit for bit); these loops take every other case.
 
 import CKernels
 

@@ -14,6 +14,7 @@ public final class StepWatchdog {
     private let cond = NSCondition()
     private var armedAt: Double?
     private var label = ""
+    private var armedStep = true
     private var durations: [Double] = []
     private var stopping = false
     let fixedTimeout: Double?
@@ -45,15 +46,17 @@ public final class StepWatchdog {
         return Swift.max(120, 30 * median)
     }
 
-    /// A step (named for the message) begins.
-    public func arm(_ what: @autoclosure () -> String) {
-        cond.lock(); armedAt = Profile.now(); label = what(); cond.unlock()
+    /// A step (named for the message) begins; or, with `step` false, another stretch every rank
+    /// enters together and that must not hang either (the collective at an epoch's end), timed
+    /// with the same bound but not counted among the steps the automatic bound is made of.
+    public func arm(_ what: @autoclosure () -> String, step: Bool = true) {
+        cond.lock(); armedAt = Profile.now(); label = what(); armedStep = step; cond.unlock()
     }
 
-    /// The step ended.
+    /// The step (or stretch) ended.
     public func disarm() {
         cond.lock()
-        if let a = armedAt { durations.append(Profile.now() - a); if durations.count > 200 { durations.removeFirst(100) } }
+        if let a = armedAt, armedStep { durations.append(Profile.now() - a); if durations.count > 200 { durations.removeFirst(100) } }
         armedAt = nil
         cond.unlock()
     }

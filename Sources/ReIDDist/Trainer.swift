@@ -196,7 +196,7 @@ public final class Trainer {
             }
             startStep = 0
             if !loader.skipped.isEmpty { outputs.warn("\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])") }
-            try endEpoch(epoch + 1, runEnd: end)
+            try endEpoch(epoch + 1, runEnd: end, watchdog: watchdog)
         }
         try outputs.endRun()
         return .finished
@@ -221,12 +221,19 @@ public final class Trainer {
 
     /// At an epoch's end: when an evaluation or a checkpoint is due, batch-norm statistics
     /// averaged over ranks, then the evaluation, then (rank 0) the checkpoint.
-    func endEpoch(_ done: Int, runEnd: Int) throws {
+    /// The batch-norm average is the one collective every rank enters right after the epoch's
+    /// last step: the watchdog times it like a step, so a link that goes down there ends the job
+    /// as it does mid-epoch (it hung until the launcher's own time limit before).
+    func endEpoch(_ done: Int, runEnd: Int, watchdog: StepWatchdog? = nil) throws {
         let t = config.train
         let evaluating = done == epochs || (t.evalEvery > 0 && done % t.evalEvery == 0)
         let saving = done == epochs || done % t.checkpointEvery == 0 || done == runEnd
         guard evaluating || saving else { return }
-        try averaging.averageBatchNorm()
+        do {
+            watchdog?.arm("the end of epoch \(done) (batch-norm statistics averaged over ranks)", step: false)
+            defer { watchdog?.disarm() }
+            try averaging.averageBatchNorm()
+        }
         var metrics: [String: Double] = ["loss": outputs.epochLoss, "best_mAP": bestMAP]
         // The checkpoint first: an evaluation that fails (a damaged gallery image) loses nothing.
         let dir = saving && comm.isRoot ? try saveCheckpoint(epoch: done, stepInEpoch: nil, metrics: metrics) : nil

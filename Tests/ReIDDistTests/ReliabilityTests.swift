@@ -94,6 +94,36 @@ final class ReliabilityTests: XCTestCase {
 
     /// The command line: a model.safetensors path works as documented, a NaN one is refused,
     /// negative numbers after options reach validation, a file in the way of a folder is one line.
+    /// The watchdog times the collective at an epoch's end as it times a step (a link that went
+    /// down there used to hang the job until the launcher's own limit): it names that stretch
+    /// when it overruns, and such stretches do not count among the steps the automatic bound is
+    /// made of.
+    func testTheWatchdogTimesTheEpochEndLikeAStep() throws {
+        let fired = NSLock()
+        var message: String?
+        let dog = StepWatchdog(timeout: 0.3, rank: 0, ranks: 1)
+        defer { dog.close() }
+        dog.onStall = { m in fired.lock(); message = m; fired.unlock() }
+        dog.arm("the end of epoch 3 (batch-norm statistics averaged over ranks)", step: false)
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < 5 {
+            Thread.sleep(forTimeInterval: 0.1)
+            fired.lock(); let got = message; fired.unlock()
+            if got != nil { break }
+        }
+        fired.lock(); let got = message; fired.unlock()
+        XCTAssertNotNil(got, "the watchdog did not fire on an overrunning epoch end")
+        XCTAssert(got?.contains("error: no progress for") == true && got?.contains("in the end of epoch 3") == true, got ?? "")
+        dog.disarm()
+
+        let auto = StepWatchdog(timeout: nil, rank: 0, ranks: 1)
+        defer { auto.close() }
+        auto.arm("the end of epoch 1", step: false); auto.disarm()
+        XCTAssertEqual(auto.limit, 900, "an epoch end counted as a step")
+        auto.arm("epoch 2 step 1"); auto.disarm()
+        XCTAssertEqual(auto.limit, 120, "a step not counted")
+    }
+
     func testCommandLineMessages() throws {
         let run = scratch("cli") + "/run"
         let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))

@@ -5,6 +5,9 @@
 // pixel is a sum of Cin*49 taps, computed with the output channels' weights broadcast against
 // contiguous input vectors, so the whole layer runs at the FMA units' rate. The im2col + GEMM it
 // replaces multiplies a 147-deep column matrix with M = Cout (32 or 64) rows: a poor GEMM shape.
+//
+// Winograd F(2x2,3x3) transforms (AVX-512 only; the Swift loops run elsewhere): 16 tiles a
+// register, each value a two-table permute of the tiles' pixels (wino_small.c).
 #ifndef REID_CKERNELS_H
 #define REID_CKERNELS_H
 #include <stddef.h>
