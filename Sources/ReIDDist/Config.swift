@@ -82,7 +82,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.grad_dtype", kind: .choice(WireType.allCases.map(\.rawValue)), defaultValue: .string("float32"), doc: "gradients' type in the all-reduce between ranks: float32, or bfloat16 / float16 (half the bytes; summed in float, weights and optimizer stay float32)"),
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
-    .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s"),
+    .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step (or the epoch-end batch-norm all-reduce) takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s"),
     .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)"),
     .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
     .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
