@@ -127,46 +127,50 @@ AVX512 static const struct tables *tables_for(int h, int w) {
     return &t;
 }
 
-// The groups of a call: `images` planes from x, tile rows [ty0, ty1) of each (whole images when a
-// group holds whole images). For group g: its window (first float, registers), its tiles' first column
-// in the transformed matrices, its first output float, its input tables.
-struct group { size_t window, tile, pixel; int type; };
+// One call: `images` planes from x, tile rows [ty0, ty1) of each (whole images when a group holds
+// whole images): the plane's shape, its tables, how many groups.
+struct call { struct shape sh; const struct tables *tb; int count, h, w, ty0, ty1; };
 
-static int groups_of(const struct shape *s, int h, int w, int images, int ty0, int ty1) {
-    return s->images > 0 ? images / s->images : images * ((ty1 - ty0) / s->rows);
+AVX512 static struct call call_of(int h, int w, int images, int ty0, int ty1) {
+    struct call c = {.tb = tables_for(h, w), .h = h, .w = w, .ty0 = ty0, .ty1 = ty1};
+    shape_of(h, w, &c.sh);
+    c.count = c.sh.images > 0 ? images / c.sh.images : images * ((ty1 - ty0) / c.sh.rows);
+    return c;
 }
 
-static struct group group_at(const struct shape *s, int h, int w, int ty0, int ty1, int g) {
+// Group g of a call: its input window (first float), its tiles' first column in the transformed
+// matrices, its first output float, its input tables.
+struct group { size_t window, tile, pixel; int type; };
+
+static struct group group_at(const struct call *c, int g) {
     struct group r;
+    const struct shape *s = &c->sh;
     if (s->images > 0) {
         r.window = r.pixel = (size_t)g * 64; r.tile = (size_t)g * 16; r.type = FIRST;
         return r;
     }
-    const int per = (ty1 - ty0) / s->rows, image = g / per, gy = ty0 + g % per * s->rows;
-    const size_t plane0 = (size_t)image * h * w;
-    r.window = plane0 + (size_t)window_row(gy, h, s->rows) * w;
-    r.pixel = plane0 + (size_t)(2 * gy) * w;
-    r.tile = (size_t)image * (ty1 - ty0) * s->tw + (size_t)(gy - ty0) * s->tw;
+    const int per = (c->ty1 - c->ty0) / s->rows, image = g / per, gy = c->ty0 + g % per * s->rows;
+    const size_t plane0 = (size_t)image * c->h * c->w;
+    r.window = plane0 + (size_t)window_row(gy, c->h, s->rows) * c->w;
+    r.pixel = plane0 + (size_t)(2 * gy) * c->w;
+    r.tile = (size_t)image * (c->ty1 - c->ty0) * s->tw + (size_t)(gy - c->ty0) * s->tw;
     r.type = gy == 0 ? FIRST : gy + s->rows >= s->th ? LAST : MIDDLE;
     return r;
 }
 
 AVX512 static void input_avx512(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane) {
-    struct shape sh;
-    shape_of(h, w, &sh);
-    const struct tables *tb = tables_for(h, w);
+    const struct call c = call_of(h, w, images, ty0, ty1);
     // window floats: 64 for whole images, 2R + 2 rows with the halo otherwise
-    const int floats = sh.images > 0 ? 64 : (2 * sh.rows + 2) * w, regs = (floats + 15) / 16;
+    const int floats = c.sh.images > 0 ? 64 : (2 * c.sh.rows + 2) * w, regs = (floats + 15) / 16;
     const __mmask16 tail = (__mmask16)(floats % 16 ? (1u << (floats % 16)) - 1 : 0xffff);
-    const int count = groups_of(&sh, h, w, images, ty0, ty1);
-    for (int gi = 0; gi < count; gi++) {
-        const struct group g = group_at(&sh, h, w, ty0, ty1, gi);
+    for (int gi = 0; gi < c.count; gi++) {
+        const struct group g = group_at(&c, gi);
         __m512 s[8];
         for (int k = 0; k < 8; k++) {
             s[k] = k + 1 < regs ? _mm512_loadu_ps(x + g.window + 16 * k)
                  : k + 1 == regs ? _mm512_maskz_loadu_ps(tail, x + g.window + 16 * k) : _mm512_setzero_ps();
         }
-        const struct gather *gt = tb->in[g.type];
+        const struct gather *gt = c.tb->in[g.type];
         // d B on each of the tile's 4 rows: (a, b, c, d) -> (a - c, b + c, c - b, b - d)
         __m512 r[4][4];
         for (int i = 0; i < 4; i++) {
@@ -188,12 +192,10 @@ AVX512 static void input_avx512(const float *x, int h, int w, int images, int ty
 
 AVX512 static void output_avx512(const float *m, size_t plane, int h, int w, int images, int ty0, int ty1, float *y,
                                  int accumulate) {
-    struct shape sh;
-    shape_of(h, w, &sh);
-    const struct tables *tb = tables_for(h, w);
-    const int count = groups_of(&sh, h, w, images, ty0, ty1);
-    for (int gi = 0; gi < count; gi++) {
-        const struct group g = group_at(&sh, h, w, ty0, ty1, gi);
+    const struct call c = call_of(h, w, images, ty0, ty1);
+    const struct tables *tb = c.tb;
+    for (int gi = 0; gi < c.count; gi++) {
+        const struct group g = group_at(&c, gi);
         const float *s = m + g.tile;
         __m512 e[16];
         for (int k = 0; k < 16; k++) e[k] = _mm512_loadu_ps(s + (size_t)k * plane);
@@ -224,12 +226,10 @@ AVX512 static inline __m512 neg(__m512 v) {        // 0 - v, as the loops' SIMD 
 
 AVX512 static void output_grad_avx512(const float *dy, int h, int w, int images, int ty0, int ty1, float *z,
                                       size_t plane) {
-    struct shape sh;
-    shape_of(h, w, &sh);
-    const struct tables *tb = tables_for(h, w);
-    const int count = groups_of(&sh, h, w, images, ty0, ty1);
-    for (int gi = 0; gi < count; gi++) {
-        const struct group g = group_at(&sh, h, w, ty0, ty1, gi);
+    const struct call c = call_of(h, w, images, ty0, ty1);
+    const struct tables *tb = c.tb;
+    for (int gi = 0; gi < c.count; gi++) {
+        const struct group g = group_at(&c, gi);
         const float *src = dy + g.pixel;
         const __m512 s[8] = {_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16), _mm512_loadu_ps(src + 32),
                              _mm512_loadu_ps(src + 48)};

@@ -28,6 +28,15 @@ extension Winograd {
         return Int(reid_wino_groups(Int32(g.h), Int32(g.w), Int32(images), Int32(rows.lowerBound), Int32(rows.upperBound)))
     }
 
+    /// Runs the C kernels on the images `inGroups` gives them (groups(their count)), the loops
+    /// on the rest (loops(the first image left)).
+    @inline(__always)
+    private static func split(_ g: WinogradTiles, _ rows: Range<Int>, _ images: Int, groups: (Int32) -> Void, loops: (Int) -> Void) {
+        let done = inGroups(g, rows, images)
+        if done > 0 { groups(Int32(done)) }
+        if done < images { loops(done) }
+    }
+
     /// The transform of tile rows `rows` of one image plane `src` (H x W): tile (ty, tx) goes to
     /// dst[(ty - rows.lowerBound) * tw + tx] of each of the 16 matrices, `plane` apart; with
     /// `images` > 1 (whole images only), of that many planes H x W apart, their tiles one after
@@ -35,41 +44,31 @@ extension Winograd {
     @inline(__always)
     static func inputTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                            _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
-        let done = inGroups(g, rows, images)
-        if done > 0 {
-            reid_wino_input_groups(src, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound), dst, plane)
-        }
-        if done < images {
-            inputTilesLoop(src + done * g.h * g.w, g, rows: rows, images: images - done, dst + done * rows.count * g.tw, plane: plane, buf)
-        }
+        let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
+        split(g, rows, images, groups: { reid_wino_input_groups(src, h, w, $0, ty0, ty1, dst, plane) }, loops: { first in
+            inputTilesLoop(src + first * g.h * g.w, g, rows: rows, images: images - first, dst + first * rows.count * g.tw, plane: plane, buf)
+        })
     }
 
     /// Tile rows `rows` of one output plane (or `images` planes) from the products (`outputTilesLoop`).
     @inline(__always)
     static func outputTiles(_ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                             _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>) {
-        let done = inGroups(g, rows, images)
-        if done > 0 {
-            reid_wino_output_groups(src0, plane, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound),
-                                    dst, accumulate ? 1 : 0)
-        }
-        if done < images {
-            outputTilesLoop(src0 + done * rows.count * g.tw, plane: plane, g, rows: rows, images: images - done, dst + done * g.h * g.w,
+        let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
+        split(g, rows, images, groups: { reid_wino_output_groups(src0, plane, h, w, $0, ty0, ty1, dst, accumulate ? 1 : 0) }, loops: { first in
+            outputTilesLoop(src0 + first * rows.count * g.tw, plane: plane, g, rows: rows, images: images - first, dst + first * g.h * g.w,
                             accumulate: accumulate, buf)
-        }
+        })
     }
 
     /// Tile rows `rows` of one plane of dY (or `images` planes), transformed (`outputGradTilesLoop`).
     @inline(__always)
     static func outputGradTiles(_ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
                                 _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>) {
-        let done = inGroups(g, rows, images)
-        if done > 0 {
-            reid_wino_output_grad_groups(src, Int32(g.h), Int32(g.w), Int32(done), Int32(rows.lowerBound), Int32(rows.upperBound), dst, plane)
-        }
-        if done < images {
-            outputGradTilesLoop(src + done * g.h * g.w, g, rows: rows, images: images - done, dst + done * rows.count * g.tw, plane: plane, buf)
-        }
+        let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
+        split(g, rows, images, groups: { reid_wino_output_grad_groups(src, h, w, $0, ty0, ty1, dst, plane) }, loops: { first in
+            outputGradTilesLoop(src + first * g.h * g.w, g, rows: rows, images: images - first, dst + first * rows.count * g.tw, plane: plane, buf)
+        })
     }
 
     /// One padded image row, read 16 floats at a time (tw rounded up to 8, both sides padded).
