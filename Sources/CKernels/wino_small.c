@@ -158,7 +158,7 @@ static struct group group_at(const struct call *c, int g) {
     return r;
 }
 
-AVX512 static void input_avx512(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane) {
+AVX512 void reid_wino_input_groups(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane) {
     const struct call c = call_of(h, w, images, ty0, ty1);
     // window floats: 64 for whole images, 2R + 2 rows with the halo otherwise
     const int floats = c.sh.images > 0 ? 64 : (2 * c.sh.rows + 2) * w, regs = (floats + 15) / 16;
@@ -190,7 +190,7 @@ AVX512 static void input_avx512(const float *x, int h, int w, int images, int ty
     }
 }
 
-AVX512 static void output_avx512(const float *m, size_t plane, int h, int w, int images, int ty0, int ty1, float *y,
+AVX512 void reid_wino_output_groups(const float *m, size_t plane, int h, int w, int images, int ty0, int ty1, float *y,
                                  int accumulate) {
     const struct call c = call_of(h, w, images, ty0, ty1);
     const struct tables *tb = c.tb;
@@ -224,7 +224,7 @@ AVX512 static inline __m512 neg(__m512 v) {        // 0 - v, as the loops' SIMD 
     return _mm512_sub_ps(_mm512_setzero_ps(), v);
 }
 
-AVX512 static void output_grad_avx512(const float *dy, int h, int w, int images, int ty0, int ty1, float *z,
+AVX512 void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int ty0, int ty1, float *z,
                                       size_t plane) {
     const struct call c = call_of(h, w, images, ty0, ty1);
     const struct tables *tb = c.tb;
@@ -311,19 +311,6 @@ int reid_wino_groups(int h, int w, int images, int ty0, int ty1) {
         return 0;
     if (s.images > 0) return ty0 == 0 && ty1 == s.th ? images / s.images * s.images : 0;
     return ty0 % s.rows == 0 && (ty1 - ty0) % s.rows == 0 ? images : 0;
-}
-
-void reid_wino_input_groups(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane) {
-    input_avx512(x, h, w, images, ty0, ty1, v, plane);
-}
-
-void reid_wino_output_groups(const float *m, size_t plane, int h, int w, int images, int ty0, int ty1, float *y,
-                             int accumulate) {
-    output_avx512(m, plane, h, w, images, ty0, ty1, y, accumulate);
-}
-
-void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int ty0, int ty1, float *z, size_t plane) {
-    output_grad_avx512(dy, h, w, images, ty0, ty1, z, plane);
 }
 
 int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {

@@ -50,7 +50,8 @@ void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
 // matrices, `plane` floats apart. The results are bit for bit those of WinogradTiles.swift's loops.
 
 /// How many of `images` planes a call can take (a multiple of the images a group holds), or 0
-/// when the kernels do not apply (the plane's shape, rows not whole groups, or no AVX-512).
+/// when the kernels do not apply (the plane's shape, rows not whole groups, or no AVX-512). The three
+/// calls below are AVX-512 code: call them only for the images this gives.
 int reid_wino_groups(int h, int w, int images, int ty0, int ty1);
 
 /// V[e][tile] = (B^T d B)[e], d the tile's 4x4 input window (pad 1), from x.
