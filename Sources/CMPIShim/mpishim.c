@@ -159,7 +159,7 @@ int rd_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 
 // Heartbeats on a communicator of their own, so they never match the training's messages.
 // Every rank answers pings (rd_mpi_heartbeat_serve, called now and then by its watchdog
-// thread); a rank whose step stalls pings all others and names those that do not answer.
+// thread); a rank pings all others while it waits on them, and on a stall, and names those that do not answer.
 #define RD_PING 7101
 #define RD_PONG 7102
 static MPI_Comm hb_comm = MPI_COMM_NULL;
@@ -212,8 +212,14 @@ int rd_mpi_heartbeat_probe(double seconds, int *answered) {
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
-    // Requests to ranks that never answered are left pending, so their buffers stay allocated:
-    // the process is about to end.
+    if (waiting == 0) {
+        // Every rank answered: the pings have been received, so the sends are done. The watchdog
+        // pings now and then for a whole run, so nothing may pile up.
+        MPI_Waitall(size, sends, MPI_STATUSES_IGNORE);
+        free(sends); free(recvs); free(tokens);
+    }
+    // Otherwise requests to ranks that did not answer are left pending, and their buffers stay
+    // allocated: a late answer lands there (the job usually ends soon; a few bytes if not).
     return MPI_SUCCESS;
 }
 int rd_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }

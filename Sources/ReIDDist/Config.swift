@@ -83,6 +83,7 @@ public let configKeys: [ConfigKey] = [
     .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
     .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)"),
     .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step (or the epoch-end batch-norm all-reduce) takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s"),
+    .init(name: "train.heartbeat_timeout_s", kind: .double, defaultValue: .double(60), doc: "under MPI, while a rank waits on the others (steps, epoch ends, evaluations, checkpoints) it pings them every third of this; a rank that answers none for this long (stopped, or its link is down) ends the job; 0: no pings"),
     .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)"),
     .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
     .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
@@ -252,6 +253,8 @@ public struct Config {
         try need(int("train.log_every") >= 1, "train.log_every", "must be >= 1")
         try need(int("train.threads") >= 0, "train.threads", "must be >= 0")
         try need(double("train.step_timeout_s") >= 0, "train.step_timeout_s", "must be >= 0")
+        try need(double("train.heartbeat_timeout_s") == 0 || double("train.heartbeat_timeout_s") >= 3, "train.heartbeat_timeout_s",
+                 "must be 0 (no pings) or at least 3 s (pings every third of it, each given up to 3 s)")
         try need(double("train.bucket_mb") >= 0, "train.bucket_mb", "must be >= 0")
         try need(int("train.check_replicas_every") >= 0, "train.check_replicas_every", "must be >= 0")
         try need(int("eval.batch_size") >= 1, "eval.batch_size", "must be >= 1")
@@ -292,6 +295,7 @@ public struct Config {
                       bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
                       checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"),
                       stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil,
+                      heartbeatTimeout: double("train.heartbeat_timeout_s"),
                       gradType: WireType(rawValue: string("train.grad_dtype"))!)
     }
     public var eval: EvalSettings {
@@ -336,6 +340,8 @@ public struct TrainSettings {
     public var threads: Int
     /// The step watchdog's bound in seconds; nil: automatic.
     public var stepTimeout: Double?
+    /// Seconds another rank may answer no heartbeat while this one waits on it; 0: no pings.
+    public var heartbeatTimeout: Double
     /// The gradients' type in the all-reduce.
     public var gradType: WireType
 

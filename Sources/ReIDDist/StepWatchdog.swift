@@ -4,8 +4,13 @@
 // training step; when one takes longer than `train.step_timeout_s` (auto: 30
 // times the median step so far, at least 120 s; 900 s before the first step
 // has finished, which includes warm-up), it prints which step this rank is
-// stuck in and ends the process. The launcher then ends the job, as it does
-// for a killed rank; the last checkpoint is whole and `--resume auto` continues.
+// stuck in and ends the process. While this rank waits on the others (a step,
+// the epoch's end, an evaluation and checkpoint, which may rightly take long)
+// it also pings them on a heartbeat communicator every third of
+// `train.heartbeat_timeout_s`; a rank that has answered none of the pings for
+// that long is stopped or cut off, and the job ends the same way, naming it.
+// The launcher then ends the job, as it does for a killed rank; the last
+// checkpoint is whole and `--resume auto` continues.
 // The stalled rank itself cannot report: it is the one missing from the lines.
 import Foundation
 import ReIDCore
@@ -14,23 +19,43 @@ public final class StepWatchdog {
     private let cond = NSCondition()
     private var armedAt: Double?
     private var label = ""
-    private var armedStep = true
+    private var armed = Stretch.step
+    private var lastPing = 0.0
+    /// Since when some ranks have answered none of the pings, and which.
+    private var silentSince: Double?
+    private var silent: Set<Int> = []
+    /// Stretches ended so far: a ping answered across a disarm says nothing of the next stretch.
+    private var ended = 0
     private var durations: [Double] = []
     private var stopping = false
     let fixedTimeout: Double?
+    /// Seconds a rank may answer no heartbeat while armed (0: not pinged).
+    let heartbeatTimeout: Double
     let rankLabel: String
     /// The ranks' heartbeats (MPI), served on every wake-up and probed on a stall.
     let comm: Communicator?
+    /// Which ranks do not answer a ping within the given seconds (nil: nobody to ask).
+    let ping: ((Double) -> [Int]?)?
     /// What to do on a stall (tests replace the exit).
     var onStall: (String) -> Void = { message in
         FileHandle.standardError.write(Data(message.utf8))
         _exit(1)
     }
 
-    /// `timeout`: seconds, or nil for the automatic bound.
-    public init(timeout: Double?, comm: Communicator? = nil, rank: Int, ranks: Int) {
+    /// What is armed: a training step (timed, and its time makes the automatic bound), another
+    /// stretch every rank enters together (timed with the same bound, the epoch end's collective),
+    /// or one that may rightly take long (an evaluation, a checkpoint): only pinged.
+    public enum Stretch { case step, collective, pingedOnly }
+
+    /// `timeout`: seconds, or nil for the automatic bound. `heartbeatTimeout`: seconds, 0 for none.
+    /// `ping` replaces the communicator's heartbeat probe (tests).
+    public init(timeout: Double?, heartbeatTimeout: Double = 0, comm: Communicator? = nil, rank: Int, ranks: Int,
+                ping: ((Double) -> [Int]?)? = nil) {
         fixedTimeout = timeout
-        self.comm = ranks > 1 ? comm : nil
+        self.heartbeatTimeout = heartbeatTimeout
+        let comm = ranks > 1 ? comm : nil
+        self.comm = comm
+        self.ping = ping ?? comm.map { c in { c.unresponsiveRanks(within: $0) } }
         rankLabel = ranks > 1 ? "rank \(rank): " : ""
         // The thread holds `self` until `close` (never a dangling reference to a freed watchdog).
         let t = Thread { self.watch() }
@@ -46,18 +71,18 @@ public final class StepWatchdog {
         return Swift.max(120, 30 * median)
     }
 
-    /// A step (named for the message) begins; or, with `step` false, another stretch every rank
-    /// enters together and that must not hang either (the collective at an epoch's end), timed
-    /// with the same bound but not counted among the steps the automatic bound is made of.
-    public func arm(_ what: @autoclosure () -> String, step: Bool = true) {
-        cond.lock(); armedAt = Profile.now(); label = what(); armedStep = step; cond.unlock()
+    /// A stretch (named for the message) begins.
+    public func arm(_ what: @autoclosure () -> String, _ stretch: Stretch = .step) {
+        cond.lock(); armedAt = Profile.now(); label = what(); armed = stretch; cond.unlock()
     }
 
-    /// The step (or stretch) ended.
+    /// The stretch ended: every rank it waited on took part, so none is silent.
     public func disarm() {
         cond.lock()
-        if let a = armedAt, armedStep { durations.append(Profile.now() - a); if durations.count > 200 { durations.removeFirst(100) } }
+        if let a = armedAt, armed == .step { durations.append(Profile.now() - a); if durations.count > 200 { durations.removeFirst(100) } }
         armedAt = nil
+        silentSince = nil
+        ended += 1
         cond.unlock()
     }
 
@@ -66,19 +91,48 @@ public final class StepWatchdog {
     private func watch() {
         cond.lock()
         while !stopping {
-            _ = cond.wait(until: Date(timeIntervalSinceNow: 0.5))
-            if let a = armedAt, Profile.now() - a > limit {
+            _ = cond.wait(until: Date(timeIntervalSinceNow: heartbeatTimeout > 0 ? Swift.min(0.5, heartbeatTimeout / 6) : 0.5))
+            guard let a = armedAt else {
+                if let comm { cond.unlock(); comm.heartbeatServe(); cond.lock() }
+                continue
+            }
+            if armed != .pingedOnly, Profile.now() - a > limit {
                 let elapsed = Profile.now() - a, what = label, bound = limit
                 armedAt = nil
                 cond.unlock()
                 onStall(String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. "
                                + "The last checkpoint is whole: continue with --resume auto\n", rankLabel, elapsed, what, bound, suspects()))
                 cond.lock()
+            } else if heartbeatTimeout > 0, let ping, Profile.now() - lastPing >= heartbeatTimeout / 3 {
+                let t = Profile.now(), stretch = ended
+                lastPing = t
+                cond.unlock()
+                let quiet = ping(Swift.min(3, heartbeatTimeout / 3))
+                cond.lock()
+                if ended == stretch { heard(quiet ?? [], at: t) }
             } else if let comm {
                 cond.unlock(); comm.heartbeatServe(); cond.lock()
             }
         }
         cond.unlock()
+    }
+
+    /// The ranks that did not answer the ping sent at `t` (called with `cond` held): a rank silent
+    /// for every ping over `heartbeatTimeout` ends the job.
+    private func heard(_ quiet: [Int], at t: Double) {
+        guard armedAt != nil, !quiet.isEmpty else { silentSince = nil; return }
+        let still = silent.intersection(quiet)
+        if silentSince == nil || still.isEmpty { silentSince = t; silent = Set(quiet) } else { silent = still }
+        guard let since = silentSince, Profile.now() - since >= heartbeatTimeout else { return }
+        let r = silent.sorted(), what = label, elapsed = Profile.now() - since
+        armedAt = nil
+        silentSince = nil
+        cond.unlock()
+        onStall(String(format: "%@error: rank%@ %@ answered no heartbeat for %.0f s in %@ (train.heartbeat_timeout_s %.0f s): "
+                       + "stopped, or %@ link is down; ending the job. The last checkpoint is whole: continue with --resume auto\n",
+                       rankLabel, r.count > 1 ? "s" : "", r.map(String.init).joined(separator: ", "), elapsed, what, heartbeatTimeout,
+                       r.count > 1 ? "their" : "its"))
+        cond.lock()
     }
 
     /// Which ranks do not answer a heartbeat within 3 s (probed on a thread of its own, given

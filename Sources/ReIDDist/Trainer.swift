@@ -171,7 +171,8 @@ public final class Trainer {
         let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
                                  augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
         let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, labelSmoothing: config.labelSmoothing)
-        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, comm: comm, rank: comm.rank, ranks: comm.size)
+        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, heartbeatTimeout: config.train.heartbeatTimeout,
+                                    comm: comm, rank: comm.rank, ranks: comm.size)
         defer { averaging.close(); watchdog.close() }
         outputs.beginRun(epochs: epochs, until: end, imagesPerStep: config.sampler.batchSize)
         for epoch in startEpoch..<end {
@@ -223,17 +224,23 @@ public final class Trainer {
     /// averaged over ranks, then the evaluation, then (rank 0) the checkpoint.
     /// The batch-norm average is the one collective every rank enters right after the epoch's
     /// last step: the watchdog times it like a step, so a link that goes down there ends the job
-    /// as it does mid-epoch (it hung until the launcher's own time limit before).
+    /// as it does mid-epoch (it hung until the launcher's own time limit before). The checkpoint
+    /// and evaluation after it are not timed, but a rank that stops answering heartbeats there
+    /// ends the job too.
     func endEpoch(_ done: Int, runEnd: Int, watchdog: StepWatchdog? = nil) throws {
         let t = config.train
         let evaluating = done == epochs || (t.evalEvery > 0 && done % t.evalEvery == 0)
         let saving = done == epochs || done % t.checkpointEvery == 0 || done == runEnd
         guard evaluating || saving else { return }
         do {
-            watchdog?.arm("the end of epoch \(done) (batch-norm statistics averaged over ranks)", step: false)
+            watchdog?.arm("the end of epoch \(done) (batch-norm statistics averaged over ranks)", .collective)
             defer { watchdog?.disarm() }
             try averaging.averageBatchNorm()
         }
+        // Rank 0's checkpoint and the evaluation may rightly take long (a large gallery, a slow
+        // file system): not timed, but the other ranks must keep answering their heartbeats.
+        watchdog?.arm("the \(evaluating ? "evaluation" : "checkpoint") after epoch \(done)", .pingedOnly)
+        defer { watchdog?.disarm() }
         var metrics: [String: Double] = ["loss": outputs.epochLoss, "best_mAP": bestMAP]
         // The checkpoint first: an evaluation that fails (a damaged gallery image) loses nothing.
         let dir = saving && comm.isRoot ? try saveCheckpoint(epoch: done, stepInEpoch: nil, metrics: metrics) : nil

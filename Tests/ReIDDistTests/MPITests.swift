@@ -368,6 +368,54 @@ final class MPITests: XCTestCase {
         XCTAssert(text.contains("does not answer (stopped, or its link is down)"), text)
     }
 
+    /// Rank 1 stopped as soon as rank 0 has written the first checkpoint: rank 1 is then still
+    /// extracting its share of a 1,300-image test set (about 0.2 s), so rank 0 waits on it in the
+    /// evaluation, which is not timed (and the step bound is 600 s here). Rank 0's heartbeat pings
+    /// go unanswered, and after train.heartbeat_timeout_s it ends the job, naming rank 1 and the
+    /// evaluation. (A rank stopped after sending its share would not block rank 0 there: the
+    /// shared-memory gather and barrier complete on the sender's messages alone.)
+    func testAStoppedRankEndsTheJobThroughItsHeartbeat() throws {
+        let mpi = try mpirun()
+        let dir = scratch("heartbeat"), cfg = try configFile(dir)
+        var synth = SynthConfig(); synth.trainIds = 8; synth.testIds = 120; synth.seed = 11
+        _ = try writeSynthetic(synth, to: dir + "/data")
+        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                                                       "--set", "data.root=\(dir)/data",
+                                                       "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
+                                                       "--set", "eval.flip=true", "--set", "eval.batch_size=1",
+                                                       "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"])
+        // The ranks' processes, by rank, once training has begun.
+        var waited = 0.0
+        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/run/metrics.jsonl") { usleep(20_000); waited += 0.02 }
+        let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
+        var byRank: [Int: Int32] = [:]
+        for pid in children.split(separator: "\n").compactMap({ Int32($0) }) {
+            let env = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
+            for entry in env.split(separator: 0) {
+                let kv = String(decoding: entry, as: UTF8.self)
+                if kv.hasPrefix("OMPI_COMM_WORLD_RANK="), let r = Int(kv.dropFirst(21)) { byRank[r] = pid }
+            }
+        }
+        guard let victim = byRank[1], byRank.count == 2 else { p.terminate(); return XCTFail("ranks by pid: \(byRank), children: \(children)") }
+        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest") { usleep(1_000); waited += 0.001 }
+        kill(victim, SIGSTOP)
+        let t0 = Date()
+        // Should the job hang after all, end it (the assertions below then fail).
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(victim, SIGKILL); p.terminate() } }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let took = Date().timeIntervalSince(t0)
+        kill(victim, SIGKILL)
+        print(text.split(separator: "\n").filter { $0.contains("heartbeat") }.joined(separator: "\n"))
+        print(String(format: "job over %.1f s after the stop", took))
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
+        XCTAssert(text.range(of: #"rank 0: error: rank 1 answered no heartbeat for \d+ s in the evaluation after epoch 1 "#,
+                             options: .regularExpression) != nil, text)
+        XCTAssert(text.contains("(train.heartbeat_timeout_s 3 s): stopped, or its link is down; ending the job"), text)
+        XCTAssertFalse(text.contains("no progress for"), text)
+    }
+
     /// Cluster/sim-cluster.sh, or a skip saying why this machine cannot make network namespaces.
     func simCluster() throws -> String {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

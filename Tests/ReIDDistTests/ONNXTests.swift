@@ -11,16 +11,7 @@ import ReIDEval
 import ReIDONNX
 
 final class ONNXTests: XCTestCase {
-    /// The Python with numpy, onnx and onnxruntime, from REID_DIST_PYTHON (set by Cluster/test.sh).
-    func python() throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        guard let py = env["REID_DIST_PYTHON"], FileManager.default.isExecutableFile(atPath: py) else {
-            let why = "REID_DIST_PYTHON (a Python with onnx and onnxruntime) is not set: run the suite with Cluster/test.sh"
-            if env["CI"] == "true" { XCTFail(why); throw XCTSkip(why) }
-            throw XCTSkip(why)
-        }
-        return py
-    }
+    func python() throws -> String { try suitePython() }
 
     /// A model file with random weights and batch-norm statistics far from
     /// 0/1, so that folding them into the convolutions is really exercised.

@@ -104,7 +104,7 @@ final class ReliabilityTests: XCTestCase {
         let dog = StepWatchdog(timeout: 0.3, rank: 0, ranks: 1)
         defer { dog.close() }
         dog.onStall = { m in fired.lock(); message = m; fired.unlock() }
-        dog.arm("the end of epoch 3 (batch-norm statistics averaged over ranks)", step: false)
+        dog.arm("the end of epoch 3 (batch-norm statistics averaged over ranks)", .collective)
         let t0 = Date()
         while Date().timeIntervalSince(t0) < 5 {
             Thread.sleep(forTimeInterval: 0.1)
@@ -118,10 +118,74 @@ final class ReliabilityTests: XCTestCase {
 
         let auto = StepWatchdog(timeout: nil, rank: 0, ranks: 1)
         defer { auto.close() }
-        auto.arm("the end of epoch 1", step: false); auto.disarm()
+        auto.arm("the end of epoch 1", .collective); auto.disarm()
         XCTAssertEqual(auto.limit, 900, "an epoch end counted as a step")
         auto.arm("epoch 2 step 1"); auto.disarm()
         XCTAssertEqual(auto.limit, 120, "a step not counted")
+    }
+
+    /// While armed, the watchdog pings the other ranks every third of `train.heartbeat_timeout_s`.
+    /// A rank silent on every ping for that long ends the job, in a stretch that is not timed
+    /// (an evaluation) too, and the message names it; a rank that answers now and then, a
+    /// stretch that ends, or no pings at all (0) end nothing.
+    func testASilentRankEndsTheJobEvenInAnUntimedStretch() throws {
+        final class Probe: @unchecked Sendable {
+            let lock = NSLock(); var answers: [[Int]]; var calls = 0; var message: String?
+            init(_ answers: [[Int]]) { self.answers = answers }
+            func ping(_ within: Double) -> [Int]? {
+                lock.lock(); defer { lock.unlock() }
+                calls += 1
+                return answers[(calls - 1) % answers.count]
+            }
+            func fired(_ m: String) { lock.lock(); message = m; lock.unlock() }
+            var state: (Int, String?) { lock.lock(); defer { lock.unlock() }; return (calls, message) }
+        }
+        func watch(_ answers: [[Int]], heartbeat: Double = 0.6, stretch: StepWatchdog.Stretch = .pingedOnly,
+                   for seconds: Double, disarmEvery: Double? = nil) -> (Int, String?) {
+            let probe = Probe(answers)
+            // A step bound far shorter than the wait: only an untimed stretch survives it.
+            let dog = StepWatchdog(timeout: 0.3, heartbeatTimeout: heartbeat, rank: 0, ranks: 4, ping: probe.ping)
+            defer { dog.close() }
+            dog.onStall = probe.fired
+            dog.arm("the evaluation after epoch 2", stretch)
+            let t0 = Date()
+            var last = t0
+            while Date().timeIntervalSince(t0) < seconds && probe.state.1 == nil {
+                Thread.sleep(forTimeInterval: 0.05)
+                if let every = disarmEvery, Date().timeIntervalSince(last) >= every {
+                    dog.disarm(); dog.arm("the evaluation after epoch 2", stretch); last = Date()
+                }
+            }
+            dog.disarm()
+            return probe.state
+        }
+        // Ranks 1 and 3 quiet on every ping: both named, after at least the 0.6 s bound.
+        let t0 = Date()
+        var (calls, message) = watch([[1, 3]], for: 5)
+        let took = Date().timeIntervalSince(t0)
+        XCTAssertNotNil(message, "a silent rank did not end the job")
+        XCTAssert(message?.contains("error: ranks 1, 3 answered no heartbeat for") == true, message ?? "")
+        XCTAssert(message?.contains("in the evaluation after epoch 2 (train.heartbeat_timeout_s 1 s)") == true, message ?? "")
+        XCTAssert(message?.contains("stopped, or their link is down") == true, message ?? "")
+        XCTAssertGreaterThanOrEqual(took, 0.6)
+        XCTAssertGreaterThanOrEqual(calls, 3)
+        // Rank 2 silent on every ping while rank 1 answers every other one: rank 2 alone is named.
+        (_, message) = watch([[1, 2], [2]], for: 5)
+        XCTAssert(message?.contains("error: rank 2 answered no heartbeat") == true, message ?? "")
+        // A rank that answers every third ping is alive: 3 s without a stall (and no step bound here).
+        (calls, message) = watch([[1], [1], []], heartbeat: 1.5, for: 2.5)
+        XCTAssertNil(message)
+        XCTAssertGreaterThanOrEqual(calls, 4, "the watchdog did not keep pinging")
+        // Stretches that end (collectives that complete) clear the silence.
+        (_, message) = watch([[1]], stretch: .pingedOnly, for: 2, disarmEvery: 0.25)
+        XCTAssertNil(message)
+        // No pings at all with a heartbeat timeout of 0.
+        (calls, message) = watch([[1]], heartbeat: 0, for: 1)
+        XCTAssertEqual(calls, 0)
+        XCTAssertNil(message)
+        // A timed stretch still ends on the step bound, and says so.
+        (_, message) = watch([[]], stretch: .collective, for: 5)
+        XCTAssert(message?.contains("no progress for") == true && message?.contains("train.step_timeout_s") == true, message ?? "")
     }
 
     func testCommandLineMessages() throws {

@@ -1,0 +1,53 @@
+// The Python tools under Cluster/tools that the README's figures come from,
+// run with the suite's Python (numpy, never torch).
+import Foundation
+import XCTest
+
+/// The Python with numpy, onnx and onnxruntime, from REID_DIST_PYTHON (set by Cluster/test.sh).
+/// Under CI a missing one is a failure, elsewhere a skip that says why.
+func suitePython() throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    guard let py = env["REID_DIST_PYTHON"], FileManager.default.isExecutableFile(atPath: py) else {
+        let why = "REID_DIST_PYTHON (a Python with numpy, onnx and onnxruntime) is not set: run the suite with Cluster/test.sh"
+        if env["CI"] == "true" { XCTFail(why); throw XCTSkip(why) }
+        throw XCTSkip(why)
+    }
+    return py
+}
+
+func toolPath(_ name: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Cluster/tools/\(name)").path
+}
+
+final class ToolTests: XCTestCase {
+    /// `winograd_tile_error.py` backs the README's case against larger tiles. Its Winograd
+    /// matrices are solved from the points and checked exact inside the tool (it stops
+    /// otherwise); here, on two small shapes, its table must say what the README says:
+    /// F(2x2) as we run it and F(4x4) {0,±1,1/2,-2} with double sums within 2x of the
+    /// float32 direct convolution, F(4x4) with Lavin's points and float32 sums past it.
+    func testWinogradTileErrorToolSupportsTheReadme() throws {
+        let py = try suitePython()
+        let (s, o) = try runProgram(py, [toolPath("winograd_tile_error.py"), "--shapes", "32@32x16,64@16x8"],
+                                    env: ["PYTHONPATH": nil])
+        XCTAssertEqual(s, 0, o)
+        let lines = o.split(separator: "\n").map(String.init)
+        guard let header = lines.first(where: { $0.hasPrefix("| shape |") }) else { return XCTFail(o) }
+        let columns = header.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+        let rows = lines.filter { $0.hasPrefix("| 32->32") || $0.hasPrefix("| 64->64") }
+        XCTAssertEqual(rows.count, 2, o)
+        func cell(_ row: String, _ name: String) -> Double? {
+            guard let i = columns.firstIndex(of: name) else { return nil }
+            let cells = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            return i < cells.count ? Double(cells[i].dropLast()) : nil
+        }
+        for row in rows {
+            let f2 = try XCTUnwrap(cell(row, "F(2x2) {0,1,-1} f32"), header)
+            let f4exact = try XCTUnwrap(cell(row, "F(4x4) {0,1,-1,1/2,-2} f64sum"), header)
+            let f4lavin = try XCTUnwrap(cell(row, "F(4x4) {0,1,-1,2,-2} f32"), header)
+            XCTAssertLessThan(f2, 2, row)
+            XCTAssertLessThan(f4exact, 2, row)
+            XCTAssertGreaterThan(f4lavin, 2, row)
+        }
+    }
+}
