@@ -27,7 +27,7 @@ public final class StepWatchdog {
     /// Stretches ended so far: a ping answered across a disarm says nothing of the next stretch.
     private var ended = 0
     private var durations: [Double] = []
-    private var stopping = false
+    private var stopping = false, stopped = false
     let fixedTimeout: Double?
     /// Seconds a rank may answer no heartbeat while armed (0: not pinged).
     let heartbeatTimeout: Double
@@ -47,11 +47,15 @@ public final class StepWatchdog {
     /// or one that may rightly take long (an evaluation, a checkpoint): only pinged.
     public enum Stretch { case step, collective, pingedOnly }
 
+    /// What the message tells the user to do next.
+    let advice: String
+
     /// `timeout`: seconds, or nil for the automatic bound. `heartbeatTimeout`: seconds, 0 for none.
     /// `ping` replaces the communicator's heartbeat probe (tests).
     public init(timeout: Double?, heartbeatTimeout: Double = 0, comm: Communicator? = nil, rank: Int, ranks: Int,
-                ping: ((Double) -> [Int]?)? = nil) {
+                advice: String = "The last checkpoint is whole: continue with --resume auto", ping: ((Double) -> [Int]?)? = nil) {
         fixedTimeout = timeout
+        self.advice = advice
         self.heartbeatTimeout = heartbeatTimeout
         let comm = ranks > 1 ? comm : nil
         self.comm = comm
@@ -86,12 +90,21 @@ public final class StepWatchdog {
         cond.unlock()
     }
 
-    public func close() { cond.lock(); stopping = true; cond.broadcast(); cond.unlock() }
+    /// Stops the watch and waits until its thread has made its last MPI call (a ping in flight
+    /// takes at most 3 s): the communicator may be finalised right after.
+    public func close() {
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        while !stopped { cond.wait() }
+        cond.unlock()
+    }
 
     private func watch() {
         cond.lock()
         while !stopping {
             _ = cond.wait(until: Date(timeIntervalSinceNow: heartbeatTimeout > 0 ? Swift.min(0.5, heartbeatTimeout / 6) : 0.5))
+            if stopping { break }
             guard let a = armedAt else {
                 if let comm { cond.unlock(); comm.heartbeatServe(); cond.lock() }
                 continue
@@ -100,8 +113,8 @@ public final class StepWatchdog {
                 let elapsed = Profile.now() - a, what = label, bound = limit
                 armedAt = nil
                 cond.unlock()
-                onStall(String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. "
-                               + "The last checkpoint is whole: continue with --resume auto\n", rankLabel, elapsed, what, bound, suspects()))
+                onStall(String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. %@\n",
+                               rankLabel, elapsed, what, bound, suspects(), advice))
                 cond.lock()
             } else if heartbeatTimeout > 0, let ping, Profile.now() - lastPing >= heartbeatTimeout / 3 {
                 let t = Profile.now(), stretch = ended
@@ -114,6 +127,8 @@ public final class StepWatchdog {
                 cond.unlock(); comm.heartbeatServe(); cond.lock()
             }
         }
+        stopped = true
+        cond.broadcast()
         cond.unlock()
     }
 
@@ -129,9 +144,9 @@ public final class StepWatchdog {
         silentSince = nil
         cond.unlock()
         onStall(String(format: "%@error: rank%@ %@ answered no heartbeat for %.0f s in %@ (train.heartbeat_timeout_s %.0f s): "
-                       + "stopped, or %@ link is down; ending the job. The last checkpoint is whole: continue with --resume auto\n",
+                       + "stopped, or %@ link is down; ending the job. %@\n",
                        rankLabel, r.count > 1 ? "s" : "", r.map(String.init).joined(separator: ", "), elapsed, what, heartbeatTimeout,
-                       r.count > 1 ? "their" : "its"))
+                       r.count > 1 ? "their" : "its", advice))
         cond.lock()
     }
 

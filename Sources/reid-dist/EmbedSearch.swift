@@ -66,6 +66,8 @@ struct Embed: ParsableCommand {
     func embed(_ comm: Communicator) throws {
         let loaded = try loadModel(options, checkpoint: checkpoint)
         let c = loaded.config
+        let watchdog = heartbeatWatch("the feature extraction (embed)", c, comm)
+        defer { watchdog?.close() }
         useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
         RGBImage.maxPixels = c.data.maxPixels
         var paths = try imagePaths(images)

@@ -58,6 +58,18 @@ func withCommunicator(_ body: (Communicator) throws -> Void) throws {
     (comm as? MPICommunicator)?.finalize()
 }
 
+/// Under mpirun, a watchdog that pings the other ranks for the rest of a command (untimed: a
+/// large gallery may rightly take long): a rank that answers none for train.heartbeat_timeout_s
+/// (stopped, or its link is down) ends the job instead of leaving the others waiting in a
+/// collective. nil for one process or with the pings off; close it when the command is done.
+func heartbeatWatch(_ what: String, _ c: Config, _ comm: Communicator) -> StepWatchdog? {
+    guard comm.size > 1, c.train.heartbeatTimeout > 0 else { return nil }
+    let dog = StepWatchdog(timeout: nil, heartbeatTimeout: c.train.heartbeatTimeout, comm: comm, rank: comm.rank, ranks: comm.size,
+                           advice: "Nothing was written: run it again once every rank is up")
+    dog.arm(what, .pingedOnly)
+    return dog
+}
+
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a deterministic synthetic pedestrian dataset in any of the dataset layouts.")
@@ -254,6 +266,8 @@ struct Evaluate: ParsableCommand {
     func evaluate(_ comm: Communicator) throws {
         let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
         let c = loaded.config, model = loaded.model
+        let watchdog = heartbeatWatch("the evaluation", c, comm)
+        defer { watchdog?.close() }
         useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
         let d = c.data, e = c.eval
         RGBImage.maxPixels = d.maxPixels
