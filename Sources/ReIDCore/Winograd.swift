@@ -110,11 +110,13 @@ public enum Winograd {
     /// tile in a transformed tensor, images in the group, the worker's tile scratch).
     private static func forEachImageGroup(c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         let per = imagesPerCall(g)
-        parallelFor(c) { ch in
+        parallelChunks(c) { channels in
             let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
-            for img in Swift.stride(from: 0, to: g.n, by: per) {
-                body((ch * g.n + img) * g.h * g.w, ch * g.count + img * g.th * g.tw, Swift.min(per, g.n - img), buf)
+            for ch in channels {
+                for img in Swift.stride(from: 0, to: g.n, by: per) {
+                    body((ch * g.n + img) * g.h * g.w, ch * g.count + img * g.th * g.tw, Swift.min(per, g.n - img), buf)
+                }
             }
         }
     }
