@@ -65,7 +65,7 @@ func withCommunicator(_ body: (Communicator) throws -> Void) throws {
 func heartbeatWatch(_ what: String, _ c: Config, _ comm: Communicator) -> StepWatchdog? {
     guard comm.size > 1, c.train.heartbeatTimeout > 0 else { return nil }
     let dog = StepWatchdog(timeout: nil, heartbeatTimeout: c.train.heartbeatTimeout, comm: comm, rank: comm.rank, ranks: comm.size,
-                           advice: "Nothing was written: run it again once every rank is up")
+                           advice: "Run it again once every rank is up")
     dog.arm(what, .pingedOnly)
     return dog
 }

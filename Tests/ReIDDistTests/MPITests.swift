@@ -368,6 +368,54 @@ final class MPITests: XCTestCase {
         XCTAssert(text.contains("does not answer (stopped, or its link is down)"), text)
     }
 
+    /// mpirun's rank processes by rank (OMPI_COMM_WORLD_RANK in their environment), once all
+    /// `count` have started (at most 30 s).
+    func rankProcesses(of p: Process, count: Int) throws -> [Int: Int32] {
+        var byRank: [Int: Int32] = [:]
+        let t0 = Date()
+        while byRank.count < count && Date().timeIntervalSince(t0) < 30 {
+            usleep(10_000)
+            let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
+            for pid in children.split(separator: "\n").compactMap({ Int32($0) }) {
+                let env = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
+                for entry in env.split(separator: 0) {
+                    let kv = String(decoding: entry, as: UTF8.self)
+                    if kv.hasPrefix("OMPI_COMM_WORLD_RANK="), let r = Int(kv.dropFirst(21)) { byRank[r] = pid }
+                }
+            }
+        }
+        return byRank
+    }
+
+    /// `mpirun evaluate` is watched too. Rank 0 stopped as soon as it has written the JSON (it then
+    /// writes the report) leaves rank 1 in the final barrier; rank 1's pings go unanswered and,
+    /// after train.heartbeat_timeout_s, it ends the job naming rank 0 and the evaluation.
+    func testAStoppedRankEndsAClusterEvaluationThroughItsHeartbeat() throws {
+        let mpi = try mpirun()
+        let dir = scratch("heval"), cfg = try configFile(dir)
+        let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
+        XCTAssertEqual(s0, 0, o0)
+        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "evaluate", "--config", cfg, "--set", "train.heartbeat_timeout_s=3",
+                                                       "--checkpoint", "\(dir)/run", "--json", "\(dir)/e.json", "--report", "\(dir)/report"])
+        let byRank = try rankProcesses(of: p, count: 2)
+        guard let victim = byRank[0] else { p.terminate(); return XCTFail("ranks by pid: \(byRank)") }
+        var waited = 0.0
+        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/e.json") { usleep(1_000); waited += 0.001 }
+        kill(victim, SIGSTOP)
+        let t0 = Date()
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(victim, SIGKILL); p.terminate() } }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let took = Date().timeIntervalSince(t0)
+        kill(victim, SIGKILL)
+        print(text.split(separator: "\n").filter { $0.contains("heartbeat") }.joined(separator: "\n"))
+        print(String(format: "job over %.1f s after the stop", took))
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
+        XCTAssert(text.range(of: #"rank 1: error: rank 0 answered no heartbeat for \d+ s in the evaluation \(train.heartbeat_timeout_s 3 s\): "#
+                             + "stopped, or its link is down; ending the job. Run it again once every rank is up", options: .regularExpression) != nil, text)
+    }
+
     /// Rank 1 stopped as soon as rank 0 has written the first checkpoint: rank 1 is then still
     /// extracting its share of a 1,300-image test set (about 0.2 s), so rank 0 waits on it in the
     /// evaluation, which is not timed (and the step bound is 600 s here). Rank 0's heartbeat pings
@@ -384,19 +432,9 @@ final class MPITests: XCTestCase {
                                                        "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
                                                        "--set", "eval.flip=true", "--set", "eval.batch_size=1",
                                                        "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"])
-        // The ranks' processes, by rank, once training has begun.
+        let byRank = try rankProcesses(of: p, count: 2)
+        guard let victim = byRank[1] else { p.terminate(); return XCTFail("ranks by pid: \(byRank)") }
         var waited = 0.0
-        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/run/metrics.jsonl") { usleep(20_000); waited += 0.02 }
-        let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
-        var byRank: [Int: Int32] = [:]
-        for pid in children.split(separator: "\n").compactMap({ Int32($0) }) {
-            let env = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
-            for entry in env.split(separator: 0) {
-                let kv = String(decoding: entry, as: UTF8.self)
-                if kv.hasPrefix("OMPI_COMM_WORLD_RANK="), let r = Int(kv.dropFirst(21)) { byRank[r] = pid }
-            }
-        }
-        guard let victim = byRank[1], byRank.count == 2 else { p.terminate(); return XCTFail("ranks by pid: \(byRank), children: \(children)") }
         while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest") { usleep(1_000); waited += 0.001 }
         kill(victim, SIGSTOP)
         let t0 = Date()
