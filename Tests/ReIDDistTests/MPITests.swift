@@ -387,6 +387,28 @@ final class MPITests: XCTestCase {
         return byRank
     }
 
+    /// Once `file` exists, stops rank `victim` of job `p` (SIGSTOP) and collects the job's output
+    /// until it ends (a job still running 60 s later is ended, so a hang fails the test rather
+    /// than the suite); returns the output and the seconds from the stop to the end.
+    func stopRank(_ victim: Int, of p: Process, _ out: Pipe, once file: String) throws -> (String, Double) {
+        let byRank = try rankProcesses(of: p, count: 2)
+        guard let pid = byRank[victim] else { p.terminate(); p.waitUntilExit(); XCTFail("ranks by pid: \(byRank)"); return ("", 0) }
+        var waited = 0.0
+        while waited < 60 && !FileManager.default.fileExists(atPath: file) { usleep(1_000); waited += 0.001 }
+        kill(pid, SIGSTOP)
+        let t0 = Date()
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(pid, SIGKILL); p.terminate() } }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let took = Date().timeIntervalSince(t0)
+        kill(pid, SIGKILL)
+        print(text.split(separator: "\n").filter { $0.contains("heartbeat") }.joined(separator: "\n"))
+        print(String(format: "job over %.1f s after the stop", took))
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stop")
+        return (text, took)
+    }
+
     /// `mpirun evaluate` is watched too. Rank 0 stopped as soon as it has written the JSON (it then
     /// writes the report) leaves rank 1 in the final barrier; rank 1's pings go unanswered and,
     /// after train.heartbeat_timeout_s, it ends the job naming rank 0 and the evaluation.
@@ -397,21 +419,7 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(s0, 0, o0)
         let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "evaluate", "--config", cfg, "--set", "train.heartbeat_timeout_s=3",
                                                        "--checkpoint", "\(dir)/run", "--json", "\(dir)/e.json", "--report", "\(dir)/report"])
-        let byRank = try rankProcesses(of: p, count: 2)
-        guard let victim = byRank[0] else { p.terminate(); return XCTFail("ranks by pid: \(byRank)") }
-        var waited = 0.0
-        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/e.json") { usleep(1_000); waited += 0.001 }
-        kill(victim, SIGSTOP)
-        let t0 = Date()
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(victim, SIGKILL); p.terminate() } }
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        let took = Date().timeIntervalSince(t0)
-        kill(victim, SIGKILL)
-        print(text.split(separator: "\n").filter { $0.contains("heartbeat") }.joined(separator: "\n"))
-        print(String(format: "job over %.1f s after the stop", took))
-        XCTAssertNotEqual(p.terminationStatus, 0)
-        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
+        let (text, _) = try stopRank(0, of: p, out, once: dir + "/e.json")
         XCTAssert(text.range(of: #"rank 1: error: rank 0 answered no heartbeat for \d+ s in the evaluation \(train.heartbeat_timeout_s 3 s\): "#
                              + "stopped, or its link is down; ending the job. Run it again once every rank is up", options: .regularExpression) != nil, text)
     }
@@ -432,22 +440,7 @@ final class MPITests: XCTestCase {
                                                        "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
                                                        "--set", "eval.flip=true", "--set", "eval.batch_size=1",
                                                        "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"])
-        let byRank = try rankProcesses(of: p, count: 2)
-        guard let victim = byRank[1] else { p.terminate(); return XCTFail("ranks by pid: \(byRank)") }
-        var waited = 0.0
-        while waited < 60 && !FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest") { usleep(1_000); waited += 0.001 }
-        kill(victim, SIGSTOP)
-        let t0 = Date()
-        // Should the job hang after all, end it (the assertions below then fail).
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(victim, SIGKILL); p.terminate() } }
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        let took = Date().timeIntervalSince(t0)
-        kill(victim, SIGKILL)
-        print(text.split(separator: "\n").filter { $0.contains("heartbeat") }.joined(separator: "\n"))
-        print(String(format: "job over %.1f s after the stop", took))
-        XCTAssertNotEqual(p.terminationStatus, 0)
-        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
+        let (text, _) = try stopRank(1, of: p, out, once: dir + "/run/checkpoints/latest")
         XCTAssert(text.range(of: #"rank 0: error: rank 1 answered no heartbeat for \d+ s in the evaluation after epoch 1 "#,
                              options: .regularExpression) != nil, text)
         XCTAssert(text.contains("(train.heartbeat_timeout_s 3 s): stopped, or its link is down; ending the job"), text)
