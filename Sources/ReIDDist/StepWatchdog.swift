@@ -32,9 +32,10 @@ public final class StepWatchdog {
     /// Seconds a rank may answer no heartbeat while armed (0: not pinged).
     let heartbeatTimeout: Double
     let rankLabel: String
-    /// The ranks' heartbeats (MPI), served on every wake-up and probed on a stall.
+    /// The ranks' heartbeats (MPI), served on every wake-up.
     let comm: Communicator?
-    /// Which ranks do not answer a ping within the given seconds (nil: nobody to ask).
+    /// Which ranks do not answer a ping within the given seconds (nil: nobody to ask): while
+    /// armed, and on a stall.
     let ping: ((Double) -> [Int]?)?
     /// What to do on a stall (tests replace the exit).
     var onStall: (String) -> Void = { message in
@@ -154,12 +155,12 @@ public final class StepWatchdog {
     /// at most 5 s, in case MPI itself is stuck).
     func suspects() -> String {
         let generic = "a rank stopped (the one that prints no such line), a link is down or a file system hangs"
-        guard let comm else { return "a file system or device hangs, or the process was stopped" }
+        guard let ping else { return "a file system or device hangs, or the process was stopped" }
         // Shared with the probing thread, which may outlive this call when MPI is stuck.
         final class Box: @unchecked Sendable { let cond = NSCondition(); var ranks: [Int]?; var done = false }
         let box = Box()
         let t = Thread {
-            let r = comm.unresponsiveRanks(within: 3)
+            let r = ping(3)
             box.cond.lock(); box.ranks = r; box.done = true; box.cond.broadcast(); box.cond.unlock()
         }
         t.start()

@@ -347,22 +347,9 @@ final class MPITests: XCTestCase {
         let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
                                                        "--set", "schedule.epochs=500", "--set", "train.step_timeout_s=2",
                                                        "--set", "train.checkpoint_every=100"])
-        var waited = 0.0
-        while waited < 60 && !((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,") {
-            usleep(20_000); waited += 0.02
+        let (text, _) = try stopRank(1, of: p, out) {
+            ((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,")
         }
-        let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
-        let ranks = children.split(separator: "\n").compactMap { Int32($0) }
-        XCTAssertEqual(ranks.count, 2, children)
-        guard let victim = ranks.last else { p.terminate(); return }
-        kill(victim, SIGSTOP)
-        let t0 = Date()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        let took = Date().timeIntervalSince(t0)
-        kill(victim, SIGKILL)
-        XCTAssertNotEqual(p.terminationStatus, 0)
-        XCTAssertLessThan(took, 30, "the job ended \(took) s after the stall")
         XCTAssert(text.contains("error: no progress for") && text.contains("(train.step_timeout_s 2 s)"), text)
         // The surviving rank names the stopped one: it does not answer its heartbeat.
         XCTAssert(text.contains("does not answer (stopped, or its link is down)"), text)
@@ -387,14 +374,15 @@ final class MPITests: XCTestCase {
         return byRank
     }
 
-    /// Once `file` exists, stops rank `victim` of job `p` (SIGSTOP) and collects the job's output
-    /// until it ends (a job still running 60 s later is ended, so a hang fails the test rather
-    /// than the suite); returns the output and the seconds from the stop to the end.
-    func stopRank(_ victim: Int, of p: Process, _ out: Pipe, once file: String) throws -> (String, Double) {
+    /// Once `ready()` holds (polled every millisecond, at most 60 s), stops rank `victim` of job `p`
+    /// (SIGSTOP) and collects the job's output until it ends (a job still running 60 s later is
+    /// ended, so a hang fails the test rather than the suite); returns the output and the seconds
+    /// from the stop to the end.
+    func stopRank(_ victim: Int, of p: Process, _ out: Pipe, once ready: () -> Bool) throws -> (String, Double) {
         let byRank = try rankProcesses(of: p, count: 2)
         guard let pid = byRank[victim] else { p.terminate(); p.waitUntilExit(); XCTFail("ranks by pid: \(byRank)"); return ("", 0) }
         var waited = 0.0
-        while waited < 60 && !FileManager.default.fileExists(atPath: file) { usleep(1_000); waited += 0.001 }
+        while waited < 60 && !ready() { usleep(1_000); waited += 0.001 }
         kill(pid, SIGSTOP)
         let t0 = Date()
         DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(pid, SIGKILL); p.terminate() } }
@@ -419,7 +407,7 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(s0, 0, o0)
         let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "evaluate", "--config", cfg, "--set", "train.heartbeat_timeout_s=3",
                                                        "--checkpoint", "\(dir)/run", "--json", "\(dir)/e.json", "--report", "\(dir)/report"])
-        let (text, _) = try stopRank(0, of: p, out, once: dir + "/e.json")
+        let (text, _) = try stopRank(0, of: p, out) { FileManager.default.fileExists(atPath: dir + "/e.json") }
         XCTAssert(text.range(of: #"rank 1: error: rank 0 answered no heartbeat for \d+ s in the evaluation \(train.heartbeat_timeout_s 3 s\): "#
                              + "stopped, or its link is down; ending the job. Run it again once every rank is up", options: .regularExpression) != nil, text)
     }
@@ -440,7 +428,7 @@ final class MPITests: XCTestCase {
                                                        "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
                                                        "--set", "eval.flip=true", "--set", "eval.batch_size=1",
                                                        "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"])
-        let (text, _) = try stopRank(1, of: p, out, once: dir + "/run/checkpoints/latest")
+        let (text, _) = try stopRank(1, of: p, out) { FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest") }
         XCTAssert(text.range(of: #"rank 0: error: rank 1 answered no heartbeat for \d+ s in the evaluation after epoch 1 "#,
                              options: .regularExpression) != nil, text)
         XCTAssert(text.contains("(train.heartbeat_timeout_s 3 s): stopped, or its link is down; ending the job"), text)

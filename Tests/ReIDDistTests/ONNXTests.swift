@@ -55,8 +55,7 @@ final class ONNXTests: XCTestCase {
         XCTAssertEqual(embedded.count, checked.count)
         XCTAssertLessThan(zip(embedded, checked).map { abs($0 - $1) }.max() ?? 1, 1e-6)
 
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Cluster/tools/check_onnx.py").path
+        let script = toolPath("check_onnx.py")
         (s, o) = try runProgram(py, [script, onnx, "--batches", "1,5", "--tolerance", "1e-4"])
         print(o)
         XCTAssertEqual(s, 0, o)
