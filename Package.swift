@@ -15,7 +15,11 @@
 // The core knows nothing of MPI, files beyond safetensors, or the command line.
 import PackageDescription
 
-let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// Release builds keep Swift's checks (-O, whole module): an overflow or an index out of range
+// traps instead of reading outside a buffer. Every target parses outside data somewhere
+// (safetensors in the core, .pth, YAML, lists, images, feature files), and -Ounchecked bought
+// nothing measurable in the engine (docs/performance.md, "Checked builds").
+let fast: [SwiftSetting] = [.unsafeFlags(["-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "reid-dist",
@@ -40,7 +44,7 @@ let package = Package(
         // Kernels compiled for AVX-512, AVX2+FMA and portable C in one binary, chosen at run time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "ReIDCore", dependencies: ["CBLAS", "CKernels"], swiftSettings: fast),
-        .target(name: "ReIDImage", dependencies: ["CJPEG", "CPNG"], swiftSettings: fast),
+        .target(name: "ReIDImage", dependencies: ["ReIDCore", "CJPEG", "CPNG"], swiftSettings: fast),
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),

@@ -14,13 +14,27 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    echo "setup: installing ${missing[*]} failed (its last lines above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6 toolchain needed)" >&2; exit 1; }
 
 if [ "${1:-}" != "--no-build" ]; then
-  swift build -c release 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-  test -x .build/release/reid-dist || { echo "setup: build failed" >&2; exit 1; }
+  # A failed build stops here with its last lines: never run a stale binary from an earlier build.
+  log=$(mktemp)
+  if ! swift build -c release >"$log" 2>&1; then
+    grep -vE '^\[[0-9]+/[0-9]+\]' "$log" | tail -30 >&2
+    echo "setup: 'swift build -c release' failed (its last lines above); .build/release/reid-dist is not up to date" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  grep -vE '^\[[0-9]+/[0-9]+\]' "$log" || true
+  rm -f "$log"
+  test -x .build/release/reid-dist || { echo "setup: the build left no .build/release/reid-dist" >&2; exit 1; }
 fi

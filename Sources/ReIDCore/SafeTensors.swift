@@ -104,26 +104,32 @@ public struct SafeTensorsFile {
                 }
                 continue
             }
-            guard let e = value as? [String: Any] else { throw fail("tensor '\(name)': entry is not an object") }
-            guard let ds = e["dtype"] as? String else { throw fail("tensor '\(name)': missing dtype") }
-            guard let dt = DType(rawValue: ds) else { throw fail("tensor '\(name)': unsupported dtype \(ds)") }
-            guard let shapeAny = e["shape"] as? [Any] else { throw fail("tensor '\(name)': missing shape") }
+            let shown = name.utf8.count > 100 ? String(name.prefix(100)) + "..." : name
+            guard let e = value as? [String: Any] else { throw fail("tensor '\(shown)': entry is not an object") }
+            guard let ds = e["dtype"] as? String else { throw fail("tensor '\(shown)': missing dtype") }
+            guard let dt = DType(rawValue: ds) else { throw fail("tensor '\(shown)': unsupported dtype \(ds.prefix(20))") }
+            guard let shapeAny = e["shape"] as? [Any] else { throw fail("tensor '\(shown)': missing shape") }
             var shape: [Int] = []
             var elems = 1
             for d in shapeAny {
-                guard let v = nonNegativeInt(d) else { throw fail("tensor '\(name)': shape \(shapeAny) has a non-integer or negative dimension") }
+                guard let v = nonNegativeInt(d) else {
+                    if let n = d as? NSNumber, n.doubleValue >= 9.0e15 {
+                        throw fail("tensor '\(shown)': shape has a dimension of \(n), too large for any tensor")
+                    }
+                    throw fail("tensor '\(shown)': shape \(shapeAny.prefix(8).map { "\($0)" })\(shapeAny.count > 8 ? "..." : "") has a non-integer or negative dimension")
+                }
                 shape.append(v)
                 let (p, o) = elems.multipliedReportingOverflow(by: v)
-                guard !o, p <= Int(Int32.max) * 64 else { throw fail("tensor '\(name)': shape \(shape) is too large") }
+                guard !o, p <= Int(Int32.max) * 64 else { throw fail("tensor '\(shown)': shape \(shape) is too large") }
                 elems = p
             }
             guard let offs = e["data_offsets"] as? [Any], offs.count == 2,
                   let b = nonNegativeInt(offs[0]), let en = nonNegativeInt(offs[1])
-            else { throw fail("tensor '\(name)': data_offsets must be two non-negative integers") }
-            guard b <= en else { throw fail("tensor '\(name)': data_offsets [\(b), \(en)] are reversed") }
-            guard en <= dataLen else { throw fail("tensor '\(name)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)") }
+            else { throw fail("tensor '\(shown)': data_offsets must be two non-negative integers") }
+            guard b <= en else { throw fail("tensor '\(shown)': data_offsets [\(b), \(en)] are reversed") }
+            guard en <= dataLen else { throw fail("tensor '\(shown)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)") }
             guard en - b == elems * dt.size else {
-                throw fail("tensor '\(name)': \(en - b) bytes for shape \(shape) of \(dt.rawValue) (needs \(elems * dt.size))")
+                throw fail("tensor '\(shown)': \(en - b) bytes for shape \(shape) of \(dt.rawValue) (needs \(elems * dt.size))")
             }
             infos[name] = TensorInfo(dtype: dt, shape: shape, begin: b, end: en)
         }

@@ -8,6 +8,7 @@
 // with no naming rules. pid -1 is junk (dropped), 0 a distractor (gallery only);
 // camid is any integer (same-camera matches are removed as in Market's protocol).
 import Foundation
+import ReIDCore
 
 struct ListLayout: LayoutReader {
     struct Row { let path: String, pid: Int, camid: Int, split: String?, line: Int }
@@ -48,26 +49,28 @@ struct ListLayout: LayoutReader {
 
     /// The rows of one list file; every fault names the file and line.
     static func parse(_ file: String, needSplit: Bool) throws -> [Row] {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw DataError("\(file): missing or not UTF-8 text") }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
-        while lines.last?.isEmpty == true { lines.removeLast() }
-        guard let header = lines.first else { throw DataError("\(file): empty list file") }
+        let lines: [(number: Int, text: String)]
+        do { lines = try InputFile.lines(file, what: "a list file") } catch let e as InputFileError { throw DataError("\(e)") }
+        guard let (_, header) = lines.first else { throw DataError("\(file): empty list file") }
         let tab = file.lowercased().hasSuffix(".tsv") || header.contains("\t")
         let sep: Character = tab ? "\t" : ","
         let names = header.split(separator: sep, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         func column(_ n: String) throws -> Int {
             guard let i = names.firstIndex(of: n) else {
-                throw DataError("\(file):1: the header must name the columns path, pid, camid\(needSplit ? ", split" : "") (\(tab ? "tab" : "comma")-separated); got '\(header)'")
+                throw DataError("\(file):1: the header must name the columns path, pid, camid\(needSplit ? ", split" : "") (\(tab ? "tab" : "comma")-separated); got '\(ReIDDataset.printable(header))'")
             }
             return i
+        }
+        if let dup = names.enumerated().first(where: { !$0.element.isEmpty && names[..<$0.offset].contains($0.element) }) {
+            throw DataError("\(file):1: the column '\(dup.element)' is named twice in the header '\(ReIDDataset.printable(header))'")
         }
         let cp = try column("path"), ci = try column("pid"), cc = try column("camid")
         let cs = needSplit ? try column("split") : nil
         var rows: [Row] = []
-        for (k, line) in lines.enumerated().dropFirst() {
+        for (k, line) in lines.dropFirst() {
             if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
             let f = line.split(separator: sep, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-            let where_ = "\(file):\(k + 1)"
+            let where_ = "\(file):\(k)"
             guard f.count == names.count else { throw DataError("\(where_): \(f.count) fields, the header has \(names.count): '\(ReIDDataset.printable(line))'") }
             guard !f[cp].isEmpty else { throw DataError("\(where_): empty path") }
             guard let pid = Int(f[ci]), pid >= -1, pid < 1_000_000_000 else { throw DataError("\(where_): pid '\(f[ci])' is not -1 (junk), 0 (distractor) or a positive id of at most 9 digits") }
@@ -77,7 +80,7 @@ struct ListLayout: LayoutReader {
                 split = f[cs].lowercased()
                 guard ["train", "query", "gallery"].contains(split!) else { throw DataError("\(where_): split '\(f[cs])' is not train, query or gallery") }
             }
-            rows.append(Row(path: f[cp], pid: pid, camid: cam, split: split, line: k + 1))
+            rows.append(Row(path: f[cp], pid: pid, camid: cam, split: split, line: k))
         }
         return rows
     }

@@ -9,6 +9,7 @@
 // ids are numbered apart from training ids. Evaluation uses the Market protocol
 // (same-camera images of the query's id are removed from its gallery).
 import Foundation
+import ReIDCore
 
 struct MSMT17Layout: LayoutReader {
     func folders(_ root: String) throws -> (train: String, test: String) {
@@ -23,9 +24,13 @@ struct MSMT17Layout: LayoutReader {
         let (trainDir, testDir) = try folders(root)
         func list(_ file: String, _ dir: String, _ name: String) throws -> [Sample] {
             let path = (root as NSString).appendingPathComponent(file)
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError("\(path): missing or unreadable (an MSMT17 list file)") }
+            let lines: [(number: Int, text: String)]
+            do { lines = try InputFile.lines(path, what: "an MSMT17 list file") } catch let e as InputFileError {
+                throw DataError("\(e) (an MSMT17 list file)")
+            }
             var out: [Sample] = [], seen: [String: Int] = [:]
-            for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            for (number, raw) in lines {
+                let n = number - 1
                 let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
                 if line.isEmpty { continue }
                 let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })

@@ -128,6 +128,7 @@ public enum Checkpoint {
     /// all; an error when there are some but none verifies (nothing is thrown away silently).
     public static func resolve(_ spec: String, runDir: String) throws -> (dir: String, note: String?)? {
         if spec != "auto" && FileManager.default.fileExists(atPath: (spec as NSString).appendingPathComponent("state.json")) {
+            _ = try verify(spec)    // a checkpoint named directly is checked as one found in a run folder
             return (spec, nil)
         }
         let run = spec == "auto" ? runDir : spec
@@ -234,11 +235,14 @@ func fsyncPath(_ path: String) {
 
 /// ImageNet weights for `model.pretrained`: safetensors, or a torch.save file (torchvision's
 /// own .pth, zip or legacy format) read by the restricted unpickler, with no Python.
-public func pretrainedWeights(_ path: String) throws -> SafeTensorsFile {
-    guard FileManager.default.fileExists(atPath: path) else { throw ConfigError("model.pretrained: \(path): no such file") }
+/// A torch.save file may hold at most 2x the model's elements plus 4M (an ImageNet classifier's
+/// 2048 x 1000 and its running statistics), checked before its tensors are materialised.
+public func pretrainedWeights(_ path: String, modelElements: Int = TorchFile.defaultElementBudget / 2) throws -> SafeTensorsFile {
+    if let problem = InputFile.problem(path) { throw ConfigError("model.pretrained: \(path): \(problem)") }
     guard TorchFile.looks(path) else { return try SafeTensorsFile(path: path) }
     do {
-        return try SafeTensorsFile(data: SafeTensors.encode(try TorchFile.read(path)), path: path)
+        let budget = Swift.min(modelElements, TorchFile.defaultElementBudget / 2) * 2 + (4 << 20)
+        return try SafeTensorsFile(data: SafeTensors.encode(try TorchFile.read(path, elementBudget: budget)), path: path)
     } catch let e as TorchFileError {
         throw ConfigError("model.pretrained: \(e)")
     }

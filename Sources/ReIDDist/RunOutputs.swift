@@ -9,7 +9,7 @@ import ReIDEval
 import ReIDReport
 
 /// This program's version, in run.json and the report.
-public let reidDistVersion = "0.11.0"
+public let reidDistVersion = "0.12.0"
 
 public final class RunOutputs {
     /// Prints a line (rank 0; a no-op elsewhere). Tests replace it.

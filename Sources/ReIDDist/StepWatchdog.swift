@@ -54,7 +54,7 @@ public final class StepWatchdog {
     /// `timeout`: seconds, or nil for the automatic bound. `heartbeatTimeout`: seconds, 0 for none.
     /// `ping` replaces the communicator's heartbeat probe (tests).
     public init(timeout: Double?, heartbeatTimeout: Double = 0, comm: Communicator? = nil, rank: Int, ranks: Int,
-                advice: String = "The last checkpoint is whole: continue with --resume auto", ping: ((Double) -> [Int]?)? = nil) {
+                advice: String = "Continue with --resume auto: from the last checkpoint, which is whole, or from the start if there is none yet", ping: ((Double) -> [Int]?)? = nil) {
         fixedTimeout = timeout
         self.advice = advice
         self.heartbeatTimeout = heartbeatTimeout

@@ -75,8 +75,14 @@ public final class Trainer {
             case .resume(let spec):
                 resumeFrom = try Checkpoint.resolve(spec, runDir: runDir)
                 if resumeFrom == nil {
-                    if let what = RunFolder.holdsRun(runDir) { throw ConfigError("\(runDir): holds \(what) but no checkpoint to resume from; start over with --restart") }
-                    print("no checkpoint in \(runDir) yet: starting from scratch")
+                    // A job that ended before its first checkpoint (killed, preempted, a dead link) is
+                    // started again: what it wrote is moved aside as --restart does, so a requeued or
+                    // resubmitted job with --resume auto always goes on.
+                    if let what = RunFolder.holdsRun(runDir) {
+                        print("\(runDir) holds \(what) but no checkpoint yet: moved it to \(try RunFolder.moveAside(runDir)) and starting from scratch")
+                    } else {
+                        print("no checkpoint in \(runDir) yet: starting from scratch")
+                    }
                 }
             }
         } else {
@@ -98,7 +104,7 @@ public final class Trainer {
         optimizer = config.optim.make(paramCount: model.arena.paramCount)
         Conv2d.algorithm = m.convAlgorithm
         if let pre = m.pretrained {
-            try model.loadPretrainedBackbone(try pretrainedWeights(pre))
+            try model.loadPretrainedBackbone(try pretrainedWeights(pre, modelElements: model.arena.paramCount))
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }
         }
         if let initial = m.initial {

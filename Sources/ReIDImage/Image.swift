@@ -4,6 +4,7 @@
 import CJPEG
 import CPNG
 import Foundation
+import ReIDCore
 
 public struct ImageError: Error, CustomStringConvertible {
     public let description: String
@@ -48,6 +49,7 @@ public struct RGBImage {
 
     /// Reads and decodes an image file (JPEG or PNG).
     public init(file path: String) throws {
+        if let problem = InputFile.problem(path) { throw ImageError(path, problem) }
         guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
         try self.init(data: data, path: path)
     }
@@ -87,6 +89,7 @@ public struct RGBImage {
     /// `maxPixels`. Returns (width, height).
     @discardableResult
     public static func checkHeader(file path: String) throws -> (width: Int, height: Int) {
+        if let problem = InputFile.problem(path) { throw ImageError(path, problem) }
         guard let fh = FileHandle(forReadingAtPath: path) else { throw ImageError(path, "cannot read file") }
         defer { try? fh.close() }
         // Headers sit at the start; 256 KB holds them with EXIF segments (at most 64 KB each).

@@ -51,6 +51,25 @@ indirect enum PickleValue {
     case mark
 
     var int: Int? { if case .int(let v) = self { return v }; return nil }
+    /// A description of bounded length (a value's full text can be arbitrarily large).
+    var brief: String {
+        func cut(_ s: String) -> String { s.count > 60 ? String(s.prefix(60)) + "... (\(s.utf8.count) bytes)" : s }
+        switch self {
+        case .none: return "None"
+        case .bool(let b): return b ? "True" : "False"
+        case .int(let v): return "\(v)"
+        case .float(let v): return "\(v)"
+        case .string(let v): return "'" + cut(v) + "'"
+        case .bytes(let v): return "\(v.count) bytes"
+        case .tuple(let v): return "a tuple of \(v.count)"
+        case .list(let v): return "a list of \(v.count)"
+        case .dict(let v): return "a dict of \(v.count)"
+        case .global(let g): return g
+        case .storage(let s): return "a \(s.dtype) storage"
+        case .tensor(let t): return "a tensor of shape \(t.shape.prefix(8))"
+        case .mark: return "MARK"
+        }
+    }
     var items: [PickleValue]? {
         switch self {
         case .tuple(let v), .list(let v): return v
@@ -65,10 +84,23 @@ struct Unpickler {
                                            "torch._utils._rebuild_parameter"]
                                           + TorchDType.storages.keys.map { "torch." + $0 })
 
+    /// Deepest nesting of containers accepted (a state dict needs about 5; Python's own limit is
+    /// about 1000 and a deeper value would overflow the stack when freed or printed).
+    static let maxDepth = 64
+    /// Most values one value may stand for when memo references are expanded (a 1 MB pickle can
+    /// otherwise describe a 2^60-leaf tuple by sharing; a state dict has a few thousand).
+    static let maxSize = 4_000_000
+    /// Most memo entries (a state dict has a few per tensor).
+    static let maxMemo = 1_000_000
+
+    /// A value on the stack or in the memo, with its nesting depth and its size (values it
+    /// stands for, shared ones counted each time), both known when it is built.
+    struct Item { var value: PickleValue, depth: Int, size: Int }
+
     let bytes: [UInt8], path: String
     var pos: Int
-    var stack: [PickleValue] = []
-    var memo: [Int: PickleValue] = [:]
+    var stack: [Item] = []
+    var memo: [Int: Item] = [:]
 
     init(_ bytes: [UInt8], at pos: Int = 0, path: String) { self.bytes = bytes; self.pos = pos; self.path = path }
 
@@ -90,18 +122,46 @@ struct Unpickler {
         defer { pos = end + 1 }
         return String(decoding: bytes[pos..<end], as: UTF8.self)
     }
-    mutating func pop() throws -> PickleValue {
+    mutating func popItem() throws -> Item {
         guard let v = stack.popLast() else { throw fail("malformed pickle: stack empty at byte \(pos)") }
         return v
     }
+    mutating func pop() throws -> PickleValue { try popItem().value }
     /// The items since the topmost mark, which is removed.
-    mutating func popMark() throws -> [PickleValue] {
-        guard let m = stack.lastIndex(where: { if case .mark = $0 { return true }; return false }) else {
+    mutating func popMark() throws -> [Item] {
+        guard let m = stack.lastIndex(where: { if case .mark = $0.value { return true }; return false }) else {
             throw fail("malformed pickle: no MARK at byte \(pos)")
         }
         let items = Array(stack[(m + 1)...])
         stack.removeSubrange(m...)
         return items
+    }
+    /// Pushes a leaf value.
+    mutating func push(_ v: PickleValue) { stack.append(Item(value: v, depth: 0, size: 1)) }
+    /// The depth and size of a container of `children`, refused past the limits.
+    func measure(_ children: [Item], at: Int) throws -> (depth: Int, size: Int) {
+        var depth = 0, size = 1
+        for c in children {
+            depth = Swift.max(depth, c.depth + 1)
+            size = size.addingReportingOverflow(c.size).overflow ? Int.max : size + c.size
+        }
+        guard depth <= Self.maxDepth else {
+            throw fail("malformed pickle: containers nested more than \(Self.maxDepth) deep at byte \(at) (a state dict needs about 5)")
+        }
+        guard size <= Self.maxSize else {
+            throw fail("malformed pickle: a value standing for more than \(Self.maxSize) values at byte \(at) (shared memo entries; a state dict has a few thousand)")
+        }
+        return (depth, size)
+    }
+    /// Pushes a container built from `children`.
+    mutating func push(_ v: PickleValue, children: [Item], at: Int) throws {
+        let m = try measure(children, at: at)
+        stack.append(Item(value: v, depth: m.depth, size: m.size))
+    }
+    mutating func remember(_ key: Int, at: Int) throws {
+        guard let top = stack.last else { throw fail("malformed pickle: memo of an empty stack at byte \(at)") }
+        guard memo.count < Self.maxMemo || memo[key] != nil else { throw fail("malformed pickle: more than \(Self.maxMemo) memo entries") }
+        memo[key] = top
     }
 
     mutating func global(_ module: String, _ name: String) throws -> PickleValue {
@@ -121,13 +181,13 @@ struct Unpickler {
             case 0x80: _ = try u8()                                                    // PROTO
             case 0x95: _ = try read(8)                                                 // FRAME
             case 0x2E: return try pop()                                                // STOP
-            case 0x28: stack.append(.mark)                                             // MARK
-            case 0x4E: stack.append(.none)                                             // NONE
-            case 0x88: stack.append(.bool(true))                                       // NEWTRUE
-            case 0x89: stack.append(.bool(false))                                      // NEWFALSE
-            case 0x4A: stack.append(.int(Int(Int32(truncatingIfNeeded: try le(4)))))  // BININT
-            case 0x4B: stack.append(.int(try u8()))                                    // BININT1
-            case 0x4D: stack.append(.int(try le(2)))                                   // BININT2
+            case 0x28: push(.mark)                                                     // MARK
+            case 0x4E: push(.none)                                                     // NONE
+            case 0x88: push(.bool(true))                                               // NEWTRUE
+            case 0x89: push(.bool(false))                                              // NEWFALSE
+            case 0x4A: push(.int(Int(Int32(truncatingIfNeeded: try le(4)))))          // BININT
+            case 0x4B: push(.int(try u8()))                                            // BININT1
+            case 0x4D: push(.int(try le(2)))                                           // BININT2
             case 0x8A:                                                                 // LONG1
                 let n = try u8()
                 let b = Array(try read(n))
@@ -135,82 +195,91 @@ struct Unpickler {
                     var v: UInt64 = 0
                     for (i, x) in b.enumerated() { v |= UInt64(x) << (8 * UInt64(i)) }
                     if n > 0, n < 8, b[n - 1] & 0x80 != 0 { v |= ~UInt64(0) << (8 * UInt64(n)) }   // sign-extend
-                    stack.append(.int(Int(Int64(bitPattern: v))))
+                    push(.int(Int(Int64(bitPattern: v))))
                 } else {
-                    stack.append(.bytes(Data(b)))                                      // a big number (the legacy magic)
+                    push(.bytes(Data(b)))                                              // a big number (the legacy magic)
                 }
-            case 0x47: stack.append(.float(Double(bitPattern: UInt64(try le(8)).byteSwapped)))   // BINFLOAT (big-endian)
-            case 0x58: stack.append(.string(String(decoding: try read(try le(4)), as: UTF8.self)))   // BINUNICODE
-            case 0x8C: stack.append(.string(String(decoding: try read(try u8()), as: UTF8.self)))    // SHORT_BINUNICODE
-            case 0x43: stack.append(.bytes(Data(try read(try u8()))))                  // SHORT_BINBYTES
-            case 0x42: stack.append(.bytes(Data(try read(try le(4)))))                 // BINBYTES
-            case 0x29: stack.append(.tuple([]))                                        // EMPTY_TUPLE
-            case 0x5D: stack.append(.list([]))                                         // EMPTY_LIST
-            case 0x7D: stack.append(.dict([]))                                         // EMPTY_DICT
-            case 0x74: stack.append(.tuple(try popMark()))                             // TUPLE
-            case 0x85: stack.append(.tuple([try pop()]))                               // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); stack.append(.tuple([a, b]))  // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(.tuple([a, b, c]))   // TUPLE3
-            case 0x71: memo[try u8()] = stack.last                                     // BINPUT
-            case 0x72: memo[try le(4)] = stack.last                                    // LONG_BINPUT
-            case 0x94: memo[memo.count] = stack.last                                   // MEMOIZE
+            case 0x47: push(.float(Double(bitPattern: UInt64(try le(8)).byteSwapped)))   // BINFLOAT (big-endian)
+            case 0x58: push(.string(String(decoding: try read(try le(4)), as: UTF8.self)))   // BINUNICODE
+            case 0x8C: push(.string(String(decoding: try read(try u8()), as: UTF8.self)))    // SHORT_BINUNICODE
+            case 0x43: push(.bytes(Data(try read(try u8()))))                          // SHORT_BINBYTES
+            case 0x42: push(.bytes(Data(try read(try le(4)))))                         // BINBYTES
+            case 0x29: push(.tuple([]))                                                // EMPTY_TUPLE
+            case 0x5D: push(.list([]))                                                 // EMPTY_LIST
+            case 0x7D: push(.dict([]))                                                 // EMPTY_DICT
+            case 0x74: try pushTuple(try popMark(), at: at)                            // TUPLE
+            case 0x85: try pushTuple([try popItem()], at: at)                          // TUPLE1
+            case 0x86: let b = try popItem(), a = try popItem(); try pushTuple([a, b], at: at)   // TUPLE2
+            case 0x87: let c = try popItem(), b = try popItem(), a = try popItem(); try pushTuple([a, b, c], at: at)   // TUPLE3
+            case 0x71: try remember(try u8(), at: at)                                  // BINPUT
+            case 0x72: try remember(try le(4), at: at)                                 // LONG_BINPUT
+            case 0x94: try remember(memo.count, at: at)                                // MEMOIZE
             case 0x68, 0x6A:                                                           // BINGET, LONG_BINGET
                 let k = op == 0x68 ? try u8() : try le(4)
                 guard let v = memo[k] else { throw fail("malformed pickle: memo \(k) unset at byte \(at)") }
                 stack.append(v)
-            case 0x63: stack.append(try global(try line(), try line()))                // GLOBAL
+            case 0x63: push(try global(try line(), try line()))                        // GLOBAL
             case 0x93:                                                                 // STACK_GLOBAL
                 let name = try pop(), module = try pop()
                 guard case .string(let n) = name, case .string(let m) = module else { throw fail("malformed STACK_GLOBAL at byte \(at)") }
-                stack.append(try global(m, n))
-            case 0x51: stack.append(try persistent(try pop()))                         // BINPERSID
+                push(try global(m, n))
+            case 0x51: push(try persistent(try pop()))                                 // BINPERSID
             case 0x52:                                                                 // REDUCE
-                let args = try pop(), f = try pop()
-                stack.append(try call(f, args))
+                let args = try popItem(), f = try popItem()
+                try push(try call(f.value, args.value), children: [args], at: at)
             case 0x62: _ = try pop()                                                   // BUILD: state of an OrderedDict (_metadata): ignored
             case 0x73:                                                                 // SETITEM
-                let v = try pop(), k = try pop()
-                try setItems([k, v])
-            case 0x75: try setItems(try popMark())                                     // SETITEMS
-            case 0x61:                                                                 // APPEND
-                let v = try pop()
-                guard case .list(var l) = try pop() else { throw fail("malformed APPEND at byte \(at)") }
-                l.append(v); stack.append(.list(l))
-            case 0x65:                                                                 // APPENDS
-                let vs = try popMark()
-                guard case .list(var l) = try pop() else { throw fail("malformed APPENDS at byte \(at)") }
-                l += vs; stack.append(.list(l))
+                let v = try popItem(), k = try popItem()
+                try setItems([k, v], at: at)
+            case 0x75: try setItems(try popMark(), at: at)                             // SETITEMS
+            case 0x61: try append([try popItem()], at: at)                             // APPEND
+            case 0x65: try append(try popMark(), at: at)                               // APPENDS
             default:
                 throw fail(String(format: "refusing pickle opcode 0x%02x at byte %d (not used by a state dict)", op, at))
             }
         }
     }
 
-    mutating func setItems(_ kv: [PickleValue]) throws {
-        guard kv.count % 2 == 0, case .dict(var d) = try pop() else { throw fail("malformed SETITEM(S) at byte \(pos)") }
-        for i in stride(from: 0, to: kv.count, by: 2) { d.append((kv[i], kv[i + 1])) }
-        stack.append(.dict(d))
+    mutating func pushTuple(_ items: [Item], at: Int) throws {
+        try push(.tuple(items.map(\.value)), children: items, at: at)
+    }
+
+    /// APPEND(S): the list below the items gains them.
+    mutating func append(_ items: [Item], at: Int) throws {
+        let list = try popItem()
+        guard case .list(var l) = list.value else { throw fail("malformed APPEND(S) at byte \(at)") }
+        l += items.map(\.value)
+        let m = try measure([list] + items, at: at)
+        stack.append(Item(value: .list(l), depth: Swift.max(list.depth, m.depth), size: m.size))
+    }
+
+    mutating func setItems(_ kv: [Item], at: Int) throws {
+        let dict = try popItem()
+        guard kv.count % 2 == 0, case .dict(var d) = dict.value else { throw fail("malformed SETITEM(S) at byte \(at)") }
+        for i in stride(from: 0, to: kv.count, by: 2) { d.append((kv[i].value, kv[i + 1].value)) }
+        let m = try measure([dict] + kv, at: at)
+        stack.append(Item(value: .dict(d), depth: Swift.max(dict.depth, m.depth), size: m.size))
     }
 
     /// ('storage', torch.XStorage, key, location, numel[, view]).
     func persistent(_ pid: PickleValue) throws -> PickleValue {
         guard let t = pid.items, t.count >= 5, case .string("storage") = t[0], case .global(let type) = t[1],
               let dtype = TorchDType.storages[String(type.dropFirst("torch.".count))] else {
-            throw fail("unexpected persistent id \(pid) (not a tensor storage)")
+            throw fail("unexpected persistent id \(pid.brief) (not a tensor storage)")
         }
         let key: String
         switch t[2] {
         case .string(let s): key = s
         case .int(let i): key = "\(i)"
-        default: throw fail("unexpected storage key \(t[2])")
+        default: throw fail("unexpected storage key \(t[2].brief)")
         }
-        guard let n = t[4].int, n >= 0 else { throw fail("unexpected storage size \(t[4])") }
+        guard let n = t[4].int, n >= 0 else { throw fail("unexpected storage size \(t[4].brief)") }
         return .storage(StorageRef(key: key, dtype: dtype, count: n))
     }
 
     /// The allowed callables: OrderedDict(), _rebuild_tensor_v2(...), _rebuild_parameter(tensor, ...).
     func call(_ f: PickleValue, _ args: PickleValue) throws -> PickleValue {
-        guard case .global(let name) = f, let a = args.items else { throw fail("REDUCE of something not callable: \(f)") }
+        guard case .global(let name) = f, let a = args.items else { throw fail("REDUCE of something not callable: \(f.brief)") }
         switch name {
         case "collections.OrderedDict":
             return .dict([])

@@ -9,24 +9,59 @@ import ReIDCore
 import ZIPFoundation
 
 public enum TorchFile {
-    /// True when the file starts like a torch.save file (zip or legacy pickle), not like safetensors.
+    /// Most elements a file's tensors may hold together unless the caller says otherwise
+    /// (2^30 floats: 4 GB, more than any ResNet; the model loader passes its own size).
+    public static let defaultElementBudget = 1 << 30
+
+    /// True when the file starts like a torch.save file (zip, or a legacy pickle of protocol 2 to 5),
+    /// not like safetensors.
     public static func looks(_ path: String) -> Bool {
-        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        guard InputFile.problem(path) == nil, let h = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? h.close() }
-        let b = [UInt8](h.readData(ofLength: 4))
-        return b.starts(with: [0x50, 0x4B, 0x03, 0x04]) || b.starts(with: [0x80, 0x02])
+        return kind([UInt8](h.readData(ofLength: 4))) != nil
+    }
+
+    enum Kind { case zip, legacy }
+    static func kind(_ b: [UInt8]) -> Kind? {
+        if b.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .zip }
+        if b.count >= 2, b[0] == 0x80, (2...5).contains(b[1]) { return .legacy }
+        return nil
     }
 
     /// The state dict's tensors, as float32 (floating types) or int64 (integer types, e.g. num_batches_tracked).
-    public static func read(_ path: String) throws -> [TensorRecord] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw TorchFileError(path, "cannot read the file") }
+    /// `elementBudget` bounds the elements of all tensors together (checked before anything is
+    /// allocated for them); the file itself may be at most 16 bytes an element of that budget.
+    public static func read(_ path: String, elementBudget: Int = defaultElementBudget) throws -> [TensorRecord] {
+        let budget = Budget(elements: Swift.max(elementBudget, 0))
+        let fileLimit = budget.bytes
+        let data: Data
+        do { data = try InputFile.read(path, limit: fileLimit, what: "a torch.save file for this model") } catch let e as InputFileError {
+            throw TorchFileError(path, e.reason)
+        }
         let bytes = [UInt8](data)
-        if bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return try readZip(path) }
-        if bytes.starts(with: [0x80, 0x02]) { return try readLegacy(bytes, path: path) }
-        throw TorchFileError(path, "not a torch.save file (neither a zip archive nor a pickle)")
+        switch kind(Array(bytes.prefix(4))) {
+        case .zip: return try readZip(path, budget)
+        case .legacy: return try readLegacy(bytes, path: path, budget)
+        case nil: throw TorchFileError(path, "not a torch.save file (neither a zip archive nor a pickle)")
+        }
     }
 
-    static func readZip(_ path: String) throws -> [TensorRecord] {
+    /// What a file may hold: elements in all (left to spend), and bytes inflated from its archive.
+    final class Budget {
+        var elements: Int
+        let bytes: Int
+        var inflated = 0
+        init(elements: Int) {
+            self.elements = elements
+            let (b, o) = elements.multipliedReportingOverflow(by: 16)
+            bytes = o ? Int.max : Swift.max(b, 1 << 20)
+        }
+    }
+
+    /// A name from the file, cut for a message.
+    static func short(_ name: String) -> String { name.utf8.count > 100 ? String(name.prefix(100)) + "..." : name }
+
+    static func readZip(_ path: String, _ budget: Budget) throws -> [TensorRecord] {
         let archive: Archive
         do { archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read) } catch {
             throw TorchFileError(path, "not a readable zip archive (truncated or damaged?): \(error)")
@@ -34,12 +69,27 @@ public enum TorchFile {
         let pickles = archive.filter { $0.path.hasSuffix("/data.pkl") || $0.path == "data.pkl" }
         guard pickles.count == 1 else { throw TorchFileError(path, "expected one data.pkl in the archive, found \(pickles.count)") }
         let prefix = String(pickles[0].path.dropLast("data.pkl".count))
+        // Every entry is inflated only up to its declared size, and all of them together only up
+        // to the budget's bytes: a small archive cannot inflate into gigabytes.
+        struct TooLarge: Error {}
         func contents(_ entry: Entry) throws -> [UInt8] {
-            var out: [UInt8] = []
-            out.reserveCapacity(Int(entry.uncompressedSize))
-            do { _ = try archive.extract(entry) { out += $0 } } catch {
-                throw TorchFileError(path, "cannot read \(entry.path) from the archive (truncated or damaged?): \(error)")
+            let declared = entry.uncompressedSize
+            guard declared <= UInt64(budget.bytes - budget.inflated) else {
+                throw TorchFileError(path, "\(short(entry.path)) declares \(declared) bytes, more than this model's weights may take (\(budget.bytes) bytes in all)")
             }
+            var out: [UInt8] = []
+            out.reserveCapacity(Int(declared))
+            do {
+                _ = try archive.extract(entry, skipCRC32: false) { chunk in
+                    guard out.count + chunk.count <= Int(declared) else { throw TooLarge() }
+                    out += chunk
+                }
+            } catch is TooLarge {
+                throw TorchFileError(path, "\(short(entry.path)) inflates past its declared \(declared) bytes (a damaged or hostile archive)")
+            } catch {
+                throw TorchFileError(path, "cannot read \(short(entry.path)) from the archive (truncated or damaged?): \(error)")
+            }
+            budget.inflated += out.count
             return out
         }
         var u = Unpickler(try contents(pickles[0]), path: path + ":" + pickles[0].path)
@@ -48,15 +98,15 @@ public enum TorchFile {
         return try dict.map { name, t in
             if storages[t.storage.key] == nil {
                 guard let e = archive[prefix + "data/" + t.storage.key] else {
-                    throw TorchFileError(path, "tensor '\(name)': storage \(t.storage.key) is missing from the archive")
+                    throw TorchFileError(path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing from the archive")
                 }
                 storages[t.storage.key] = try contents(e)
             }
-            return try record(name, t, storages[t.storage.key]![...], path: path)
+            return try record(name, t, storages[t.storage.key]![...], path: path, budget)
         }
     }
 
-    static func readLegacy(_ bytes: [UInt8], path: String) throws -> [TensorRecord] {
+    static func readLegacy(_ bytes: [UInt8], path: String, _ budget: Budget) throws -> [TensorRecord] {
         var u = Unpickler(bytes, path: path)
         guard case .bytes(let magic) = try u.load(), magic == Data([0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]) else {
             throw TorchFileError(path, "a pickle, but not one written by torch.save (no magic number)")
@@ -76,18 +126,21 @@ public enum TorchFile {
         var storages: [String: ArraySlice<UInt8>] = [:]
         var pos = u.pos
         for key in keys {
-            guard pos + 8 <= bytes.count else { throw TorchFileError(path, "the file ends before storage \(key) (truncated?)") }
+            guard pos + 8 <= bytes.count else { throw TorchFileError(path, "the file ends before storage \(short(key)) (truncated?)") }
             var n = 0
             for i in 0..<8 { n |= Int(bytes[pos + i]) << (8 * i) }
             let size = sizes[key] ?? 1
             pos += 8
-            guard n >= 0, pos + n * size <= bytes.count else { throw TorchFileError(path, "the file ends inside storage \(key) (truncated?)") }
-            storages[key] = bytes[pos..<(pos + n * size)]
-            pos += n * size
+            let (length, o) = n.multipliedReportingOverflow(by: size)
+            guard n >= 0, !o, length <= bytes.count - pos else {
+                throw TorchFileError(path, "the file ends inside storage \(short(key)) (truncated?)")
+            }
+            storages[key] = bytes[pos..<(pos + length)]
+            pos += length
         }
         return try dict.map { name, t in
-            guard let s = storages[t.storage.key] else { throw TorchFileError(path, "tensor '\(name)': storage \(t.storage.key) is missing") }
-            return try record(name, t, s, path: path)
+            guard let s = storages[t.storage.key] else { throw TorchFileError(path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing") }
+            return try record(name, t, s, path: path, budget)
         }
     }
 
@@ -100,27 +153,55 @@ public enum TorchFile {
             }
         }
         return try items.map { k, v in
-            guard case .string(let name) = k else { throw TorchFileError(path, "a state dict key that is not a string: \(k)") }
-            guard case .tensor(let t) = v else { throw TorchFileError(path, "'\(name)' is not a tensor") }
+            guard case .string(let name) = k else { throw TorchFileError(path, "a state dict key that is not a string: \(k.brief)") }
+            guard case .tensor(let t) = v else { throw TorchFileError(path, "'\(short(name))' is not a tensor") }
             return (name, t)
         }
     }
 
     /// The tensor's elements (its view of the storage, any strides) as float32 or int64.
-    static func record(_ name: String, _ t: TensorRef, _ storage: ArraySlice<UInt8>, path: String) throws -> TensorRecord {
+    /// The view is checked before anything is allocated for it: sizes, strides and offset not
+    /// negative, offset + sum((size - 1) * stride) within the storage, all without overflow, and
+    /// no more elements than the storage holds (a zero stride would let a tiny storage stand for
+    /// billions of values) nor than the budget has left.
+    static func record(_ name: String, _ t: TensorRef, _ storage: ArraySlice<UInt8>, path: String, _ budget: Budget) throws -> TensorRecord {
         let size = t.storage.dtype.size, available = storage.count / size
-        let count = t.shape.reduce(1, *)
-        guard t.shape.allSatisfy({ $0 >= 0 }), t.offset >= 0 else { throw TorchFileError(path, "tensor '\(name)': negative shape or offset") }
+        func bad(_ why: String) -> TorchFileError { TorchFileError(path, "tensor '\(short(name))' (shape \(t.shape.prefix(8))): \(why)") }
+        guard t.shape.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }), t.offset >= 0, t.shape.count == t.stride.count else {
+            throw bad("negative size, stride or offset")
+        }
+        var count = 1
+        for d in t.shape {
+            let (c, o) = count.multipliedReportingOverflow(by: d)
+            guard !o else { throw bad("more elements than a 64-bit count holds") }
+            count = c
+        }
+        guard count <= available else { throw bad("\(count) elements, more than the \(available) of its storage") }
+        guard count <= budget.elements else {
+            throw bad("\(count) elements, more than the \(budget.elements) left of what this model's weights may hold")
+        }
+        budget.elements -= count
         // Element i's position in the storage: offset + i for a contiguous tensor (nearly always);
         // a table only for other strides (a transposed view, say).
         var strided: [Int]? = nil
         if count > 0 {
-            let last = t.offset + zip(t.shape, t.stride).reduce(0) { $0 + ($1.0 - 1) * max($1.1, 0) }
-            guard last < available, t.stride.allSatisfy({ $0 >= 0 }) else {
-                throw TorchFileError(path, "tensor '\(name)' (shape \(t.shape)) reaches past its storage of \(available) elements")
+            var last = t.offset
+            for (d, st) in zip(t.shape, t.stride) {
+                let (reach, o1) = (d - 1).multipliedReportingOverflow(by: st)
+                let (sum, o2) = last.addingReportingOverflow(reach)
+                guard !o1, !o2 else { throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) overflows a 64-bit index") }
+                last = sum
             }
-            let contiguous = t.stride == t.shape.indices.map { d in t.shape[(d + 1)...].reduce(1, *) }
+            guard last < available else {
+                throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) reaches element \(last), past its storage of \(available)")
+            }
+            var contiguous = true, expected = 1
+            for d in t.shape.indices.reversed() {
+                if t.shape[d] != 1 && t.stride[d] != expected { contiguous = false }
+                expected *= t.shape[d]
+            }
             if !contiguous {
+                // every index below is at most `last`, checked above
                 var table = [Int](repeating: 0, count: count), idx = [Int](repeating: 0, count: t.shape.count)
                 for i in 0..<count {
                     table[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
@@ -143,7 +224,7 @@ public enum TorchFile {
         case .float16: return TensorRecord(name, floats: index.map { Float(Float16(bitPattern: UInt16(raw($0)))) }, shape: t.shape)
         case .bfloat16: return TensorRecord(name, floats: index.map { Float(bitPattern: UInt32(raw($0)) << 16) }, shape: t.shape)
         case .int64: return TensorRecord(name, int64s: index.map { Int64(bitPattern: raw($0)) }, shape: t.shape)
-        default: throw TorchFileError(path, "tensor '\(name)' has dtype \(t.storage.dtype), which a ResNet's weights never use")
+        default: throw TorchFileError(path, "tensor '\(short(name))' has dtype \(t.storage.dtype), which a ResNet's weights never use")
         }
     }
 }

@@ -21,9 +21,10 @@ func imagePaths(_ source: String) throws -> [String] {
         }
         return out.sorted()
     }
-    guard let text = try? String(contentsOfFile: source, encoding: .utf8) else { throw DataError("\(source): not a UTF-8 list of image paths") }
+    let lines: [(number: Int, text: String)]
+    do { lines = try InputFile.lines(source, what: "a list of image paths") } catch let e as InputFileError { throw DataError("\(e)") }
     let folder = (source as NSString).deletingLastPathComponent
-    return text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+    return lines.map { $0.text.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
         .map { $0.hasPrefix("/") ? $0 : (folder as NSString).appendingPathComponent($0) }
 }
 
@@ -78,6 +79,7 @@ struct Embed: ParsableCommand {
             guard skipBadImages else { throw DataError("\(bad[0].error)" + (bad.count > 1 ? " (and \(bad.count - 1) more unreadable images; --skip-bad-images skips them)" : "")) }
             let skip = Set(bad.map(\.path))
             paths = paths.filter { !skip.contains($0) }
+            guard !paths.isEmpty else { throw DataError("\(images): none of its \(bad.count) image(s) is readable (first: \(bad[0].error)); nothing written") }
             if comm.isRoot { print("skipped \(bad.count) unreadable image(s), first: \(bad[0].error)") }
         }
         let samples = paths.map { p -> Sample in

@@ -2,12 +2,14 @@
 import ArgumentParser
 import Foundation
 import ReIDCore
+import ReIDDist
 
 @main
 struct ReIDDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reid-dist",
         abstract: "Data-parallel person re-identification training on CPU clusters.",
+        version: reidDistVersion,
         subcommands: [Train.self, Evaluate.self, Extract.self, Embed.self, Search.self, Export.self, Rank.self, Report.self, Synth.self, Bench.self, ConfigKeys.self])
 
     static func main() {

@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 @testable import ReIDData
+import ReIDCore
 import ReIDImage
 
 final class LayoutTests: XCTestCase {
@@ -111,5 +112,58 @@ final class LayoutTests: XCTestCase {
         XCTAssertNotNil(try FolderLayout.parse("0002_c1s1_000451_03.jpg", after: "s"))
         let (root, _) = try synth(.market, "marketasduke")
         XCTAssertThrowsError(try ReIDDataset(root: root, layout: .duke)) { XCTAssert("\($0)".contains("does not start with <id>_c<camera>_f<frame>"), "\($0)") }
+    }
+
+    /// List files as Windows and spreadsheets write them, and text that is not a list.
+    func testListFilesAsTheWorldWritesThem() throws {
+        let (root, s) = try synth(.list, "crlf")
+        for split in ["train", "query", "gallery"] {
+            let f = root + "/\(split).csv"
+            let text = try String(contentsOfFile: f, encoding: .utf8)
+            // CRLF endings and a UTF-8 byte-order mark
+            try (Data([0xEF, 0xBB, 0xBF]) + Data(text.replacingOccurrences(of: "\n", with: "\r\n").utf8)).write(to: URL(fileURLWithPath: f))
+        }
+        let ds = try ReIDDataset(root: root, layout: .list)
+        XCTAssertEqual(ds.train.samples.count, s.train)
+        XCTAssertEqual(ds.query.samples.count, s.query)
+        let q = root + "/query.csv"
+        let good = try Data(contentsOf: URL(fileURLWithPath: q))
+        func expect(_ bytes: Data, _ fragment: String, line: UInt = #line) throws {
+            try bytes.write(to: URL(fileURLWithPath: q))
+            let t0 = Date()
+            XCTAssertThrowsError(try ReIDDataset(root: root, layout: .list), line: line) {
+                XCTAssert("\($0)".contains(fragment), "\($0)", line: line)
+                XCTAssertLessThan("\($0)".utf8.count, 500, line: line)
+            }
+            XCTAssertLessThan(Date().timeIntervalSince(t0), 5, line: line)
+        }
+        try expect(Data("path,pid,pid,camid\r\n".utf8), "\(q):1: the column 'pid' is named twice")
+        try expect(good + Data("images/query/a\0.jpg,3,1\n".utf8), "line \(s.query + 2): a NUL byte")
+        try expect(good + Data(String(repeating: "x", count: 1 << 20).utf8), "line \(s.query + 2): longer than 16384 bytes")
+        try expect(good + Data([0x66, 0xFF, 0xFE, 0x2C, 0x31, 0x2C, 0x31, 0x0A]), "line \(s.query + 2): not UTF-8 text")
+        // MSMT17 lists with CRLF endings
+        let (m, ms) = try synth(.msmt17, "msmt-crlf")
+        for f in ["list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"] {
+            let text = try String(contentsOfFile: m + "/" + f, encoding: .utf8)
+            try text.replacingOccurrences(of: "\n", with: "\r\n").write(toFile: m + "/" + f, atomically: true, encoding: .utf8)
+        }
+        XCTAssertEqual(try ReIDDataset(root: m, layout: .msmt17).query.samples.count, ms.query)
+    }
+
+    /// Special files named like images are refused by their kind, at once (a FIFO used to block for ever).
+    func testFilesThatAreNotRegularFilesAreRefusedByKind() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reid-special-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir + "/x.jpg", withIntermediateDirectories: true)
+        XCTAssertEqual(mkfifo(dir + "/fifo.jpg", 0o644), 0)
+        let t0 = Date()
+        XCTAssertThrowsError(try RGBImage.checkHeader(file: dir + "/fifo.jpg")) { XCTAssert("\($0)".contains("fifo.jpg: is a FIFO (named pipe), not a regular file"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage(file: dir + "/fifo.jpg")) { XCTAssert("\($0)".contains("is a FIFO"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage.checkHeader(file: dir + "/x.jpg")) { XCTAssert("\($0)".contains("x.jpg: is a directory, not a regular file"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage.checkHeader(file: "/dev/zero")) { XCTAssert("\($0)".contains("is a device"), "\($0)") }
+        XCTAssertThrowsError(try InputFile.lines(dir + "/fifo.jpg")) { XCTAssert("\($0)".contains("is a FIFO"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 5)
+        let bad = checkImageHeaders([dir + "/fifo.jpg", dir + "/x.jpg"], threads: 2)
+        XCTAssertEqual(bad.count, 2)
     }
 }

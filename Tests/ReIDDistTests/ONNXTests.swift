@@ -76,14 +76,14 @@ final class ONNXTests: XCTestCase {
     /// The graph's structure, without a runtime: folded convolutions (no BatchNormalization in the
     /// backbone), one BatchNormalization per group, a dynamic batch dimension, the card in metadata.
     func testGraphShape() throws {
-        let spec = ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 3, branches: 1, classes: 5)
+        let spec = ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 1, classes: 5)
         let net = GroupedMultiBranchNet(spec)
         var o = ONNXExportOptions(height: 64, width: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
         o.metadata = ["depth": "18"]
         let m = try ONNXExport.model(net, o)
         let ops = m.graph.node.map(\.opType)
         XCTAssertEqual(ops.filter { $0 == "Conv" }.count, 20)   // stem, 8 blocks x 2, 3 downsamples
-        XCTAssertEqual(ops.filter { $0 == "BatchNormalization" }.count, 3)
+        XCTAssertEqual(ops.filter { $0 == "BatchNormalization" }.count, 4)
         XCTAssertEqual(m.graph.input[0].type.tensorType.shape.dim[0].dimParam, "N")
         XCTAssertEqual(m.graph.output[0].type.tensorType.shape.dim[1].dimValue, Int64(spec.featureChannels))
         XCTAssertEqual(m.metadataProps.first?.key, "depth")

@@ -208,4 +208,31 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(s, 1, o); XCTAssert(o.contains("\(model): train.run_dir is a file, not a folder"), o)
         XCTAssertFalse(o.contains("NSCocoaErrorDomain"), o)
     }
+
+    /// Every command that reads a checkpoint verifies its hashes, whatever other options it is given.
+    func testEveryCommandVerifiesTheCheckpointItReads() throws {
+        let run = scratch("integrity") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let cfg = run + "/config.yaml", dir = run + "/checkpoints/epoch-0001", out = scratch("integrity-out")
+        let model = dir + "/model.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: model))
+        bytes[bytes.count - 5] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: model))
+        let images = tinyData + "/query"
+        for args in [["evaluate", "--config", cfg, "--checkpoint", dir],
+                     ["evaluate", "--checkpoint", dir, "--data-root", tinyData],
+                     ["evaluate", "--config", cfg, "--checkpoint", run],
+                     ["evaluate", "--config", cfg, "--checkpoint", model],
+                     ["extract", "--config", cfg, "--checkpoint", dir, "--split", "query", "--out", out + "/q.safetensors", "--data-root", tinyData],
+                     ["embed", "--checkpoint", dir, "--images", images, "--out", out + "/e.safetensors"],
+                     ["export", "--checkpoint", dir, "--onnx", out + "/m.onnx"],
+                     ["train", "--config", cfg, "--resume", dir, "--set", "train.run_dir=\(out)/resumed"]] {
+            let (s, o) = try runBinary(args)
+            XCTAssertEqual(s, 1, "\(args): \(o)")
+            XCTAssert(o.contains("model.safetensors: SHA-256") || o.contains("none of its 1 checkpoint(s) verifies"), "\(args): \(o)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/e.safetensors"))
+    }
 }

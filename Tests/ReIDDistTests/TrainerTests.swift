@@ -64,13 +64,36 @@ final class ConfigTests: XCTestCase {
     func testErrorsNameTheKey() {
         expect(["optim.lrr=0.1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)")
         expect(["optim.lr=fast"], "optim.lr must be a number")
-        expect(["optim.lr=-0.1"], "optim.lr = -0.1: must be positive")
+        expect(["optim.lr=-0.1"], "optim.lr = -0.1 is out of its range, 1e-12 to 100")
         expect(["model.groups=3"], "model.groups = 3: must divide the 2048 channels")
         expect(["model.depth=101"], "model.depth must be one of 18, 34, 50")
         expect(["sampler.ids_per_batch=1", "sampler.instances=1"], "P*K = 1 < 2")
         expect(["schedule.milestones=[70, 40]"], "schedule.milestones")
         expect(["optim.nesterov=yes please"], "optim.nesterov must be true or false")
         expect(["novalue"], "expected key=value")
+    }
+
+    /// Values that used to pass the checks and fail later: infinities, allocations from a number,
+    /// thread counts that hang; each refused at load naming the key and its range.
+    func testNumbersOutsideTheirRangeAreRefusedAtLoad() {
+        expect(["optim.lr=1e999"], "optim.lr must be a finite number")
+        expect(["optim.lr=.inf"], "optim.lr must be a finite number")
+        expect(["sampler.instances=1000000000"], "sampler.instances = 1000000000 is out of its range, 1 to 4096")
+        expect(["sampler.ids_per_batch=4096", "sampler.instances=4096"], "more than 65,536")
+        expect(["train.threads=1000000000"], "train.threads = 1000000000 is out of its range")
+        expect(["train.threads=4000"], "more than 16 threads for each of the")
+        expect(["eval.batch_size=100000"], "eval.batch_size = 100000 is out of its range, 1 to 4096")
+        expect(["schedule.milestones=[10, 99999999]"], "schedule.milestones = 99999999 is out of its range")
+        expect(["data.height=100000"], "data.height = 100000 is out of its range, 32 to 8192")
+        XCTAssert(configKeysMarkdown.contains("(1 to 4096)"), "the key table shows the ranges")
+    }
+
+    /// An unknown key names the key it probably meant, across sections too.
+    func testUnknownKeysGetAHintAcrossSections() {
+        expect(["train.epochs=5"], "unknown key 'train.epochs' (did you mean 'schedule.epochs'?)")
+        expect(["optim.label_smoothing=0.1"], "(did you mean 'loss.label_smoothing'?)")
+        expect(["data.flip=0.5"], "did you mean 'augment.flip' or 'eval.flip'?")
+        expect(["nothing.like.it=1"], "unknown key 'nothing.like.it'")
     }
 
     func testTheREADMEListsEveryKeyAsTheCodeDefinesIt() throws {
@@ -205,6 +228,23 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(aside.count, 1)
         XCTAssert(FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/checkpoints/epoch-0001/model.safetensors"), "the old run is kept whole")
         XCTAssertNil(RunFolder.holdsRun(run))
+    }
+
+    /// A job that died before its first checkpoint (killed, preempted, a dead link) is resubmitted
+    /// with --resume auto, as train.sbatch does: it starts afresh with what it wrote moved aside.
+    func testResumeAutoBeforeTheFirstCheckpointStartsAfresh() throws {
+        let run = scratch("early")
+        try #"{"kind":"step","epoch":1,"step":3,"loss":6.1}"#.appending("\n").write(toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        XCTAssertNotNil(RunFolder.holdsRun(run))
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]), start: .resume("auto"))
+        XCTAssertEqual(t.startEpoch, 0)
+        let parent = (run as NSString).deletingLastPathComponent, base = (run as NSString).lastPathComponent
+        let aside = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base + ".old-") }
+        XCTAssertEqual(aside.count, 1)
+        XCTAssert(FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/metrics.jsonl"), "the partial run is kept")
+        t.log = { _ in }
+        try t.run()
+        XCTAssertNotNil(try Checkpoint.resolve("auto", runDir: run))
     }
 
     func testResumeAutoTakesTheNewestCheckpointThatVerifiesAndSaysWhich() throws {
