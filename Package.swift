@@ -62,6 +62,6 @@ let package = Package(
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
         .testTarget(name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
-        .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage"]),
+        .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage", "ReIDTorch"]),
     ]
 )

@@ -51,6 +51,11 @@ struct ListLayout: LayoutReader {
     static func parse(_ file: String, needSplit: Bool) throws -> [Row] {
         let lines: [(number: Int, text: String)]
         do { lines = try InputFile.lines(file, what: "a list file") } catch let e as InputFileError { throw DataError("\(e)") }
+        return try parse(lines: lines, file: file, needSplit: needSplit)
+    }
+
+    /// The same from the file's lines; `file` names it in errors.
+    static func parse(lines: [(number: Int, text: String)], file: String, needSplit: Bool) throws -> [Row] {
         guard let (_, header) = lines.first else { throw DataError("\(file): empty list file") }
         let tab = file.lowercased().hasSuffix(".tsv") || header.contains("\t")
         let sep: Character = tab ? "\t" : ","

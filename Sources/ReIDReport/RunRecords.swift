@@ -30,13 +30,21 @@ final class RunRecords {
                 throw ReportError("\(metrics):\(n + 1): not a JSON object")
             }
             func d(_ k: String) -> Double? { (obj[k] as? NSNumber)?.doubleValue }
+            // A count (epoch, step) must be a whole number a run can reach: 1e300 or NaN is a damaged line.
+            func count(_ k: String) throws -> Int? {
+                guard let v = d(k) else { return nil }
+                guard v.isFinite, v == v.rounded(), abs(v) <= 1e15 else {
+                    throw ReportError("\(metrics):\(n + 1): '\(k)' is \(v), not a count a run reaches")
+                }
+                return Int(v)
+            }
             switch obj["kind"] as? String {
             case "train":
-                train.append(Train(globalStep: d("global_step") ?? 0, epoch: Int(d("epoch") ?? 0), step: Int(d("step") ?? 0), loss: d("loss") ?? .nan,
+                train.append(Train(globalStep: d("global_step") ?? 0, epoch: try count("epoch") ?? 0, step: try count("step") ?? 0, loss: d("loss") ?? .nan,
                                    stepLoss: d("step_loss"), acc: d("acc") ?? .nan, lr: d("lr") ?? .nan, ips: d("images_per_second") ?? .nan,
                                    dataWait: d("data_wait_s") ?? .nan, exposed: d("allreduce_exposed_s"), rankWait: d("rank_wait_s")))
             case "eval":
-                evals.append(Eval(globalStep: Int(d("global_step") ?? 0), epoch: d("epoch").map { Int($0) }, rank1: d("rank1") ?? .nan,
+                evals.append(Eval(globalStep: try count("global_step") ?? 0, epoch: try count("epoch"), rank1: d("rank1") ?? .nan,
                                   rank5: d("rank5") ?? .nan, rank10: d("rank10") ?? .nan, mAP: d("mAP") ?? .nan, mINP: d("mINP") ?? .nan,
                                   cmc: (obj["cmc"] as? [NSNumber])?.map(\.doubleValue) ?? []))
             case "comm": comm.append(obj)

@@ -46,6 +46,11 @@ public enum TorchFile {
         }
     }
 
+    /// A legacy-format file's bytes (for tests and fuzzing; `path` names them in errors).
+    static func readLegacy(bytes: [UInt8], path: String, elementBudget: Int = defaultElementBudget) throws -> [TensorRecord] {
+        try readLegacy(bytes, path: path, Budget(elements: elementBudget))
+    }
+
     /// What a file may hold: elements in all (left to spend), and bytes inflated from its archive.
     final class Budget {
         var elements: Int

@@ -166,4 +166,16 @@ final class LayoutTests: XCTestCase {
         let bad = checkImageHeaders([dir + "/fifo.jpg", dir + "/x.jpg"], threads: 2)
         XCTAssertEqual(bad.count, 2)
     }
+
+    /// A file name whose bytes are not UTF-8 is refused naming it, not reported as unreadable.
+    func testFileNamesThatAreNotUTF8AreRefusedWithThatReason() throws {
+        let (root, _) = try synth(.market, "latin1")
+        let name = Array("\(root)/bounding_box_train/0001_c1s1_00".utf8) + [0xE9] + Array(".jpg".utf8) + [0]
+        let fd = name.withUnsafeBytes { open($0.baseAddress!.assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        close(fd)
+        XCTAssertThrowsError(try ReIDDataset(root: root, layout: .market)) {
+            XCTAssert("\($0)".contains("the file name is not UTF-8"), "\($0)")
+        }
+    }
 }
