@@ -16,4 +16,17 @@ if [ "$n" -gt "$cores" ]; then flags+=(--oversubscribe --bind-to none); else fla
 # Keep Open MPI on this host: shared memory between local ranks, no network probing.
 flags+=(--mca btl self,vader --mca btl_vader_single_copy_mechanism none)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-exec mpirun "${flags[@]}" "$bin" train --config "$config" "$@"
+# Open MPI prints its own banners after a rank's error: the first rank's one-line error is
+# repeated as the last line, so that it is what the user sees.
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+set +e
+mpirun "${flags[@]}" "$bin" train --config "$config" "$@" 2> >(tee "$errors" >&2)
+status=$?
+set -e
+wait   # for tee
+if [ "$status" -ne 0 ]; then
+  first=$(grep -m1 -E '^rank [0-9]+: error: ' "$errors" || true)
+  [ -n "$first" ] && echo "run-local.sh: job failed (exit $status); first error: $first" >&2
+fi
+exit "$status"

@@ -82,8 +82,26 @@ public struct SafeTensorsFile {
     }
 
     static func checkHeaderLength(_ n: UInt64, fileSize: Int, _ fail: (String) -> SafeTensorsError) throws {
-        guard n <= UInt64(maxHeader) else { throw fail("header length \(n) exceeds the \(maxHeader)-byte limit") }
-        guard Int(n) <= fileSize - 8 else { throw fail("header length \(n) runs past the end of the \(fileSize)-byte file (truncated?)") }
+        let kind = otherKind(n)
+        guard n <= UInt64(maxHeader) else {
+            throw fail(kind.map { "not a safetensors file: it starts like \($0)" } ?? "header length \(n) exceeds the \(maxHeader)-byte limit")
+        }
+        guard Int(n) <= fileSize - 8 else {
+            throw fail(kind.map { "not a safetensors file: it starts like \($0)" }
+                       ?? "header length \(n) runs past the end of the \(fileSize)-byte file (truncated?)")
+        }
+    }
+
+    /// What a file is when its first 8 bytes (read as the header length) are another format's
+    /// signature: the kinds of file a user may give where a safetensors file was expected.
+    static func otherKind(_ first8: UInt64) -> String? {
+        let b = (0..<8).map { UInt8(truncatingIfNeeded: first8 >> (8 * UInt64($0))) }
+        if b.starts(with: [0xFF, 0xD8, 0xFF]) { return "a JPEG image" }
+        if b.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "a PNG image" }
+        if b.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return "a zip archive (a torch.save .pth file?)" }
+        if b[0] == 0x80, (2...5).contains(b[1]) { return "a Python pickle (a legacy torch.save .pth file?)" }
+        if b.allSatisfy({ $0 == 0x09 || $0 == 0x0A || $0 == 0x0D || (0x20..<0x7F).contains($0) }) { return "a text file" }
+        return nil
     }
 
     static func parseHeader(_ hdr: Data, dataLength dataLen: Int, _ fail: (String) -> SafeTensorsError) throws

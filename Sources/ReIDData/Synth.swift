@@ -275,7 +275,7 @@ func renderSynthetic(_ cfg: SynthConfig, _ jobs: [SynthJob], _ files: [(paths: [
         var rng = RNG(key: cfg.seed, UInt64(k), 0x1A6E)
         var img = renderPedestrian(app, cam: job.cam, width: cfg.width, height: cfg.height, rng: &rng)
         if job.pid == -1 {   // junk: a badly cropped fragment
-            img = img.resized(width: cfg.width / 3, height: cfg.height / 4).resized(width: cfg.width, height: cfg.height)
+            img = img.resizedWithoutAntialias(width: cfg.width / 3, height: cfg.height / 4).resizedWithoutAntialias(width: cfg.width, height: cfg.height)
         }
         do {
             let data = files[k].png ? try img.pngData() : try img.jpegData(quality: 90)

@@ -135,8 +135,103 @@ public struct RGBImage {
         return Data(bytes: out, count: size)
     }
 
-    /// Bilinear resize with half-pixel centres (as PIL / torchvision, no antialias).
+    /// Resized as Pillow's `Image.resize(size, Image.BILINEAR)` does, bit for bit on the same pixels
+    /// (what torchvision's `Resize` does to PIL images, and so torchreid's and fast-reid's pipelines):
+    /// a triangle filter widened by the scale when shrinking (antialiased), exact interpolation when
+    /// enlarging; horizontal pass first, each pass in Pillow's 22-bit fixed point and rounded to
+    /// 8 bits (Pillow's Resample.c: precompute_coeffs, normalize_coeffs_8bpc, ImagingResampleInner).
     public func resized(width ow: Int, height oh: Int) -> RGBImage {
+        precondition(ow >= 1 && oh >= 1 && width >= 1 && height >= 1)
+        if ow == width && oh == height { return self }
+        let hc = Self.pillowCoefficients(inSize: width, outSize: ow)
+        let vc = Self.pillowCoefficients(inSize: height, outSize: oh)
+        var src = self
+        if ow != width {
+            // only the rows the vertical pass reads
+            let first = oh != height ? vc.bounds[0].start : 0
+            let last = oh != height ? vc.bounds[oh - 1].start + vc.bounds[oh - 1].count : height
+            var tmp = RGBImage(width: ow, height: last - first)
+            tmp.pixels.withUnsafeMutableBufferPointer { out in
+                pixels.withUnsafeBufferPointer { inp in
+                    for y in 0..<(last - first) {
+                        let row = (y + first) * width * 3
+                        for x in 0..<ow {
+                            let (start, count) = hc.bounds[x]
+                            let k = x * hc.ksize
+                            var s0 = Self.half, s1 = Self.half, s2 = Self.half
+                            for i in 0..<count {
+                                let p = row + (start + i) * 3, w = hc.weights[k + i]
+                                s0 += Int(inp[p]) * w; s1 += Int(inp[p + 1]) * w; s2 += Int(inp[p + 2]) * w
+                            }
+                            let o = (y * ow + x) * 3
+                            out[o] = Self.clip8(s0); out[o + 1] = Self.clip8(s1); out[o + 2] = Self.clip8(s2)
+                        }
+                    }
+                }
+            }
+            src = tmp
+        }
+        guard oh != height else { return src }
+        let shift = ow != width ? vc.bounds[0].start : 0          // the horizontal pass kept rows from there
+        var out = RGBImage(width: ow, height: oh)
+        out.pixels.withUnsafeMutableBufferPointer { out in
+            src.pixels.withUnsafeBufferPointer { inp in
+                for y in 0..<oh {
+                    let (start, count) = vc.bounds[y]
+                    let k = y * vc.ksize
+                    for x in 0..<ow {
+                        var s0 = Self.half, s1 = Self.half, s2 = Self.half
+                        for i in 0..<count {
+                            let p = ((start - shift + i) * ow + x) * 3, w = vc.weights[k + i]
+                            s0 += Int(inp[p]) * w; s1 += Int(inp[p + 1]) * w; s2 += Int(inp[p + 2]) * w
+                        }
+                        let o = (y * ow + x) * 3
+                        out[o] = Self.clip8(s0); out[o + 1] = Self.clip8(s1); out[o + 2] = Self.clip8(s2)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Pillow's fixed point: 32 - 8 - 2 fraction bits, sums started at one half.
+    private static let precisionBits = 22
+    private static let half = 1 << (precisionBits - 1)
+    @inline(__always) private static func clip8(_ v: Int) -> UInt8 { UInt8(Swift.max(0, Swift.min(255, v >> precisionBits))) }
+
+    /// Pillow's `precompute_coeffs` for the bilinear filter (support 1) and `normalize_coeffs_8bpc`:
+    /// for each output position its first input index, the count of inputs, and `ksize` weights each.
+    static func pillowCoefficients(inSize: Int, outSize: Int) -> (bounds: [(start: Int, count: Int)], weights: [Int], ksize: Int) {
+        let scale = Double(inSize) / Double(outSize)
+        let filterScale = Swift.max(scale, 1)
+        let support = 1.0 * filterScale
+        let ksize = Int(support.rounded(.up)) * 2 + 1
+        var bounds: [(start: Int, count: Int)] = []
+        var weights = [Int](repeating: 0, count: outSize * ksize)
+        var k = [Double](repeating: 0, count: ksize)
+        for xx in 0..<outSize {
+            let center = 0 + (Double(xx) + 0.5) * scale
+            let ss = 1.0 / filterScale
+            let xmin = Swift.max(0, Int(center - support + 0.5))
+            let xmax = Swift.min(inSize, Int(center + support + 0.5)) - xmin
+            var ww = 0.0
+            for x in 0..<Swift.max(xmax, 0) {
+                let t = abs((Double(x + xmin) - center + 0.5) * ss)
+                k[x] = t < 1 ? 1 - t : 0
+                ww += k[x]
+            }
+            for x in 0..<Swift.max(xmax, 0) {
+                let v = ww != 0 ? k[x] / ww : k[x]
+                weights[xx * ksize + x] = v < 0 ? Int(-0.5 + v * Double(1 << precisionBits)) : Int(0.5 + v * Double(1 << precisionBits))
+            }
+            bounds.append((xmin, Swift.max(xmax, 0)))
+        }
+        return (bounds, weights, ksize)
+    }
+
+    /// The plain bilinear resize of reid-dist before 0.12 (half-pixel centres, no antialiasing), kept
+    /// for the synthetic data only, so that `reid-dist synth` writes the same images as before.
+    public func resizedWithoutAntialias(width ow: Int, height oh: Int) -> RGBImage {
         var out = RGBImage(width: ow, height: oh)
         let sx = Double(width) / Double(ow), sy = Double(height) / Double(oh)
         for y in 0..<oh {

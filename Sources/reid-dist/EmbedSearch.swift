@@ -65,6 +65,7 @@ struct Embed: ParsableCommand {
     func run() throws { try withCommunicator(embed) }
 
     func embed(_ comm: Communicator) throws {
+        try checkOutputFolder(out, "--out")
         let loaded = try loadModel(options, checkpoint: checkpoint)
         let c = loaded.config
         let watchdog = heartbeatWatch("the feature extraction (embed)", c, comm)
@@ -87,6 +88,10 @@ struct Embed: ParsableCommand {
             return Sample(path: p, pid: parsed?.pid ?? -1, camera: parsed?.camera ?? -1)
         }
         let split = Split(name: "embed", folder: images, samples: samples, fileCount: samples.count)
+        if comm.isRoot {
+            let used = flip ?? c.eval.flip
+            print("features \(used ? "flip-averaged" : "not flip-averaged") (\(flip == nil ? "the model's eval.flip" : used ? "--flip" : "--no-flip"))")
+        }
         var progress = ProgressLine(total: samples.count, what: "embedding")
         let t0 = Profile.now()
         let f = try extractFeatures(model: loaded.model, split: split, height: c.data.height, width: c.data.width,

@@ -23,7 +23,8 @@ struct Export: ParsableCommand {
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Output ONNX file.") var onnx: String
     @Option(parsing: .unconditional, help: "ONNX opset (\(ONNXExport.opsets.lowerBound)-\(ONNXExport.opsets.upperBound)).") var opset = 17
-    @Flag(help: "Average each image's features with its mirror image's inside the graph (twice the work).") var flip = false
+    @Flag(inversion: .prefixedNo, help: "Average each image's features with its mirror image's inside the graph (twice the work; default: as the model was evaluated, its eval.flip, like every command that produces features).")
+    var flip: Bool?
     @Option(help: "A folder (recursive) or list of images: write <model>.check.safetensors with their inputs and reid-dist's features.")
     var checkImages: String?
     @Option(parsing: .unconditional, help: "At most this many images from --check-images.") var checkCount = 8
@@ -37,8 +38,11 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
+        try checkOutputFolder(onnx, "--onnx")
         let loaded = try loadModel(options, checkpoint: checkpoint)
         let c = loaded.config, net = loaded.model
+        let flip = self.flip ?? c.eval.flip
+        print("features \(flip ? "flip-averaged" : "not flip-averaged") (\(self.flip == nil ? "the model's eval.flip" : self.flip! ? "--flip" : "--no-flip"))")
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
         RGBImage.maxPixels = c.data.maxPixels
         let card = ModelCard(spec: net.spec, height: c.data.height, width: c.data.width, flip: flip)
@@ -51,12 +55,12 @@ struct Export: ParsableCommand {
         print(String(format: "wrote %@ (%.1f MB, opset %d, ResNet-%d, %d features%@, input N x 3 x %d x %d RGB 0-255) in %.1f s",
                      onnx, Double(bytes.count) / 1e6, opset, net.spec.depth, net.spec.featureChannels, flip ? ", flip-averaged" : "",
                      card.height, card.width, Profile.now() - t0))
-        if let checkImages { try writeCheckFile(loaded, images: checkImages) }
+        if let checkImages { try writeCheckFile(loaded, images: checkImages, flip: flip) }
     }
 
     /// The first `checkCount` images as the graph's input, beside reid-dist's
     /// features for them (computed as `embed`/`extract` compute them).
-    func writeCheckFile(_ loaded: LoadedModel, images: String) throws {
+    func writeCheckFile(_ loaded: LoadedModel, images: String, flip: Bool) throws {
         let c = loaded.config
         let paths = Array(try imagePaths(images).prefix(checkCount))
         guard !paths.isEmpty else { throw DataError("\(images): no .jpg, .jpeg or .png images") }

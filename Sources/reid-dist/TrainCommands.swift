@@ -42,6 +42,19 @@ func modelDescription(_ checkpoint: String, classes: Int) -> String {
 
 extension Layout: ExpressibleByArgument {}
 
+/// Checks, before any long work, that the folder an output file goes into exists and may be
+/// written: an evaluation used to run to its end and then fail on a missing folder.
+func checkOutputFolder(_ file: String?, _ option: String) throws {
+    guard let file else { return }
+    let folder = (file as NSString).deletingLastPathComponent
+    let dir = folder.isEmpty ? "." : folder
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        throw ConfigError("\(option) \(file): the folder \(dir) does not exist (create it first)")
+    }
+    guard access(dir, W_OK) == 0 else { throw ConfigError("\(option) \(file): the folder \(dir) is not writable") }
+}
+
 /// OpenBLAS's threads and the engine's own loops.
 func useThreads(_ n: Int) { setBLASThreads(n); engineThreads = n }
 
@@ -234,6 +247,7 @@ struct Extract: ParsableCommand {
     }
 
     func run() throws {
+        try checkOutputFolder(out, "--out")
         let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
         let c = loaded.config, model = loaded.model
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
@@ -264,6 +278,7 @@ struct Evaluate: ParsableCommand {
     func run() throws { try withCommunicator(evaluate) }
 
     func evaluate(_ comm: Communicator) throws {
+        try checkOutputFolder(json, "--json"); try checkOutputFolder(saveFeatures, "--save-features")
         let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
         let c = loaded.config, model = loaded.model
         let watchdog = heartbeatWatch("the evaluation", c, comm)

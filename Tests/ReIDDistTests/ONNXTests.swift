@@ -42,6 +42,8 @@ final class ONNXTests: XCTestCase {
         if flip { args.append("--flip") }
         var (s, o) = try runReidDist(args)
         XCTAssertEqual(s, 0, o)
+        // Without --flip the model's own eval.flip (false here) rules, and export says which it used.
+        XCTAssert(o.contains(flip ? "features flip-averaged (--flip)" : "features not flip-averaged (the model's eval.flip)"), o)
         // The check file's features are extract's: the same images through `embed` give the same
         // numbers (to rounding: another batch size changes the GEMMs' shapes).
         let check = try SafeTensorsFile(path: String(onnx.dropLast(5)) + ".check.safetensors")
