@@ -46,11 +46,11 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
 /// features, and the numbers, are the same bit for bit. `progress(done, total)` reports this
 /// rank's batches.
 public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-                            flip: Bool, comm: Communicator, producer: String,
+                            flip: Bool, skipBadImages: Bool = false, comm: Communicator, producer: String,
                             progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet? {
     if comm.size == 1 {
         return try extractFeatures(model: model, split: split, height: height, width: width, batchSize: batchSize,
-                                   flip: flip, producer: producer, progress: progress)
+                                   flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
     }
     let n = split.samples.count, ranks = comm.size, r = comm.rank
     let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
@@ -62,9 +62,10 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     var send = [Float](repeating: 0, count: rowsMax * dim)
     if !mine.samples.isEmpty {
         let f = try extractFeatures(model: model, split: mine, height: height, width: width, batchSize: batchSize,
-                                    flip: flip, producer: producer, progress: progress)
+                                    flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
         guard f.count == mine.samples.count else {
-            throw CommError("rank \(r): \(mine.samples.count - f.count) unreadable images in its share of \(split.folder)")
+            throw CommError("rank \(r): \(mine.samples.count - f.count) images of its share of \(split.folder) could not be decoded; "
+                            + "with several ranks every image must decode (skip them with one process)")
         }
         send.replaceSubrange(0..<(f.count * dim), with: f.features.buffer)
     }

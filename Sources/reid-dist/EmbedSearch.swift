@@ -95,11 +95,13 @@ struct Embed: ParsableCommand {
         var progress = ProgressLine(total: samples.count, what: "embedding")
         let t0 = Profile.now()
         let f = try extractFeatures(model: loaded.model, split: split, height: c.data.height, width: c.data.width,
-                                    batchSize: batch ?? c.eval.batchSize, flip: flip ?? c.eval.flip, comm: comm,
+                                    batchSize: batch ?? c.eval.batchSize, flip: flip ?? c.eval.flip, skipBadImages: skipBadImages, comm: comm,
                                     producer: "reid-dist embed \(loaded.file)",
                                     progress: comm.isRoot ? { done, total in progress.update(min(samples.count, done * samples.count / max(total, 1))) } : nil)
         if comm.isRoot { progress.update(samples.count) }
         guard let f else { try comm.barrier(); return }
+        if f.count < samples.count { print("skipped \(samples.count - f.count) more image(s) whose header read but whose data did not decode") }
+        guard f.count > 0 else { throw DataError("\(images): no image decoded; nothing written") }
         try f.write(to: out, producer: "reid-dist embed \(loaded.file)")
         print(String(format: "wrote %d x %d features to %@ (%.1f s, %.1f images/s%@)", f.count, f.dim, out, Profile.now() - t0,
                      Double(f.count) / max(Profile.now() - t0, 1e-9), comm.size > 1 ? ", \(comm.size) ranks" : ""))

@@ -135,4 +135,13 @@ final class HostileTorchFileTests: XCTestCase {
         }
         refused(bomb, "standing for more than")
     }
+
+    /// A zip entry that inflates to 64 MiB for 16 floats (Tests/Fixtures/make_inflating_pth.py) is
+    /// refused from its declared size; with room for it, its tensor reads and the rest is never kept.
+    func testAnArchiveCannotInflatePastTheModelsBudget() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/inflating.pth").path
+        refused(path, "declares 67108864 bytes, more than this model's weights may take", budget: 1000)
+        XCTAssertEqual(try TorchFile.read(path, elementBudget: 1 << 23).first?.shape, [16])
+    }
 }

@@ -68,6 +68,12 @@ final class SafeTensorsTests: XCTestCase {
         expectFault(header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", data: four + four), "trailing bytes")
         expectFault(header("{\"__metadata__\":{\"k\":1}}", data: []), "not a string")
         expectFault(header("{\"a\":{\"dtype\":\"F32\",\"shape\":[true],\"data_offsets\":[0,4]}}", data: four), "non-integer")
+        expectFault(header("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,4]}}", data: four),
+                    "a dimension of 4611686018427387904, too large for any tensor")
+        // Other kinds of file where a safetensors file was expected are named.
+        expectFault(Data([0xFF, 0xD8, 0xFF, 0xE0, 0, 16, 0x4A, 0x46, 0x49, 0x46]), "not a safetensors file: it starts like a JPEG image")
+        expectFault(Data([0x50, 0x4B, 0x03, 0x04, 20, 0, 0, 0, 8, 0]), "it starts like a zip archive")
+        expectFault(Data("path,pid,camid\nx.jpg,1,1\n".utf8), "it starts like a text file")
         // A tensor of the wrong dtype is refused by name.
         let ok = header("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", data: four + four)
         XCTAssertThrowsError(try SafeTensorsFile(data: ok, path: "f").floats("a")) { XCTAssert("\($0)".contains("expected F32")) }

@@ -84,6 +84,26 @@ final class DeploymentTests: XCTestCase {
         XCTAssertEqual(s, 1, o); XCTAssert(o.contains("broken.jpg: not a readable JPEG"), o)
         (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/x.safetensors", "--skip-bad-images"])
         XCTAssertEqual(s, 0, o); XCTAssert(o.contains("skipped 1 unreadable image(s)"), o)
+        // A JPEG whose header reads but whose data is cut: skipped too, counted apart.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: t.dataset.gallery.samples[7].path))
+        try whole.prefix(whole.count * 2 / 3).write(to: URL(fileURLWithPath: dir + "/a/truncated.jpg"))
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/x.safetensors", "--skip-bad-images"])
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("skipped 1 more image(s) whose header read but whose data did not decode"), o)
+        XCTAssertEqual(try FeatureSet(path: dir + "/x.safetensors").count, 6)
+        // Nothing readable at all: an error, and no empty feature file.
+        try FileManager.default.createDirectory(atPath: dir + "/bad", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/bad/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00]))
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir + "/bad", "--out", dir + "/none.safetensors", "--skip-bad-images"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("none of its 1 image(s) is readable"), o)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/none.safetensors"))
+        // A photo given where a feature file is expected is named as such.
+        (s, o) = try cli(["search", "--query", t.dataset.gallery.samples[0].path, "--gallery", dir + "/f.safetensors"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("not a safetensors file: it starts like a JPEG image"), o)
+        // An output folder that does not exist is refused before the work.
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/missing/x.safetensors"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("the folder \(dir)/missing does not exist"), o)
+        XCTAssertFalse(o.contains("embedding"), "refused before any image was embedded: \(o)")
     }
 }
 

@@ -91,5 +91,9 @@ final class ReportTests: XCTestCase {
         XCTAssert(html.contains("No evaluation yet"))
         XCTAssertNil(series["rank-1"].flatMap { $0.first { $0 > 0 } })
         XCTAssertThrowsError(try RunReport.write(runDir: scratchDir("empty"))) { XCTAssert("\($0)".contains("metrics.jsonl: missing"), "\($0)") }
+        // A count no run reaches is a damaged line, named, not a wrapped integer (or a trap).
+        try ((metrics.hasSuffix("\n") ? metrics : metrics + "\n") + #"{"kind":"train","epoch":1e300,"step":1,"global_step":1,"loss":5}"# + "\n")
+            .write(toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try RunReport.write(runDir: run)) { XCTAssert("\($0)".contains("'epoch' is 1e+300, not a count a run reaches"), "\($0)") }
     }
 }
