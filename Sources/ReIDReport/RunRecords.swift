@@ -14,6 +14,26 @@ final class RunRecords {
     var name: String { (runDir as NSString).lastPathComponent }
     var train: [Train] = [], evals: [Eval] = [], comm: [[String: Any]] = []
     var info: [(String, String)] = []
+    /// "training" for a run folder; "evaluation" for the folder `evaluate --report` writes.
+    var kind = "training"
+
+    /// A run.json or comm record's key and value as people read them: "wall_s" 83.10647 ->
+    /// ("Wall time", "83.1 s"); other numbers rounded to 4 significant digits, labels in words.
+    static func human(_ key: String, _ value: Any) -> (String, String) {
+        let words = ["wall_s": "Wall time", "run_s": "Run time", "allreduce_exposed_s": "Exposed all-reduce",
+                     "rank_imbalance_s": "Ranks waiting for the slowest", "reid_dist_version": "reid-dist version",
+                     "blas_kernel": "BLAS kernel", "mpi_ranks": "MPI ranks", "images_per_second": "Images per second"]
+        var label = words[key] ?? key.replacingOccurrences(of: "_", with: " ")
+        if words[key] == nil { label = label.prefix(1).uppercased() + label.dropFirst() }
+        guard let n = value as? NSNumber, String(cString: n.objCType) != "c" else { return (label, "\(value)") }
+        let v = n.doubleValue
+        if key.hasSuffix("_s") || key == "seconds" {
+            if label.hasSuffix(" s") { label.removeLast(2) }
+            return (label, v >= 120 ? String(format: "%.0f s (%dm%02ds)", v, Int(v) / 60, Int(v) % 60) : String(format: "%.1f s", v))
+        }
+        if v == v.rounded(), abs(v) < 1e15 { return (label, "\(Int(v))") }
+        return (label, String(format: "%.4g", v))
+    }
     var config = "", summaryLine = ""
     var checkpoints: [CheckpointRow] = [], best: String?, latest: String?
     var ranked: RankedListsFile?
@@ -54,10 +74,13 @@ final class RunRecords {
         config = (try? String(contentsOfFile: (runDir as NSString).appendingPathComponent("config.yaml"), encoding: .utf8)) ?? "(no config.yaml)"
         if let data = FileManager.default.contents(atPath: (runDir as NSString).appendingPathComponent("run.json")),
            let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
-            for k in obj.keys.sorted() { info.append((k.replacingOccurrences(of: "_", with: " "), "\(obj[k]!)")) }
+            if let kind = obj["kind"] as? String { self.kind = kind }
+            for k in obj.keys.sorted() where k != "kind" { info.append(Self.human(k, obj[k]!)) }
         }
         for c in comm.suffix(1) {
-            for k in ["allreduce_exposed_s", "rank_imbalance_s", "run_s"] { if let v = c[k] { info.append(("last run: " + k.replacingOccurrences(of: "_", with: " "), "\(v)")) } }
+            for k in ["allreduce_exposed_s", "rank_imbalance_s", "run_s"] {
+                if let v = c[k] { let (label, text) = Self.human(k, v); info.append(("Last run: " + label.lowercased(), text)) }
+            }
         }
         readCheckpoints()
         if let data = FileManager.default.contents(atPath: ((runDir as NSString).appendingPathComponent(RunReport.folder) as NSString).appendingPathComponent("ranked.json")) {
@@ -88,6 +111,7 @@ final class RunRecords {
     /// The charts, by file name. Training charts have one point per logged step.
     func charts() -> [(String, SVGChart)] {
         var out: [(String, SVGChart)] = []
+        if kind == "evaluation" { return cmcChart().map { [("cmc", $0)] } ?? [] }
         // Epoch boundaries: after each epoch's last logged step.
         var ends: [Double] = []
         for (a, b) in zip(train, train.dropFirst()) where b.epoch != a.epoch { ends.append((a.globalStep + b.globalStep) / 2) }
@@ -118,12 +142,16 @@ final class RunRecords {
             .init("mINP", zip(ex, evals.map { $0.mINP * 100 }).map { ($0, $1) }, color: "#ff9896", dots: true)])
         e.yRange = 0...100
         out.append(("eval", e))
-        if let last = evals.last, !last.cmc.isEmpty {
-            var c = SVGChart(title: "CMC of the last evaluation", xLabel: "rank", yLabel: "%", series: [
-                .init("CMC", last.cmc.prefix(50).enumerated().map { (Double($0 + 1), $1 * 100) }, color: "#1f77b4", dots: true)])
-            c.yRange = 0...100
-            out.append(("cmc", c))
-        }
+        if let c = cmcChart() { out.append(("cmc", c)) }
         return out
+    }
+
+    /// The CMC curve of the last evaluation (ranks 1-50), if there is one.
+    func cmcChart() -> SVGChart? {
+        guard let last = evals.last, !last.cmc.isEmpty else { return nil }
+        var c = SVGChart(title: kind == "evaluation" ? "CMC" : "CMC of the last evaluation", xLabel: "rank", yLabel: "%", series: [
+            .init("CMC", last.cmc.prefix(50).enumerated().map { (Double($0 + 1), $1 * 100) }, color: "#1f77b4", dots: true)])
+        c.yRange = 0...100
+        return c
     }
 }

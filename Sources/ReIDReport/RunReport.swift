@@ -50,6 +50,7 @@ public enum RunReport {
         .note{color:#666;font-size:12px}
         """
         h += "</style></head><body>"
+        if run.kind == "evaluation" { return h + evaluationBody(run, charts) }
         h += "<h1>\(esc("reid-dist run " + run.name))</h1><p class=\"note\">\(esc(run.summaryLine))</p>"
         h += "<h2>Training</h2><div class=\"charts\">"
         for (name, c) in charts where !name.hasPrefix("eval") && name != "cmc" { h += c.svg() }
@@ -67,6 +68,42 @@ public enum RunReport {
             }
             h += "</table>"
         }
+        h += rankedLists(run)
+        h += "<h2>The run</h2><table>"
+        for (k, v) in run.info { h += "<tr><th>\(esc(k))</th><td>\(esc(v))</td></tr>" }
+        h += "</table><h3>Checkpoints</h3>"
+        h += run.checkpoints.isEmpty ? "<p class=\"note\">none yet</p>" : "<table><tr><th>checkpoint</th><th>epoch</th><th>mAP</th><th></th></tr>" + run.checkpoints.map {
+            "<tr><td>\(esc($0.name))</td><td>\($0.epoch)</td><td>\($0.mAP.map { String(format: "%.2f%%", $0 * 100) } ?? "")</td><td>\($0.name == run.best ? "best" : "")\($0.name == run.latest ? " latest" : "")</td></tr>"
+        }.joined() + "</table>"
+        h += "<h3>Configuration</h3><pre>\(esc(run.config))</pre>"
+        h += "<p class=\"note\">Written by reid-dist report from \(esc(run.runDir)); the charts are also in report/*.svg.</p></body></html>\n"
+        return h
+    }
+
+    /// The page of one evaluation (`evaluate --report`): what was evaluated on what, the metrics,
+    /// the CMC curve and the ranked lists; nothing about training, which did not happen here.
+    static func evaluationBody(_ run: RunRecords, _ charts: [(String, SVGChart)]) -> String {
+        var h = "<h1>reid-dist evaluation</h1>"
+        h += "<table>"
+        for (k, v) in run.info { h += "<tr><th>\(esc(k))</th><td>\(esc(v))</td></tr>" }
+        h += "</table>"
+        if let e = run.evals.last {
+            h += "<h2>Metrics</h2><table><tr><th>rank-1</th><th>rank-5</th><th>rank-10</th><th>rank-20</th><th>mAP</th><th>mINP</th></tr><tr>"
+            let r20 = e.cmc.count >= 20 ? e.cmc[19] : Double.nan
+            for v in [e.rank1, e.rank5, e.rank10, r20, e.mAP, e.mINP] { h += v.isNaN ? "<td>-</td>" : String(format: "<td>%.2f%%</td>", v * 100) }
+            h += "</tr></table>"
+        }
+        h += "<div class=\"charts\">"
+        for (name, c) in charts where name == "cmc" { h += c.svg() }
+        h += "</div>"
+        h += rankedLists(run)
+        h += "<p class=\"note\">Written by reid-dist evaluate; the CMC chart is also in report/cmc.svg.</p></body></html>\n"
+        return h
+    }
+
+    /// The best and worst queries' ranked lists, when the folder has them.
+    static func rankedLists(_ run: RunRecords) -> String {
+        var h = ""
         if let ranked = run.ranked {
             h += "<h2>Ranked lists: \(esc(ranked.title))</h2><p class=\"note\">Each query (black) beside its 10 nearest gallery images: "
             h += "green the same person, red another, orange dashed the same person seen by the same camera (removed by the protocol), faded grey junk (never scored).</p>"
@@ -81,14 +118,6 @@ public enum RunReport {
                 }
             }
         }
-        h += "<h2>The run</h2><table>"
-        for (k, v) in run.info { h += "<tr><th>\(esc(k))</th><td>\(esc(v))</td></tr>" }
-        h += "</table><h3>Checkpoints</h3>"
-        h += run.checkpoints.isEmpty ? "<p class=\"note\">none yet</p>" : "<table><tr><th>checkpoint</th><th>epoch</th><th>mAP</th><th></th></tr>" + run.checkpoints.map {
-            "<tr><td>\(esc($0.name))</td><td>\($0.epoch)</td><td>\($0.mAP.map { String(format: "%.2f%%", $0 * 100) } ?? "")</td><td>\($0.name == run.best ? "best" : "")\($0.name == run.latest ? " latest" : "")</td></tr>"
-        }.joined() + "</table>"
-        h += "<h3>Configuration</h3><pre>\(esc(run.config))</pre>"
-        h += "<p class=\"note\">Written by reid-dist report from \(esc(run.runDir)); the charts are also in report/*.svg.</p></body></html>\n"
         return h
     }
 

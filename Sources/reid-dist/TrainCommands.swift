@@ -310,7 +310,7 @@ struct Evaluate: ParsableCommand {
             try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
         }
         if let dir = report {
-            try writeEvaluationReport(dir, r, q, g, which: which, data: d, metric: e.metric, seconds: sec)
+            try writeEvaluationReport(dir, r, q, g, which: which, spec: model.spec, data: d, flip: e.flip, metric: e.metric, seconds: sec)
         }
         if let prefix = saveFeatures {
             try q.write(to: prefix + "-query.safetensors", producer: "reid-dist evaluate \(checkpoint)")
@@ -329,14 +329,19 @@ struct ConfigKeys: ParsableCommand {
 
 /// An evaluation's own report: a one-evaluation "run folder" (metrics.jsonl, run.json,
 /// report/ranked.json) and its report.html.
-func writeEvaluationReport(_ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, data: DataSettings,
-                           metric: Metric, seconds: Double) throws {
+func writeEvaluationReport(_ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, spec: ModelSpec,
+                           data: DataSettings, flip: Bool, metric: Metric, seconds: Double) throws {
     try createFolder(dir + "/" + RunReport.folder, what: "--report")
     let record: [String: Any] = ["kind": "eval", "epoch": 0, "global_step": 0, "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10),
                                  "mAP": r.mAP, "mINP": r.mINP, "seconds": seconds, "cmc": Array(r.cmc.prefix(50))]
     try writeAtomically(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) + Data("\n".utf8), to: dir + "/metrics.jsonl")
-    let info: [String: Any] = ["model": which, "data": "\(data.root) (\(data.layout.rawValue))", "metric": metric.rawValue,
-                               "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()]
+    let info: [String: Any] = ["kind": "evaluation", "model": which,
+                               "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "
+                                   + "\(spec.groups) groups x \(spec.branches) branches, \(spec.featureChannels)-d features",
+                               "input": "\(data.height) x \(data.width) pixels" + (flip ? ", features averaged with the mirror image's" : ""),
+                               "evaluated_on": "\(data.root) (layout \(data.layout.rawValue)): \(q.count) queries, \(g.count) gallery images",
+                               "metric": metric == .cosine ? "cosine distance" : "squared Euclidean distance",
+                               "seconds": seconds, "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()]
     try writeAtomically(try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]), to: dir + "/run.json")
     let ranked = RankedListsFile(title: "this evaluation", worst: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.worst, 4)),
                                  best: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.best, 4)))

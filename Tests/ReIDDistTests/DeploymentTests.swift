@@ -8,6 +8,7 @@ import XCTest
 @testable import ReIDDist
 @testable import ReIDEval
 import ReIDImage
+import ReIDReport
 
 final class DeploymentTests: XCTestCase {
     func cli(_ args: [String]) throws -> (Int32, String) { try runReidDist(args) }
@@ -38,6 +39,31 @@ final class DeploymentTests: XCTestCase {
         XCTAssertEqual(s, 0, o)
         (s, o) = try cli(["extract", "--checkpoint", old, "--data-root", tinyData, "--split", "query", "--out", old + ".q"])
         XCTAssertEqual(s, 1, o); XCTAssert(o.contains("does not describe its model"), o)
+    }
+
+    /// `evaluate --report` draws a page for one evaluation: the model, the data, the metrics, the
+    /// CMC and the ranked lists; no training charts, checkpoints or raw floats.
+    func testAnEvaluationReportDescribesTheEvaluation() throws {
+        let run = scratch("evalreport") + "/run"
+        let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]))
+        t.log = { _ in }
+        try t.run()
+        let out = scratch("evalreport-out") + "/report"
+        let (s, o) = try cli(["evaluate", "--checkpoint", run, "--report", out])
+        XCTAssertEqual(s, 0, o)
+        let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+        for want in ["<h1>reid-dist evaluation</h1>", "ResNet-18, width 8", "2 groups x 2 branches", "epoch 1", "64 x 32 pixels",
+                     "Evaluated on", tinyData, "<h2>Metrics</h2>", "CMC", "Worst queries by AP", "cosine distance", "reid-dist version"] {
+            XCTAssert(html.contains(want), "missing '\(want)'")
+        }
+        for unwanted in ["Training loss", "no data yet", "Checkpoints", "steps logged", "(no config.yaml)"] {
+            XCTAssertFalse(html.contains(unwanted), "an evaluation page shows '\(unwanted)'")
+        }
+        XCTAssertNil(html.range(of: #"\d\.\d{6,}"#, options: .regularExpression), "numbers are rounded")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out + "/report").filter { $0.hasSuffix(".svg") }, ["cmc.svg"])
+        // The training report's run table is in words and rounded too.
+        let training = try String(contentsOfFile: try RunReport.write(runDir: run), encoding: .utf8)
+        XCTAssertNil(training.range(of: #"<td>\d+\.\d{6,}"#, options: .regularExpression), "numbers in the run table are rounded")
     }
 
     func testEmbedAnyFolderAndSearchIt() throws {
