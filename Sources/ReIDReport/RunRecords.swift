@@ -21,7 +21,7 @@ final class RunRecords {
     /// ("Wall time", "83.1 s"); other numbers rounded to 4 significant digits, labels in words.
     static func human(_ key: String, _ value: Any) -> (String, String) {
         let words = ["wall_s": "Wall time", "run_s": "Run time", "allreduce_exposed_s": "Exposed all-reduce",
-                     "rank_imbalance_s": "Ranks waiting for the slowest", "reid_dist_version": "reid-dist version",
+                     "rank_imbalance_s": "Ranks waiting for the slowest", "reid_dist_version": "reid-dist version", "seconds": "Time taken",
                      "blas_kernel": "BLAS kernel", "mpi_ranks": "MPI ranks", "images_per_second": "Images per second"]
         var label = words[key] ?? key.replacingOccurrences(of: "_", with: " ")
         if words[key] == nil { label = label.prefix(1).uppercased() + label.dropFirst() }
@@ -75,7 +75,11 @@ final class RunRecords {
         if let data = FileManager.default.contents(atPath: (runDir as NSString).appendingPathComponent("run.json")),
            let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
             if let kind = obj["kind"] as? String { self.kind = kind }
-            for k in obj.keys.sorted() where k != "kind" { info.append(Self.human(k, obj[k]!)) }
+            // the model and data first, the machine last; other keys in alphabetical order between
+            let first = ["model", "architecture", "input", "evaluated_on", "metric"], last = ["seconds", "reid_dist_version", "blas_kernel"]
+            let keys = first.filter { obj[$0] != nil } + obj.keys.filter { !first.contains($0) && !last.contains($0) && $0 != "kind" }.sorted()
+                + last.filter { obj[$0] != nil }
+            for k in keys { info.append(Self.human(k, obj[k]!)) }
         }
         for c in comm.suffix(1) {
             for k in ["allreduce_exposed_s", "rank_imbalance_s", "run_s"] {

@@ -39,7 +39,8 @@ public enum RunReport {
     static func esc(_ s: String) -> String { SVGChart.esc(s) }
 
     static func page(_ run: RunRecords, _ charts: [(String, SVGChart)]) -> String {
-        var h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>\(esc("reid-dist run " + run.name))</title><style>"
+        let title = run.kind == "evaluation" ? "reid-dist evaluation" : "reid-dist run " + run.name
+        var h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>\(esc(title))</title><style>"
         h += """
         body{font-family:sans-serif;margin:20px;color:#222;max-width:1240px}h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
         .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #ddd}table{border-collapse:collapse;font-size:13px}
