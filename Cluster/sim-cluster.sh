@@ -7,24 +7,28 @@
 # shaped network (and the file system). Needs root and iproute2.
 #
 #   Cluster/sim-cluster.sh N [--rate 10gbit] [--delay 0] [--loss 0] [--ranks-per-node 1]
-#                            [--timeout 600] [--link-down NODE@SECONDS] -- reid-dist ARGS...
+#                            [--timeout 600] [--link-down NODE@SECONDS] [--grace 20] -- reid-dist ARGS...
 #   e.g. Cluster/sim-cluster.sh 2 --rate 1gbit -- bench allreduce
 #        Cluster/sim-cluster.sh 4 --rate 10gbit -- train --config Configs/debug.yaml
 #
 # Addresses are a private /24 used only on links this script creates; every
 # namespace, link, bridge and /etc/hosts line it adds is removed on exit, also
-# on errors and Ctrl-C. The job is bounded by --timeout.
+# on errors and Ctrl-C. The job is bounded by --timeout, and ends at most --grace seconds after
+# the first rank's error: with a node unreachable, Open MPI's abort waits on that node's daemon
+# until the launcher's own limit (and then crashed in PMIx_Finalize), so this script stops
+# mpirun itself and repeats the first error as its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { sed -n '8,12p' "$0" >&2; exit 2; }
+usage() { sed -n '9,13p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 n=$1; shift
 [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 32 ] || { echo "sim-cluster: N must be 1-32, got '$n'" >&2; exit 2; }
-rate=10gbit delay=0 loss=0 per=1 limit=600 down=""
+rate=10gbit delay=0 loss=0 per=1 limit=600 down="" grace=20
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
   case "$1" in
     --rate) rate=$2; shift 2 ;; --delay) delay=$2; shift 2 ;; --loss) loss=$2; shift 2 ;;
     --ranks-per-node) per=$2; shift 2 ;; --timeout) limit=$2; shift 2 ;; --link-down) down=$2; shift 2 ;;
+    --grace) grace=$2; shift 2 ;;
     *) echo "sim-cluster: unknown option $1" >&2; usage ;;
   esac
 done
@@ -111,14 +115,36 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # rtc ^hwloc: the daemons do not bind processes here, and hwloc's shared-memory topology
 # (mapped at a fixed address) made about one daemon start in five crash on this machine.
 set +e
+: > "$work/stderr"
 timeout --kill-after=10 "$limit" mpirun --allow-run-as-root --hostfile "$work/hostfile" -np $((n * per)) \
   --mca plm_rsh_agent "$work/agent" --mca btl self,tcp --mca rtc ^hwloc \
   --mca btl_tcp_if_include "$net.0/24" --mca oob_tcp_if_include "$net.0/24" \
   -x OPENBLAS_NUM_THREADS=1 -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
-  "$bin" "$@" &
+  "$bin" "$@" 2> >(tee -a "$work/stderr" >&2) &
 job=$!
-wait "$job"
+# After the first rank's error, mpirun gets --grace seconds to end the job by itself.
+first="" stopped=0 since=0
+while kill -0 "$job" 2>/dev/null; do
+  sleep 1
+  if [ -z "$first" ]; then
+    first=$(grep -m1 -aE '^rank [0-9]+: error: ' "$work/stderr" || true)
+  elif [ $((since += 1)) -ge "$grace" ]; then
+    stopped=1
+    # SIGKILL: asked to terminate, mpirun runs its own shutdown against the unreachable node and
+    # crashes in PMIx_Finalize with a backtrace; the ranks have already said what went wrong.
+    pkill -KILL -P "$job" 2>/dev/null; kill -KILL "$job" 2>/dev/null
+    for i in $(seq 1 "$n"); do ip netns pids "${tag}n$i" 2>/dev/null | xargs -r kill -KILL 2>/dev/null; done
+    break
+  fi
+done
+wait "$job" 2>/dev/null
 status=$?
 job=""
+[ -z "$first" ] && first=$(grep -m1 -aE '^rank [0-9]+: error: ' "$work/stderr" || true)
+if [ $stopped -eq 1 ]; then
+  echo "sim-cluster: mpirun had not ended $grace s after the first error (a node it cannot reach keeps Open MPI's abort waiting): stopped it" >&2
+  status=1
+fi
 [ $status -eq 124 ] && echo "sim-cluster: the job ran past --timeout $limit s and was stopped" >&2
+[ $status -ne 0 ] && [ -n "$first" ] && echo "sim-cluster: job failed (exit $status); first error: $first" >&2
 exit $status

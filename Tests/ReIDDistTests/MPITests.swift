@@ -459,9 +459,18 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("2 MPI ranks") && o.contains("epoch 1/1 step"), o)
         print(String(format: "simulated 2-node training: %.1f s", Date().timeIntervalSince(t0)))
-        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "40", "--link-down", "2@7", "--", "train", "--config", cfg,
-                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"], timeout: 90)
+        // A dead link: the job ends --grace seconds after the first error at the latest (Open MPI's
+        // abort alone waited for the unreachable node until the launcher's limit, then crashed in
+        // PMIx_Finalize), with no crash report, the first error repeated as the last line.
+        let tDown = Date()
+        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "120", "--grace", "10", "--link-down", "2@7", "--", "train", "--config", cfg,
+                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"], timeout: 150)
+        let took = Date().timeIntervalSince(tDown)
         XCTAssertNotEqual(s, 0, o)
+        XCTAssertLessThan(took, 45, "ended within the grace after the error, not at --timeout: \(o)")
+        XCTAssertFalse(o.contains("End of error message") || o.contains("Segmentation fault"), "no crash report: \(o)")
+        let lastLine = o.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssert(lastLine.hasPrefix("sim-cluster: job failed (exit 1); first error: rank 0: error: no progress"), lastLine)
         XCTAssert(o.contains("link of node 2 down") && o.contains("error: no progress for"), o)
         XCTAssert(o.contains("rank 0: error: no progress") && o.contains("rank 1 does not answer"), "rank 0 names rank 1, behind the link: \(o)")
         let latest = try String(contentsOfFile: dir + "/down/checkpoints/latest", encoding: .utf8)
