@@ -1,7 +1,7 @@
 // swift-tools-version:5.10
 // reid-dist: data-parallel person re-identification training on CPU clusters.
 //
-// Targets, arrows pointing down (see ../shared/DESIGN.md):
+// Targets, arrows pointing down (the README's "How the code is organised"):
 //   reid-dist (executable)  -> ReIDDist, ReIDEval, ReIDData, ReIDCore, ArgumentParser (wiring only)
 //   ReIDDist                -> the trainer, configs (Yams), checkpoints, communicators; ReIDData, ReIDEval, ReIDCore
 //   CMPIShim (C)            -> CMPI (Open MPI via pkg-config `ompi`): the only code that includes mpi.h

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks reid-dist's training and features against the PyTorch reference
-(../shared/reference/grouped_multibranch.py). Needs torch, safetensors, numpy
+(the network in PyTorch: Cluster/tools/reid_dist_torch.py). Needs torch, safetensors, numpy
 and Pillow; run from the repository root after `swift build -c release`:
     python3 Cluster/tools/compare_reference.py [WORKDIR]
 1. The reference initialises a ResNet-18 (width 32) grouped multi-branch net
@@ -17,8 +17,8 @@ from PIL import Image
 from safetensors.torch import save_file, load_file
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(root, "..", "shared", "reference"))
-from grouped_multibranch import GroupedMultiBranchNet, loss_fn
+sys.path.insert(0, os.path.join(root, "Cluster", "tools"))
+from reid_dist_torch import loss as loss_fn, training_net as GroupedMultiBranchNet
 
 work = sys.argv[1] if len(sys.argv) > 1 else "/tmp/reid-compare"
 os.makedirs(work, exist_ok=True)

@@ -107,6 +107,23 @@ class Net(nn.Module):
         return F.normalize(torch.cat(hidden, dim=1), dim=1)
 
 
+def training_net(classes, depth=50, width=64, last_stride=1, groups=4, branches=2):
+    """A freshly initialised network for training in PyTorch (benchmarks, reference comparisons):
+    PyTorch's default initialisation, classifiers drawn from N(0, 0.001^2) as the method does."""
+    net = Net(depth, width, last_stride, groups, branches, classes)
+    for g in net.head.groups:
+        for c in g.classifiers:
+            nn.init.normal_(c.weight, std=0.001)
+    return net
+
+
+def loss(logits, y, eps=0.1):
+    """The grouped multi-branch loss: the mean over groups and branches of label-smoothed
+    cross-entropy (targets (1 - eps) one-hot + eps / K), as reid-dist computes it."""
+    terms = [F.cross_entropy(l, y, label_smoothing=eps) for group in logits for l in group]
+    return sum(terms) / len(terms)
+
+
 def card_of(path):
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}

@@ -81,10 +81,10 @@ struct BenchTrain: ParsableCommand {
     var noStages = false
     @Flag(help: "Also run every case with 1 thread and print the scaling efficiency of --threads.")
     var scaling = false
-    @Option(help: "A Python with torch: runs ../shared/bench/torch_baseline.py in the same run and prints ratios.")
+    @Option(help: "A Python with torch: runs Cluster/tools/torch_baseline.py in the same run and prints ratios.")
     var torchPython: String?
-    @Option(help: "Path of the PyTorch baseline script.")
-    var torchScript = "../shared/bench/torch_baseline.py"
+    @Option(help: "Path of the PyTorch baseline script (default: Cluster/tools/torch_baseline.py of this checkout).")
+    var torchScript = repositoryFile("Cluster/tools/torch_baseline.py")
     @Option(help: "Write all figures as JSON to this file.")
     var json: String?
 
@@ -365,4 +365,17 @@ struct BenchAllreduce: ParsableCommand {
             }
         }
     }
+}
+
+/// A file of this checkout: `relative` to the working directory when it is there, else to the
+/// repository the binary was built in (.build/<config>/reid-dist -> the folder holding .build).
+func repositoryFile(_ relative: String) -> String {
+    if FileManager.default.fileExists(atPath: relative) { return relative }
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent(relative).path
+        if FileManager.default.fileExists(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return relative
 }

@@ -1,5 +1,5 @@
 // The network against PyTorch: fixtures written by Tests/Fixtures/make_fixtures.py
-// from ../shared/reference/grouped_multibranch.py (same weights, same input):
+// from the network in PyTorch (Cluster/tools/reid_dist_torch.py; same weights, same input):
 // the state dict loads strictly, and loss, backbone feature map, every
 // parameter gradient, the updated running statistics and the inference
 // features all agree.

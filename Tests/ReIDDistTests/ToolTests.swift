@@ -51,3 +51,29 @@ final class ToolTests: XCTestCase {
         }
     }
 }
+
+/// The repository stands alone: nothing it holds names a file outside it (the reference module
+/// and the PyTorch baselines are its own, under Cluster/tools).
+final class StandAloneTests: XCTestCase {
+    func testNothingNamesAFileOutsideTheRepository() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let fm = FileManager.default
+        guard let walk = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey]) else { return XCTFail("cannot list \(root.path)") }
+        var read = 0, offenders: [String] = []
+        let kinds: Set<String> = ["swift", "c", "h", "inc", "py", "sh", "md", "yaml", "sbatch", "example", ""]
+        let outside = "../" + "shared"                   // spelled apart, so that this file does not name it
+        while let url = walk.nextObject() as? URL {
+            let name = url.lastPathComponent
+            if name.hasPrefix(".build") || name == ".git" || name == "runs" || name == "synth" { walk.skipDescendants(); continue }
+            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true, kinds.contains(url.pathExtension),
+                  let text = try? String(contentsOf: url, encoding: .utf8) else { continue }
+            read += 1
+            if text.contains(outside) { offenders.append(String(url.path.dropFirst(root.path.count + 1))) }
+        }
+        XCTAssertGreaterThan(read, 50, "the walk found the sources")
+        XCTAssertEqual(offenders, [], "files naming \(outside)")
+        for tool in ["reid_dist_torch.py", "torch_baseline.py", "torch_ddp_bench.py", "compare_reference.py"] {
+            XCTAssert(fm.fileExists(atPath: toolPath(tool)), tool)
+        }
+    }
+}
