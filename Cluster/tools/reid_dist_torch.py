@@ -124,6 +124,17 @@ def loss(logits, y, eps=0.1):
     return sum(terms) / len(terms)
 
 
+def train_step(model, opt, x, y, bf16=False):
+    """One SGD step as the benchmarks time it: forward and loss (under bf16 autocast when asked:
+    bf16 operands, float32 weights and accumulation), backward, the optimizer."""
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        value = loss(model(x), y)
+    value.backward()
+    opt.step()
+    return value
+
+
 def card_of(path):
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}

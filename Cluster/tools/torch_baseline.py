@@ -37,11 +37,7 @@ def step_time(depth, width, h, w, batch, classes, channels_last, steps, bf16):
     times = []
     for i in range(steps + 2):
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = rd.loss(m(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        rd.train_step(m, opt, x, y, bf16)
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)

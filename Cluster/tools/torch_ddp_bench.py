@@ -38,11 +38,7 @@ def worker(rank, a, q):
     for s in range(a.steps + 2):
         dist.barrier()
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            loss = rd.loss(ddp(x), y)
-        loss.backward()
-        opt.step()
+        rd.train_step(ddp, opt, x, y, a.precision == "bf16")
         dist.barrier()
         if s >= 2:
             times.append(time.perf_counter() - t0)
