@@ -435,6 +435,23 @@ final class MPITests: XCTestCase {
         XCTAssertFalse(text.contains("no progress for"), text)
     }
 
+    /// Under Cluster/run-local.sh the first rank's one-line error is the last line the user sees,
+    /// after Open MPI's banners; the binary tells its version.
+    func testRunLocalEndsWithTheFirstRanksError() throws {
+        _ = try mpirun()
+        let dir = scratch("runlocal"), cfg = try configFile(dir)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Cluster/run-local.sh").path
+        let (s, o) = try run(script, ["3", cfg, "--set", "sampler.ids_per_batch=4", "--set", "train.run_dir=\(dir)/run"],
+                             env: ["REID_DIST_BIN": Self.binary])
+        XCTAssertNotEqual(s, 0, o)
+        let last = o.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssert(last.hasPrefix("run-local.sh: job failed") && last.contains("first error: rank ") && last.contains("divisible by the 3 ranks"), last)
+        let (v, version) = try run(Self.binary, ["--version"])
+        XCTAssertEqual(v, 0)
+        XCTAssertEqual(version.trimmingCharacters(in: .whitespacesAndNewlines), reidDistVersion)
+    }
+
     /// Cluster/sim-cluster.sh, or a skip saying why this machine cannot make network namespaces.
     func simCluster() throws -> String {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

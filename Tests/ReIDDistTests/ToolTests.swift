@@ -77,3 +77,18 @@ final class StandAloneTests: XCTestCase {
         }
     }
 }
+
+/// Set-up that fails loudly: a failing build stops Cluster/setup.sh with a non-zero status and
+/// the build's last lines (it used to print them, succeed, and leave the previous binary to run).
+final class SetupScriptTests: XCTestCase {
+    func testAFailedBuildStopsSetup() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let bin = scratch("fake-swift")
+        try "#!/bin/sh\necho \"error: missing required module 'SwiftShims'\"\nexit 1\n".write(toFile: bin + "/swift", atomically: true, encoding: .utf8)
+        chmod(bin + "/swift", 0o755)
+        let path = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let (s, o) = try runProgram("/bin/bash", [root.appendingPathComponent("Cluster/setup.sh").path], env: ["PATH": path])
+        XCTAssertNotEqual(s, 0, o)
+        XCTAssert(o.contains("missing required module 'SwiftShims'") && o.contains("setup: 'swift build -c release' failed"), o)
+    }
+}
