@@ -259,7 +259,8 @@ struct Extract: ParsableCommand {
         let f = try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
                                     skipBadImages: d.skipBadImages, producer: "reid-dist extract \(checkpoint)")
         try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
-        print(String(format: "wrote %d x %d features of %@ to %@ (%.1f s)", f.count, f.dim, s.folder, out, Profile.now() - t0))
+        print(String(format: "wrote %d x %d features of %@ to %@ (%@, eval.flip; %.1f s)", f.count, f.dim, s.folder, out,
+                     c.eval.flip ? "flip-averaged" : "not flip-averaged", Profile.now() - t0))
     }
 }
 
