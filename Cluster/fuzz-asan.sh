@@ -22,6 +22,6 @@ if grep -q "ERROR: AddressSanitizer" "$log"; then
   echo "fuzz-asan: AddressSanitizer found a memory error (report above)" >&2
   exit 1
 fi
-summary=$(grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1)
+summary=$(grep -oE "Executed [0-9]+ tests?, with ([0-9]+ tests? skipped and )?[0-9]+ failures?" "$log" | tail -1 || true)
 echo "fuzz-asan: ${summary:-no summary} (exit $status)"
 exit "$status"

@@ -21,9 +21,12 @@ swift test -c release -Xswiftc -enable-testing --disable-swift-testing "$@" 2>&1
 status=${PIPESTATUS[0]}
 set -e
 # XCTest's overall line: "Executed N tests, with M failures (...)" after 'All tests' (or 'Selected tests').
-summary=$(grep -E -A1 "Test Suite '(All|Selected) tests' (passed|failed)" "$log" | grep -oE "Executed [0-9]+ tests?, with [0-9]+ failures?" | tail -1)
+# (with skips: "Executed N tests, with K tests skipped and M failures"; no summary must not fail the script)
+summary=$(grep -E -A1 "Test Suite '(All|Selected) tests' (passed|failed)" "$log" \
+  | grep -oE "Executed [0-9]+ tests?, with ([0-9]+ tests? skipped and )?[0-9]+ failures?" | tail -1 || true)
 if [ -n "$summary" ]; then
   n=$(echo "$summary" | grep -oE "[0-9]+" | head -1); f=$(echo "$summary" | grep -oE "[0-9]+" | tail -1)
-  echo "tests: $((n - f)) passed, $f failed"
+  k=$(echo "$summary" | grep -oE "[0-9]+ tests? skipped" | grep -oE "[0-9]+" || echo 0)
+  echo "tests: $((n - f - k)) passed, $k skipped, $f failed"
 fi
 exit "$status"

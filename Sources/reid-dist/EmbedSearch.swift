@@ -17,7 +17,12 @@ func imagePaths(_ source: String) throws -> [String] {
         guard let e = FileManager.default.enumerator(atPath: source) else { throw DataError("\(source): cannot list the folder") }
         var out: [String] = []
         while let rel = e.nextObject() as? String {
-            if ReIDDataset.isImage(rel) { out.append((source as NSString).appendingPathComponent(rel)) }
+            guard ReIDDataset.isImage(rel) else { continue }
+            // bytes that are not UTF-8 reach us as U+FFFD, which names no file
+            guard !rel.unicodeScalars.contains("\u{FFFD}") else {
+                throw DataError("\(source)/\(ReIDDataset.printable(rel)): the file name is not UTF-8 (\\u{fffd} marks the bytes that are not); rename it")
+            }
+            out.append((source as NSString).appendingPathComponent(rel))
         }
         return out.sorted()
     }

@@ -126,6 +126,14 @@ final class DeploymentTests: XCTestCase {
         // A photo given where a feature file is expected is named as such.
         (s, o) = try cli(["search", "--query", t.dataset.gallery.samples[0].path, "--gallery", dir + "/f.safetensors"])
         XCTAssertEqual(s, 1, o); XCTAssert(o.contains("not a safetensors file: it starts like a JPEG image"), o)
+        // A file name that is not UTF-8 is refused with that reason, not as unreadable.
+        try FileManager.default.createDirectory(atPath: dir + "/latin", withIntermediateDirectories: true)
+        let raw = Array("\(dir)/latin/caf".utf8) + [0xE9] + Array(".jpg".utf8) + [0]
+        let fd = raw.withUnsafeBytes { open($0.baseAddress!.assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
+        _ = whole.withUnsafeBytes { write(fd, $0.baseAddress, whole.count) }
+        close(fd)
+        (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir + "/latin", "--out", dir + "/latin.safetensors"])
+        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("the file name is not UTF-8"), o)
         // An output folder that does not exist is refused before the work.
         (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/missing/x.safetensors"])
         XCTAssertEqual(s, 1, o); XCTAssert(o.contains("the folder \(dir)/missing does not exist"), o)
