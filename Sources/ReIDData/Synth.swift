@@ -1,5 +1,5 @@
 // Deterministic synthetic pedestrians in any of the dataset layouts (Market-1501,
-// DukeMTMC-reID, CUHK03-NP, MSMT17, list files), for the README's main command,
+// DukeMTMC-reID, CUHK03-NP, MSMT17, list files), for the README's main job (Cluster/run.sh),
 // the tests of every loader and debugging. Each
 // identity has a body shape, skin, hair, clothing colours and pattern, shoes,
 // and perhaps a bag or hat; each image adds its camera's lighting and colour

@@ -46,16 +46,16 @@ public struct ConfigKey {
     }
 }
 
-/// The README's table of keys, as `reid-dist config-keys` prints it.
+/// The table of keys in docs/configuration.md, as `reid-dist config-keys` prints it.
 public var configKeysMarkdown: String {
     (["| key | default | meaning |", "| --- | --- | --- |"]
         + configKeys.map { "| `\($0.name)` | `\($0.defaultValue)` | \($0.doc)\($0.rangeText.map { " (\($0))" } ?? "") |" }).joined(separator: "\n")
 }
 
-/// Every key, its type, default and meaning (the README's table is printed from this).
+/// Every key, its type, default and meaning (docs/configuration.md's table is printed from this).
 public let configKeys: [ConfigKey] = [
     .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "the dataset: a folder (market, duke: bounding_box_train/, query/, bounding_box_test/; cuhk03: labeled/ and detected/; msmt17: train/, test/ and list_*.txt; list: train.csv, query.csv, gallery.csv) or, for list, one .csv/.tsv with a split column"),
-    .init(name: "data.layout", kind: .choice(Layout.allCases.map(\.rawValue)), defaultValue: .string("market"), doc: "market (0002_c1s1_000451_03.jpg), duke (0005_c2_f0046985.jpg), cuhk03 (CUHK03-NP PNGs), msmt17 (list files) or list (CSV/TSV: path,pid,camid); see the README's Data section"),
+    .init(name: "data.layout", kind: .choice(Layout.allCases.map(\.rawValue)), defaultValue: .string("market"), doc: "market (0002_c1s1_000451_03.jpg), duke (0005_c2_f0046985.jpg), cuhk03 (CUHK03-NP PNGs), msmt17 (list files) or list (CSV/TSV: path,pid,camid); see docs/data.md"),
     .init(name: "data.cuhk03_images", kind: .choice(["detected", "labeled"]), defaultValue: .string("detected"), doc: "CUHK03-NP: the detected or the hand-labeled boxes"),
     .init(name: "data.msmt17_merge_val", kind: .bool, defaultValue: .bool(true), doc: "MSMT17: train on list_train and list_val together (torchreid's default); false: list_train alone"),
     .init(name: "data.height", kind: .int, defaultValue: .int(256), doc: "input height in pixels", range: 32...8192),

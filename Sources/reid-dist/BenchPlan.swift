@@ -1,7 +1,7 @@
 // `reid-dist bench plan`: how a training step should scale to N nodes, from the
 // step measured here on one node, the gradient bytes, and a link's rate and
 // latency. A model, stated with its assumptions, checked against the simulated
-// cluster (Cluster/sim-cluster.sh) in the README before it is trusted for 8-64 nodes.
+// cluster (Cluster/sim-cluster.sh; docs/cluster.md) before it is trusted for 8-64 nodes.
 //
 //   all-reduce of S bytes on N nodes (ring):  T(S) = 2(N-1)/N * S/(e*B) + 2(N-1)*L + c
 //     B link rate, e the share of it TCP through the stack achieves, L one-way latency,

@@ -10,7 +10,7 @@ import ReIDReport
 
 /// --config and --set, shared by the commands that read a training configuration.
 struct ConfigOptions: ParsableArguments {
-    @Option(help: "YAML configuration (see Configs/ and the README's table of keys).") var config: String
+    @Option(help: "YAML configuration (see Configs/ and docs/configuration.md).") var config: String
     @Option(name: .customLong("set"), help: "Override one key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
 
     func load(extra: [String] = []) throws -> Config {

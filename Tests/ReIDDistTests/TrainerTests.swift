@@ -96,11 +96,29 @@ final class ConfigTests: XCTestCase {
         expect(["nothing.like.it=1"], "unknown key 'nothing.like.it'")
     }
 
-    func testTheREADMEListsEveryKeyAsTheCodeDefinesIt() throws {
-        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("README.md")
-        let text = try String(contentsOf: readme, encoding: .utf8)
-        XCTAssert(text.contains(configKeysMarkdown + "\n"), "README.md's configuration table differs from `reid-dist config-keys`: paste its output")
+    func testTheDocsListEveryKeyAsTheCodeDefinesIt() throws {
+        let page = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/configuration.md")
+        let text = try String(contentsOf: page, encoding: .utf8)
+        XCTAssert(text.contains(configKeysMarkdown + "\n"), "docs/configuration.md's table differs from `reid-dist config-keys`: paste its output")
+    }
+
+    /// Every relative link of README.md and docs/*.md names a file of the repository.
+    func testTheDocsLinksExist() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter { $0.hasSuffix(".md") }.map { "docs/" + $0 }
+        var checked = 0
+        for page in ["README.md", "CHANGELOG.md"] + docs {
+            let text = try String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)
+            let folder = (page as NSString).deletingLastPathComponent
+            for m in text.matches(of: #/\]\(([^)#:\s]+)(#[^)]*)?\)/#) {
+                let target = String(m.1)
+                let path = ((root.path as NSString).appendingPathComponent(folder) as NSString).appendingPathComponent(target)
+                XCTAssert(FileManager.default.fileExists(atPath: path), "\(page) links to \(target), which does not exist")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 10)
     }
 
     func testFilesOverridesAndTheResolvedYAMLRoundTrip() throws {
