@@ -92,3 +92,50 @@ final class SetupScriptTests: XCTestCase {
         XCTAssert(o.contains("missing required module 'SwiftShims'") && o.contains("setup: 'swift build -c release' failed"), o)
     }
 }
+
+/// Every `reid-dist` command line in the code blocks of README.md and docs/ names a subcommand
+/// that exists and only options that subcommand's --help lists.
+final class DocumentedCommandTests: XCTestCase {
+    func testEveryDocumentedCommandLineParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter { $0.hasSuffix(".md") }.map { "docs/" + $0 }
+        let top = ["train", "evaluate", "extract", "embed", "search", "export", "rank", "report", "synth", "bench", "config-keys"]
+        let benchSubs = ["train", "convs", "eval", "allreduce", "plan"]
+        var helps: [String: String] = [:]
+        var checked = 0
+        for page in ["README.md"] + docs {
+            let text = try String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)
+            var inBlock = false, pending = ""
+            for raw in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+                if raw.hasPrefix("```") { inBlock.toggle(); continue }
+                guard inBlock else { continue }
+                var line = pending + raw
+                if line.hasSuffix("\\") { pending = String(line.dropLast()) + " "; continue }
+                pending = ""
+                if let hash = line.range(of: " #") { line = String(line[..<hash.lowerBound]) }
+                guard let at = line.firstMatch(of: #/(^|[\s/])reid-dist\s+/#) else { continue }
+                var tokens = line[at.range.upperBound...].split(separator: " ").map(String.init)
+                guard let first = tokens.first, top.contains(first) else { continue }
+                var command = [first]
+                tokens.removeFirst()
+                if first == "bench" {                       // `bench` alone runs its default subcommand, `train`
+                    if let sub = tokens.first, benchSubs.contains(sub) { command.append(sub); tokens.removeFirst() } else { command.append("train") }
+                }
+                let key = command.joined(separator: " ")
+                if helps[key] == nil {
+                    let (s, o) = try runReidDist(command + ["--help"])
+                    XCTAssertEqual(s, 0, "\(page): `reid-dist \(key) --help` failed: \(o)")
+                    helps[key] = o
+                }
+                for flag in tokens where flag.hasPrefix("--") {
+                    let name = String(flag.split(separator: "=").first!)
+                    let help = helps[key]!
+                    let known = help.contains(name) || (name.hasPrefix("--no-") && help.contains("--[no-]" + name.dropFirst(5)))
+                    XCTAssert(known, "\(page): `reid-dist \(key)` has no option \(name) (line: \(raw))")
+                }
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 8, "the documented command lines were found")
+    }
+}
