@@ -112,6 +112,14 @@ public struct ReIDDataset {
         name.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{FFFD}" ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
     }
 
+    /// Refuses a file name listed from `folder` whose bytes were not UTF-8: they reach Swift as
+    /// U+FFFD, which names no file, so the file would later be reported as unreadable.
+    public static func checkUTF8Name(_ name: String, in folder: String) throws {
+        guard name.unicodeScalars.contains("\u{FFFD}") else { return }
+        let path = (folder as NSString).appendingPathComponent(printable(name))
+        throw DataError("\(path): the file name is not UTF-8 (\\u{fffd} marks the bytes that are not); rename it")
+    }
+
     /// Image files this reader decodes, by extension.
     public static func isImage(_ name: String) -> Bool {
         let l = name.lowercased()

@@ -81,11 +81,8 @@ struct FolderLayout: LayoutReader {
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter(ReIDDataset.isImage).sorted()
         var out: [Sample] = []
         for file in files {
+            try ReIDDataset.checkUTF8Name(file, in: dir)
             let path = (dir as NSString).appendingPathComponent(ReIDDataset.printable(file))
-            // A name whose bytes are not UTF-8 reaches us with U+FFFD in their place, which names no file.
-            guard !file.unicodeScalars.contains("\u{FFFD}") else {
-                throw DataError("\(path): the file name is not UTF-8 (\\u{fffd} marks the bytes that are not); rename it")
-            }
             let parsed: (pid: Int, camera: Int)?
             do {
                 switch kind {

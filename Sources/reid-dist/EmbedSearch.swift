@@ -18,10 +18,7 @@ func imagePaths(_ source: String) throws -> [String] {
         var out: [String] = []
         while let rel = e.nextObject() as? String {
             guard ReIDDataset.isImage(rel) else { continue }
-            // bytes that are not UTF-8 reach us as U+FFFD, which names no file
-            guard !rel.unicodeScalars.contains("\u{FFFD}") else {
-                throw DataError("\(source)/\(ReIDDataset.printable(rel)): the file name is not UTF-8 (\\u{fffd} marks the bytes that are not); rename it")
-            }
+            try ReIDDataset.checkUTF8Name(rel, in: source)
             out.append((source as NSString).appendingPathComponent(rel))
         }
         return out.sorted()
