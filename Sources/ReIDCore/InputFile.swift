@@ -21,7 +21,12 @@ public enum InputFile {
         guard stat(path, &st) == 0 else {
             return errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))))"
         }
-        switch st.st_mode & S_IFMT {
+        return kindProblem(st.st_mode)
+    }
+
+    /// Why a file of this mode is not read, or nil for a regular file.
+    static func kindProblem(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
         case S_IFREG: return nil
         case S_IFDIR: return "is a directory, not a regular file"
         case S_IFIFO: return "is a FIFO (named pipe), not a regular file"
@@ -31,20 +36,19 @@ public enum InputFile {
         }
     }
 
-    /// Throws unless `path` is a regular file.
-    public static func requireRegular(_ path: String) throws {
-        if let p = problem(path) { throw InputFileError(path, p) }
-    }
-
     /// The file's bytes: at most `limit`, refused (before reading) when it is larger.
     /// `what` names the kind of file in the message ("a list file").
     public static func read(_ path: String, limit: Int, what: String = "the file") throws -> Data {
-        try requireRegular(path)
+        if path.utf8.contains(0) { throw InputFileError(path, "the path contains a NUL byte") }
+        // O_NONBLOCK: opening a FIFO does not wait for a writer; the file's kind is then read from the open file.
         let fd = open(path, O_RDONLY | O_NONBLOCK)
-        guard fd >= 0 else { throw InputFileError(path, "cannot open (\(String(cString: strerror(errno))))") }
+        guard fd >= 0 else {
+            throw InputFileError(path, errno == ENOENT ? "does not exist" : "cannot open (\(String(cString: strerror(errno))))")
+        }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw InputFileError(path, "not a regular file") }
+        guard fstat(fd, &st) == 0 else { throw InputFileError(path, "cannot stat (\(String(cString: strerror(errno))))") }
+        if let problem = kindProblem(st.st_mode) { throw InputFileError(path, problem) }
         let size = Int(st.st_size)
         guard size <= limit else {
             throw InputFileError(path, "\(size) bytes, more than the \(limit) bytes \(what) may have")

@@ -138,9 +138,10 @@ struct Unpickler {
     }
     /// Pushes a leaf value.
     mutating func push(_ v: PickleValue) { stack.append(Item(value: v, depth: 0, size: 1)) }
-    /// The depth and size of a container of `children`, refused past the limits.
-    func measure(_ children: [Item], at: Int) throws -> (depth: Int, size: Int) {
-        var depth = 0, size = 1
+    /// The depth and size of a container of `children` (or of `base` grown by them in place, as
+    /// APPEND and SETITEM do: its depth does not grow with each call), refused past the limits.
+    func measure(_ children: [Item], at: Int, growing base: Item? = nil) throws -> (depth: Int, size: Int) {
+        var depth = base?.depth ?? 0, size = base?.size ?? 1
         for c in children {
             depth = Swift.max(depth, c.depth + 1)
             size = size.addingReportingOverflow(c.size).overflow ? Int.max : size + c.size
@@ -249,16 +250,16 @@ struct Unpickler {
         let list = try popItem()
         guard case .list(var l) = list.value else { throw fail("malformed APPEND(S) at byte \(at)") }
         l += items.map(\.value)
-        let m = try measure([list] + items, at: at)
-        stack.append(Item(value: .list(l), depth: Swift.max(list.depth, m.depth), size: m.size))
+        let m = try measure(items, at: at, growing: list)
+        stack.append(Item(value: .list(l), depth: m.depth, size: m.size))
     }
 
     mutating func setItems(_ kv: [Item], at: Int) throws {
         let dict = try popItem()
         guard kv.count % 2 == 0, case .dict(var d) = dict.value else { throw fail("malformed SETITEM(S) at byte \(at)") }
         for i in stride(from: 0, to: kv.count, by: 2) { d.append((kv[i].value, kv[i + 1].value)) }
-        let m = try measure([dict] + kv, at: at)
-        stack.append(Item(value: .dict(d), depth: Swift.max(dict.depth, m.depth), size: m.size))
+        let m = try measure(kv, at: at, growing: dict)
+        stack.append(Item(value: .dict(d), depth: m.depth, size: m.size))
     }
 
     /// ('storage', torch.XStorage, key, location, numel[, view]).

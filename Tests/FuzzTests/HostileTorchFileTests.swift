@@ -109,6 +109,15 @@ final class HostileTorchFileTests: XCTestCase {
         refused(path, "more than the 10 left of what this model's weights may hold", budget: 10)
     }
 
+    /// Items added one SETITEM at a time make a dict wider, not deeper: 300 tensors, each its own SETITEM, read.
+    func testManySetitemsAreNotNesting() throws {
+        let path = try legacyFile("wide.pth", shape: [1], stride: [1], stored: 4) { d in
+            for i in 0..<300 { d.tensor("t\(i)", numel: 4, offset: i % 4, shape: [1], stride: [1]) }
+        }
+        let records = try TorchFile.read(path)
+        XCTAssertEqual(records.count, 300)
+    }
+
     func testDeepNestingIsRefusedNotAStackOverflow() throws {
         // 200,000 nested one-tuples as a dict key, then the same with lists
         let deep = try legacyFile("deep.pth", shape: [1], stride: [1], stored: 1) { d in
