@@ -54,15 +54,25 @@ public final class Conv2d {
     /// The algorithm for 3x3 stride-1 layers, for every model in the process.
     public nonisolated(unsafe) static var algorithm = ConvAlgorithm.auto
 
-    /// Whether this layer runs as Winograd F(2x2,3x3) on an (N, H, W) input.
-    public func usesWinograd(n: Int, h: Int, w: Int) -> Bool {
-        guard kernel == 3, stride == 1, pad == 1 else { return false }
+    /// The Winograd output tile this layer uses on an (N, H, W) input: 2 (F(2x2,3x3)), 4 (F(4x4,3x3)),
+    /// or 0 (not Winograd: im2col + GEMM, or not a 3x3 stride-1 pad-1 layer).
+    public func winogradTile(n: Int, h: Int, w: Int) -> Int {
+        guard kernel == 3, stride == 1, pad == 1 else { return 0 }
         switch Self.algorithm {
-        case .gemm: return false
-        case .winograd: return true
-        case .auto: return Self.winogradWins(cin: cin, cout: cout, tiles: n * ((h + 1) / 2) * ((w + 1) / 2))
+        case .gemm: return 0
+        case .winograd: return 2
+        case .winograd4: return 4
+        case .auto:
+            if Self.winograd4Wins(cin: cin, cout: cout, n: n, h: h, w: w) { return 4 }
+            return Self.winogradWins(cin: cin, cout: cout, tiles: n * ((h + 1) / 2) * ((w + 1) / 2)) ? 2 : 0
         }
     }
+
+    /// Whether this layer runs as Winograd F(2x2,3x3) on an (N, H, W) input.
+    public func usesWinograd(n: Int, h: Int, w: Int) -> Bool { winogradTile(n: n, h: h, w: w) == 2 }
+
+    /// `auto`'s choice of F(4x4,3x3): never, until `reid-dist bench convs` shows where it wins.
+    static func winograd4Wins(cin: Int, cout: Int, n: Int, h: Int, w: Int) -> Bool { false }
 
     /// `auto`'s choice, from `reid-dist bench convs` (2-core AMD EPYC, AVX-512, 2 threads): Winograd
     /// won on every 3x3 stride-1 shape of the three benchmark networks, from 1.07x (128->128 at
@@ -98,7 +108,19 @@ public final class Conv2d {
             Profile.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
             return output
         }
-        if usesWinograd(n: n, h: h, w: w) {
+        let tile = winogradTile(n: n, h: h, w: w)
+        if tile == 4 {
+            let g = Winograd4Tiles(n: n, h: h, w: w), products = Winograd4.products
+            let v = columnBuffer(products * Winograd.planeStride(cin * g.count), ws, keep: training)
+            cachedValid = v !== ws.col
+            ws.winogradWeights.resizeForOverwrite([products * Winograd.planeStride(cout * cin)])
+            Profile.measure(.im2col) { Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
+            ws.winogradProducts.resizeForOverwrite([products * Winograd.planeStride(cout * g.count)])
+            Winograd4.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
+                               out: output.ptr, accumulate: false)
+            return output
+        }
+        if tile == 2 {
             let g = WinogradTiles(n: n, h: h, w: w)
             // V: kept for backward in the layer's own buffer within the budget, else scratch; none
             // when backward redoes it block by block (which implies a fused forward)
@@ -165,9 +187,10 @@ public final class Conv2d {
             }
             return
         }
-        if usesWinograd(n: n, h: h, w: w) {
-            winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws)
-            return
+        switch winogradTile(n: n, h: h, w: w) {
+        case 2: winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws); return
+        case 4: winograd4Backward(x, dOut, dX: dX, accumulate: accumulate, ws); return
+        default: break
         }
         if runsBlocked {
             Profile.measure(.gemm) { blockedWeightGrad(x, dOut, ws) }
@@ -275,6 +298,43 @@ extension Conv2d {
         }
         ws.col.resizeForOverwrite([16 * sv])
         Winograd.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate)
+    }
+}
+
+extension Conv2d {
+    /// F(4x4) backward, whole-batch: dU[e] = Z[e] V[e]^T (V kept from forward or transformed
+    /// again), dW += G^T dU G; dX = conv(dOut, flip(W)^T) through the same forward.
+    func winograd4Backward(_ x: Tensor, _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
+                           accumulate: Bool, _ ws: Workspace) {
+        let g = Winograd4Tiles(n: x.shape[1], h: x.shape[2], w: x.shape[3]), t = g.count, products = Winograd4.products
+        let wp = arena.value + weight, gw = arena.grad + weight
+        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t), su = Winograd.planeStride(cout * cin)
+        let v: Tensor
+        if cachedValid, let c = cached {
+            v = c
+        } else {
+            ws.col.resizeForOverwrite([products * sv]); v = ws.col
+            Profile.measure(.im2col) { Winograd4.transformInput(x.ptr, c: cin, g, v.ptr) }
+        }
+        cachedValid = false
+        ws.winogradWeights.resizeForOverwrite([products * su])
+        ws.winogradProducts.resizeForOverwrite([products * sz])
+        let du = ws.winogradWeights.ptr, z = ws.winogradProducts.ptr
+        Profile.measure(.im2col) { Winograd4.transformOutputGrad(dOut, c: cout, g, z) }
+        Profile.measure(.gemm) {
+            Winograd.products(products) { e in
+                sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
+            }
+        }
+        Profile.measure(.im2col) { Winograd4.accumulateWeightGrad(du, cout: cout, cin: cin, gw) }
+        guard let dX else { return }
+        // the transformed dOut goes where Z was, the products into ws.col (V's, when not kept, is done with)
+        Profile.measure(.im2col) {
+            Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
+            Winograd4.transformInput(dOut, c: cout, g, z)
+        }
+        ws.col.resizeForOverwrite([products * sv])
+        Winograd4.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate)
     }
 }
 

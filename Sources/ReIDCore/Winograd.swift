@@ -31,7 +31,14 @@ import CKernels
 /// How convolutions are computed: `gemm` (im2col + one GEMM) everywhere, or
 /// Winograd F(2x2,3x3) for 3x3 stride-1 layers (`auto` picks per layer shape).
 public enum ConvAlgorithm: String, CaseIterable, Sendable {
-    case auto, gemm, winograd
+    /// Per layer shape (`Conv2d.winogradTile`).
+    case auto
+    /// im2col + one GEMM.
+    case gemm
+    /// F(2x2,3x3): 2.25x fewer multiplications, whole-batch or block by block in cache.
+    case winograd
+    /// F(4x4,3x3): 4x fewer multiplications, whole-batch (Winograd4.swift).
+    case winograd4
 }
 
 /// The tile grid of an (N, H, W) plane set: th x tw tiles of 2x2 outputs per image.
@@ -171,15 +178,15 @@ public enum Winograd {
     }
     nonisolated(unsafe) static var maxK = 128
 
-    /// Runs body(e) for the 16 products e = 0..<16, shared among the workers, each with a
+    /// Runs body(e) for the products e = 0..<count (16 for F(2x2), 36 for F(4x4)), shared among the workers, each with a
     /// single-threaded BLAS, instead of splitting every GEMM among the threads (`bench convs`,
     /// 2 threads, three passes: 256->256 at 32x8x4, 14.7-23.6 -> 12.2-14.6 ms; 512->512 at
     /// 32x16x8, 175-290 -> 165-176 ms).
-    static func products(_ body: (Int) -> Void) {
-        guard splitProducts, engineThreads > 1 else { for e in 0..<16 { body(e) }; return }
-        let workers = Swift.min(engineThreads, 16)
+    static func products(_ count: Int = 16, _ body: (Int) -> Void) {
+        guard splitProducts, engineThreads > 1 else { for e in 0..<count { body(e) }; return }
+        let workers = Swift.min(engineThreads, count)
         onWorkers(workers) { wk in
-            for e in stride(from: wk, to: 16, by: workers) { body(e) }
+            for e in stride(from: wk, to: count, by: workers) { body(e) }
         }
     }
     public nonisolated(unsafe) static var splitProducts = true

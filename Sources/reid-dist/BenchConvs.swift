@@ -98,7 +98,7 @@ struct BenchConvs: ParsableCommand {
         print("case                shape                  algorithm fused       fwd ms   bwd ms  GFLOP/s  data%  err fwd   err dX    err dW" + (torch.isEmpty ? "" : "    torch fwd/dX/dW"))
         var rows: [[String: Any]] = []
         for (caseName, s) in shapes {
-            for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd] : [.gemm] {
+            for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd, .winograd4] : [.gemm] {
                 Conv2d.algorithm = a
                 let (fwd, bwd, dataShare) = time(s)
                 let err = noErrors ? [] : errors(s)

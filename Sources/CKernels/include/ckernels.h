@@ -68,4 +68,20 @@ void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int
 /// with `transpose_flip`, rows Cin and columns Cout of the input gradient's kernel, g = flip(w[c][r]));
 /// w: (Cout, Cin, 3, 3); matrices `plane` floats apart. Returns 0, computing nothing, without AVX-512.
 int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
+
+// Winograd F(4x4,3x3) (wino4.c): 6x6 input tiles, 36 products, 4x4 outputs; every vector path.
+// Tiles of `images` consecutive planes (h x w each) of one channel: th = (h + 3) / 4 rows of
+// tw = (w + 3) / 4 per image; tile (image, ty, tx) is column (image th + ty) tw + tx of the 36
+// matrices, `plane` floats apart. Outputs past the plane's edge are cropped, inputs padded with 0.
+
+/// V[e][tile] = (B^T d B)[e], d the tile's 6x6 input window (pad 1), from x.
+void reid_wino4_input(const float *x, int h, int w, int images, float *v, size_t plane);
+/// y = A^T M A per tile (4x4, cropped at the plane's edge), from m (adds into y when `accumulate`).
+void reid_wino4_output(const float *m, size_t plane, int h, int w, int images, float *y, int accumulate);
+/// Z[e][tile] = (A dy A^T)[e] of each 4x4 tile of dy (0 past the plane's edge).
+void reid_wino4_output_grad(const float *dy, int h, int w, int images, float *z, size_t plane);
+/// U[e][r][c] = (G g G^T)[e] for rows r0 ..< r1, laid out as reid_wino_weights lays out F(2x2)'s.
+void reid_wino4_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
+/// dw[o][i] += G^T dU[.][o][i] G for output channels o0 ..< o1; dw: (Cout, Cin, 3, 3).
+void reid_wino4_weight_grad(const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw);
 #endif
