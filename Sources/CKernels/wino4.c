@@ -12,11 +12,18 @@
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef float v2 __attribute__((vector_size(8), aligned(4)));
+typedef double d2 __attribute__((vector_size(16), aligned(8)));
+typedef double d4 __attribute__((vector_size(32), aligned(8)));
+typedef double d8 __attribute__((vector_size(64), aligned(8)));
 
 #define SUFFIX portable
 #define TARGET
 #define VT v4
 #define VL 4
+#define VD d2
+#define VDL 2
+#define VF v2
 #include "wino4_body.inc"
 
 #if defined(__x86_64__)
@@ -24,12 +31,18 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define TARGET __attribute__((target("avx2,fma")))
 #define VT v8
 #define VL 8
+#define VD d4
+#define VDL 4
+#define VF v4
 #include "wino4_body.inc"
 
 #define SUFFIX avx512
 #define TARGET __attribute__((target("avx512f,avx2,fma")))
 #define VT v16
 #define VL 16
+#define VD d8
+#define VDL 8
+#define VF v8
 #include "wino4_body.inc"
 #endif
 
@@ -58,32 +71,20 @@ void reid_wino4_output_grad(const float *dy, int h, int w, int images, float *z,
     output_grads[reid_kernels_path()](dy, h, w, images, z, plane);
 }
 
-// In double, rounded once per value: G's entries (thirds, fifteenths) are not exact in float.
+typedef void (*weights_fn)(const float *, int, int, int, int, int, float *, size_t);
+typedef void (*weight_grad_fn)(const float *, size_t, int, int, int, int, float *);
+#if defined(__x86_64__)
+static const weights_fn weights[] = {weights_portable, weights_avx2, weights_avx512};
+static const weight_grad_fn weight_grads[] = {weight_grad_portable, weight_grad_avx2, weight_grad_avx512};
+#else
+static const weights_fn weights[] = {weights_portable};
+static const weight_grad_fn weight_grads[] = {weight_grad_portable};
+#endif
+
 void reid_wino4_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
-    const int cols = transpose_flip ? cout : cin;
-    for (int r = r0; r < r1; r++) {
-        for (int c = 0; c < cols; c++) {
-            const float *k = transpose_flip ? w + ((size_t)c * cin + r) * 9 : w + ((size_t)r * cin + c) * 9;
-            double g[9], t[18], e[36];
-            for (int i = 0; i < 9; i++) g[i] = transpose_flip ? k[8 - i] : k[i];
-            for (int j = 0; j < 3; j++) W4_G(t + j, 3, g + j, 3);               // columns: t[p][j] = (G g)[p][j]
-            for (int p = 0; p < 6; p++) W4_G(e + p * 6, 1, t + p * 3, 1);       // rows: e[p][q] = (t G^T)[p][q]
-            float *dst = u + (size_t)r * cols + c;
-            for (int q = 0; q < 36; q++) dst[q * plane] = (float)e[q];
-        }
-    }
+    weights[reid_kernels_path()](w, cout, cin, transpose_flip, r0, r1, u, plane);
 }
 
 void reid_wino4_weight_grad(const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw) {
-    for (int o = o0; o < o1; o++) {
-        for (int i = 0; i < cin; i++) {
-            const float *s = du + (size_t)o * cin + i;
-            double d[36], t[18], g[9];
-            for (int q = 0; q < 36; q++) d[q] = s[q * plane];
-            for (int p = 0; p < 6; p++) W4_GT(t + p * 3, 1, d + p * 6, 1);      // rows: t[p][j] = (d[p] G)[j]
-            for (int j = 0; j < 3; j++) W4_GT(g + j, 3, t + j, 3);              // columns: g[i][j] = (G^T t)[i][j]
-            float *dst = dw + ((size_t)o * cin + i) * 9;
-            for (int k = 0; k < 9; k++) dst[k] += (float)g[k];
-        }
-    }
+    weight_grads[reid_kernels_path()](du, plane, cout, cin, o0, o1, dw);
 }

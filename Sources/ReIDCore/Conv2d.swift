@@ -71,8 +71,17 @@ public final class Conv2d {
     /// Whether this layer runs as Winograd F(2x2,3x3) on an (N, H, W) input.
     public func usesWinograd(n: Int, h: Int, w: Int) -> Bool { winogradTile(n: n, h: h, w: w) == 2 }
 
-    /// `auto`'s choice of F(4x4,3x3): never, until `reid-dist bench convs` shows where it wins.
-    static func winograd4Wins(cin: Int, cout: Int, n: Int, h: Int, w: Int) -> Bool { false }
+    /// `auto`'s choice of F(4x4,3x3), from `reid-dist bench convs` (2-core AMD EPYC Zen 3, AVX2, 2
+    /// threads, docs/performance.md): F(4x4) was faster than F(2x2) (fused or not) on every 3x3
+    /// stride-1 shape of the three benchmark networks but one, where they tied (128->128 at
+    /// 32x32x16); on 512->512 at 32x16x8, 112 against 260 ms for the three passes. Below 64 tiles
+    /// (a few images) its weight transform, 36 values a kernel, costs more than its GEMMs save; and
+    /// planes whose 4x4 tiles would hang far past the edge (more than a quarter of the tiles' area)
+    /// stay with F(2x2).
+    static func winograd4Wins(cin: Int, cout: Int, n: Int, h: Int, w: Int) -> Bool {
+        let g = Winograd4Tiles(n: n, h: h, w: w)
+        return g.count >= 64 && 16 * g.th * g.tw * 4 <= 5 * h * w
+    }
 
     /// `auto`'s choice, from `reid-dist bench convs` (2-core AMD EPYC, AVX-512, 2 threads): Winograd
     /// won on every 3x3 stride-1 shape of the three benchmark networks, from 1.07x (128->128 at

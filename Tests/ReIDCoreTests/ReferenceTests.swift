@@ -13,7 +13,7 @@ final class ReferenceTests: XCTestCase {
 
     func maxAbs(_ a: [Float]) -> Float { a.reduce(0) { max($0, abs($1)) } }
 
-    func compare(_ name: String, spec: ModelSpec) throws {
+    func compare(_ name: String, spec: ModelSpec, slack: Float = 1) throws {
         let file = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("reference_\(name).safetensors").path)
         let net = GroupedMultiBranchNet(spec, seed: 99)
         let arena = net.arena
@@ -31,7 +31,7 @@ final class ReferenceTests: XCTestCase {
         let r = net.forwardLoss(x, labels: y, labelSmoothing: 0.1)
         net.backward()
         let refLoss = Double(try file.floats("loss")[0])
-        XCTAssertEqual(r.loss, refLoss, accuracy: 1e-5 * max(1, refLoss), "\(name) loss")
+        XCTAssertEqual(r.loss, refLoss, accuracy: 1e-5 * Double(slack) * max(1, refLoss), "\(name) loss")
 
         // Backbone feature map, NCHW in the file, channel-major here.
         let fm = net.backbone.stageOutput(4)
@@ -43,7 +43,7 @@ final class ReferenceTests: XCTestCase {
         // Float64's answer again. Batch norm over 6 values per channel (r50w4's layer4) amplifies
         // float32 rounding, which depends on the BLAS kernel: measured 1.4e-4 of max|fmap| with
         // OpenBLAS's SkylakeX (AVX-512) kernel, under 1e-4 with Haswell's and Zen's.
-        XCTAssertLessThan(mapErr, 5e-4 * max(1, maxAbs(refMap)), "\(name) feature map")
+        XCTAssertLessThan(mapErr, 5e-4 * slack * max(1, maxAbs(refMap)), "\(name) feature map")
 
         var worst = (0.0 as Float, "")
         for s in arena.params {
@@ -55,14 +55,14 @@ final class ReferenceTests: XCTestCase {
             // The fixture is float64's answer. PyTorch's own float32 run of r50w4 is off
             // by up to 7.2e-3 of max|grad| (batch norm over 6 values per channel in
             // layer4 amplifies rounding); r18w8 is within 1e-3.
-            XCTAssertLessThan(rel, 1e-2, "\(name) grad.\(s.name): max error \(err), max |grad| \(maxAbs(ref))")
+            XCTAssertLessThan(rel, 1e-2 * slack, "\(name) grad.\(s.name): max error \(err), max |grad| \(maxAbs(ref))")
         }
         print("\(name): loss \(r.loss) vs \(refLoss); worst relative gradient error \(worst.0) in \(worst.1)")
 
         for s in arena.buffers {
             let ref = try file.floats("after." + s.name)
             for j in 0..<s.count {
-                XCTAssertEqual(arena.buffer[s.offset + j], ref[j], accuracy: 1e-4 * max(1, abs(ref[j])), "\(name) after.\(s.name)[\(j)]")
+                XCTAssertEqual(arena.buffer[s.offset + j], ref[j], accuracy: 1e-4 * slack * max(1, abs(ref[j])), "\(name) after.\(s.name)[\(j)]")
             }
         }
         for (i, n) in arena.counterNames.enumerated() {
@@ -76,13 +76,19 @@ final class ReferenceTests: XCTestCase {
         XCTAssertLessThan(fErr, 1e-4, "\(name) inference features")
     }
 
-    /// Each fixture under both convolution algorithms (`auto` picks GEMM for shapes this small).
-    func compareUnderBothAlgorithms(_ name: String, spec: ModelSpec) throws {
+    /// Each fixture under every convolution algorithm (`auto` picks GEMM for shapes this small).
+    /// F(4x4)'s float32 error is 2-8x the GEMM path's per layer (WinogradTests). r50w4's batch norms
+    /// over 6 values amplify rounding about 40,000-fold (per layer 2e-7, whole network: GEMM 7.8e-3
+    /// of max|grad|, PyTorch's own float32 run 7.2e-3), and F(4x4)'s 1e-6 became 8.7e-2 (on
+    /// layer4.2.conv2.weight) and 1.1e-4 on a running variance: there its bounds are `winograd4Slack`
+    /// times wider, still a bug gate (a wrong transform is off by the whole gradient). Whether that
+    /// rounding matters to training is what the end-to-end runs in docs/performance.md answer.
+    func compareUnderBothAlgorithms(_ name: String, spec: ModelSpec, winograd4Slack: Float = 1) throws {
         defer { Conv2d.algorithm = .auto }
-        for a in [ConvAlgorithm.gemm, .winograd] {
+        for a in [ConvAlgorithm.gemm, .winograd, .winograd4] {
             Conv2d.algorithm = a
             print("\(name), \(a.rawValue) convolutions:")
-            try compare(name, spec: spec)
+            try compare(name, spec: spec, slack: a == .winograd4 ? winograd4Slack : 1)
         }
     }
 
@@ -91,6 +97,6 @@ final class ReferenceTests: XCTestCase {
     }
 
     func testResNet50Width4MatchesPyTorch() throws {
-        try compareUnderBothAlgorithms("r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7))
+        try compareUnderBothAlgorithms("r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7), winograd4Slack: 15)
     }
 }

@@ -59,7 +59,7 @@ final class ResNetTests: XCTestCase {
 
     func testResNet18NetworkGradients() {
         defer { Conv2d.algorithm = .auto }
-        for a in [ConvAlgorithm.gemm, .winograd] {
+        for a in [ConvAlgorithm.gemm, .winograd, .winograd4] {
             Conv2d.algorithm = a
             checkNetwork(ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 2, branches: 2, classes: 5), h: 65, w: 33, batch: 4)
         }
