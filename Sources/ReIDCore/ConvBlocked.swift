@@ -36,7 +36,7 @@ extension Conv2d {
         directStem && (directOnPortable || reid_kernels_path() > Int32(REID_PATH_PORTABLE))
     }
 
-    /// The vector path of the direct convolution on this processor, for `bench` to print.
+    /// The vector path CKernels run on this processor (the direct stem, the F(4x4) transforms), for `bench` to print.
     public static var directKernelPath: String { String(cString: reid_kernels_path_name(reid_kernels_path())) }
 
     /// Limits the C kernels to `path` or a lower one (the processor's best is the default), for

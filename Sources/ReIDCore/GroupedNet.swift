@@ -3,7 +3,8 @@
 // module Cluster/tools/reid_dist_torch.py:
 //   ResNet -> global average pool -> C channels split into G contiguous groups
 //   -> per group BatchNorm1d -> B bias-free classifiers per group
-//   loss = mean over the G*B label-smoothed cross-entropies
+//   loss = mean over the G*B label-smoothed cross-entropies (the default; a triplet loss on the
+//          pooled feature may be added or used alone: ReIDDist's LossSpec)
 //   inference feature = L2-normalise(concat of the G batch-normalised groups)
 // Names: backbone.<torchvision>, head.groups.{g}.bn.*, head.groups.{g}.classifiers.{b}.weight
 
@@ -49,8 +50,10 @@ public final class GroupedMultiBranchNet {
     var groupDim: Int { spec.featureChannels / spec.groups }
 
     /// Training forward and loss for an NCHW batch; keeps what backward needs.
-    /// Returns the mean loss over the G*B heads and the per-head correct counts summed.
-    public func forwardLoss(_ x: Tensor, labels: [Int], labelSmoothing eps: Float) -> (loss: Double, correct: Int) {
+    /// Returns the mean loss over the G*B heads and the per-head correct counts summed. The
+    /// gradient backward propagates is `weight` times this loss's (0: the classifiers are run for
+    /// their accuracy only, as when a triplet loss alone trains the network).
+    public func forwardLoss(_ x: Tensor, labels: [Int], labelSmoothing eps: Float, weight: Float = 1) -> (loss: Double, correct: Int) {
         let n = x.shape[0]
         precondition(labels.count == n, "labels: \(labels.count) for a batch of \(n)")
         let fmap = backbone.forward(nchw: x, training: true)
@@ -62,16 +65,21 @@ public final class GroupedMultiBranchNet {
                 let z = classifiers[g][b].forward(h, rows: (g * groupDim)..<((g + 1) * groupDim))
                 dLogits[g][b].resizeForOverwrite(z.shape)
                 let r = CrossEntropy.forward(logits: z.ptr, labels: labels, classes: spec.classes, eps: eps,
-                                             dLogits: dLogits[g][b].ptr, scale: 1 / Float(heads))
+                                             dLogits: dLogits[g][b].ptr, scale: weight / Float(heads))
                 loss += r.loss; correct += r.correct
             }
         }
         return (loss / Double(heads), correct)
     }
 
-    /// Adds the gradient of the last `forwardLoss` into `arena.grad`; `ready`
+    /// The pooled feature of the last training forward, (C, N): before the group batch norms, what
+    /// a metric loss sees (BNNeck: cross-entropy after the batch norms, triplet before them).
+    public var pooledFeatures: Tensor { pool.output }
+
+    /// Adds the gradient of the last `forwardLoss` into `arena.grad`, plus, given `featureGrad`
+    /// ((C, N), another loss's gradient with respect to `pooledFeatures`), that one's; `ready`
     /// is told each arena offset from which on all gradients are final.
-    public func backward(ready: ((Int) -> Void)? = nil) {
+    public func backward(featureGrad: UnsafePointer<Float>? = nil, ready: ((Int) -> Void)? = nil) {
         let c = pool.output.shape[0], n = pool.output.shape[1], d = groupDim
         dHidden.resizeForOverwrite([c, n])
         for g in 0..<spec.groups {
@@ -81,6 +89,7 @@ public final class GroupedMultiBranchNet {
         }
         dPooled.resizeForOverwrite([c, n])
         bn.backward(dHidden.ptr, dX: dPooled.ptr)
+        if let featureGrad { for i in 0..<(c * n) { dPooled.ptr[i] += featureGrad[i] } }
         ready?(bn.weight)                     // the head's parameters follow the backbone's
         let dMap = backbone.featureGradBuffer(pool.inputShape)
         pool.backward(dPooled.ptr, dX: dMap.ptr)

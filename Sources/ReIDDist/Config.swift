@@ -74,10 +74,17 @@ public let configKeys: [ConfigKey] = [
     .init(name: "model.last_stride", kind: .int, defaultValue: .int(1), doc: "stride of layer4: 1 or 2", range: 1...2),
     .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)", range: 1...8192),
     .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group", range: 1...64),
-    .init(name: "model.conv_algorithm", kind: .choice(ConvAlgorithm.allCases.map(\.rawValue)), defaultValue: .string("auto"), doc: "3x3 stride-1 convolutions: winograd (F(2x2,3x3), 2.25x fewer multiplications), gemm (im2col + GEMM), or auto (per layer shape); the weights mean the same either way"),
+    .init(name: "model.conv_algorithm", kind: .choice(ConvAlgorithm.allCases.map(\.rawValue)), defaultValue: .string("auto"), doc: "3x3 stride-1 convolutions: winograd4 (F(4x4,3x3), 4x fewer multiplications), winograd (F(2x2,3x3), 2.25x fewer), gemm (im2col + GEMM), or auto (per layer shape: F(4x4) from 64 tiles); the weights mean the same either way"),
     .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights with torchvision names: torchvision's own .pth (zip or legacy format, read without Python) or safetensors (e.g. timm's); empty: random init"),
     .init(name: "model.init", kind: .string, defaultValue: .string(""), doc: "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"),
+    .init(name: "loss.kind", kind: .choice(LossSpec.Kind.allCases.map(\.rawValue)), defaultValue: .string("ce"), doc: "ce: the grouped multi-branch cross-entropy; triplet: batch-hard triplet on the pooled feature alone; ce+triplet: both, weighted (BNNeck: triplet before the group batch norms, cross-entropy after); the inference feature is the same for all"),
     .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy", range: 0...0.999),
+    .init(name: "loss.ce_weight", kind: .double, defaultValue: .double(1), doc: "weight of the cross-entropy in ce+triplet", range: 0...1000),
+    .init(name: "loss.triplet_weight", kind: .double, defaultValue: .double(1), doc: "weight of the triplet loss in ce+triplet", range: 0...1000),
+    .init(name: "loss.triplet_margin", kind: .double, defaultValue: .double(0.3), doc: "margin of the triplet hinge max(0, margin + d_ap - d_an)", range: 0...100),
+    .init(name: "loss.triplet_soft_margin", kind: .bool, defaultValue: .bool(false), doc: "soft margin log(1 + exp(d_ap - d_an)) instead of the hinge"),
+    .init(name: "loss.triplet_distance", kind: .choice(TripletLoss.Distance.allCases.map(\.rawValue)), defaultValue: .string("euclidean"), doc: "distance between pooled features: euclidean or cosine (1 - cosine similarity)"),
+    .init(name: "loss.triplet_scope", kind: .choice(LossSpec.Scope.allCases.map(\.rawValue)), defaultValue: .string("global"), doc: "where each anchor's hardest positive and negative are mined: global (the P x K images of all ranks, one all-gather per step) or local (its rank's own images)"),
     .init(name: "optim.name", kind: .choice(["adam", "sgd"]), defaultValue: .string("adam"), doc: "optimizer"),
     .init(name: "optim.lr", kind: .double, defaultValue: .double(3.5e-4), doc: "base learning rate", range: 1e-12...100),
     .init(name: "optim.momentum", kind: .double, defaultValue: .double(0.9), doc: "SGD momentum", range: 0...0.999999),
@@ -285,6 +292,11 @@ public struct Config {
                  "must divide the \(channels) channels of the pooled feature (ResNet-\(int("model.depth")), width \(int("model.width")))")
         try need(int("model.branches") >= 1, "model.branches", "must be >= 1")
         try need((0..<1).contains(double("loss.label_smoothing")), "loss.label_smoothing", "must be in [0, 1)")
+        if string("loss.kind") != LossSpec.Kind.ce.rawValue {
+            try need(string("sampler.kind") == "identity" && int("sampler.instances") >= 2, "loss.kind",
+                     "\(string("loss.kind")) needs positives in each batch: sampler.kind identity with sampler.instances >= 2")
+            try need(int("sampler.ids_per_batch") >= 2, "loss.kind", "\(string("loss.kind")) needs negatives in each batch: sampler.ids_per_batch >= 2")
+        }
         try need(double("optim.lr") > 0, "optim.lr", "must be positive")
         try need(double("optim.momentum") >= 0 && double("optim.momentum") < 1, "optim.momentum", "must be in [0, 1)")
         try need(!bool("optim.nesterov") || double("optim.momentum") > 0, "optim.nesterov", "needs optim.momentum > 0")
@@ -331,6 +343,13 @@ public struct Config {
                       convAlgorithm: ConvAlgorithm(rawValue: string("model.conv_algorithm"))!)
     }
     public var labelSmoothing: Float { Float(double("loss.label_smoothing")) }
+    public var loss: LossSpec {
+        LossSpec(kind: LossSpec.Kind(rawValue: string("loss.kind"))!, labelSmoothing: labelSmoothing, ceWeight: double("loss.ce_weight"),
+                 tripletWeight: double("loss.triplet_weight"),
+                 triplet: TripletLoss(margin: double("loss.triplet_margin"), soft: bool("loss.triplet_soft_margin"),
+                                      distance: TripletLoss.Distance(rawValue: string("loss.triplet_distance"))!),
+                 scope: LossSpec.Scope(rawValue: string("loss.triplet_scope"))!)
+    }
     public var optim: OptimSettings {
         OptimSettings(kind: OptimizerKind(rawValue: string("optim.name"))!, lr: double("optim.lr"), momentum: double("optim.momentum"),
                       nesterov: bool("optim.nesterov"), weightDecay: double("optim.weight_decay"))

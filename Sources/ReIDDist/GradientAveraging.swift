@@ -4,7 +4,8 @@
 //   LocalGradients     one process, one replica: nothing to do
 //   SimulatedRanks     N replicas computed in turn by one process
 //                      (--simulate-ranks N): each owns its batch-norm
-//                      statistics; gradients add up in the arena, then x 1/N
+//                      statistics; whole replica gradients summed in rank order
+//                      (as the all-reduce sums them), then x 1/N
 //   BlockingAllreduce  MPI: one all-reduce of the whole arena after backward
 //   BucketedAllreduce  MPI: buckets all-reduced on a communication thread
 //                      while backward still runs (GradientSync.swift)
@@ -103,8 +104,8 @@ func scatterBuffers(_ comm: Communicator, _ arena: Arena, _ all: [Float]?) throw
 /// N data-parallel ranks computed in turn by one process, exactly as N MPI
 /// ranks would compute them: each replica keeps its own batch-norm running
 /// statistics and counters, swapped into the model around its forward and
-/// backward; the parameter gradients of all replicas add up in the arena and
-/// are scaled by 1/N.
+/// backward; each replica's gradient is summed in rank order (`leave`) and
+/// the sum scaled by 1/N.
 public final class SimulatedRanks: GradientAveraging {
     let arena: Arena
     public let worldSize: Int
@@ -125,7 +126,22 @@ public final class SimulatedRanks: GradientAveraging {
         arena.counters = counters[r]
     }
 
+    /// The replicas' gradients so far, summed in rank order.
+    var sum: [Float] = []
+
+    /// Keeps the replica's batch-norm state, and moves its gradient into the sum: each replica's
+    /// backward then starts from zero gradients as an MPI rank's does, and the sum adds whole
+    /// replica gradients in rank order, as the all-reduce does, so that simulated and MPI ranks
+    /// compute the same bits (a batch-hard triplet loss makes training chaotic enough that
+    /// different rounding in the sum grew from 1e-8 to 1e-3 of the loss in three steps).
     public func leave(rank r: Int) {
+        saveState(rank: r)
+        let g = arena.grad, n = arena.paramCount
+        if r == 0 { sum = Array(UnsafeBufferPointer(start: g, count: n)) } else { for i in 0..<n { sum[i] += g[i] } }
+        g.update(repeating: 0, count: n)
+    }
+
+    func saveState(rank r: Int) {
         let src = arena.buffer, n = arena.bufferCount
         buffers[r].withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: src, count: n) }
         counters[r] = arena.counters
@@ -133,7 +149,7 @@ public final class SimulatedRanks: GradientAveraging {
 
     public func finish() {
         let g = arena.grad, k = 1 / Float(worldSize)
-        for i in 0..<arena.paramCount { g[i] *= k }
+        for i in 0..<arena.paramCount { g[i] = sum[i] * k }
     }
 
     public func averageBatchNorm() {
@@ -146,7 +162,7 @@ public final class SimulatedRanks: GradientAveraging {
     }
 
     public func adoptModelState() {
-        for r in 0..<worldSize { leave(rank: r) }
+        for r in 0..<worldSize { saveState(rank: r) }
     }
 
     public func replicaBuffers() -> [Float]? { buffers.flatMap { $0 } }

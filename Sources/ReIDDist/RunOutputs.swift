@@ -141,6 +141,10 @@ public final class RunOutputs {
                                   "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr),
                                   "images_per_second": ips, "data_wait_s": dataWait, "ranks": worldSize]
         if comm.size > 1 { rec["allreduce_exposed_s"] = waits.min()!; rec["rank_wait_s"] = waits.max()! - waits.min()! }
+        if totals.triplet.anchors > 0 {
+            let t = totals.triplet, a = Double(t.anchors)
+            rec["triplet_loss"] = t.lossSum / a; rec["triplet_d_ap"] = t.dapSum / a; rec["triplet_d_an"] = t.danSum / a
+        }
         record(rec)
         windowStart = now; windowImages = 0
     }
@@ -243,6 +247,8 @@ public final class RunOutputs {
 public struct StepTotals {
     public var lossSum: Double, images: Int, correct: Int
     public var stop: Bool, checkpoint: Bool
+    /// The step's triplet figures over all ranks' anchors (zero without a triplet loss).
+    public var triplet = TripletStats()
 }
 
 /// The figures of one evaluation that the run reports.

@@ -117,7 +117,9 @@ public final class Trainer {
                                  logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
                                  averaging: averaging.description, tracePath: config.train.trace)
         outputs.runInfo = ["threads_per_rank": threads, "gradient_averaging": averaging.description, "data": "\(data.root) (\(data.layout.rawValue))",
-                           "model": "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes"]
+                           "model": "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes",
+                           "loss": config.loss.description]
+        if config.loss.usesTriplet { log("loss: " + config.loss.description) }
         if let r = resumeFrom {
             if let note = r.note { log("note: " + note) }
             try resume(from: r.dir)
@@ -176,7 +178,9 @@ public final class Trainer {
         let end = Swift.min(untilEpoch ?? epochs, epochs)
         let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
                                  augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
-        let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, labelSmoothing: config.labelSmoothing)
+        let comm = self.comm
+        let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, loss: config.loss,
+                                allgather: comm.size > 1 ? { try comm.allgather($0, bytes: $1) } : nil)
         let watchdog = StepWatchdog(timeout: config.train.stepTimeout, heartbeatTimeout: config.train.heartbeatTimeout,
                                     comm: comm, rank: comm.rank, ranks: comm.size)
         defer { averaging.close(); watchdog.close() }
@@ -214,9 +218,12 @@ public final class Trainer {
     func agree(on r: StepResult) throws -> StepTotals {
         let minutes = config.train.checkpointMinutes
         let due = comm.isRoot && minutes > 0 && Profile.now() - lastCheckpoint >= minutes * 60
-        var v = [r.lossSum, Double(r.images), Double(r.correct), StopSignal.pending == nil ? 0 : 1, due ? 1 : 0]
+        let t = r.triplet
+        var v = [r.lossSum, Double(r.images), Double(r.correct), StopSignal.pending == nil ? 0 : 1, due ? 1 : 0,
+                 t.lossSum, t.dapSum, t.danSum, Double(t.anchors)]
         try comm.allreduceSum(&v, v.count)
-        return StepTotals(lossSum: v[0], images: Int(v[1]), correct: Int(v[2]), stop: v[3] > 0, checkpoint: v[4] > 0)
+        return StepTotals(lossSum: v[0], images: Int(v[1]), correct: Int(v[2]), stop: v[3] > 0, checkpoint: v[4] > 0,
+                          triplet: TripletStats(lossSum: v[5], dapSum: v[6], danSum: v[7], anchors: Int(v[8])))
     }
 
     func stopped(checkpoint dir: String?) throws -> RunEnd {
