@@ -100,6 +100,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         pooled = self.backbone(x).mean(dim=(2, 3))
+        self.pooled = pooled  # what a metric loss sees in training (before the group batch norms)
         parts = pooled.chunk(len(self.head.groups), dim=1)
         hidden = [g.bn(p) for g, p in zip(self.head.groups, parts)]
         if self.training:
@@ -117,11 +118,43 @@ def training_net(classes, depth=50, width=64, last_stride=1, groups=4, branches=
     return net
 
 
-def loss(logits, y, eps=0.1):
-    """The grouped multi-branch loss: the mean over groups and branches of label-smoothed
-    cross-entropy (targets (1 - eps) one-hot + eps / K), as reid-dist computes it."""
-    terms = [F.cross_entropy(l, y, label_smoothing=eps) for group in logits for l in group]
-    return sum(terms) / len(terms)
+def loss(logits, y, eps=0.1, pooled=None, kind="ce", ce_weight=1.0, triplet_weight=1.0, **triplet):
+    """The training loss as reid-dist computes it (`loss.*`). ce: the grouped multi-branch loss, the
+    mean over groups and branches of label-smoothed cross-entropy (targets (1 - eps) one-hot + eps / K);
+    triplet: `triplet_loss` on `pooled` (the model's `pooled` after a training forward); ce+triplet:
+    their weighted sum."""
+    total = 0
+    if kind != "triplet":
+        terms = [F.cross_entropy(l, y, label_smoothing=eps) for group in logits for l in group]
+        total = ce_weight * sum(terms) / len(terms)
+    if kind != "ce":
+        total = total + triplet_weight * triplet_loss(pooled, y, **triplet)
+    return total
+
+
+def triplet_loss(f, y, margin=0.3, soft=False, distance="euclidean"):
+    """Batch-hard triplet loss (Hermans et al. 2017) in float64, as reid-dist's TripletLoss: per
+    anchor the farthest image of its identity (never itself) and the nearest of another;
+    max(0, margin + d_ap - d_an), or log(1 + exp(d_ap - d_an)) with `soft`; the mean over anchors
+    that have both. Distances: euclidean sqrt(max(|a|^2 + |b|^2 - 2 a.b, 1e-12)), or cosine 1 - cos."""
+    f = f.double()
+    g = f @ f.t()
+    sq = g.diagonal()
+    if distance == "euclidean":
+        d = (sq[:, None] + sq[None, :] - 2 * g).clamp(min=1e-12).sqrt()
+    else:
+        n = sq.sqrt().clamp(min=1e-12)
+        d = 1 - g / (n[:, None] * n[None, :])
+    same = y[:, None] == y[None, :]
+    pos = same & ~torch.eye(len(y), dtype=torch.bool)
+    neg = ~same
+    dap = d.masked_fill(~pos, float("-inf")).max(dim=1).values
+    dan = d.masked_fill(~neg, float("inf")).min(dim=1).values
+    valid = pos.any(dim=1) & neg.any(dim=1)
+    if not valid.any():
+        return f.sum() * 0
+    x = (dap - dan)[valid]
+    return (F.softplus(x) if soft else (margin + x).clamp(min=0)).mean()
 
 
 def train_step(model, opt, x, y, bf16=False):

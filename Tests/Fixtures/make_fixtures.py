@@ -20,12 +20,15 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "..", "Cluster", "tools"))
 from reid_dist_torch import loss as loss_fn, training_net as GroupedMultiBranchNet
 
-CASES = {  # name: (depth, width, last_stride, groups, branches, classes, batch, H, W)
+CASES = {  # name: (depth, width, last_stride, groups, branches, classes, batch, H, W[, loss settings])
     "r18w8": (18, 8, 1, 4, 2, 5, 2, 64, 32),
     "r50w4": (50, 4, 2, 2, 3, 7, 3, 48, 32),
+    # triplet losses: 3 identities x 2 images, so every anchor has a positive and negatives
+    "r18w8-ce-triplet": (18, 8, 1, 4, 2, 5, 6, 64, 32, dict(kind="ce+triplet", ce_weight=1.0, triplet_weight=0.5, margin=0.3)),
+    "r18w8-triplet-soft-cosine": (18, 8, 1, 4, 2, 5, 6, 64, 32, dict(kind="triplet", soft=True, distance="cosine")),
 }
 
-def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w):
+def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w, losses=None):
     torch.manual_seed(1234)
     m = GroupedMultiBranchNet(classes, depth, width, last_stride, groups, branches)
     # Non-trivial affine and running statistics, so loading them is tested too.
@@ -39,7 +42,7 @@ def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w
             for c in g.classifiers: c.weight.normal_(0, 0.05)
     out = {k: v.clone().contiguous() for k, v in m.state_dict().items()}
     x = torch.randn(batch, 3, h, w)
-    y = torch.randint(0, classes, (batch,))
+    y = torch.randint(0, classes, (batch,)) if losses is None else torch.tensor([0, 0, 3, 3, 1, 1])
     # The reference runs in float64 from these float32 values (exactly
     # representable), so the fixture holds the true result, not float32 noise:
     # batch norm over few values per channel amplifies rounding to ~1e-2 in
@@ -50,12 +53,12 @@ def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w
     m.backbone.register_forward_hook(lambda mod, inp, o: seen.update(fmap=o))
     logits = m(x64)
     fmap = seen["fmap"]
-    loss = loss_fn(logits, y, eps=0.1)
+    loss = loss_fn(logits, y, eps=0.1, pooled=m.pooled, **(losses or {}))
     loss.backward()
     f32 = lambda t: t.detach().float() if t.is_floating_point() else t.detach()
-    out["x"] = x; out["y"] = y; out["loss"] = f32(loss).resizeForOverwrite(1); out["fmap"] = f32(fmap)
+    out["x"] = x; out["y"] = y; out["loss"] = f32(loss).reshape(1); out["fmap"] = f32(fmap)
     for k, p in m.named_parameters():
-        out["grad." + k] = f32(p.grad)
+        out["grad." + k] = f32(p.grad if p.grad is not None else torch.zeros_like(p))   # unused by the loss: zero
     for k, v in m.state_dict().items():
         if "running" in k or "num_batches" in k:
             out["after." + k] = f32(v)
@@ -63,11 +66,14 @@ def make(name, depth, width, last_stride, groups, branches, classes, batch, h, w
     with torch.no_grad():
         out["features"] = f32(m(x64))
     meta = {"case": name, "spec": repr(dict(depth=depth, width=width, last_stride=last_stride, groups=groups,
-                                            branches=branches, classes=classes)), "torch": torch.__version__}
+                                            branches=branches, classes=classes)), "torch": torch.__version__,
+            "loss": repr(losses or dict(kind="ce"))}
     path = os.path.join(here, f"reference_{name}.safetensors")
     save_file({k: v.contiguous() for k, v in out.items()}, path, metadata=meta)
     print(f"wrote {path}: loss {loss.item():.6f}, {len(out)} tensors")
 
 if __name__ == "__main__":
+    # python3 make_fixtures.py [CASE ...]: only those cases (default: all)
     for n, c in CASES.items():
-        make(n, *c)
+        if len(sys.argv) == 1 or n in sys.argv[1:]:
+            make(n, *c)

@@ -13,7 +13,13 @@ final class ReferenceTests: XCTestCase {
 
     func maxAbs(_ a: [Float]) -> Float { a.reduce(0) { max($0, abs($1)) } }
 
-    func compare(_ name: String, spec: ModelSpec, slack: Float = 1) throws {
+    /// A fixture's loss: cross-entropy (weight `ce`, 0: none) plus, given `triplet`, that loss
+    /// (weight `tripletWeight`) on the pooled feature, as the training step composes them.
+    struct Losses {
+        var ce = 1.0, triplet: TripletLoss? = nil, tripletWeight = 1.0
+    }
+
+    func compare(_ name: String, spec: ModelSpec, slack: Float = 1, losses: Losses = Losses()) throws {
         let file = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("reference_\(name).safetensors").path)
         let net = GroupedMultiBranchNet(spec, seed: 99)
         let arena = net.arena
@@ -28,10 +34,20 @@ final class ReferenceTests: XCTestCase {
         let x = Tensor(xs, try file.floats("x"))
         let y = try file.int64s("y").map { Int($0) }
         arena.zeroGrad()
-        let r = net.forwardLoss(x, labels: y, labelSmoothing: 0.1)
-        net.backward()
+        let r = net.forwardLoss(x, labels: y, labelSmoothing: 0.1, weight: Float(losses.ce))
+        var loss = losses.ce * r.loss
+        if let triplet = losses.triplet {
+            let f = net.pooledFeatures, c = f.shape[0], n = f.shape[1]
+            let rows = Tensor([n, c]), grad = Tensor([n, c]), featureGrad = Tensor([c, n])
+            swapLeadingAxes(rows.ptr, f.ptr, c, n, 1)
+            loss += losses.tripletWeight * triplet(rows.ptr, n: n, dim: c, labels: y, grad: grad.ptr, scale: losses.tripletWeight).mean
+            swapLeadingAxes(featureGrad.ptr, grad.ptr, n, c, 1)
+            net.backward(featureGrad: featureGrad.ptr)
+        } else {
+            net.backward()
+        }
         let refLoss = Double(try file.floats("loss")[0])
-        XCTAssertEqual(r.loss, refLoss, accuracy: 1e-5 * Double(slack) * max(1, refLoss), "\(name) loss")
+        XCTAssertEqual(loss, refLoss, accuracy: 1e-5 * Double(slack) * max(1, refLoss), "\(name) loss")
 
         // Backbone feature map, NCHW in the file, channel-major here.
         let fm = net.backbone.stageOutput(4)
@@ -57,7 +73,7 @@ final class ReferenceTests: XCTestCase {
             // layer4 amplifies rounding); r18w8 is within 1e-3.
             XCTAssertLessThan(rel, 1e-2 * slack, "\(name) grad.\(s.name): max error \(err), max |grad| \(maxAbs(ref))")
         }
-        print("\(name): loss \(r.loss) vs \(refLoss); worst relative gradient error \(worst.0) in \(worst.1)")
+        print("\(name): loss \(loss) vs \(refLoss); worst relative gradient error \(worst.0) in \(worst.1)")
 
         for s in arena.buffers {
             let ref = try file.floats("after." + s.name)
@@ -94,6 +110,18 @@ final class ReferenceTests: XCTestCase {
 
     func testResNet18Width8MatchesPyTorch() throws {
         try compareUnderBothAlgorithms("r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
+    }
+
+    /// The triplet losses against PyTorch's (Cluster/tools/reid_dist_torch.py, `triplet_loss`): 3
+    /// identities x 2 images; cross-entropy + 0.5 x hinge triplet (Euclidean, margin 0.3), and the
+    /// soft-margin triplet alone on cosine distances (the classifiers then get no gradient).
+    func testTripletLossesMatchPyTorch() throws {
+        defer { Conv2d.algorithm = .auto }
+        Conv2d.algorithm = .gemm
+        let spec = ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5)
+        try compare("r18w8-ce-triplet", spec: spec, losses: Losses(ce: 1, triplet: TripletLoss(margin: 0.3), tripletWeight: 0.5))
+        try compare("r18w8-triplet-soft-cosine", spec: spec,
+                    losses: Losses(ce: 0, triplet: TripletLoss(soft: true, distance: .cosine), tripletWeight: 1))
     }
 
     func testResNet50Width4MatchesPyTorch() throws {

@@ -80,6 +80,44 @@ final class MPITests: XCTestCase {
         return try SafeTensorsFile(path: run + "/checkpoints/" + latest + "/model.safetensors")
     }
 
+    /// The "train" records of a run's metrics.jsonl.
+    func trainRecords(_ run: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["kind"] as? String == "train" }
+    }
+
+    /// Cross-entropy + triplet with mining over both ranks' images: mpirun -np 2 takes the same
+    /// steps as --simulate-ranks 2 (per-step losses within 1e-6 relative; they are bit-identical
+    /// here, as simulated ranks sum whole replica gradients in rank order); and mining each rank's
+    /// own images instead finds the same hardest positives at the first step (the identity sampler
+    /// keeps an identity on one rank) and hardest negatives that are farther on average.
+    func testTripletMiningOverTwoRanks() throws {
+        let mpi = try mpirun()
+        let dir = scratch("triplet2"), cfg = try configFile(dir)
+        let loss = ["--set", "loss.kind=ce+triplet", "--set", "loss.triplet_weight=0.5"]
+        let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"] + loss)
+        XCTAssertEqual(s0, 0, o0)
+        XCTAssert(o0.contains("loss: 1.0 x cross-entropy (label smoothing 0.1) + 0.5 x batch-hard triplet (euclidean, margin 0.3, global mining)"), o0)
+        let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/mpi"] + loss)
+        XCTAssertEqual(s1, 0, o1)
+        let (s2, o2) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/local", "--simulate-ranks", "2",
+                                             "--set", "loss.triplet_scope=local"] + loss)
+        XCTAssertEqual(s2, 0, o2)
+        let sim = try trainRecords(dir + "/sim"), viaMPI = try trainRecords(dir + "/mpi"), local = try trainRecords(dir + "/local")
+        XCTAssertGreaterThanOrEqual(sim.count, 3, "a few steps: \(o0)")
+        XCTAssertEqual(sim.count, viaMPI.count)
+        for (a, b) in zip(sim, viaMPI).prefix(8) {
+            for key in ["step_loss", "triplet_loss", "triplet_d_an"] {
+                let x = try XCTUnwrap(a[key] as? Double, key), y = try XCTUnwrap(b[key] as? Double, key)
+                XCTAssertEqual(x, y, accuracy: 1e-6 * abs(y), "\(key) at step \(a["step"] ?? "?")")
+            }
+        }
+        let g = sim[0], l = local[0]
+        XCTAssertEqual(try XCTUnwrap(g["triplet_d_ap"] as? Double), try XCTUnwrap(l["triplet_d_ap"] as? Double), accuracy: 1e-9)
+        XCTAssertLessThan(try XCTUnwrap(g["triplet_d_an"] as? Double), try XCTUnwrap(l["triplet_d_an"] as? Double))
+    }
+
     func testTwoRanksEqualTwoSimulatedRanks() throws {
         let mpi = try mpirun()
         let dir = scratch("mpi2"), cfg = try configFile(dir)
