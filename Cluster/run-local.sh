@@ -3,13 +3,15 @@
 # mpirun with what one machine needs: root allowed, oversubscription when N
 # exceeds the cores, ranks bound to cores when they fit, one BLAS thread per
 # rank when ranks fill the cores (train.threads 0 divides the cores among ranks).
+# Paths (the config, data.root, train.run_dir) are relative to where it is run, as with
+# reid-dist itself; the binary is the repository's unless REID_DIST_BIN names another.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 2 ] || { echo "usage: Cluster/run-local.sh N CONFIG [train args ...]" >&2; exit 2; }
 n=$1; config=$2; shift 2
 [ -f "$config" ] || { echo "run-local.sh: $config: no such config file" >&2; exit 2; }
-bin=${REID_DIST_BIN:-.build/release/reid-dist}
-[ -x "$bin" ] || Cluster/setup.sh
+bin=${REID_DIST_BIN:-$root/.build/release/reid-dist}
+[ -x "$bin" ] || "$root/Cluster/setup.sh"
 cores=$(nproc)
 flags=(--allow-run-as-root -np "$n" -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1)
 if [ "$n" -gt "$cores" ]; then flags+=(--oversubscribe --bind-to none); else flags+=(--bind-to core); fi

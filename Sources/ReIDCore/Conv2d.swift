@@ -25,12 +25,13 @@ public final class Workspace {
     /// Per-worker scratch of the fused (block by block) Winograd convolution.
     var fusedScratch: [Tensor] = []
     /// Bytes of column matrices (and Winograd-transformed inputs) that may be kept across forward
-    /// and backward. 224 MB: ResNet-50's peak at 256x128, batch 16, went from 1878 to 1846 MB
-    /// against 256 MB, with no measurable change in speed (the layers past the budget redo a
-    /// transform in backward).
+    /// and backward; the layers past the budget redo a transform in backward. 144 MB: with
+    /// F(4x4), whose whole-batch passes keep the thin first layers' transformed inputs too,
+    /// ResNet-50's peak at 256x128, batch 16, was 1837 MB at 224 MB, 1819 at 184 and 1786 at 144
+    /// (`reid-dist bench`, 2-core Zen 3; speed within the machine's noise, docs/performance.md).
     public var cacheBudget: Int
     var cacheUsed = 0
-    public init(cacheBudget: Int = 224 << 20) { self.cacheBudget = cacheBudget }
+    public init(cacheBudget: Int = 144 << 20) { self.cacheBudget = cacheBudget }
 }
 
 public final class Conv2d {

@@ -9,7 +9,7 @@ import ReIDEval
 import ReIDReport
 
 /// This program's version, in run.json and the report.
-public let reidDistVersion = "0.12.0"
+public let reidDistVersion = "0.13.0"
 
 public final class RunOutputs {
     /// Prints a line (rank 0; a no-op elsewhere). Tests replace it.
@@ -145,6 +145,7 @@ public final class RunOutputs {
             let t = totals.triplet, a = Double(t.anchors)
             rec["triplet_loss"] = t.lossSum / a; rec["triplet_d_ap"] = t.dapSum / a; rec["triplet_d_an"] = t.danSum / a
         }
+        if r.gatherSeconds > 0 { rec["feature_allgather_s"] = r.gatherSeconds }   // this rank's, this step's
         record(rec)
         windowStart = now; windowImages = 0
     }

@@ -19,6 +19,8 @@ public struct StepResult {
     public var buckets: [BucketEvent] = []
     /// Triplet figures over this process's anchors (zero without a triplet loss).
     public var triplet = TripletStats()
+    /// Seconds this process spent in the features' all-gather (global mining across processes).
+    public var gatherSeconds = 0.0
 
     public func total(_ p: Phase) -> Double { phases.filter { $0.phase == p }.reduce(0) { $0 + $1.duration } }
 }
@@ -87,7 +89,8 @@ public final class TrainingStep {
             var total = loss.usesCrossEntropy ? loss.ceWeight * out.loss : 0
             var featureGrad: [Float]?
             if loss.usesTriplet {
-                let (value, grad) = try tripletPart(rank: rank, labels: b.labels, global: &global, stats: &r.triplet)
+                let (value, grad) = try tripletPart(rank: rank, labels: b.labels, global: &global, stats: &r.triplet,
+                                                    gatherSeconds: &r.gatherSeconds)
                 total += loss.tripletWeight * value
                 featureGrad = grad
             }
@@ -114,7 +117,7 @@ public final class TrainingStep {
     /// pooled feature ((C, N), weighted): over its own images (local), or its share of the global
     /// batch's (gathered from the other processes now, or computed by the first simulated replica).
     private func tripletPart(rank: Int, labels: [Int], global: inout (anchors: TripletLoss.Anchors, grad: [Float], perRank: Int)?,
-                             stats: inout TripletStats) throws -> (Double, [Float]) {
+                             stats: inout TripletStats, gatherSeconds: inout Double) throws -> (Double, [Float]) {
         let f = model.pooledFeatures, c = f.shape[0], n = f.shape[1]
         var own = rows(of: f)
         var grad = [Float](repeating: 0, count: n * c)
@@ -124,7 +127,9 @@ public final class TrainingStep {
                 guard let allgather else { preconditionFailure("TrainingStep: global mining across processes needs an all-gather") }
                 // one collective: each rank's labels (as floats, exact below 2^24) then its feature rows
                 let mine = labels.map(Float.init) + own
+                let t0 = Profile.now()
                 let bytes = try mine.withUnsafeBytes { try allgather($0.baseAddress!, $0.count) }
+                gatherSeconds += Profile.now() - t0
                 let flat = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
                 let per = n * (c + 1), world = flat.count / per
                 var all: [Float] = [], allLabels: [Int] = []

@@ -35,6 +35,7 @@ struct StudyCommand: ParsableCommand {
     }
 
     func run() throws {
+        setlinebuf(stdout)                        // progress lines as they happen, also into a file
         let study = try Study(file: file)
         let configs = try study.configs()
         let runs = study.runs
