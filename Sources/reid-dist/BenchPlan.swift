@@ -11,6 +11,10 @@
 //     it); the rest overlaps with backward after the head and layer4, so
 //     exposed = T(S_tail) + max(0, T(S - S_tail) - (1 - S_tail/S) * T_backward)
 //   step(N) = step(1) + exposed; images/s = N * batch / step(N).
+//   with a triplet loss mined over the global batch (loss.triplet_scope: global), each step also
+//   all-gathers the pooled features and labels of the N x batch images (ring):
+//     G = (N-1) * batch * (C+1) * 4 bytes / (e*B) + (N-1)*L + c, between forward and backward:
+//     exposed whole (the "mining" column; not in the step and images/s columns)
 // Imbalance between ranks and the data loader are left out (measured apart in training).
 import ArgumentParser
 import Foundation
@@ -72,7 +76,8 @@ struct BenchPlan: ParsableCommand {
                      stepS * 1e3, backwardShare * 100, threads))
         print(String(format: "links %@ x efficiency %.2f = %.2f GB/s, latency %.0f us, %.1f ms per all-reduce; buckets of %.0f MB",
                      rate, efficiency, bw / 1e9, latencyUs, fixedMs, bucketMb))
-        print("nodes   all-reduce   exposed   step      images/s   scaling")
+        let featureBytes = Double(c.batch * (net.spec.featureChannels + 1) * 4)   // one rank's share of the all-gather
+        print("nodes   all-reduce   exposed   step      images/s   scaling   mining all-gather (global triplet)")
         var rows: [[String: Any]] = []
         let single = Double(c.batch) / stepS
         for n in nodes.split(separator: ",").compactMap({ Int($0) }) where n >= 1 {
@@ -81,10 +86,11 @@ struct BenchPlan: ParsableCommand {
             let tRest = Self.allreduce(bytes - tail, nodes: n, bytesPerSecond: bw, latency: lat, fixed: fixed)
             let exposed = n == 1 ? 0 : tTail + max(0, tRest - (1 - tail / bytes) * backwardShare * stepS)
             let stepN = stepS + exposed, ips = Double(n * c.batch) / stepN
-            print(String(format: "%5d  %8.1f ms  %6.1f ms  %6.0f ms  %9.1f   %5.1f%%", n, whole * 1e3, exposed * 1e3, stepN * 1e3, ips,
-                         ips / (single * Double(n)) * 100))
+            let gather = n == 1 ? 0 : Double(n - 1) * featureBytes / bw + Double(n - 1) * lat + fixed
+            print(String(format: "%5d  %8.1f ms  %6.1f ms  %6.0f ms  %9.1f   %5.1f%%   %6.2f ms (%.2f MB in)", n, whole * 1e3, exposed * 1e3, stepN * 1e3, ips,
+                         ips / (single * Double(n)) * 100, gather * 1e3, Double(n - 1) * featureBytes / 1e6))
             rows.append(["nodes": n, "allreduce_ms": whole * 1e3, "exposed_ms": exposed * 1e3, "step_ms": stepN * 1e3,
-                         "images_per_second": ips, "scaling_efficiency": ips / (single * Double(n))])
+                         "images_per_second": ips, "scaling_efficiency": ips / (single * Double(n)), "mining_allgather_ms": gather * 1e3])
         }
         if let json {
             try writeAtomically(try JSONSerialization.data(withJSONObject: ["case": c.name, "rate": rate, "rows": rows], options: [.prettyPrinted, .sortedKeys]), to: json)

@@ -128,11 +128,13 @@ struct StudyCommand: ParsableCommand {
             .write(to: URL(fileURLWithPath: dir.appendingPathComponent("study.json")))
         try results.csv.write(toFile: dir.appendingPathComponent("study.csv"), atomically: true, encoding: .utf8)
         try results.html(relativeTo: study.out).write(toFile: dir.appendingPathComponent("study.html"), atomically: true, encoding: .utf8)
-        print(String(format: "%-32@ %8@ %15@ %15@ %15@ %10@  %@", "cell", "seeds", "rank-1 %", "mAP %", "mINP %", "img/s", "status"))
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+        let width = Swift.max(8, results.rows.map(\.cell.name.count).max() ?? 0) + 1
+        print(pad("cell", width) + pad("seeds", 7) + pad("rank-1 %", 16) + pad("mAP %", 16) + pad("mINP %", 16) + pad("img/s", 9) + "status")
         for r in results.rows {
             func f(_ k: KeyPath<StudyResults.Seed, Double>) -> String { r.mean(k).map { String(format: "%.2f ± %.2f", $0, r.sd(k)!) } ?? "-" }
-            print(String(format: "%-32@ %8@ %15@ %15@ %15@ %10@  %@", String(r.cell.name.prefix(32)), "\(r.finished.count)/\(r.seeds.count)",
-                         f(\.rank1), f(\.mAP), f(\.mINP), r.mean(\.imagesPerSecond).map { String(format: "%.1f", $0) } ?? "-", r.status))
+            print(pad(r.cell.name, width) + pad("\(r.finished.count)/\(r.seeds.count)", 7) + pad(f(\.rank1), 16) + pad(f(\.mAP), 16)
+                  + pad(f(\.mINP), 16) + pad(r.mean(\.imagesPerSecond).map { String(format: "%.1f", $0) } ?? "-", 9) + r.status)
         }
         print("wrote \(dir.appendingPathComponent("study.html")), study.csv and study.json")
     }
