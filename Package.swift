@@ -25,17 +25,18 @@ let package = Package(
     name: "reid-dist",
     products: [
         .executable(name: "reid-dist", targets: ["reid-dist"]),
-        .library(name: "ReIDCore", targets: ["ReIDCore"]),
+        .library(name: "ReIDCore", targets: ["ReIDCore"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
-        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20")
     ],
     targets: [
-        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .target(name: "CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
@@ -49,19 +50,30 @@ let package = Package(
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),
         // ONNX export: the message types generated once from onnx.proto (Cluster/tools/gen-onnx-proto.sh).
-        .target(name: "ReIDONNX", dependencies: ["ReIDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(
+            name: "ReIDONNX", dependencies: ["ReIDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // torch.save files (zip and legacy) through a restricted unpickler that never runs code.
         .target(name: "ReIDTorch", dependencies: ["ReIDCore", "ZIPFoundation"], swiftSettings: fast),
-        .target(name: "ReIDDist", dependencies: ["ReIDTorch", "ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"], swiftSettings: fast),
-        .executableTarget(name: "reid-dist",
-                          dependencies: ["ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport", "ReIDONNX",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: fast),
+        .target(
+            name: "ReIDDist",
+            dependencies: [
+                "ReIDTorch", "ReIDCore", "ReIDImage", "ReIDData", "ReIDEval", "ReIDReport", "CMPIShim", "Yams"
+            ], swiftSettings: fast),
+        .executableTarget(
+            name: "reid-dist",
+            dependencies: [
+                "ReIDCore", "ReIDImage", "ReIDEval", "ReIDData", "ReIDDist", "ReIDReport", "ReIDONNX",
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
+            ],
+            swiftSettings: fast),
         .testTarget(name: "ReIDCoreTests", dependencies: ["ReIDCore", "ReIDTorch"]),
         .testTarget(name: "ReIDEvalTests", dependencies: ["ReIDEval", "ReIDCore", "ReIDImage"]),
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
-        .testTarget(name: "ReIDDistTests", dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
-        .testTarget(name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
-        .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage", "ReIDTorch"]),
+        .testTarget(
+            name: "ReIDDistTests",
+            dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
+        .testTarget(
+            name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
+        .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage", "ReIDTorch"])
     ]
 )

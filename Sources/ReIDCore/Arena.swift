@@ -39,14 +39,19 @@ public final class Arena {
     public private(set) var allocated = false
 
     public init() {}
-    deinit { value.deallocate(); grad.deallocate(); buffer.deallocate() }
+    deinit {
+        value.deallocate()
+        grad.deallocate()
+        buffer.deallocate()
+    }
 
     /// Registers a trainable parameter; returns its offset in `value`/`grad`.
     @discardableResult
     public func param(_ name: String, _ shape: [Int], _ initial: ParamInit) -> Int {
         precondition(!allocated, "Arena: parameters must be registered before allocate()")
         let s = Slot(name: name, shape: shape, offset: paramCount)
-        params.append(s); inits.append(initial)
+        params.append(s)
+        inits.append(initial)
         paramCount += s.count
         return s.offset
     }
@@ -56,14 +61,16 @@ public final class Arena {
     public func buffer(_ name: String, _ shape: [Int], fill: Float) -> Int {
         precondition(!allocated, "Arena: buffers must be registered before allocate()")
         let s = Slot(name: name, shape: shape, offset: bufferCount)
-        buffers.append(s); bufferInits.append(fill)
+        buffers.append(s)
+        bufferInits.append(fill)
         bufferCount += s.count
         return s.offset
     }
 
     /// Registers an integer counter (num_batches_tracked); returns its index.
     public func counter(_ name: String) -> Int {
-        counterNames.append(name); counters.append(0)
+        counterNames.append(name)
+        counters.append(0)
         return counters.count - 1
     }
 
@@ -71,7 +78,9 @@ public final class Arena {
     /// each slot from its own stream so adding a layer never shifts others.
     public func allocate(seed: UInt64) {
         precondition(!allocated)
-        value.deallocate(); grad.deallocate(); buffer.deallocate()
+        value.deallocate()
+        grad.deallocate()
+        buffer.deallocate()
         value = .allocate(capacity: Swift.max(paramCount, 1))
         grad = .allocate(capacity: Swift.max(paramCount, 1))
         buffer = .allocate(capacity: Swift.max(bufferCount, 1))

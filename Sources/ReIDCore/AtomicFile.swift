@@ -26,14 +26,20 @@ public func writeAtomically(_ pieces: [Data], to path: String) throws {
             while done < raw.count {
                 let w = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
                 if w < 0 && errno == EINTR { continue }
-                if w <= 0 { failure = "write failed: \(w < 0 ? String(cString: strerror(errno)) : "no progress")"; break }
+                if w <= 0 {
+                    failure = "write failed: \(w < 0 ? String(cString: strerror(errno)) : "no progress")"
+                    break
+                }
                 done += w
             }
         }
     }
     if failure == nil && fsync(fd) != 0 { failure = "fsync failed: \(String(cString: strerror(errno)))" }
     close(fd)
-    if let failure { unlink(tmp); throw FileWriteError(path, failure) }
+    if let failure {
+        unlink(tmp)
+        throw FileWriteError(path, failure)
+    }
     guard rename(tmp, path) == 0 else {
         let why = String(cString: strerror(errno))
         unlink(tmp)

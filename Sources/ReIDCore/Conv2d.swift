@@ -36,18 +36,23 @@ public final class Workspace {
 
 public final class Conv2d {
     public let cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int
-    public let weight: Int                        // offset of (Cout, Cin, k, k) in the arena
+    public let weight: Int // offset of (Cout, Cin, k, k) in the arena
     unowned let arena: Arena
-    public let output = Tensor([0])               // (Cout, N, Ho, Wo)
-    private var input: Tensor?                    // cache: the forward input, not a copy
-    private var cached: Tensor?                   // col from forward, when within budget
+    public let output = Tensor([0]) // (Cout, N, Ho, Wo)
+    private var input: Tensor? // cache: the forward input, not a copy
+    private var cached: Tensor? // col from forward, when within budget
     private var cachedValid = false
 
     public init(_ arena: Arena, _ name: String, cin: Int, cout: Int, kernel: Int, stride: Int = 1, pad: Int = 0) {
-        self.cin = cin; self.cout = cout; self.kernel = kernel; self.stride = stride; self.pad = pad
+        self.cin = cin
+        self.cout = cout
+        self.kernel = kernel
+        self.stride = stride
+        self.pad = pad
         self.arena = arena
-        weight = arena.param(name + ".weight", [cout, cin, kernel, kernel],
-                             .kaimingFanOut(fanOut: cout * kernel * kernel))
+        weight = arena.param(
+            name + ".weight", [cout, cin, kernel, kernel],
+            .kaimingFanOut(fanOut: cout * kernel * kernel))
     }
 
     var isPointwise: Bool { kernel == 1 && stride == 1 && pad == 0 }
@@ -124,30 +129,38 @@ public final class Conv2d {
             let v = columnBuffer(products * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v !== ws.col
             ws.winogradWeights.resizeForOverwrite([products * Winograd.planeStride(cout * cin)])
-            Profile.measure(.im2col) { Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
+            Profile.measure(.im2col) {
+                Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr)
+            }
             ws.winogradProducts.resizeForOverwrite([products * Winograd.planeStride(cout * g.count)])
-            Winograd4.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
-                               out: output.ptr, accumulate: false)
+            Winograd4.convolve(
+                x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
+                out: output.ptr, accumulate: false)
             return output
         }
         if tile == 2 {
             let g = WinogradTiles(n: n, h: h, w: w)
             // V: kept for backward in the layer's own buffer within the budget, else scratch; none
             // when backward redoes it block by block (which implies a fused forward)
-            let v = recomputesInput(g) ? nil : columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
+            let v =
+                recomputesInput(g) ? nil : columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v.map { $0 !== ws.col } ?? false
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
-            Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr) }
+            Profile.measure(.im2col) {
+                Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr)
+            }
             if Swift.max(cin, cout) <= Winograd.fusion.forward {
                 Profile.measure(.gemm) {
-                    Winograd.convolveFused(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v?.ptr : nil,
-                                           out: output.ptr, accumulate: false, ws)
+                    Winograd.convolveFused(
+                        x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v?.ptr : nil,
+                        out: output.ptr, accumulate: false, ws)
                 }
                 return output
             }
             ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
-            Winograd.convolve(x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v!.ptr, m: ws.winogradProducts.ptr,
-                              out: output.ptr, accumulate: false)
+            Winograd.convolve(
+                x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v!.ptr, m: ws.winogradProducts.ptr,
+                out: output.ptr, accumulate: false)
             return output
         }
         if runsBlocked {
@@ -167,7 +180,10 @@ public final class Conv2d {
     /// The layer's own column matrix when it fits the budget, else the shared scratch.
     private func columnBuffer(_ count: Int, _ ws: Workspace, keep: Bool) -> Tensor {
         if keep {
-            if let c = cached, c.count >= count { c.resizeForOverwrite([count]); return c }
+            if let c = cached, c.count >= count {
+                c.resizeForOverwrite([count])
+                return c
+            }
             if cached == nil, ws.cacheUsed + count * 4 <= ws.cacheBudget {
                 ws.cacheUsed += count * 4
                 let c = Tensor([count], zero: false)
@@ -181,8 +197,10 @@ public final class Conv2d {
 
     /// dOut: (Cout, N, Ho, Wo). Adds into the weight gradient; writes dX
     /// (Cin, N, H, W) when given (adds into it when `accumulate`).
-    public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
-                         accumulate: Bool = false, _ ws: Workspace) {
+    public func backward(
+        _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
+        accumulate: Bool = false, _ ws: Workspace
+    ) {
         guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
@@ -198,8 +216,12 @@ public final class Conv2d {
             return
         }
         switch winogradTile(n: n, h: h, w: w) {
-        case 2: winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws); return
-        case 4: winograd4Backward(x, dOut, dX: dX, accumulate: accumulate, ws); return
+        case 2:
+            winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws)
+            return
+        case 4:
+            winograd4Backward(x, dOut, dX: dX, accumulate: accumulate, ws)
+            return
         default: break
         }
         if runsBlocked {
@@ -211,7 +233,8 @@ public final class Conv2d {
         if cachedValid, let c = cached {
             col = c
         } else {
-            ws.col.resizeForOverwrite([ckk, m]); col = ws.col
+            ws.col.resizeForOverwrite([ckk, m])
+            col = ws.col
             Profile.measure(.im2col) {
                 im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
             }
@@ -223,8 +246,10 @@ public final class Conv2d {
     }
 
     /// dX from dOut through im2col + GEMM (stride 1) or GEMM + col2im (strided).
-    func inputGrad(_ dOut: UnsafePointer<Float>, _ dX: UnsafeMutablePointer<Float>, accumulate: Bool,
-                   n: Int, h: Int, w: Int, _ ws: Workspace) {
+    func inputGrad(
+        _ dOut: UnsafePointer<Float>, _ dX: UnsafeMutablePointer<Float>, accumulate: Bool,
+        n: Int, h: Int, w: Int, _ ws: Workspace
+    ) {
         let (ho, wo) = outputSize(h, w)
         let m = n * ho * wo, ckk = cin * kernel * kernel, wp = arena.value + weight
         let k = kernel
@@ -260,11 +285,14 @@ public final class Conv2d {
 extension Conv2d {
     /// Winograd backward: dW from the transformed input (kept from forward or redone) and
     /// the transformed output gradient; dX as the forward of dOut with the flipped kernel.
-    func winogradBackward(_ x: Tensor, _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
-                          accumulate: Bool, _ ws: Workspace) {
+    func winogradBackward(
+        _ x: Tensor, _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
+        accumulate: Bool, _ ws: Workspace
+    ) {
         let g = WinogradTiles(n: x.shape[1], h: x.shape[2], w: x.shape[3]), t = g.count
         let wp = arena.value + weight, gw = arena.grad + weight
-        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t), su = Winograd.planeStride(cout * cin)
+        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t),
+            su = Winograd.planeStride(cout * cin)
         // V: none when redone block by block, else kept from forward or transformed now
         var v: Tensor?
         if recomputesInput(g) {
@@ -272,17 +300,22 @@ extension Conv2d {
         } else if cachedValid, let c = cached {
             v = c
         } else {
-            ws.col.resizeForOverwrite([16 * sv]); v = ws.col
+            ws.col.resizeForOverwrite([16 * sv])
+            v = ws.col
             Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, ws.col.ptr) }
         }
         cachedValid = false
         ws.winogradWeights.resizeForOverwrite([16 * su])
         let du = ws.winogradWeights.ptr
         // Z (and below, dY's transform) in winogradProducts, unless the passes run fused.
-        func z() -> UnsafeMutablePointer<Float> { ws.winogradProducts.resizeForOverwrite([16 * sz]); return ws.winogradProducts.ptr }
+        func z() -> UnsafeMutablePointer<Float> {
+            ws.winogradProducts.resizeForOverwrite([16 * sz])
+            return ws.winogradProducts.ptr
+        }
         if Swift.max(cin, cout) <= Winograd.fusion.weightGrad {
             Profile.measure(.gemm) {
-                Winograd.weightGradFused(dOut, x: v == nil ? x.ptr : nil, v: v?.ptr, cin: cin, cout: cout, g, du: du, ws)
+                Winograd.weightGradFused(
+                    dOut, x: v == nil ? x.ptr : nil, v: v?.ptr, cin: cin, cout: cout, g, du: du, ws)
             }
         } else if let v {
             let z = z()
@@ -298,7 +331,9 @@ extension Conv2d {
         // dX = conv(dOut, flip(W)^T): the transformed dOut goes where Z was, the products into ws.col.
         if Swift.max(cin, cout) <= Winograd.fusion.inputGrad {
             Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du) }
-            Profile.measure(.gemm) { Winograd.convolveFused(dOut, cin: cout, cout: cin, g, u: du, out: dX, accumulate: accumulate, ws) }
+            Profile.measure(.gemm) {
+                Winograd.convolveFused(dOut, cin: cout, cout: cin, g, u: du, out: dX, accumulate: accumulate, ws)
+            }
             return
         }
         let z = z()
@@ -314,16 +349,20 @@ extension Conv2d {
 extension Conv2d {
     /// F(4x4) backward, whole-batch: dU[e] = Z[e] V[e]^T (V kept from forward or transformed
     /// again), dW += G^T dU G; dX = conv(dOut, flip(W)^T) through the same forward.
-    func winograd4Backward(_ x: Tensor, _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
-                           accumulate: Bool, _ ws: Workspace) {
+    func winograd4Backward(
+        _ x: Tensor, _ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>?,
+        accumulate: Bool, _ ws: Workspace
+    ) {
         let g = Winograd4Tiles(n: x.shape[1], h: x.shape[2], w: x.shape[3]), t = g.count, products = Winograd4.products
         let wp = arena.value + weight, gw = arena.grad + weight
-        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t), su = Winograd.planeStride(cout * cin)
+        let sv = Winograd.planeStride(cin * t), sz = Winograd.planeStride(cout * t),
+            su = Winograd.planeStride(cout * cin)
         let v: Tensor
         if cachedValid, let c = cached {
             v = c
         } else {
-            ws.col.resizeForOverwrite([products * sv]); v = ws.col
+            ws.col.resizeForOverwrite([products * sv])
+            v = ws.col
             Profile.measure(.im2col) { Winograd4.transformInput(x.ptr, c: cin, g, v.ptr) }
         }
         cachedValid = false
@@ -349,8 +388,10 @@ extension Conv2d {
 }
 
 /// col row (ci, ki, kj), column (img, oy, ox) = x[ci, img, oy*s - p + ki, ox*s - p + kj], or 0 outside.
-func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
-            c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int) {
+func im2col(
+    _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int
+) {
     let m = n * ho * wo
     if s == 1 && ho == h && wo == w {
         im2colSame(x, col, c: c, n: n, h: h, w: w, k: k, p: p)
@@ -392,8 +433,10 @@ func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
 /// whole (N, H, W) block shifted by (ki - p, kj - p), one long copy, after
 /// which the positions that fell outside their image are zeroed. Far fewer,
 /// longer loops than row-by-row copying when H and W are small.
-func im2colSame(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
-                c: Int, n: Int, h: Int, w: Int, k: Int, p: Int) {
+func im2colSame(
+    _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+    c: Int, n: Int, h: Int, w: Int, k: Int, p: Int
+) {
     let total = n * h * w
     parallelFor(c * k * k) { row in
         let ci = row / (k * k), dy = (row / k) % k - p, dx = row % k - p
@@ -424,8 +467,10 @@ func im2colSame(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
 
 /// The adjoint of im2col: dx[ci, img, iy, ix] += col[(ci, ki, kj), (img, oy, ox)].
 /// Parallel over input channels, each of which only its own rows touch.
-func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-            c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int) {
+func col2im(
+    _ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int
+) {
     let m = n * ho * wo
     parallelFor(c) { ci in
         for ki in 0..<k {

@@ -50,7 +50,9 @@ extension Conv2d {
     func rowBlocks(n: Int, ho: Int, wo: Int) -> [(Int, Int, Int)] {
         var rows = Swift.max(1, Swift.min(ho, Self.blockColumns / Swift.max(1, wo)))
         while rows > 1 && n * ((ho + rows - 1) / rows) < 2 * engineThreads { rows /= 2 }
-        return (0..<n).flatMap { img in Swift.stride(from: 0, to: ho, by: rows).map { (img, $0, Swift.min(ho, $0 + rows)) } }
+        return (0..<n).flatMap { img in
+            Swift.stride(from: 0, to: ho, by: rows).map { (img, $0, Swift.min(ho, $0 + rows)) }
+        }
     }
 
     /// One block as `forEachBlock` hands it over: its column matrix, built; its worker's `extra`
@@ -69,7 +71,9 @@ extension Conv2d {
     }
 
     /// Runs body on every block after building its column matrix. Returns each worker's `extra` floats.
-    private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace, _ body: (ColumnBlock) -> Void) -> [UnsafeMutablePointer<Float>] {
+    private func forEachBlock(_ x: Tensor, extra: Int, _ ws: Workspace, _ body: (ColumnBlock) -> Void)
+        -> [UnsafeMutablePointer<Float>]
+    {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
         let (blocks, rowsMax, workers) = blockPlan(x)
@@ -78,9 +82,13 @@ extension Conv2d {
         onWorkers(workers) { wk in
             for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
                 let (img, oy0, oy1) = blocks[b]
-                im2colRows(x.ptr, buffers[wk], c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad, rows: oy0..<oy1, wo: wo)
-                body(ColumnBlock(worker: wk, first: b == wk, col: buffers[wk], own: buffers[wk] + colFloats,
-                                 at: img * ho * wo + oy0 * wo, columns: (oy1 - oy0) * wo))
+                im2colRows(
+                    x.ptr, buffers[wk], c: cin, n: n, img: img, h: h, w: w, k: kernel, s: stride, p: pad,
+                    rows: oy0..<oy1, wo: wo)
+                body(
+                    ColumnBlock(
+                        worker: wk, first: b == wk, col: buffers[wk], own: buffers[wk] + colFloats,
+                        at: img * ho * wo + oy0 * wo, columns: (oy1 - oy0) * wo))
             }
         }
         return buffers.map { $0 + colFloats }
@@ -93,7 +101,10 @@ extension Conv2d {
     }
 
     func blockedForward(_ x: Tensor, _ ws: Workspace) {
-        if runsDirect { directPass(x, ws); return }
+        if runsDirect {
+            directPass(x, ws)
+            return
+        }
         let ckk = cin * kernel * kernel, m = outputColumns(x), wp = arena.value + weight, out = output.ptr
         _ = forEachBlock(x, extra: 0, ws) { b in
             sgemm(m: cout, n: b.columns, k: ckk, a: wp, b: b.col, c: out + b.at, ldc: m)
@@ -102,11 +113,15 @@ extension Conv2d {
 
     /// dW += dOut . col^T, block by block (worker 0 adds into dW, the others into their own sums, added at the end).
     func blockedWeightGrad(_ x: Tensor, _ dOut: UnsafePointer<Float>, _ ws: Workspace) {
-        if runsDirect { directPass(x, ws, dOut: dOut); return }
+        if runsDirect {
+            directPass(x, ws, dOut: dOut)
+            return
+        }
         let ckk = cin * kernel * kernel, m = outputColumns(x), gw = arena.grad + weight
         let sums = forEachBlock(x, extra: cout * ckk, ws) { b in
-            sgemm(transB: true, m: cout, n: ckk, k: b.columns, a: dOut + b.at, lda: m, b: b.col, ldb: b.columns,
-                  beta: b.worker == 0 || !b.first ? 1 : 0, c: b.worker == 0 ? gw : b.own)
+            sgemm(
+                transB: true, m: cout, n: ckk, k: b.columns, a: dOut + b.at, lda: m, b: b.col, ldb: b.columns,
+                beta: b.worker == 0 || !b.first ? 1 : 0, c: b.worker == 0 ? gw : b.own)
         }
         for s in sums.dropFirst() {
             for i in 0..<(cout * ckk) { gw[i] += s[i] }
@@ -136,7 +151,9 @@ extension Conv2d {
             onWorkers(workers) { wk in
                 for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
                     let (img, oy0, oy1) = blocks[b]
-                    reid_conv7_forward(out, x.ptr, wt, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1), buffers[wk])
+                    reid_conv7_forward(
+                        out, x.ptr, wt, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
+                        buffers[wk])
                 }
             }
             return
@@ -146,7 +163,9 @@ extension Conv2d {
             dwt.update(repeating: 0, count: sums)
             for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
                 let (img, oy0, oy1) = blocks[b]
-                reid_conv7_weight_grad(dwt, dOut, x.ptr, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1), buffers[wk])
+                reid_conv7_weight_grad(
+                    dwt, dOut, x.ptr, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
+                    buffers[wk])
             }
         }
         for co in 0..<cout {
@@ -168,7 +187,10 @@ func workerScratch(_ workers: Int, _ floats: Int, _ ws: Workspace) -> [UnsafeMut
 
 /// Runs body(worker) on `workers` threads, each calling OpenBLAS single-threaded meanwhile.
 func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
-    if workers <= 1 { body(0); return }
+    if workers <= 1 {
+        body(0)
+        return
+    }
     let threads = blasThreads()
     setBLASThreads(1)
     defer { setBLASThreads(threads) }
@@ -176,8 +198,10 @@ func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
 }
 
 /// The column matrix of output rows `rows` of image `img` only: row (ci, ki, kj), column (oy - rows.lowerBound, ox).
-func im2colRows(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, c: Int, n: Int, img: Int,
-                h: Int, w: Int, k: Int, s: Int, p: Int, rows: Range<Int>, wo: Int) {
+func im2colRows(
+    _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, c: Int, n: Int, img: Int,
+    h: Int, w: Int, k: Int, s: Int, p: Int, rows: Range<Int>, wo: Int
+) {
     let cols = rows.count * wo
     for ci in 0..<c {
         let src = x + (ci * n + img) * h * w

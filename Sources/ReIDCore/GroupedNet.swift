@@ -10,9 +10,15 @@
 
 public struct ModelSpec: Equatable, Codable {
     public var depth = 50, width = 64, lastStride = 1, groups = 4, branches = 2, classes = 751
-    public init(depth: Int = 50, width: Int = 64, lastStride: Int = 1, groups: Int = 4, branches: Int = 2, classes: Int = 751) {
-        self.depth = depth; self.width = width; self.lastStride = lastStride
-        self.groups = groups; self.branches = branches; self.classes = classes
+    public init(
+        depth: Int = 50, width: Int = 64, lastStride: Int = 1, groups: Int = 4, branches: Int = 2, classes: Int = 751
+    ) {
+        self.depth = depth
+        self.width = width
+        self.lastStride = lastStride
+        self.groups = groups
+        self.branches = branches
+        self.classes = classes
     }
     /// Channels of the pooled feature: width*8, times 4 for bottleneck depths.
     public var featureChannels: Int { width * 8 * (depth >= 50 ? 4 : 1) }
@@ -22,16 +28,18 @@ public final class GroupedMultiBranchNet {
     public let spec: ModelSpec
     public let arena = Arena()
     public let backbone: ResNet
-    let bn: BatchNorm                  // all G groups' BatchNorm1d as one (C) layer
-    let classifiers: [[Linear]]        // [group][branch]
-    let pool = GlobalAvgPool()         // output (C, N)
-    let dPooled = Tensor([0])          // (C, N)
-    let dHidden = Tensor([0])          // (C, N)
+    let bn: BatchNorm // all G groups' BatchNorm1d as one (C) layer
+    let classifiers: [[Linear]] // [group][branch]
+    let pool = GlobalAvgPool() // output (C, N)
+    let dPooled = Tensor([0]) // (C, N)
+    let dHidden = Tensor([0]) // (C, N)
     let dLogits: [[Tensor]]
 
     public init(_ spec: ModelSpec, seed: UInt64 = 0) {
         let c = spec.featureChannels
-        precondition(spec.groups >= 1 && c % spec.groups == 0, "model.groups=\(spec.groups) must divide the \(c) feature channels")
+        precondition(
+            spec.groups >= 1 && c % spec.groups == 0,
+            "model.groups=\(spec.groups) must divide the \(c) feature channels")
         precondition(spec.branches >= 1 && spec.classes >= 1)
         self.spec = spec
         let arena = self.arena
@@ -53,7 +61,9 @@ public final class GroupedMultiBranchNet {
     /// Returns the mean loss over the G*B heads and the per-head correct counts summed. The
     /// gradient backward propagates is `weight` times this loss's (0: the classifiers are run for
     /// their accuracy only, as when a triplet loss alone trains the network).
-    public func forwardLoss(_ x: Tensor, labels: [Int], labelSmoothing eps: Float, weight: Float = 1) -> (loss: Double, correct: Int) {
+    public func forwardLoss(_ x: Tensor, labels: [Int], labelSmoothing eps: Float, weight: Float = 1) -> (
+        loss: Double, correct: Int
+    ) {
         let n = x.shape[0]
         precondition(labels.count == n, "labels: \(labels.count) for a batch of \(n)")
         let fmap = backbone.forward(nchw: x, training: true)
@@ -64,9 +74,11 @@ public final class GroupedMultiBranchNet {
             for b in 0..<spec.branches {
                 let z = classifiers[g][b].forward(h, rows: (g * groupDim)..<((g + 1) * groupDim))
                 dLogits[g][b].resizeForOverwrite(z.shape)
-                let r = CrossEntropy.forward(logits: z.ptr, labels: labels, classes: spec.classes, eps: eps,
-                                             dLogits: dLogits[g][b].ptr, scale: weight / Float(heads))
-                loss += r.loss; correct += r.correct
+                let r = CrossEntropy.forward(
+                    logits: z.ptr, labels: labels, classes: spec.classes, eps: eps,
+                    dLogits: dLogits[g][b].ptr, scale: weight / Float(heads))
+                loss += r.loss
+                correct += r.correct
             }
         }
         return (loss / Double(heads), correct)
@@ -90,7 +102,7 @@ public final class GroupedMultiBranchNet {
         dPooled.resizeForOverwrite([c, n])
         bn.backward(dHidden.ptr, dX: dPooled.ptr)
         if let featureGrad { for i in 0..<(c * n) { dPooled.ptr[i] += featureGrad[i] } }
-        ready?(bn.weight)                     // the head's parameters follow the backbone's
+        ready?(bn.weight) // the head's parameters follow the backbone's
         let dMap = backbone.featureGradBuffer(pool.inputShape)
         pool.backward(dPooled.ptr, dX: dMap.ptr)
         backbone.backward(dMap, ready: ready)

@@ -8,7 +8,10 @@ import Foundation
 
 public struct InputFileError: Error, CustomStringConvertible {
     public let path: String, reason: String
-    public init(_ path: String, _ reason: String) { self.path = path; self.reason = reason }
+    public init(_ path: String, _ reason: String) {
+        self.path = path
+        self.reason = reason
+    }
     public var description: String { "\(path): \(reason)" }
 }
 
@@ -43,11 +46,14 @@ public enum InputFile {
         // O_NONBLOCK: opening a FIFO does not wait for a writer; the file's kind is then read from the open file.
         let fd = open(path, O_RDONLY | O_NONBLOCK)
         guard fd >= 0 else {
-            throw InputFileError(path, errno == ENOENT ? "does not exist" : "cannot open (\(String(cString: strerror(errno))))")
+            throw InputFileError(
+                path, errno == ENOENT ? "does not exist" : "cannot open (\(String(cString: strerror(errno))))")
         }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw InputFileError(path, "cannot stat (\(String(cString: strerror(errno))))") }
+        guard fstat(fd, &st) == 0 else {
+            throw InputFileError(path, "cannot stat (\(String(cString: strerror(errno))))")
+        }
         if let problem = kindProblem(st.st_mode) { throw InputFileError(path, problem) }
         let size = Int(st.st_size)
         guard size <= limit else {
@@ -73,14 +79,17 @@ public enum InputFile {
     /// line without its newline kept, trailing empty lines dropped. Each line is (its 1-based
     /// number, its text without the ending). Refused, naming the line: a NUL byte, a line of more
     /// than `maxLine` bytes, text that is not UTF-8. The message quotes no more than 80 bytes.
-    public static func lines(_ path: String, limit: Int = 256 << 20, maxLine: Int = 16_384,
-                             what: String = "the file") throws -> [(number: Int, text: String)] {
+    public static func lines(
+        _ path: String, limit: Int = 256 << 20, maxLine: Int = 16_384,
+        what: String = "the file"
+    ) throws -> [(number: Int, text: String)] {
         let data = try read(path, limit: limit, what: what)
         return try lines(of: data, path: path, maxLine: maxLine)
     }
 
     /// The same from bytes already read; `path` names them in errors.
-    public static func lines(of data: Data, path: String, maxLine: Int = 16_384) throws -> [(number: Int, text: String)] {
+    public static func lines(of data: Data, path: String, maxLine: Int = 16_384) throws -> [(number: Int, text: String)]
+    {
         let bytes = [UInt8](data)
         var start = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         var out: [(number: Int, text: String)] = []
@@ -91,13 +100,17 @@ public enum InputFile {
                 if bytes[end] == 0 { throw InputFileError(path, "line \(number): a NUL byte (binary data, not text)") }
                 end += 1
                 if end - start > maxLine {
-                    throw InputFileError(path, "line \(number): longer than \(maxLine) bytes (it starts '\(printable(bytes[start..<Swift.min(end, start + 80)]))')")
+                    throw InputFileError(
+                        path,
+                        "line \(number): longer than \(maxLine) bytes (it starts '\(printable(bytes[start..<Swift.min(end, start + 80)]))')"
+                    )
                 }
             }
             var stop = end
             if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
             guard let text = String(validating: bytes[start..<stop], as: UTF8.self) else {
-                throw InputFileError(path, "line \(number): not UTF-8 text ('\(printable(bytes[start..<Swift.min(stop, start + 80)]))')")
+                throw InputFileError(
+                    path, "line \(number): not UTF-8 text ('\(printable(bytes[start..<Swift.min(stop, start + 80)]))')")
             }
             out.append((number, text))
             number += 1
@@ -111,7 +124,11 @@ public enum InputFile {
     public static func printable<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         var s = ""
         for b in bytes.prefix(80) {
-            if b >= 0x20 && b < 0x7F { s.append(Character(Unicode.Scalar(b))) } else { s += String(format: "\\x%02x", b) }
+            if b >= 0x20 && b < 0x7F {
+                s.append(Character(Unicode.Scalar(b)))
+            } else {
+                s += String(format: "\\x%02x", b)
+            }
         }
         return bytes.count > 80 ? s + "... (\(bytes.count) bytes)" : s
     }

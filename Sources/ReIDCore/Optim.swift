@@ -15,9 +15,14 @@ public final class Optimizer {
     public let state1: Tensor, state2: Tensor
     let count: Int
 
-    public init(_ kind: OptimizerKind, paramCount: Int, momentum: Float = 0.9, nesterov: Bool = false, weightDecay: Float = 0) {
+    public init(
+        _ kind: OptimizerKind, paramCount: Int, momentum: Float = 0.9, nesterov: Bool = false, weightDecay: Float = 0
+    ) {
         precondition(!nesterov || momentum > 0, "nesterov needs momentum > 0")
-        self.kind = kind; self.momentum = momentum; self.nesterov = nesterov; self.weightDecay = weightDecay
+        self.kind = kind
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weightDecay = weightDecay
         count = paramCount
         state1 = Tensor([paramCount])
         state2 = Tensor([kind == .adam ? paramCount : 0])
@@ -36,7 +41,7 @@ public final class Optimizer {
             }
             for i in 0..<n {
                 let d = g[i] + wd * p[i]
-                let b = first ? d : mu * buf[i] + d        // dampening 0; first step: buf = d
+                let b = first ? d : mu * buf[i] + d // dampening 0; first step: buf = d
                 buf[i] = b
                 p[i] -= lr * (nest ? d + mu * b : b)
             }
@@ -49,7 +54,8 @@ public final class Optimizer {
                 let d = g[i] + wd * p[i]
                 let mi = b1 * m[i] + (1 - b1) * d
                 let vi = b2 * v[i] + (1 - b2) * d * d
-                m[i] = mi; v[i] = vi
+                m[i] = mi
+                v[i] = vi
                 p[i] -= stepSize * mi / (vi.squareRoot() * rbc2 + e)
             }
         }
@@ -66,10 +72,17 @@ public struct LRSchedule: Codable, Equatable {
     public var base: Double, kind: Kind = .multistep
     public var warmupEpochs = 0, warmupFactor = 0.01
     public var milestones: [Int] = [], gamma = 0.1, epochs = 1
-    public init(base: Double, kind: Kind = .multistep, warmupEpochs: Int = 0, warmupFactor: Double = 0.01,
-                milestones: [Int] = [], gamma: Double = 0.1, epochs: Int = 1) {
-        self.base = base; self.kind = kind; self.warmupEpochs = warmupEpochs; self.warmupFactor = warmupFactor
-        self.milestones = milestones; self.gamma = gamma; self.epochs = epochs
+    public init(
+        base: Double, kind: Kind = .multistep, warmupEpochs: Int = 0, warmupFactor: Double = 0.01,
+        milestones: [Int] = [], gamma: Double = 0.1, epochs: Int = 1
+    ) {
+        self.base = base
+        self.kind = kind
+        self.warmupEpochs = warmupEpochs
+        self.warmupFactor = warmupFactor
+        self.milestones = milestones
+        self.gamma = gamma
+        self.epochs = epochs
     }
 
     /// The rate for 0-based `epoch` (fractional epochs allowed for per-step warm-up).

@@ -40,4 +40,3 @@ public struct RNG {
         for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, below(i + 1)) }
     }
 }
-

@@ -6,9 +6,15 @@
 public func vsum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD16<Float>(repeating: 0)
     var i = 0
-    while i + 16 <= n { acc += load16(x + i); i += 16 }
+    while i + 16 <= n {
+        acc += load16(x + i)
+        i += 16
+    }
     var s = acc.sum()
-    while i < n { s += x[i]; i += 1 }
+    while i < n {
+        s += x[i]
+        i += 1
+    }
     return s
 }
 
@@ -18,25 +24,41 @@ public func vsumSqCentered(_ x: UnsafePointer<Float>, _ n: Int, _ c: Float) -> F
     var acc = SIMD16<Float>(repeating: 0)
     let cv = SIMD16<Float>(repeating: c)
     var i = 0
-    while i + 16 <= n { let d = load16(x + i) - cv; acc += d * d; i += 16 }
+    while i + 16 <= n {
+        let d = load16(x + i) - cv
+        acc += d * d
+        i += 16
+    }
     var s = acc.sum()
-    while i < n { let d = x[i] - c; s += d * d; i += 1 }
+    while i < n {
+        let d = x[i] - c
+        s += d * d
+        i += 1
+    }
     return s
 }
 
 /// Sum of g[i] and of g[i] * (x[i] - c).
 @inline(__always)
-public func vsumDotCentered(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
-                            _ c: Float) -> (Float, Float) {
+public func vsumDotCentered(
+    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+    _ c: Float
+) -> (Float, Float) {
     var a = SIMD16<Float>(repeating: 0), b = SIMD16<Float>(repeating: 0)
     let cv = SIMD16<Float>(repeating: c)
     var i = 0
     while i + 16 <= n {
         let gv = load16(g + i)
-        a += gv; b += gv * (load16(x + i) - cv); i += 16
+        a += gv
+        b += gv * (load16(x + i) - cv)
+        i += 16
     }
     var sa = a.sum(), sb = b.sum()
-    while i < n { sa += g[i]; sb += g[i] * (x[i] - c); i += 1 }
+    while i < n {
+        sa += g[i]
+        sb += g[i] * (x[i] - c)
+        i += 1
+    }
     return (sa, sb)
 }
 
@@ -45,29 +67,41 @@ public func vsumDotCentered(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>
 public func vdot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD16<Float>(repeating: 0)
     var i = 0
-    while i + 16 <= n { acc += load16(x + i) * load16(y + i); i += 16 }
+    while i + 16 <= n {
+        acc += load16(x + i) * load16(y + i)
+        i += 16
+    }
     var s = acc.sum()
-    while i < n { s += x[i] * y[i]; i += 1 }
+    while i < n {
+        s += x[i] * y[i]
+        i += 1
+    }
     return s
 }
 
 /// The ReLU's backward and vsumDotCentered in one pass: g[i] = 0 where y[i] <= 0 (in place),
 /// then the sums of g[i] and of g[i] * (x[i] - c), accumulated in the same order as vsumDotCentered.
 @inline(__always)
-public func vmaskSumDotCentered(_ g: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                                _ n: Int, _ c: Float) -> (Float, Float) {
+public func vmaskSumDotCentered(
+    _ g: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+    _ n: Int, _ c: Float
+) -> (Float, Float) {
     var a = SIMD16<Float>(repeating: 0), b = SIMD16<Float>(repeating: 0)
     let cv = SIMD16<Float>(repeating: c), zero = SIMD16<Float>(repeating: 0)
     var i = 0
     while i + 16 <= n {
         let gv = load16(g + i).replacing(with: zero, where: load16(y + i) .<= zero)
         UnsafeMutableRawPointer(g + i).storeBytes(of: gv, as: SIMD16<Float>.self)
-        a += gv; b += gv * (load16(x + i) - cv); i += 16
+        a += gv
+        b += gv * (load16(x + i) - cv)
+        i += 16
     }
     var sa = a.sum(), sb = b.sum()
     while i < n {
         if y[i] <= 0 { g[i] = 0 }
-        sa += g[i]; sb += g[i] * (x[i] - c); i += 1
+        sa += g[i]
+        sb += g[i] * (x[i] - c)
+        i += 1
     }
     return (sa, sb)
 }

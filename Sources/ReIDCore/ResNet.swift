@@ -59,7 +59,9 @@ final class BasicBlock: ResidualBlock {
         bn1 = BatchNorm(arena, p + ".bn1", channels: planes)
         conv2 = Conv2d(arena, p + ".conv2", cin: planes, cout: planes, kernel: 3, stride: 1, pad: 1)
         bn2 = BatchNorm(arena, p + ".bn2", channels: planes)
-        down = (stride != 1 || cin != planes) ? Downsample(arena, p + ".downsample", cin: cin, cout: planes, stride: stride) : nil
+        down =
+            (stride != 1 || cin != planes)
+            ? Downsample(arena, p + ".downsample", cin: cin, cout: planes, stride: stride) : nil
     }
 
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
@@ -72,7 +74,7 @@ final class BasicBlock: ResidualBlock {
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
         s1.resizeForOverwrite(conv2.output.shape)
-        bn2.backward(dOut.ptr, dX: s1.ptr)                  // dOut now: d(identity)
+        bn2.backward(dOut.ptr, dX: s1.ptr) // dOut now: d(identity)
         s2.resizeForOverwrite(bn1.output.shape)
         conv2.backward(s1.ptr, dX: s2.ptr, ws)
         s1.resizeForOverwrite(conv1.output.shape)
@@ -97,7 +99,8 @@ final class Bottleneck: ResidualBlock {
         bn2 = BatchNorm(arena, p + ".bn2", channels: planes)
         conv3 = Conv2d(arena, p + ".conv3", cin: planes, cout: planes * 4, kernel: 1)
         bn3 = BatchNorm(arena, p + ".bn3", channels: planes * 4)
-        down = (stride != 1 || cin != planes * 4)
+        down =
+            (stride != 1 || cin != planes * 4)
             ? Downsample(arena, p + ".downsample", cin: cin, cout: planes * 4, stride: stride) : nil
     }
 
@@ -112,7 +115,7 @@ final class Bottleneck: ResidualBlock {
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
         s1.resizeForOverwrite(conv3.output.shape)
-        bn3.backward(dOut.ptr, dX: s1.ptr)                  // dOut now: d(identity)
+        bn3.backward(dOut.ptr, dX: s1.ptr) // dOut now: d(identity)
         s2.resizeForOverwrite(bn2.output.shape)
         conv3.backward(s1.ptr, dX: s2.ptr, ws)
         s1.resizeForOverwrite(conv2.output.shape)
@@ -129,14 +132,14 @@ final class Bottleneck: ResidualBlock {
 
 public final class ResNet {
     public static let depths: [Int: (bottleneck: Bool, blocks: [Int])] = [
-        18: (false, [2, 2, 2, 2]), 34: (false, [3, 4, 6, 3]), 50: (true, [3, 4, 6, 3]),
+        18: (false, [2, 2, 2, 2]), 34: (false, [3, 4, 6, 3]), 50: (true, [3, 4, 6, 3])
     ]
     public let depth: Int, width: Int, lastStride: Int
     public let outChannels: Int
     let conv1: Conv2d, bn1: BatchNorm, maxpool = MaxPool2d()
     /// Blocks grouped by stage: layer1..layer4.
     let stages: [[ResidualBlock]]
-    public let input = Tensor([0])        // (3, N, H, W) channel-major copy of the batch
+    public let input = Tensor([0]) // (3, N, H, W) channel-major copy of the batch
     let ws = Workspace()
     let gb = GradBuffers()
 
@@ -144,7 +147,9 @@ public final class ResNet {
     public init(_ arena: Arena, prefix: String = "", depth: Int = 50, width: Int = 64, lastStride: Int = 1) {
         guard let spec = ResNet.depths[depth] else { preconditionFailure("ResNet: depth \(depth) is not 18, 34 or 50") }
         precondition(lastStride == 1 || lastStride == 2, "ResNet: last_stride must be 1 or 2")
-        self.depth = depth; self.width = width; self.lastStride = lastStride
+        self.depth = depth
+        self.width = width
+        self.lastStride = lastStride
         conv1 = Conv2d(arena, prefix + "conv1", cin: 3, cout: width, kernel: 7, stride: 2, pad: 3)
         bn1 = BatchNorm(arena, prefix + "bn1", channels: width)
         var cin = width
@@ -157,9 +162,10 @@ public final class ResNet {
             for b in 0..<n {
                 let name = "\(prefix)layer\(si + 1).\(b)"
                 let s = b == 0 ? stride : 1
-                blocks.append(spec.bottleneck
-                    ? Bottleneck(arena, name, cin: cin, planes: planes, stride: s)
-                    : BasicBlock(arena, name, cin: cin, planes: planes, stride: s))
+                blocks.append(
+                    spec.bottleneck
+                        ? Bottleneck(arena, name, cin: cin, planes: planes, stride: s)
+                        : BasicBlock(arena, name, cin: cin, planes: planes, stride: s))
                 cin = planes * expansion
             }
             stages.append(blocks)
@@ -232,7 +238,8 @@ public final class ResNet {
 
     /// The gradient buffer to write the feature-map gradient into before `backward`.
     public func featureGradBuffer(_ shape: [Int]) -> Tensor {
-        gb.a.resizeForOverwrite(shape); return gb.a
+        gb.a.resizeForOverwrite(shape)
+        return gb.a
     }
 
     /// The feature map of each stage (stem, layer1..4) from the last forward.

@@ -22,7 +22,10 @@ public enum DType: String, CaseIterable {
 
 public struct SafeTensorsError: Error, CustomStringConvertible {
     public let path: String, reason: String
-    public init(_ path: String, _ reason: String) { self.path = path; self.reason = reason }
+    public init(_ path: String, _ reason: String) {
+        self.path = path
+        self.reason = reason
+    }
     public var description: String { "\(path): \(reason)" }
 }
 
@@ -38,7 +41,10 @@ public struct SafeTensorsFile {
     public let path: String
     public let tensors: [String: TensorInfo]
     public let metadata: [String: String]
-    enum Source { case file, memory(Data) }
+    enum Source {
+        case file
+        case memory(Data)
+    }
     let source: Source
     let dataStart: Int
 
@@ -62,7 +68,9 @@ public struct SafeTensorsFile {
         var hdr = [UInt8](repeating: 0, count: Int(n))
         guard preadFully(fd, &hdr, Int(n), 8) else { throw fail("cannot read the \(n)-byte header") }
         (tensors, metadata) = try SafeTensorsFile.parseHeader(Data(hdr), dataLength: size - 8 - Int(n), fail)
-        self.path = path; source = .file; dataStart = 8 + Int(n)
+        self.path = path
+        source = .file
+        dataStart = 8 + Int(n)
     }
 
     public init(data: Data, path: String = "<memory>") throws {
@@ -72,7 +80,9 @@ public struct SafeTensorsFile {
         try SafeTensorsFile.checkHeaderLength(n, fileSize: data.count, fail)
         let hdr = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
         (tensors, metadata) = try SafeTensorsFile.parseHeader(hdr, dataLength: data.count - 8 - Int(n), fail)
-        self.path = path; source = .memory(data); dataStart = 8 + Int(n)
+        self.path = path
+        source = .memory(data)
+        dataStart = 8 + Int(n)
     }
 
     static func littleEndian64(_ b: [UInt8]) -> UInt64 {
@@ -84,11 +94,14 @@ public struct SafeTensorsFile {
     static func checkHeaderLength(_ n: UInt64, fileSize: Int, _ fail: (String) -> SafeTensorsError) throws {
         let kind = otherKind(n)
         guard n <= UInt64(maxHeader) else {
-            throw fail(kind.map { "not a safetensors file: it starts like \($0)" } ?? "header length \(n) exceeds the \(maxHeader)-byte limit")
+            throw fail(
+                kind.map { "not a safetensors file: it starts like \($0)" }
+                    ?? "header length \(n) exceeds the \(maxHeader)-byte limit")
         }
         guard Int(n) <= fileSize - 8 else {
-            throw fail(kind.map { "not a safetensors file: it starts like \($0)" }
-                       ?? "header length \(n) runs past the end of the \(fileSize)-byte file (truncated?)")
+            throw fail(
+                kind.map { "not a safetensors file: it starts like \($0)" }
+                    ?? "header length \(n) runs past the end of the \(fileSize)-byte file (truncated?)")
         }
     }
 
@@ -100,16 +113,18 @@ public struct SafeTensorsFile {
         if b.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "a PNG image" }
         if b.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return "a zip archive (a torch.save .pth file?)" }
         if b[0] == 0x80, (2...5).contains(b[1]) { return "a Python pickle (a legacy torch.save .pth file?)" }
-        if b.allSatisfy({ $0 == 0x09 || $0 == 0x0A || $0 == 0x0D || (0x20..<0x7F).contains($0) }) { return "a text file" }
+        if b.allSatisfy({ $0 == 0x09 || $0 == 0x0A || $0 == 0x0D || (0x20..<0x7F).contains($0) }) {
+            return "a text file"
+        }
         return nil
     }
 
     static func parseHeader(_ hdr: Data, dataLength dataLen: Int, _ fail: (String) -> SafeTensorsError) throws
-        -> ([String: TensorInfo], [String: String]) {
+        -> ([String: TensorInfo], [String: String])
+    {
         guard let first = hdr.first, first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
         let json: Any
-        do { json = try JSONSerialization.jsonObject(with: hdr) }
-        catch { throw fail("header is not valid JSON") }
+        do { json = try JSONSerialization.jsonObject(with: hdr) } catch { throw fail("header is not valid JSON") }
         guard let obj = json as? [String: Any] else { throw fail("header is not a JSON object") }
         var meta: [String: String] = [:]
         var infos: [String: TensorInfo] = [:]
@@ -125,7 +140,9 @@ public struct SafeTensorsFile {
             let shown = name.utf8.count > 100 ? String(name.prefix(100)) + "..." : name
             guard let e = value as? [String: Any] else { throw fail("tensor '\(shown)': entry is not an object") }
             guard let ds = e["dtype"] as? String else { throw fail("tensor '\(shown)': missing dtype") }
-            guard let dt = DType(rawValue: ds) else { throw fail("tensor '\(shown)': unsupported dtype \(ds.prefix(20))") }
+            guard let dt = DType(rawValue: ds) else {
+                throw fail("tensor '\(shown)': unsupported dtype \(ds.prefix(20))")
+            }
             guard let shapeAny = e["shape"] as? [Any] else { throw fail("tensor '\(shown)': missing shape") }
             var shape: [Int] = []
             var elems = 1
@@ -134,7 +151,9 @@ public struct SafeTensorsFile {
                     if let n = d as? NSNumber, n.doubleValue >= 9.0e15 {
                         throw fail("tensor '\(shown)': shape has a dimension of \(n), too large for any tensor")
                     }
-                    throw fail("tensor '\(shown)': shape \(shapeAny.prefix(8).map { "\($0)" })\(shapeAny.count > 8 ? "..." : "") has a non-integer or negative dimension")
+                    throw fail(
+                        "tensor '\(shown)': shape \(shapeAny.prefix(8).map { "\($0)" })\(shapeAny.count > 8 ? "..." : "") has a non-integer or negative dimension"
+                    )
                 }
                 shape.append(v)
                 let (p, o) = elems.multipliedReportingOverflow(by: v)
@@ -142,12 +161,17 @@ public struct SafeTensorsFile {
                 elems = p
             }
             guard let offs = e["data_offsets"] as? [Any], offs.count == 2,
-                  let b = nonNegativeInt(offs[0]), let en = nonNegativeInt(offs[1])
+                let b = nonNegativeInt(offs[0]), let en = nonNegativeInt(offs[1])
             else { throw fail("tensor '\(shown)': data_offsets must be two non-negative integers") }
             guard b <= en else { throw fail("tensor '\(shown)': data_offsets [\(b), \(en)] are reversed") }
-            guard en <= dataLen else { throw fail("tensor '\(shown)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)") }
+            guard en <= dataLen else {
+                throw fail(
+                    "tensor '\(shown)': data_offsets end \(en) is past the \(dataLen)-byte data buffer (truncated?)")
+            }
             guard en - b == elems * dt.size else {
-                throw fail("tensor '\(shown)': \(en - b) bytes for shape \(shape) of \(dt.rawValue) (needs \(elems * dt.size))")
+                throw fail(
+                    "tensor '\(shown)': \(en - b) bytes for shape \(shape) of \(dt.rawValue) (needs \(elems * dt.size))"
+                )
             }
             infos[name] = TensorInfo(dtype: dt, shape: shape, begin: b, end: en)
         }
@@ -158,7 +182,9 @@ public struct SafeTensorsFile {
             if t.begin > pos { throw fail("tensor '\(name)': hole in the data buffer before byte \(t.begin)") }
             pos = t.end
         }
-        guard pos == dataLen else { throw fail("data buffer has \(dataLen - pos) trailing bytes not covered by any tensor") }
+        guard pos == dataLen else {
+            throw fail("data buffer has \(dataLen - pos) trailing bytes not covered by any tensor")
+        }
         return (infos, meta)
     }
 
@@ -182,7 +208,8 @@ public struct SafeTensorsFile {
         let count = t.end - t.begin
         switch source {
         case .memory(let data):
-            data.withUnsafeBytes { raw in dst.copyMemory(from: raw.baseAddress! + dataStart + t.begin, byteCount: count) }
+            data.withUnsafeBytes { raw in dst.copyMemory(from: raw.baseAddress! + dataStart + t.begin, byteCount: count)
+            }
         case .file:
             let fd = open(path, O_RDONLY)
             guard fd >= 0 else { throw SafeTensorsError(path, "cannot reopen (\(String(cString: strerror(errno))))") }
@@ -196,7 +223,9 @@ public struct SafeTensorsFile {
     /// Reads an F32 tensor straight into `dst` (count elements).
     public func readFloats(_ name: String, into dst: UnsafeMutablePointer<Float>) throws {
         let t = try info(name)
-        guard t.dtype == .F32 else { throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected F32") }
+        guard t.dtype == .F32 else {
+            throw SafeTensorsError(path, "tensor '\(name)' is \(t.dtype.rawValue), expected F32")
+        }
         try read(name, into: UnsafeMutableRawPointer(dst))
     }
 
@@ -243,14 +272,19 @@ public struct TensorRecord {
     public let name: String, dtype: DType, shape: [Int], data: Data
     public init(_ name: String, floats: UnsafeBufferPointer<Float>, shape: [Int]) {
         precondition(floats.count == shape.reduce(1, *))
-        self.name = name; dtype = .F32; self.shape = shape; data = Data(buffer: floats)
+        self.name = name
+        dtype = .F32
+        self.shape = shape
+        data = Data(buffer: floats)
     }
     public init(_ name: String, floats: [Float], shape: [Int]) {
         self = floats.withUnsafeBufferPointer { TensorRecord(name, floats: $0, shape: shape) }
     }
     public init(_ name: String, int64s: [Int64], shape: [Int]) {
         precondition(int64s.count == shape.reduce(1, *))
-        self.name = name; dtype = .I64; self.shape = shape
+        self.name = name
+        dtype = .I64
+        self.shape = shape
         data = int64s.withUnsafeBufferPointer { Data(buffer: $0) }
     }
 }
@@ -267,11 +301,13 @@ public enum SafeTensors {
         var off = 0
         for t in sorted {
             let shape = t.shape.map(String.init).joined(separator: ",")
-            header.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(off),\(off + t.data.count)]}")
+            header.append(
+                "\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(off),\(off + t.data.count)]}"
+            )
             off += t.data.count
         }
         var json = Array(("{" + header.joined(separator: ",") + "}").utf8)
-        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }   // align the data buffer
+        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) } // align the data buffer
         var out = Data(capacity: 8 + json.count)
         var n = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }

@@ -11,10 +11,14 @@ extension Arena {
     public func stateRecords() -> [TensorRecord] {
         var out: [TensorRecord] = []
         for s in params {
-            out.append(TensorRecord(s.name, floats: UnsafeBufferPointer(start: value + s.offset, count: s.count), shape: s.shape))
+            out.append(
+                TensorRecord(
+                    s.name, floats: UnsafeBufferPointer(start: value + s.offset, count: s.count), shape: s.shape))
         }
         for s in buffers {
-            out.append(TensorRecord(s.name, floats: UnsafeBufferPointer(start: buffer + s.offset, count: s.count), shape: s.shape))
+            out.append(
+                TensorRecord(
+                    s.name, floats: UnsafeBufferPointer(start: buffer + s.offset, count: s.count), shape: s.shape))
         }
         for (i, n) in counterNames.enumerated() { out.append(TensorRecord(n, int64s: [counters[i]], shape: [])) }
         return out
@@ -24,8 +28,10 @@ extension Arena {
     /// entry must be present; `ignore` lists name prefixes in the file to skip
     /// (e.g. torchvision's `fc.`). A file entry that the model lacks is an error
     /// when `strict`. Shapes must match exactly; errors name the tensor.
-    public func load(from file: SafeTensorsFile, prefix: String = "", strict: Bool = true,
-                     only: ((String) -> Bool)? = nil) throws {
+    public func load(
+        from file: SafeTensorsFile, prefix: String = "", strict: Bool = true,
+        only: ((String) -> Bool)? = nil
+    ) throws {
         var used = Set<String>()
         func want(_ name: String) -> Bool { only?(name) ?? true }
         func fetch(_ name: String, _ shape: [Int]) throws -> [Float]? {
@@ -57,9 +63,12 @@ extension Arena {
             used.insert(key)
         }
         if strict {
-            let extra = file.tensors.keys.filter { $0.hasPrefix(prefix) && !used.contains($0) && want(String($0.dropFirst(prefix.count))) }
+            let extra = file.tensors.keys.filter {
+                $0.hasPrefix(prefix) && !used.contains($0) && want(String($0.dropFirst(prefix.count)))
+            }
             if let e = extra.sorted().first {
-                throw StateDictError("\(file.path): unexpected tensor '\(e)' (\(extra.count) in all) that the model does not have")
+                throw StateDictError(
+                    "\(file.path): unexpected tensor '\(e)' (\(extra.count) in all) that the model does not have")
             }
         }
     }
@@ -73,11 +82,13 @@ extension GroupedMultiBranchNet {
         let prefix = "backbone."
         let known = Set(arena.params.map(\.name) + arena.buffers.map(\.name) + arena.counterNames)
         for key in file.tensors.keys.sorted() where !key.hasPrefix("fc.") && !known.contains(prefix + key) {
-            throw StateDictError("\(file.path): tensor '\(key)' is not part of a ResNet-\(spec.depth) of width \(spec.width)")
+            throw StateDictError(
+                "\(file.path): tensor '\(key)' is not part of a ResNet-\(spec.depth) of width \(spec.width)")
         }
         // Model names are "backbone.<torchvision name>"; the file has "<torchvision name>".
         let renamed = try SafeTensorsFile(renaming: file, prefix: prefix)
-        do { try arena.load(from: renamed, strict: true, only: { $0.hasPrefix(prefix) }) } catch let e as StateDictError {
+        do { try arena.load(from: renamed, strict: true, only: { $0.hasPrefix(prefix) }) } catch let e as StateDictError
+        {
             // Name the tensor as the file does (without the model's prefix).
             throw StateDictError(e.description.replacingOccurrences(of: "'" + prefix, with: "'"))
         }
@@ -87,7 +98,11 @@ extension GroupedMultiBranchNet {
 extension SafeTensorsFile {
     /// The same file with `prefix` put before every tensor name (no data is read).
     init(renaming f: SafeTensorsFile, prefix: String) throws {
-        path = f.path; metadata = f.metadata; source = f.source; dataStart = f.dataStart
-        tensors = Dictionary(uniqueKeysWithValues: f.tensors.filter { !$0.key.hasPrefix("fc.") }.map { (prefix + $0.key, $0.value) })
+        path = f.path
+        metadata = f.metadata
+        source = f.source
+        dataStart = f.dataStart
+        tensors = Dictionary(
+            uniqueKeysWithValues: f.tensors.filter { !$0.key.hasPrefix("fc.") }.map { (prefix + $0.key, $0.value) })
     }
 }

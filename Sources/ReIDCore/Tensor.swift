@@ -54,8 +54,10 @@ public final class Tensor {
 }
 
 /// Reorders (A, B, inner) to (B, A, inner): NCHW <-> CNHW with inner = H*W.
-public func swapLeadingAxes(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
-                            _ a: Int, _ b: Int, _ inner: Int) {
+public func swapLeadingAxes(
+    _ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
+    _ a: Int, _ b: Int, _ inner: Int
+) {
     for i in 0..<a {
         for j in 0..<b {
             (dst + (j * a + i) * inner).update(from: src + (i * b + j) * inner, count: inner)

@@ -21,7 +21,9 @@ public struct TripletLoss: Equatable, Sendable {
     public var distance: Distance
 
     public init(margin: Double = 0.3, soft: Bool = false, distance: Distance = .euclidean) {
-        self.margin = margin; self.soft = soft; self.distance = distance
+        self.margin = margin
+        self.soft = soft
+        self.distance = distance
     }
 
     /// Per anchor: its loss, hardest-positive and hardest-negative distances, whether it counts.
@@ -37,15 +39,19 @@ public struct TripletLoss: Equatable, Sendable {
 
     /// The loss of `n` features of `dim` floats each (row-major) with their labels; with `grad`,
     /// writes scale x d(mean loss)/d(features) there (n x dim, overwritten).
-    public func callAsFunction(_ features: UnsafePointer<Float>, n: Int, dim: Int, labels: [Int],
-                               grad: UnsafeMutablePointer<Float>? = nil, scale: Double = 1) -> Anchors {
+    public func callAsFunction(
+        _ features: UnsafePointer<Float>, n: Int, dim: Int, labels: [Int],
+        grad: UnsafeMutablePointer<Float>? = nil, scale: Double = 1
+    ) -> Anchors {
         precondition(labels.count == n, "TripletLoss: \(labels.count) labels for \(n) features")
         var f = [Double](repeating: 0, count: n * dim)
         for i in 0..<(n * dim) { f[i] = Double(features[i]) }
         var gram = [Double](repeating: 0, count: n * n)
         if n > 0 && dim > 0 {
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(dim), 1, f, Int32(dim), f, Int32(dim),
-                        0, &gram, Int32(n))
+            cblas_dgemm(
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(dim), 1, f, Int32(dim), f,
+                Int32(dim),
+                0, &gram, Int32(n))
         }
         let sq = (0..<n).map { gram[$0 * n + $0] }
         let norm = sq.map { Swift.max($0.squareRoot(), 1e-12) }
@@ -55,21 +61,35 @@ public struct TripletLoss: Equatable, Sendable {
             case .cosine: return 1 - gram[i * n + j] / (norm[i] * norm[j])
             }
         }
-        var out = Anchors(loss: .init(repeating: 0, count: n), dap: .init(repeating: 0, count: n),
-                          dan: .init(repeating: 0, count: n), valid: .init(repeating: false, count: n))
+        var out = Anchors(
+            loss: .init(repeating: 0, count: n), dap: .init(repeating: 0, count: n),
+            dan: .init(repeating: 0, count: n), valid: .init(repeating: false, count: n))
         var pairs: [(a: Int, p: Int, neg: Int, slope: Double)] = []
         for a in 0..<n {
             var p = -1, q = -1, dap = -Double.infinity, dan = Double.infinity
             for j in 0..<n where j != a {
                 let d = dist(a, j)
-                if labels[j] == labels[a] { if d > dap { dap = d; p = j } } else if d < dan { dan = d; q = j }
+                if labels[j] == labels[a] {
+                    if d > dap {
+                        dap = d
+                        p = j
+                    }
+                } else if d < dan {
+                    dan = d
+                    q = j
+                }
             }
             guard p >= 0, q >= 0 else { continue }
             let x = dap - dan
             // slope: d l / d(d_ap) (and minus it for d_an)
-            let (l, slope) = soft ? (x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)), 1 / (1 + exp(-x)))
-                                  : (Swift.max(0, margin + x), margin + x > 0 ? 1.0 : 0.0)
-            out.loss[a] = l; out.dap[a] = dap; out.dan[a] = dan; out.valid[a] = true
+            let (l, slope) =
+                soft
+                ? (x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)), 1 / (1 + exp(-x)))
+                : (Swift.max(0, margin + x), margin + x > 0 ? 1.0 : 0.0)
+            out.loss[a] = l
+            out.dap[a] = dap
+            out.dan[a] = dan
+            out.valid[a] = true
             pairs.append((a, p, q, slope))
         }
         guard let grad else { return out }
@@ -81,11 +101,12 @@ public struct TripletLoss: Equatable, Sendable {
             switch distance {
             case .euclidean:
                 let s = sq[i] + sq[j] - 2 * gram[i * n + j]
-                guard s > 1e-12 else { return }                 // clamped: no slope
+                guard s > 1e-12 else { return } // clamped: no slope
                 let k = c / s.squareRoot()
                 for t in 0..<dim {
                     let diff = f[i * dim + t] - f[j * dim + t]
-                    g[i * dim + t] += k * diff; g[j * dim + t] -= k * diff
+                    g[i * dim + t] += k * diff
+                    g[j * dim + t] -= k * diff
                 }
             case .cosine:
                 let ni = norm[i], nj = norm[j], cos = gram[i * n + j] / (ni * nj)

@@ -22,24 +22,29 @@
 }
 /// dst[i] = src[2 i] for i in lo..<hi, where src[j] may be read for every j < readable:
 /// 8 at a time from the even half of 16 loaded floats (stride-2 im2col rows).
-@inline(__always) func gatherEven(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
-                                  _ lo: Int, _ hi: Int, readable: Int) {
+@inline(__always) func gatherEven(
+    _ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
+    _ lo: Int, _ hi: Int, readable: Int
+) {
     var i = lo
     while i + 8 <= hi && 2 * i + 16 <= readable {
         store8(load16(src + 2 * i).evenHalf, dst + i)
         i += 8
     }
-    while i < hi { dst[i] = src[2 * i]; i += 1 }
+    while i < hi {
+        dst[i] = src[2 * i]
+        i += 1
+    }
 }
 
 /// What the engine's own SIMD loops run on in this build, for `bench` to print: one portable
 /// build (no per-processor flags), so every node of a mixed fleet runs the same code.
 public var engineVectorPath: String {
-#if arch(x86_64)
-    "Swift SIMD8/SIMD16 on the x86-64 baseline (SSE2, 4 floats a register)"
-#elseif arch(arm64)
-    "Swift SIMD8/SIMD16 on NEON (4 floats a register)"
-#else
-    "Swift SIMD8/SIMD16 (portable)"
-#endif
+    #if arch(x86_64)
+        "Swift SIMD8/SIMD16 on the x86-64 baseline (SSE2, 4 floats a register)"
+    #elseif arch(arm64)
+        "Swift SIMD8/SIMD16 on NEON (4 floats a register)"
+    #else
+        "Swift SIMD8/SIMD16 (portable)"
+    #endif
 }

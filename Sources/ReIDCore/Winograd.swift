@@ -57,21 +57,28 @@ public enum Winograd {
 
     /// U[e][o][i] = (G g G^T)[e] for g = w[o][i] (3x3). `transposeFlip` transforms
     /// instead the kernel of the input-gradient convolution: w'[i][o] = flip(w[o][i]).
-    static func transformWeights(_ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
-                                 _ u: UnsafeMutablePointer<Float>) {
+    static func transformWeights(
+        _ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
+        _ u: UnsafeMutablePointer<Float>
+    ) {
         let rows = transposeFlip ? cin : cout, cols = transposeFlip ? cout : cin
         let plane = planeStride(rows * cols)
         parallelFor(rows, minChunk: 8) { r in
             // AVX-512: 16 kernels a vector in C, the same double arithmetic (CKernels' wino_small.c)
-            if cKernels, reid_wino_weights(w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r), Int32(r + 1), u, plane) != 0 {
+            if cKernels,
+                reid_wino_weights(w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r), Int32(r + 1), u, plane)
+                    != 0
+            {
                 return
             }
             let dst = u + r * cols
             for c in 0..<cols {
                 let k = transposeFlip ? w + (c * cin + r) * 9 : w + (r * cin + c) * 9
                 // in double, rounded once per value
-                var g = (Double(k[0]), Double(k[1]), Double(k[2]), Double(k[3]), Double(k[4]),
-                         Double(k[5]), Double(k[6]), Double(k[7]), Double(k[8]))
+                var g = (
+                    Double(k[0]), Double(k[1]), Double(k[2]), Double(k[3]), Double(k[4]),
+                    Double(k[5]), Double(k[6]), Double(k[7]), Double(k[8])
+                )
                 if transposeFlip { g = (g.8, g.7, g.6, g.5, g.4, g.3, g.2, g.1, g.0) }
                 // G g: rows t0..t3 of 3 values
                 let t10 = 0.5 * (g.0 + g.3 + g.6), t11 = 0.5 * (g.1 + g.4 + g.7), t12 = 0.5 * (g.2 + g.5 + g.8)
@@ -79,16 +86,22 @@ public enum Winograd {
                 // (G g) G^T: each row (a, b, c) -> (a, (a+b+c)/2, (a-b+c)/2, c)
                 let d = dst + c
                 func put(_ e: Int, _ a: Double, _ b: Double, _ c: Double) {
-                    d[e * plane] = Float(a); d[(e + 1) * plane] = Float(0.5 * (a + b + c))
-                    d[(e + 2) * plane] = Float(0.5 * (a - b + c)); d[(e + 3) * plane] = Float(c)
+                    d[e * plane] = Float(a)
+                    d[(e + 1) * plane] = Float(0.5 * (a + b + c))
+                    d[(e + 2) * plane] = Float(0.5 * (a - b + c))
+                    d[(e + 3) * plane] = Float(c)
                 }
-                put(0, g.0, g.1, g.2); put(4, t10, t11, t12); put(8, t20, t21, t22); put(12, g.6, g.7, g.8)
+                put(0, g.0, g.1, g.2)
+                put(4, t10, t11, t12)
+                put(8, t20, t21, t22)
+                put(12, g.6, g.7, g.8)
             }
         }
     }
 
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
-    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>) {
+    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>)
+    {
         let plane = planeStride(c * g.count)
         forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
             inputTiles(x + plane0, g, rows: 0..<g.th, images: images, v + tile0, plane: plane, buf)
@@ -96,16 +109,21 @@ public enum Winograd {
     }
 
     /// y (C, N, H, W) = A^T M A per tile, from M[e][c][t]; adds into y when `accumulate`.
-    static func transformOutput(_ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
-                                _ y: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    static func transformOutput(
+        _ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
+        _ y: UnsafeMutablePointer<Float>, accumulate: Bool
+    ) {
         let plane = planeStride(c * g.count)
         forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
-            outputTiles(m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf)
+            outputTiles(
+                m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf)
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
-    static func transformOutputGrad(_ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>) {
+    static func transformOutputGrad(
+        _ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>
+    ) {
         let plane = planeStride(c * g.count)
         forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
             outputGradTiles(dy + plane0, g, rows: 0..<g.th, images: images, z + tile0, plane: plane, buf)
@@ -115,7 +133,9 @@ public enum Winograd {
     /// The whole-batch transforms' loop: in parallel over channels, each channel's images in groups
     /// of `imagesPerCall`; body(offset of the group's first (C, N, H, W) plane, offset of its first
     /// tile in a transformed tensor, images in the group, the worker's tile scratch).
-    private static func forEachImageGroup(c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+    private static func forEachImageGroup(
+        c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void
+    ) {
         let per = imagesPerCall(g)
         parallelChunks(c) { channels in
             let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
@@ -135,17 +155,22 @@ public enum Winograd {
     /// What runs the transforms, for `bench`'s header.
     public static var transformPath: String {
         cKernels && reid_wino_groups(8, 4, 2, 0, 4) > 0
-            ? "AVX-512 (16 tiles a vector where planes have even sides and tw divides 16, else the Swift loops)" : "Swift loops"
+            ? "AVX-512 (16 tiles a vector where planes have even sides and tw divides 16, else the Swift loops)"
+            : "Swift loops"
     }
 
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
-    static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>) {
+    static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>)
+    {
         let plane = planeStride(cout * cin)
         parallelFor(cout) { o in
             for i in 0..<cin {
                 let s = du + o * cin + i
                 // G^T u = [u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3] on rows (4 -> 3), then columns
-                var t = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+                var t = (
+                    Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
+                    Float(0), Float(0)
+                )
                 func col(_ j: Int) -> (Float, Float, Float) {
                     let u0 = s[j * plane], u1 = s[(4 + j) * plane], u2 = s[(8 + j) * plane], u3 = s[(12 + j) * plane]
                     return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
@@ -154,9 +179,13 @@ public enum Winograd {
                 t = (c0.0, c1.0, c2.0, c3.0, c0.1, c1.1, c2.1, c3.1, c0.2, c1.2, c2.2, c3.2)
                 let d = dw + (o * cin + i) * 9
                 func row(_ r: Int, _ u0: Float, _ u1: Float, _ u2: Float, _ u3: Float) {
-                    d[r * 3] += u0 + 0.5 * (u1 + u2); d[r * 3 + 1] += 0.5 * (u1 - u2); d[r * 3 + 2] += 0.5 * (u1 + u2) + u3
+                    d[r * 3] += u0 + 0.5 * (u1 + u2)
+                    d[r * 3 + 1] += 0.5 * (u1 - u2)
+                    d[r * 3 + 2] += 0.5 * (u1 + u2) + u3
                 }
-                row(0, t.0, t.1, t.2, t.3); row(1, t.4, t.5, t.6, t.7); row(2, t.8, t.9, t.10, t.11)
+                row(0, t.0, t.1, t.2, t.3)
+                row(1, t.4, t.5, t.6, t.7)
+                row(2, t.8, t.9, t.10, t.11)
             }
         }
     }
@@ -166,13 +195,17 @@ public enum Winograd {
     /// of a long dot product grows with its length, and the Winograd products are larger than the
     /// convolution's own terms. Chunks of 128 keep the forward and input-gradient errors within
     /// 2x PyTorch's on every ResNet shape (one chunk of 512 was 2.4x; `reid-dist bench convs`).
-    static func gemmChunked(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                            b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    static func gemmChunked(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         let chunks = (k + maxK - 1) / maxK, kc = (k + chunks - 1) / chunks
         var k0 = 0
         while k0 < k {
             let kn = Swift.min(kc, k - k0)
-            sgemm(m: m, n: n, k: kn, a: a + k0, lda: lda, b: b + k0 * ldb, ldb: ldb, beta: k0 == 0 ? 0 : 1, c: c, ldc: ldc)
+            sgemm(
+                m: m, n: n, k: kn, a: a + k0, lda: lda, b: b + k0 * ldb, ldb: ldb, beta: k0 == 0 ? 0 : 1, c: c, ldc: ldc
+            )
             k0 += kn
         }
     }
@@ -183,7 +216,10 @@ public enum Winograd {
     /// 2 threads, three passes: 256->256 at 32x8x4, 14.7-23.6 -> 12.2-14.6 ms; 512->512 at
     /// 32x16x8, 175-290 -> 165-176 ms).
     static func products(_ count: Int = 16, _ body: (Int) -> Void) {
-        guard splitProducts, engineThreads > 1 else { for e in 0..<count { body(e) }; return }
+        guard splitProducts, engineThreads > 1 else {
+            for e in 0..<count { body(e) }
+            return
+        }
         let workers = Swift.min(engineThreads, count)
         onWorkers(workers) { wk in
             for e in stride(from: wk, to: count, by: workers) { body(e) }
@@ -207,7 +243,8 @@ public enum Winograd {
     /// The passes of a cin -> cout layer that run fused ("fwd", "dX", "dW"), for the benchmarks.
     public static func fusedPasses(cin: Int, cout: Int) -> [String] {
         let c = Swift.max(cin, cout)
-        return [(fusion.forward, "fwd"), (fusion.inputGrad, "dX"), (fusion.weightGrad, "dW")].filter { c <= $0.0 }.map(\.1)
+        return [(fusion.forward, "fwd"), (fusion.inputGrad, "dX"), (fusion.weightGrad, "dW")].filter { c <= $0.0 }.map(
+            \.1)
     }
     /// Bytes of transformed data per block (input and products together), and the fewest tiles.
     static let fusedTarget = 1 << 20
@@ -219,13 +256,15 @@ public enum Winograd {
     /// its core's cache instead of making three trips through memory.
     /// With `keep`, the transformed input is written there whole (laid out as `transformInput`
     /// writes it, for the weight gradient) and the GEMMs read it from there.
-    static func convolveFused(_ x: UnsafePointer<Float>, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
-                              keep: UnsafeMutablePointer<Float>? = nil,
-                              out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace) {
+    static func convolveFused(
+        _ x: UnsafePointer<Float>, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
+        keep: UnsafeMutablePointer<Float>? = nil,
+        out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
+    ) {
         let su = planeStride(cout * cin)
         let p = FusedBlocks(g, channels: cin + cout)
         let sm = planeStride(cout * p.tiles), tb = p.tiles
-        let sv = keep == nil ? planeStride(cin * p.tiles) : 0              // a local V only when not kept whole
+        let sv = keep == nil ? planeStride(cin * p.tiles) : 0 // a local V only when not kept whole
         let buffers = workerScratch(p.workers, 16 * (sv + sm) + tileScratch(g), ws)
         onWorkers(p.workers) { wk in
             let vb = buffers[wk], mb = vb + 16 * sv, buf = mb + 16 * sm
@@ -233,16 +272,20 @@ public enum Winograd {
                 let (img, ty0, ty1) = p.block(b)
                 let n = (ty1 - ty0) * g.tw
                 // where this block's transformed input goes: the local buffer, or its place in `keep`
-                let (v, ldv, pv) = keep.map { ($0 + (img * g.th + ty0) * g.tw, g.count, planeStride(cin * g.count)) } ?? (vb, tb, sv)
+                let (v, ldv, pv) =
+                    keep.map { ($0 + (img * g.th + ty0) * g.tw, g.count, planeStride(cin * g.count)) } ?? (vb, tb, sv)
                 for ch in 0..<cin {
                     inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, v + ch * ldv, plane: pv, buf)
                 }
                 for e in 0..<16 {
-                    gemmChunked(m: cout, n: n, k: cin, a: u + e * su, lda: cin, b: v + e * pv, ldb: ldv, c: mb + e * sm, ldc: tb)
+                    gemmChunked(
+                        m: cout, n: n, k: cin, a: u + e * su, lda: cin, b: v + e * pv, ldb: ldv, c: mb + e * sm, ldc: tb
+                    )
                 }
                 for ch in 0..<cout {
-                    outputTiles(mb + ch * tb, plane: sm, g, rows: ty0..<ty1, out + (ch * g.n + img) * g.h * g.w,
-                                accumulate: accumulate, buf)
+                    outputTiles(
+                        mb + ch * tb, plane: sm, g, rows: ty0..<ty1, out + (ch * g.n + img) * g.h * g.w,
+                        accumulate: accumulate, buf)
                 }
             }
         }
@@ -254,13 +297,15 @@ public enum Winograd {
     /// lays it out), or, given `x` instead, is transformed again from the layer's input into cache:
     /// x is 4x smaller than V, so redoing its transform costs less than writing V in forward and
     /// reading it back here (`recomputeAbove`).
-    static func weightGradFused(_ dy: UnsafePointer<Float>, x: UnsafePointer<Float>?, v: UnsafePointer<Float>?,
-                                cin: Int, cout: Int, _ g: WinogradTiles, du: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+    static func weightGradFused(
+        _ dy: UnsafePointer<Float>, x: UnsafePointer<Float>?, v: UnsafePointer<Float>?,
+        cin: Int, cout: Int, _ g: WinogradTiles, du: UnsafeMutablePointer<Float>, _ ws: Workspace
+    ) {
         precondition((x == nil) != (v == nil), "weightGradFused: give x or v")
         let su = planeStride(cout * cin), sv = planeStride(cin * g.count)
         let p = FusedBlocks(g, channels: cout + cin)
         let sz = planeStride(cout * p.tiles), tb = p.tiles
-        let svb = x == nil ? 0 : planeStride(cin * tb)                      // a block's V, when redone
+        let svb = x == nil ? 0 : planeStride(cin * tb) // a block's V, when redone
         let scratch = tileScratch(g)
         let buffers = workerScratch(p.workers, 16 * (sz + su + svb) + scratch, ws)
         onWorkers(p.workers) { wk in
@@ -279,8 +324,9 @@ public enum Winograd {
                 }
                 for e in 0..<16 {
                     let (bp, ldb) = x == nil ? (v! + e * sv + at, g.count) : (UnsafePointer(vb + e * svb), tb)
-                    sgemm(transB: true, m: cout, n: cin, k: n, a: zb + e * sz, lda: tb, b: bp, ldb: ldb,
-                          beta: b == wk ? 0 : 1, c: acc + e * su, ldc: cin)
+                    sgemm(
+                        transB: true, m: cout, n: cin, k: n, a: zb + e * sz, lda: tb, b: bp, ldb: ldb,
+                        beta: b == wk ? 0 : 1, c: acc + e * su, ldc: cin)
                 }
             }
         }
@@ -302,14 +348,17 @@ public enum Winograd {
     public nonisolated(unsafe) static var recomputeAbove = 16 << 20
 
     /// out (cout, N, H, W) = conv3x3(x (cin, N, H, W)) given U; v and m are scratch (or v already holds x's transform).
-    static func convolve(_ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
-                         v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
-                         out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    static func convolve(
+        _ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
+        v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
+        out: UnsafeMutablePointer<Float>, accumulate: Bool
+    ) {
         let t = g.count, su = planeStride(cout * cin), sv = planeStride(cin * t), sm = planeStride(cout * t)
         if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
         Profile.measure(.gemm) {
             products { e in
-                gemmChunked(m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t)
+                gemmChunked(
+                    m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t)
             }
         }
         Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }

@@ -8,12 +8,16 @@ import ReIDCore
 import ReIDImage
 
 public struct AugmentConfig: Codable, Equatable {
-    public var flip = 0.5           // probability
-    public var pad = 10             // pixels of zero padding before the random crop; 0 = off
-    public var erasing = 0.5        // probability
+    public var flip = 0.5 // probability
+    public var pad = 10 // pixels of zero padding before the random crop; 0 = off
+    public var erasing = 0.5 // probability
     public var erasingArea: ClosedRange<Double> = 0.02...0.4
     public var erasingAspect: ClosedRange<Double> = 0.3...3.3
-    public init(flip: Double = 0.5, pad: Int = 10, erasing: Double = 0.5) { self.flip = flip; self.pad = pad; self.erasing = erasing }
+    public init(flip: Double = 0.5, pad: Int = 10, erasing: Double = 0.5) {
+        self.flip = flip
+        self.pad = pad
+        self.erasing = erasing
+    }
     public static let none = AugmentConfig(flip: 0, pad: 0, erasing: 0)
 }
 
@@ -25,8 +29,10 @@ public enum Normalize {
 /// Writes one (3, H, W) normalised image into `dst` from an RGB image already
 /// resized to (H, W). `rng` nil means no augmentation (evaluation); `mirror`
 /// forces a horizontal flip (flip-averaged evaluation).
-public func imageToTensor(_ img: RGBImage, _ dst: UnsafeMutablePointer<Float>, aug: AugmentConfig,
-                          rng: inout RNG?, mirror: Bool = false) {
+public func imageToTensor(
+    _ img: RGBImage, _ dst: UnsafeMutablePointer<Float>, aug: AugmentConfig,
+    rng: inout RNG?, mirror: Bool = false
+) {
     let h = img.height, w = img.width, plane = h * w
     var flip = mirror, dx = 0, dy = 0
     if var r = rng {
@@ -42,7 +48,7 @@ public func imageToTensor(_ img: RGBImage, _ dst: UnsafeMutablePointer<Float>, a
     img.pixels.withUnsafeBufferPointer { px in
         for c in 0..<3 {
             let m = Normalize.mean[c], s = Normalize.std[c]
-            let zero = (0 - m) / s                     // padding is black before normalisation
+            let zero = (0 - m) / s // padding is black before normalisation
             let out = dst + c * plane
             for y in 0..<h {
                 let sy = y + dy
@@ -73,7 +79,9 @@ public func imageToTensor(_ img: RGBImage, _ dst: UnsafeMutablePointer<Float>, a
 func erase(_ t: UnsafeMutablePointer<Float>, h: Int, w: Int, aug: AugmentConfig, rng: inout RNG) {
     let area = Double(h * w)
     for _ in 0..<100 {
-        let target = area * (aug.erasingArea.lowerBound + rng.uniform() * (aug.erasingArea.upperBound - aug.erasingArea.lowerBound))
+        let target =
+            area
+            * (aug.erasingArea.lowerBound + rng.uniform() * (aug.erasingArea.upperBound - aug.erasingArea.lowerBound))
         let logLo = log(aug.erasingAspect.lowerBound), logHi = log(aug.erasingAspect.upperBound)
         let aspect = exp(logLo + rng.uniform() * (logHi - logLo))
         let eh = Int((target * aspect).squareRoot().rounded()), ew = Int((target / aspect).squareRoot().rounded())

@@ -23,17 +23,21 @@ public struct DatasetOptions: Equatable {
     /// MSMT17: train on list_train plus list_val (torchreid's default), or list_train alone.
     public var msmt17MergeVal = true
     public init(cuhk03Images: CUHK03Images = .detected, msmt17MergeVal: Bool = true) {
-        self.cuhk03Images = cuhk03Images; self.msmt17MergeVal = msmt17MergeVal
+        self.cuhk03Images = cuhk03Images
+        self.msmt17MergeVal = msmt17MergeVal
     }
 }
 
 public struct Sample: Equatable {
     public let path: String
-    public let pid: Int          // original id (0 for distractors in layouts that have them)
-    public let camera: Int       // as in the file name or list (1-based in the public sets)
-    public var label: Int        // training label (0..<classes), -1 outside training
+    public let pid: Int // original id (0 for distractors in layouts that have them)
+    public let camera: Int // as in the file name or list (1-based in the public sets)
+    public var label: Int // training label (0..<classes), -1 outside training
     public init(path: String, pid: Int, camera: Int, label: Int = -1) {
-        self.path = path; self.pid = pid; self.camera = camera; self.label = label
+        self.path = path
+        self.pid = pid
+        self.camera = camera
+        self.label = label
     }
 }
 
@@ -44,7 +48,10 @@ public struct Split {
     public let fileCount: Int
     public var ids: Int { Set(samples.map(\.pid)).count }
     public init(name: String, folder: String, samples: [Sample], fileCount: Int) {
-        self.name = name; self.folder = folder; self.samples = samples; self.fileCount = fileCount
+        self.name = name
+        self.folder = folder
+        self.samples = samples
+        self.fileCount = fileCount
     }
 }
 
@@ -60,7 +67,9 @@ protocol LayoutReader {
 /// Training images, training ids, query images, gallery images, as the dataset's authors give them.
 public struct OfficialCounts: Equatable, CustomStringConvertible {
     public var train: Int, trainIds: Int, query: Int, gallery: Int
-    public var description: String { "\(train) training images of \(trainIds) ids, \(query) query and \(gallery) gallery images" }
+    public var description: String {
+        "\(train) training images of \(trainIds) ids, \(query) query and \(gallery) gallery images"
+    }
 }
 
 public struct ReIDDataset {
@@ -83,33 +92,47 @@ public struct ReIDDataset {
 
     /// Loads the three splits. Every fault names the path (and line) at fault.
     public init(root: String, layout: Layout, options: DatasetOptions = DatasetOptions()) throws {
-        self.root = root; self.layout = layout; self.options = options
+        self.root = root
+        self.layout = layout
+        self.options = options
         guard FileManager.default.fileExists(atPath: root) else { throw DataError("\(root): data.root does not exist") }
         let reader = Self.reader(layout)
         var (tr, q, g) = try reader.read(root: root, options: options)
-        for s in [tr, q, g] where s.samples.isEmpty { throw DataError("\(s.folder): no usable images in the \(s.name) split") }
+        for s in [tr, q, g] where s.samples.isEmpty {
+            throw DataError("\(s.folder): no usable images in the \(s.name) split")
+        }
         let ids = Array(Set(tr.samples.map(\.pid))).sorted()
         let label = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
         for i in tr.samples.indices { tr.samples[i].label = label[tr.samples[i].pid]! }
-        train = tr; query = q; gallery = g
+        train = tr
+        query = q
+        gallery = g
         if let (name, want) = reader.official(root: root, options: options) {
-            let got = OfficialCounts(train: train.fileCount, trainIds: train.ids, query: query.fileCount, gallery: gallery.fileCount)
-            if got != want { warnings.append("\(root) looks like \(name) but has \(got) (official: \(want)); continuing") }
+            let got = OfficialCounts(
+                train: train.fileCount, trainIds: train.ids, query: query.fileCount, gallery: gallery.fileCount)
+            if got != want {
+                warnings.append("\(root) looks like \(name) but has \(got) (official: \(want)); continuing")
+            }
         }
         // Identities shared by training and test (a leak) are counted, not fatal: MSMT17 numbers
         // its test ids apart from its training ids, so there the overlap is meaningless.
         if layout != .msmt17 {
-            let shared = Set(train.samples.map(\.pid)).intersection(query.samples.map(\.pid) + gallery.samples.map(\.pid))
+            let shared = Set(train.samples.map(\.pid)).intersection(
+                query.samples.map(\.pid) + gallery.samples.map(\.pid))
             if !shared.isEmpty {
-                warnings.append("\(shared.count) identit\(shared.count == 1 ? "y appears" : "ies appear") in both the training and the test splits "
-                                + "(first: \(shared.sorted().prefix(3).map(String.init).joined(separator: ", "))): test results would be optimistic")
+                warnings.append(
+                    "\(shared.count) identit\(shared.count == 1 ? "y appears" : "ies appear") in both the training and the test splits "
+                        + "(first: \(shared.sorted().prefix(3).map(String.init).joined(separator: ", "))): test results would be optimistic"
+                )
             }
         }
     }
 
     /// A file name as it can be printed: invalid UTF-8 and control characters escaped.
     public static func printable(_ name: String) -> String {
-        name.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{FFFD}" ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
+        name.unicodeScalars.map {
+            $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{FFFD}" ? "\\u{\(String($0.value, radix: 16))}" : String($0)
+        }.joined()
     }
 
     /// Refuses a file name listed from `folder` whose bytes were not UTF-8: they reach Swift as

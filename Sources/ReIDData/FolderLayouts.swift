@@ -11,7 +11,8 @@ import Foundation
 struct FolderLayout: LayoutReader {
     enum Kind { case market, duke, cuhk03 }
     let kind: Kind
-    static let market = FolderLayout(kind: .market), duke = FolderLayout(kind: .duke), cuhk03 = FolderLayout(kind: .cuhk03)
+    static let market = FolderLayout(kind: .market), duke = FolderLayout(kind: .duke),
+        cuhk03 = FolderLayout(kind: .cuhk03)
 
     /// Parses `<id>_c<camera>` at the start of a file name: an id of up to 9 digits (or -1,
     /// junk) and a camera number of any length (`c12` is camera 12). Nil when the name does
@@ -28,18 +29,25 @@ struct FolderLayout: LayoutReader {
         if neg { i += 1 }
         func digits() -> (value: Int, count: Int) {
             var v = 0, n = 0
-            while i < chars.count, chars[i] >= 48, chars[i] <= 57 { if n < 18 { v = v * 10 + Int(chars[i] - 48) }; i += 1; n += 1 }
+            while i < chars.count, chars[i] >= 48, chars[i] <= 57 {
+                if n < 18 { v = v * 10 + Int(chars[i] - 48) }
+                i += 1
+                n += 1
+            }
             return (v, n)
         }
         let id = digits()
-        guard id.count > 0, i + 1 < chars.count, chars[i] == UInt8(ascii: "_"), chars[i + 1] == UInt8(ascii: "c") else { return nil }
+        guard id.count > 0, i + 1 < chars.count, chars[i] == UInt8(ascii: "_"), chars[i + 1] == UInt8(ascii: "c") else {
+            return nil
+        }
         i += 2
         let cam = digits()
         guard cam.count > 0 else { return nil }
         if let suffix {
             let rest = Array(suffix.utf8)
             guard chars.count >= i + rest.count + 1, Array(chars[i..<(i + rest.count)]) == rest,
-                  chars[i + rest.count] >= 48, chars[i + rest.count] <= 57 else { return nil }
+                chars[i + rest.count] >= 48, chars[i + rest.count] <= 57
+            else { return nil }
         }
         guard id.count <= 9 else { throw DataError("the id has \(id.count) digits; at most 9") }
         guard cam.count <= 9 else { throw DataError("the camera number has \(cam.count) digits; at most 9") }
@@ -63,12 +71,16 @@ struct FolderLayout: LayoutReader {
         let top = base(root, options)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: top, isDirectory: &isDir), isDir.boolValue else {
-            throw DataError(kind == .cuhk03 ? "\(top): missing; CUHK03-NP has labeled/ and detected/ folders (data.cuhk03_images chooses)"
-                                            : "\(top): data.root is not a folder")
+            throw DataError(
+                kind == .cuhk03
+                    ? "\(top): missing; CUHK03-NP has labeled/ and detected/ folders (data.cuhk03_images chooses)"
+                    : "\(top): data.root is not a folder")
         }
         let f = ReIDDataset.folders
-        return (try load("train", f.train, top, training: true), try load("query", f.query, top, training: false),
-                try load("gallery", f.gallery, top, training: false))
+        return (
+            try load("train", f.train, top, training: true), try load("query", f.query, top, training: false),
+            try load("gallery", f.gallery, top, training: false)
+        )
     }
 
     func load(_ name: String, _ folder: String, _ top: String, training: Bool) throws -> Split {
@@ -76,7 +88,8 @@ struct FolderLayout: LayoutReader {
         var d: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &d), d.boolValue else {
             let f = ReIDDataset.folders
-            throw DataError("\(dir): missing \(name) folder (expected the \(kind) layout: \(f.train)/, \(f.query)/, \(f.gallery)/)")
+            throw DataError(
+                "\(dir): missing \(name) folder (expected the \(kind) layout: \(f.train)/, \(f.query)/, \(f.gallery)/)")
         }
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter(ReIDDataset.isImage).sorted()
         var out: [Sample] = []
@@ -94,8 +107,8 @@ struct FolderLayout: LayoutReader {
             guard let (pid, cam) = parsed else {
                 throw DataError("\(path): file name does not start with \(pattern)")
             }
-            if pid == -1 { continue }                          // junk
-            if (training || name == "query") && pid == 0 { continue }   // distractors: gallery only
+            if pid == -1 { continue } // junk
+            if (training || name == "query") && pid == 0 { continue } // distractors: gallery only
             out.append(Sample(path: (dir as NSString).appendingPathComponent(file), pid: pid, camera: cam))
         }
         guard !out.isEmpty else { throw DataError("\(dir): no usable .jpg or .png images in the \(name) split") }
@@ -106,9 +119,14 @@ struct FolderLayout: LayoutReader {
         let name = (root as NSString).lastPathComponent.lowercased()
         switch kind {
         case .market where name.contains("market-1501") || name.contains("market1501"):
-            return ("the official Market-1501", OfficialCounts(train: 12_936, trainIds: 751, query: 3_368, gallery: 19_732))
+            return (
+                "the official Market-1501", OfficialCounts(train: 12_936, trainIds: 751, query: 3_368, gallery: 19_732)
+            )
         case .duke where name.contains("dukemtmc"):
-            return ("the official DukeMTMC-reID", OfficialCounts(train: 16_522, trainIds: 702, query: 2_228, gallery: 17_661))
+            return (
+                "the official DukeMTMC-reID",
+                OfficialCounts(train: 16_522, trainIds: 702, query: 2_228, gallery: 17_661)
+            )
         case .cuhk03 where name.contains("cuhk03"):
             return options.cuhk03Images == .detected
                 ? ("CUHK03-NP detected", OfficialCounts(train: 7_365, trainIds: 767, query: 1_400, gallery: 5_332))

@@ -8,7 +8,9 @@ import ReIDImage
 
 /// Reads the headers of `paths` on `threads` threads; returns each failure (the path and
 /// the error, which names the path), in path order. `progress(done, total)` is called now and then from one thread.
-public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, Int) -> Void)? = nil) -> [(path: String, error: String)] {
+public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, Int) -> Void)? = nil) -> [(
+    path: String, error: String
+)] {
     let lock = NSLock()
     var bad: [(Int, String)] = []
     var done = 0
@@ -21,7 +23,8 @@ public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, 
                 do { try RGBImage.checkHeader(file: paths[i]) } catch { mine.append((i, "\(error)")) }
             }
             lock.lock()
-            bad += mine; done += Swift.min(chunk, paths.count - c * chunk)
+            bad += mine
+            done += Swift.min(chunk, paths.count - c * chunk)
             let d = done
             lock.unlock()
             if w == 0 { progress?(d, paths.count) }

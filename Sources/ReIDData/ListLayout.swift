@@ -21,7 +21,9 @@ struct ListLayout: LayoutReader {
             for split in ["train", "query", "gallery"] {
                 let candidates = ["csv", "tsv"].map { (root as NSString).appendingPathComponent("\(split).\($0)") }
                 guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-                    throw DataError("\(root): no \(split).csv or \(split).tsv (the list layout: one file per split, or data.root naming one file with a split column)")
+                    throw DataError(
+                        "\(root): no \(split).csv or \(split).tsv (the list layout: one file per split, or data.root naming one file with a split column)"
+                    )
                 }
                 rows[split] = (file, try Self.parse(file, needSplit: false))
             }
@@ -36,21 +38,30 @@ struct ListLayout: LayoutReader {
             var out: [Sample] = []
             for r in list {
                 let path = r.path.hasPrefix("/") ? r.path : (folder as NSString).appendingPathComponent(r.path)
-                if let first = seen[path] { throw DataError("\(file):\(r.line): \(path) is listed again (first at \(first))") }
+                if let first = seen[path] {
+                    throw DataError("\(file):\(r.line): \(path) is listed again (first at \(first))")
+                }
                 seen[path] = "\(file):\(r.line)"
-                guard FileManager.default.fileExists(atPath: path) else { throw DataError("\(file):\(r.line): \(path) does not exist") }
+                guard FileManager.default.fileExists(atPath: path) else {
+                    throw DataError("\(file):\(r.line): \(path) does not exist")
+                }
                 if r.pid == -1 || ((training || name == "query") && r.pid == 0) { continue }
                 out.append(Sample(path: path, pid: r.pid, camera: r.camid))
             }
             return Split(name: name, folder: file, samples: out, fileCount: list.count)
         }
-        return (try split("train", training: true), try split("query", training: false), try split("gallery", training: false))
+        return (
+            try split("train", training: true), try split("query", training: false),
+            try split("gallery", training: false)
+        )
     }
 
     /// The rows of one list file; every fault names the file and line.
     static func parse(_ file: String, needSplit: Bool) throws -> [Row] {
         let lines: [(number: Int, text: String)]
-        do { lines = try InputFile.lines(file, what: "a list file") } catch let e as InputFileError { throw DataError("\(e)") }
+        do { lines = try InputFile.lines(file, what: "a list file") } catch let e as InputFileError {
+            throw DataError("\(e)")
+        }
         return try parse(lines: lines, file: file, needSplit: needSplit)
     }
 
@@ -59,31 +70,48 @@ struct ListLayout: LayoutReader {
         guard let (_, header) = lines.first else { throw DataError("\(file): empty list file") }
         let tab = file.lowercased().hasSuffix(".tsv") || header.contains("\t")
         let sep: Character = tab ? "\t" : ","
-        let names = header.split(separator: sep, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        let names = header.split(separator: sep, omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        }
         func column(_ n: String) throws -> Int {
             guard let i = names.firstIndex(of: n) else {
-                throw DataError("\(file):1: the header must name the columns path, pid, camid\(needSplit ? ", split" : "") (\(tab ? "tab" : "comma")-separated); got '\(ReIDDataset.printable(header))'")
+                throw DataError(
+                    "\(file):1: the header must name the columns path, pid, camid\(needSplit ? ", split" : "") (\(tab ? "tab" : "comma")-separated); got '\(ReIDDataset.printable(header))'"
+                )
             }
             return i
         }
-        if let dup = names.enumerated().first(where: { !$0.element.isEmpty && names[..<$0.offset].contains($0.element) }) {
-            throw DataError("\(file):1: the column '\(dup.element)' is named twice in the header '\(ReIDDataset.printable(header))'")
+        if let dup = names.enumerated().first(where: { !$0.element.isEmpty && names[..<$0.offset].contains($0.element) }
+        ) {
+            throw DataError(
+                "\(file):1: the column '\(dup.element)' is named twice in the header '\(ReIDDataset.printable(header))'"
+            )
         }
         let cp = try column("path"), ci = try column("pid"), cc = try column("camid")
         let cs = needSplit ? try column("split") : nil
         var rows: [Row] = []
         for (k, line) in lines.dropFirst() {
             if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            let f = line.split(separator: sep, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let f = line.split(separator: sep, omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
             let where_ = "\(file):\(k)"
-            guard f.count == names.count else { throw DataError("\(where_): \(f.count) fields, the header has \(names.count): '\(ReIDDataset.printable(line))'") }
+            guard f.count == names.count else {
+                throw DataError(
+                    "\(where_): \(f.count) fields, the header has \(names.count): '\(ReIDDataset.printable(line))'")
+            }
             guard !f[cp].isEmpty else { throw DataError("\(where_): empty path") }
-            guard let pid = Int(f[ci]), pid >= -1, pid < 1_000_000_000 else { throw DataError("\(where_): pid '\(f[ci])' is not -1 (junk), 0 (distractor) or a positive id of at most 9 digits") }
+            guard let pid = Int(f[ci]), pid >= -1, pid < 1_000_000_000 else {
+                throw DataError(
+                    "\(where_): pid '\(f[ci])' is not -1 (junk), 0 (distractor) or a positive id of at most 9 digits")
+            }
             guard let cam = Int(f[cc]) else { throw DataError("\(where_): camid '\(f[cc])' is not an integer") }
             var split: String?
             if let cs {
                 split = f[cs].lowercased()
-                guard ["train", "query", "gallery"].contains(split!) else { throw DataError("\(where_): split '\(f[cs])' is not train, query or gallery") }
+                guard ["train", "query", "gallery"].contains(split!) else {
+                    throw DataError("\(where_): split '\(f[cs])' is not train, query or gallery")
+                }
             }
             rows.append(Row(path: f[cp], pid: pid, camid: cam, split: split, line: k))
         }

@@ -5,11 +5,11 @@ import ReIDCore
 import ReIDImage
 
 public struct Batch {
-    public let images: Tensor            // (N, 3, H, W), normalised
+    public let images: Tensor // (N, 3, H, W), normalised
     /// The same images mirrored (flip-averaged evaluation), when asked for.
     public let mirrored: Tensor?
     public let labels: [Int]
-    public let indices: [Int]            // into the split's samples
+    public let indices: [Int] // into the split's samples
     public let step: Int
 }
 
@@ -23,9 +23,15 @@ public final class ImageLoader {
     public private(set) var skipped: [String] = []
     private let lock = NSLock()
 
-    public init(samples: [Sample], height: Int, width: Int, augment: AugmentConfig, seed: UInt64, skipBadImages: Bool = false) {
-        self.samples = samples; self.height = height; self.width = width
-        self.augment = augment; self.seed = seed; self.skipBadImages = skipBadImages
+    public init(
+        samples: [Sample], height: Int, width: Int, augment: AugmentConfig, seed: UInt64, skipBadImages: Bool = false
+    ) {
+        self.samples = samples
+        self.height = height
+        self.width = width
+        self.augment = augment
+        self.seed = seed
+        self.skipBadImages = skipBadImages
     }
 
     /// Decoded and resized to (H, W).
@@ -37,12 +43,18 @@ public final class ImageLoader {
     /// One batch. `epoch`/`step` key the augmentation; `training` false turns
     /// augmentation off; `withMirror` also makes every image's mirror from the
     /// same decoded pixels (flip-averaged evaluation).
-    public func batch(_ indices: [Int], epoch: Int, step: Int, training: Bool, withMirror: Bool = false) throws -> Batch {
+    public func batch(_ indices: [Int], epoch: Int, step: Int, training: Bool, withMirror: Bool = false) throws -> Batch
+    {
         var kept: [Int] = [], images: [RGBImage] = []
         for i in indices {
-            do { images.append(try image(i)); kept.append(i) } catch {
+            do {
+                images.append(try image(i))
+                kept.append(i)
+            } catch {
                 guard skipBadImages else { throw error }
-                lock.lock(); skipped.append("\(error)"); lock.unlock()
+                lock.lock()
+                skipped.append("\(error)")
+                lock.unlock()
             }
         }
         guard !kept.isEmpty else { throw DataError("batch \(step) of epoch \(epoch): no readable image") }
@@ -76,7 +88,8 @@ public final class Prefetcher {
     /// Starts producing `make(step)` for steps in `steps`, in order.
     public init(steps: Range<Int>, depth: Int = 2, make: @escaping (Int) throws -> Batch) {
         let q = self.q
-        q.produced = steps.lowerBound; q.consumed = steps.lowerBound
+        q.produced = steps.lowerBound
+        q.consumed = steps.lowerBound
         let t = Thread {
             for s in steps {
                 q.cond.lock()
@@ -86,8 +99,10 @@ public final class Prefetcher {
                 if stop { return }
                 let r = Result { try make(s) }
                 q.cond.lock()
-                q.ready[s] = r; q.produced = s + 1
-                q.cond.broadcast(); q.cond.unlock()
+                q.ready[s] = r
+                q.produced = s + 1
+                q.cond.broadcast()
+                q.cond.unlock()
                 if case .failure = r { return }
             }
         }
@@ -102,11 +117,17 @@ public final class Prefetcher {
         while q.ready[step] == nil { q.cond.wait() }
         let r = q.ready.removeValue(forKey: step)!
         q.consumed = step + 1
-        q.cond.broadcast(); q.cond.unlock()
+        q.cond.broadcast()
+        q.cond.unlock()
         waitSeconds += Profile.now() - t0
         return try r.get()
     }
 
-    public func cancel() { q.cond.lock(); q.cancelled = true; q.cond.broadcast(); q.cond.unlock() }
+    public func cancel() {
+        q.cond.lock()
+        q.cancelled = true
+        q.cond.broadcast()
+        q.cond.unlock()
+    }
     deinit { cancel() }
 }

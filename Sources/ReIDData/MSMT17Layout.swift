@@ -35,31 +35,43 @@ struct MSMT17Layout: LayoutReader {
                 if line.isEmpty { continue }
                 let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
                 guard fields.count == 2, let pid = Int(fields[1]), pid >= 0 else {
-                    throw DataError("\(path):\(n + 1): expected `<image path> <id>`, got '\(ReIDDataset.printable(line))'")
+                    throw DataError(
+                        "\(path):\(n + 1): expected `<image path> <id>`, got '\(ReIDDataset.printable(line))'")
                 }
                 let rel = String(fields[0])
                 let parts = (rel as NSString).lastPathComponent.split(separator: "_")
                 guard parts.count >= 3, let cam = Int(parts[2]) else {
-                    throw DataError("\(path):\(n + 1): cannot read the camera from '\(ReIDDataset.printable(rel))' (the third _ field, e.g. 0000_000_01_...)")
+                    throw DataError(
+                        "\(path):\(n + 1): cannot read the camera from '\(ReIDDataset.printable(rel))' (the third _ field, e.g. 0000_000_01_...)"
+                    )
                 }
-                if let first = seen[rel] { throw DataError("\(path):\(n + 1): '\(rel)' is listed again (first on line \(first))") }
+                if let first = seen[rel] {
+                    throw DataError("\(path):\(n + 1): '\(rel)' is listed again (first on line \(first))")
+                }
                 seen[rel] = n + 1
                 let image = (dir as NSString).appendingPathComponent(rel)
-                guard FileManager.default.fileExists(atPath: image) else { throw DataError("\(path):\(n + 1): \(image) does not exist") }
+                guard FileManager.default.fileExists(atPath: image) else {
+                    throw DataError("\(path):\(n + 1): \(image) does not exist")
+                }
                 out.append(Sample(path: image, pid: pid, camera: cam))
             }
             return out
         }
         var train = try list("list_train.txt", trainDir, "train")
         if options.msmt17MergeVal { train += try list("list_val.txt", trainDir, "val") }
-        let query = try list("list_query.txt", testDir, "query"), gallery = try list("list_gallery.txt", testDir, "gallery")
-        return (Split(name: "train", folder: trainDir, samples: train, fileCount: train.count),
-                Split(name: "query", folder: testDir, samples: query, fileCount: query.count),
-                Split(name: "gallery", folder: testDir, samples: gallery, fileCount: gallery.count))
+        let query = try list("list_query.txt", testDir, "query"),
+            gallery = try list("list_gallery.txt", testDir, "gallery")
+        return (
+            Split(name: "train", folder: trainDir, samples: train, fileCount: train.count),
+            Split(name: "query", folder: testDir, samples: query, fileCount: query.count),
+            Split(name: "gallery", folder: testDir, samples: gallery, fileCount: gallery.count)
+        )
     }
 
     func official(root: String, options: DatasetOptions) -> (name: String, counts: OfficialCounts)? {
-        guard (root as NSString).lastPathComponent.lowercased().contains("msmt17"), options.msmt17MergeVal else { return nil }
+        guard (root as NSString).lastPathComponent.lowercased().contains("msmt17"), options.msmt17MergeVal else {
+            return nil
+        }
         return ("MSMT17", OfficialCounts(train: 32_621, trainIds: 1_041, query: 11_659, gallery: 82_161))
     }
 }

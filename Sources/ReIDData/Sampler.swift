@@ -6,10 +6,12 @@ public enum SamplerKind: String, Codable, CaseIterable { case identity, sequenti
 
 public struct SamplerConfig: Codable, Equatable {
     public var kind: SamplerKind = .identity
-    public var idsPerBatch = 16       // P
-    public var instances = 4          // K
+    public var idsPerBatch = 16 // P
+    public var instances = 4 // K
     public init(kind: SamplerKind = .identity, idsPerBatch: Int = 16, instances: Int = 4) {
-        self.kind = kind; self.idsPerBatch = idsPerBatch; self.instances = instances
+        self.kind = kind
+        self.idsPerBatch = idsPerBatch
+        self.instances = instances
     }
     public var batchSize: Int { idsPerBatch * instances }
 }
@@ -19,8 +21,10 @@ public struct SamplerConfig: Codable, Equatable {
 /// up by drawing with repetition; a last group shorter than K is dropped);
 /// then, while at least P identities have groups left, P of them are drawn
 /// and each gives its next group. Batches are consecutive runs of P*K.
-public func identityBatches(labels: [Int], config: SamplerConfig, seed: UInt64, epoch: Int,
-                            among ids: [Int]? = nil) -> [[Int]] {
+public func identityBatches(
+    labels: [Int], config: SamplerConfig, seed: UInt64, epoch: Int,
+    among ids: [Int]? = nil
+) -> [[Int]] {
     let p = config.idsPerBatch, k = config.instances
     var rng = RNG(key: seed, UInt64(epoch), 0x5A11)
     var byId: [Int: [Int]] = [:]
@@ -54,7 +58,9 @@ public func identityBatches(labels: [Int], config: SamplerConfig, seed: UInt64, 
 /// Every image in file order, in batches of P*K (a last batch of fewer than
 /// two images, which batch norm cannot train on, is dropped).
 public func sequentialBatches(count: Int, batchSize: Int) -> [[Int]] {
-    stride(from: 0, to: count, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, count)) }.filter { $0.count >= 2 }
+    stride(from: 0, to: count, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, count)) }.filter {
+        $0.count >= 2
+    }
 }
 
 /// The training identities (labels 0..<classes) permuted by (seed, epoch) and

@@ -22,9 +22,9 @@ public struct SynthConfig {
 struct Appearance {
     var skin: SIMD3<Double>, hair: SIMD3<Double>, shirt: SIMD3<Double>, shirt2: SIMD3<Double>
     var pants: SIMD3<Double>, shoes: SIMD3<Double>, bag: SIMD3<Double>
-    var pattern: Int            // 0 solid, 1 horizontal stripes, 2 vertical stripes, 3 checks
+    var pattern: Int // 0 solid, 1 horizontal stripes, 2 vertical stripes, 3 checks
     var longSleeves: Bool, shorts: Bool, hat: Bool
-    var bagKind: Int            // 0 none, 1 backpack, 2 shoulder bag
+    var bagKind: Int // 0 none, 1 backpack, 2 shoulder bag
     var build: Double, stature: Double
 
     init(_ rng: inout RNG) {
@@ -35,20 +35,30 @@ struct Appearance {
             let c = v * s, x = c * (1 - abs(h.truncatingRemainder(dividingBy: 2) - 1)), m = v - c
             let rgb: SIMD3<Double>
             switch Int(h) {
-            case 0: rgb = [c, x, 0]; case 1: rgb = [x, c, 0]; case 2: rgb = [0, c, x]
-            case 3: rgb = [0, x, c]; case 4: rgb = [x, 0, c]; default: rgb = [c, 0, x]
+            case 0: rgb = [c, x, 0]
+            case 1: rgb = [x, c, 0]
+            case 2: rgb = [0, c, x]
+            case 3: rgb = [0, x, c]
+            case 4: rgb = [x, 0, c]
+            default: rgb = [c, 0, x]
             }
             return rgb + SIMD3(repeating: m)
         }
         let skins: [SIMD3<Double>] = [[0.95, 0.8, 0.7], [0.85, 0.65, 0.5], [0.65, 0.45, 0.32], [0.45, 0.3, 0.2]]
         skin = skins[rng.below(skins.count)]
         hair = [[0.1, 0.08, 0.05], [0.35, 0.2, 0.1], [0.8, 0.7, 0.4], [0.5, 0.5, 0.5]][rng.below(4)]
-        shirt = colour(&rng); shirt2 = colour(&rng); pants = colour(&rng); bag = colour(&rng)
+        shirt = colour(&rng)
+        shirt2 = colour(&rng)
+        pants = colour(&rng)
+        bag = colour(&rng)
         shoes = rng.uniform() < 0.5 ? [0.1, 0.1, 0.1] : colour(&rng)
         pattern = rng.below(4)
-        longSleeves = rng.uniform() < 0.5; shorts = rng.uniform() < 0.25; hat = rng.uniform() < 0.15
+        longSleeves = rng.uniform() < 0.5
+        shorts = rng.uniform() < 0.25
+        hat = rng.uniform() < 0.15
         bagKind = rng.below(3)
-        build = 0.8 + rng.uniform() * 0.4; stature = 0.85 + rng.uniform() * 0.15
+        build = 0.8 + rng.uniform() * 0.4
+        stature = 0.85 + rng.uniform() * 0.15
     }
 }
 
@@ -56,16 +66,23 @@ struct Appearance {
 struct Canvas {
     let w: Int, h: Int
     var buf: [SIMD3<Double>]
-    init(width: Int, height: Int, fill: SIMD3<Double>) { w = width; h = height; buf = Array(repeating: fill, count: width * height) }
+    init(width: Int, height: Int, fill: SIMD3<Double>) {
+        w = width
+        h = height
+        buf = Array(repeating: fill, count: width * height)
+    }
 
     mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: (Int, Int) -> SIMD3<Double>) {
         for y in Swift.max(0, Int(y0))..<Swift.min(h, Int(y1.rounded(.up))) {
             for x in Swift.max(0, Int(x0))..<Swift.min(w, Int(x1.rounded(.up))) { buf[y * w + x] = c(x, y) }
         }
     }
-    mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: SIMD3<Double>) { rect(x0, y0, x1, y1) { _, _ in c } }
+    mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, _ c: SIMD3<Double>) {
+        rect(x0, y0, x1, y1) { _, _ in c }
+    }
 
-    mutating func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, _ c: SIMD3<Double>, top: Bool = false) {
+    mutating func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, _ c: SIMD3<Double>, top: Bool = false)
+    {
         for y in Swift.max(0, Int(cy - ry))..<Swift.min(h, Int(cy + ry) + 1) {
             if top && Double(y) > cy { continue }
             for x in Swift.max(0, Int(cx - rx))..<Swift.min(w, Int(cx + rx) + 1) {
@@ -94,7 +111,8 @@ struct Canvas {
 func renderPedestrian(_ app: Appearance, cam: Int, width w: Int, height h: Int, rng: inout RNG) -> RGBImage {
     var camRng = RNG(key: 0xCA11, UInt64(cam))
     let cast = SIMD3<Double>(0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4, 0.8 + camRng.uniform() * 0.4)
-    let background = SIMD3<Double>(0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4)
+    let background = SIMD3<Double>(
+        0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4, 0.3 + camRng.uniform() * 0.4)
     let brightness = 0.75 + rng.uniform() * 0.5
     var canvas = Canvas(width: w, height: h, fill: background)
     // Background clutter: a few rectangles of the camera's scene.
@@ -145,8 +163,12 @@ func drawPerson(_ app: Appearance, on canvas: inout Canvas, rng: inout RNG) {
         }
     }
     // Bag: a backpack covers the back, a shoulder bag hangs at one side.
-    if app.bagKind == 1 && backView { canvas.rect(cx - bw * 0.35, torsoTop + 4 * s, cx + bw * 0.35, torsoTop + 34 * s, app.bag) }
-    if app.bagKind == 1 && !backView { canvas.rect(cx - bw / 2, torsoTop, cx - bw / 2 + 3 * s, torsoTop + 30 * s, app.bag) }
+    if app.bagKind == 1 && backView {
+        canvas.rect(cx - bw * 0.35, torsoTop + 4 * s, cx + bw * 0.35, torsoTop + 34 * s, app.bag)
+    }
+    if app.bagKind == 1 && !backView {
+        canvas.rect(cx - bw / 2, torsoTop, cx - bw / 2 + 3 * s, torsoTop + 30 * s, app.bag)
+    }
     if app.bagKind == 2 {
         let bx = cx + (backView ? 1.0 : -1.0) * (bw / 2 + 4 * s)
         canvas.rect(bx - 6 * s, torsoTop + 28 * s, bx + 6 * s, torsoTop + 44 * s, app.bag)
@@ -181,7 +203,8 @@ public func writeSynthetic(_ cfg: SynthConfig, to root: String) throws -> SynthS
     let (files, lists) = synthFiles(cfg, jobs, trainIds: trainIds, testIds: testIds)
     try createFolder(root, what: "the synthetic data folder")
     for (name, lines) in lists {
-        try (lines.joined(separator: "\n") + "\n").write(toFile: (root as NSString).appendingPathComponent(name), atomically: true, encoding: .utf8)
+        try (lines.joined(separator: "\n") + "\n").write(
+            toFile: (root as NSString).appendingPathComponent(name), atomically: true, encoding: .utf8)
     }
     for dir in Set(files.flatMap { $0.paths.map { ($0 as NSString).deletingLastPathComponent } }) {
         try createFolder((root as NSString).appendingPathComponent(dir), what: "the synthetic data folder")
@@ -197,34 +220,54 @@ func synthJobs(_ cfg: SynthConfig) -> (jobs: [SynthJob], trainIds: [Int], testId
     var jobs: [SynthJob] = []
     // Ids: distinct 4-digit numbers, training and test disjoint.
     var idRng = RNG(key: cfg.seed, 0x1D5)
-    var pool = Array(1...9000); idRng.shuffle(&pool)
-    let trainIds = pool.prefix(cfg.trainIds).sorted(), testIds = pool.dropFirst(cfg.trainIds).prefix(cfg.testIds).sorted()
-    summary.trainIds = trainIds.count; summary.testIds = testIds.count
+    var pool = Array(1...9000)
+    idRng.shuffle(&pool)
+    let trainIds = pool.prefix(cfg.trainIds).sorted(),
+        testIds = pool.dropFirst(cfg.trainIds).prefix(cfg.testIds).sorted()
+    summary.trainIds = trainIds.count
+    summary.testIds = testIds.count
     for pid in trainIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 1)
         let cams = (1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1))
-        for cam in cams { for _ in 0..<(1 + r.below(4)) { jobs.append(SynthJob(part: .train, pid: pid, app: pid, cam: cam, named: cam)) } }
+        for cam in cams {
+            for _ in 0..<(1 + r.below(4)) {
+                jobs.append(SynthJob(part: .train, pid: pid, app: pid, cam: cam, named: cam))
+            }
+        }
     }
     for pid in testIds {
         var r = RNG(key: cfg.seed, UInt64(pid), 2)
         let cams = Array((1...cfg.cameras).shuffled(using: &r).prefix(2 + r.below(cfg.cameras - 1)))
         // One query from the first camera (sometimes two cameras); gallery in all its cameras.
-        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) { jobs.append(SynthJob(part: .query, pid: pid, app: pid, cam: qc, named: qc)) }
-        for cam in cams { for _ in 0..<(1 + r.below(3)) { jobs.append(SynthJob(part: .gallery, pid: pid, app: pid, cam: cam, named: cam)) } }
+        for qc in cams.prefix(r.uniform() < 0.3 ? 2 : 1) {
+            jobs.append(SynthJob(part: .query, pid: pid, app: pid, cam: qc, named: qc))
+        }
+        for cam in cams {
+            for _ in 0..<(1 + r.below(3)) {
+                jobs.append(SynthJob(part: .gallery, pid: pid, app: pid, cam: cam, named: cam))
+            }
+        }
     }
     if cfg.layout != .msmt17 && cfg.layout != .cuhk03 {
         var r = RNG(key: cfg.seed, 3)
         for i in 0..<Swift.max(1, cfg.testIds) {
             let named = 1 + r.below(cfg.cameras)
-            jobs.append(SynthJob(part: .gallery, pid: 0, app: 100_000 + i, cam: 1 + r.below(cfg.cameras), named: named)); summary.distractors += 1
+            jobs.append(SynthJob(part: .gallery, pid: 0, app: 100_000 + i, cam: 1 + r.below(cfg.cameras), named: named))
+            summary.distractors += 1
         }
         for i in 0..<Swift.max(1, cfg.testIds / 2) {
             let named = 1 + r.below(cfg.cameras)
-            jobs.append(SynthJob(part: .gallery, pid: -1, app: 200_000 + i, cam: 1 + r.below(cfg.cameras), named: named)); summary.junk += 1
+            jobs.append(
+                SynthJob(part: .gallery, pid: -1, app: 200_000 + i, cam: 1 + r.below(cfg.cameras), named: named))
+            summary.junk += 1
         }
     }
     for j in jobs {
-        switch j.part { case .train: summary.train += 1; case .query: summary.query += 1; case .gallery: summary.gallery += 1 }
+        switch j.part {
+        case .train: summary.train += 1
+        case .query: summary.query += 1
+        case .gallery: summary.gallery += 1
+        }
     }
     return (jobs, trainIds, testIds, summary)
 }
@@ -232,7 +275,8 @@ func synthJobs(_ cfg: SynthConfig) -> (jobs: [SynthJob], trainIds: [Int], testId
 /// Where each image goes in the layout (paths relative to the root; CUHK03-NP's two
 /// folders get the same image), whether it is a PNG, and the list files' lines.
 func synthFiles(_ cfg: SynthConfig, _ jobs: [SynthJob], trainIds: [Int], testIds: [Int])
-    -> (files: [(paths: [String], png: Bool)], lists: [String: [String]]) {
+    -> (files: [(paths: [String], png: Bool)], lists: [String: [String]])
+{
     let f = ReIDDataset.folders
     let msmtTrain = Dictionary(uniqueKeysWithValues: trainIds.enumerated().map { ($1, $0) })
     let msmtTest = Dictionary(uniqueKeysWithValues: testIds.enumerated().map { ($1, $0) })
@@ -243,15 +287,20 @@ func synthFiles(_ cfg: SynthConfig, _ jobs: [SynthJob], trainIds: [Int], testIds
         let id = j.pid < 0 ? "-1" : String(format: "%04d", j.pid)
         let folder = j.part == .train ? f.train : j.part == .query ? f.query : f.gallery
         switch cfg.layout {
-        case .market: files.append((["\(folder)/\(id)_c\(j.named)s1_\(String(format: "%06d", frame * 25))_00.jpg"], false))
+        case .market:
+            files.append((["\(folder)/\(id)_c\(j.named)s1_\(String(format: "%06d", frame * 25))_00.jpg"], false))
         case .duke: files.append((["\(folder)/\(id)_c\(j.named)_f\(String(format: "%07d", frame * 25)).jpg"], false))
         case .cuhk03:
             let name = "\(folder)/\(id)_c\(j.named)_\(frame).png"
             files.append((["detected/" + name, "labeled/" + name], true))
         case .msmt17:
             let pid = j.part == .train ? msmtTrain[j.pid]! : msmtTest[j.pid]!
-            let rel = String(format: "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg", pid, pid, frame % 1000, j.named, frame)
-            let list = j.part == .train ? (frame % 10 == 0 ? "list_val.txt" : "list_train.txt") : j.part == .query ? "list_query.txt" : "list_gallery.txt"
+            let rel = String(
+                format: "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg", pid, pid, frame % 1000, j.named, frame)
+            let list =
+                j.part == .train
+                ? (frame % 10 == 0 ? "list_val.txt" : "list_train.txt")
+                : j.part == .query ? "list_query.txt" : "list_gallery.txt"
             lists[list, default: []].append("\(rel) \(pid)")
             files.append(([(j.part == .train ? "train/" : "test/") + rel], false))
         case .list:
@@ -265,7 +314,9 @@ func synthFiles(_ cfg: SynthConfig, _ jobs: [SynthJob], trainIds: [Int], testIds
 }
 
 /// Renders and encodes every image in parallel; each image's randomness is keyed by its index.
-func renderSynthetic(_ cfg: SynthConfig, _ jobs: [SynthJob], _ files: [(paths: [String], png: Bool)], root: String) throws {
+func renderSynthetic(_ cfg: SynthConfig, _ jobs: [SynthJob], _ files: [(paths: [String], png: Bool)], root: String)
+    throws
+{
     var failure: Error?
     let lock = NSLock()
     DispatchQueue.concurrentPerform(iterations: jobs.count) { k in
@@ -274,13 +325,20 @@ func renderSynthetic(_ cfg: SynthConfig, _ jobs: [SynthJob], _ files: [(paths: [
         let app = Appearance(&ar)
         var rng = RNG(key: cfg.seed, UInt64(k), 0x1A6E)
         var img = renderPedestrian(app, cam: job.cam, width: cfg.width, height: cfg.height, rng: &rng)
-        if job.pid == -1 {   // junk: a badly cropped fragment
-            img = img.resizedWithoutAntialias(width: cfg.width / 3, height: cfg.height / 4).resizedWithoutAntialias(width: cfg.width, height: cfg.height)
+        if job.pid == -1 { // junk: a badly cropped fragment
+            img = img.resizedWithoutAntialias(width: cfg.width / 3, height: cfg.height / 4).resizedWithoutAntialias(
+                width: cfg.width, height: cfg.height)
         }
         do {
             let data = files[k].png ? try img.pngData() : try img.jpegData(quality: 90)
-            for p in files[k].paths { try data.write(to: URL(fileURLWithPath: (root as NSString).appendingPathComponent(p))) }
-        } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
+            for p in files[k].paths {
+                try data.write(to: URL(fileURLWithPath: (root as NSString).appendingPathComponent(p)))
+            }
+        } catch {
+            lock.lock()
+            failure = failure ?? error
+            lock.unlock()
+        }
     }
     if let failure { throw failure }
 }

@@ -13,9 +13,13 @@ public enum WireType: String, CaseIterable {
     var code: Int32 { self == .bfloat16 ? 1 : 2 }
 
     /// float32 -> this 16-bit type, rounding to nearest even.
-    public func narrow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, _ n: Int) { rd_to_half(src, dst, n, code) }
+    public func narrow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, _ n: Int) {
+        rd_to_half(src, dst, n, code)
+    }
     /// this 16-bit type -> float32, times `scale`.
-    public func widen(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, scale: Float = 1) { rd_from_half(src, dst, n, code, scale) }
+    public func widen(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, scale: Float = 1) {
+        rd_from_half(src, dst, n, code, scale)
+    }
 }
 
 /// How far MPI lets threads call it (MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE).
@@ -88,8 +92,12 @@ public final class SingleProcess: Communicator {
     public func allreduceSum(_ data: UnsafeMutablePointer<Float>, _ count: Int) {}
     public func allreduceSum(_ data: UnsafeMutablePointer<Double>, _ count: Int) {}
     public func broadcast(_ data: UnsafeMutableRawPointer, bytes: Int, root: Int) {}
-    public func allgather(_ data: UnsafeRawPointer, bytes: Int) -> [UInt8] { Array(UnsafeRawBufferPointer(start: data, count: bytes)) }
-    public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) -> [Float]? { Array(UnsafeBufferPointer(start: data, count: count)) }
+    public func allgather(_ data: UnsafeRawPointer, bytes: Int) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: data, count: bytes))
+    }
+    public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) -> [Float]? {
+        Array(UnsafeBufferPointer(start: data, count: count))
+    }
     public func barrier() {}
     public func startAllreduce(_ data: UnsafeMutablePointer<Float>, _ count: Int) -> Int64 { 0 }
     public func allreduceSumHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) {}
@@ -122,7 +130,9 @@ public final class MPICommunicator: Communicator {
             return .mpi(ranks: env["SLURM_STEP_NUM_TASKS"].flatMap { Int($0) } ?? env["PMI_SIZE"].flatMap { Int($0) })
         }
         if let t = env["SLURM_STEP_NUM_TASKS"].flatMap({ Int($0) }), t > 1 {
-            return .refused("this is one of \(t) tasks started by srun without MPI (no PMIx/PMI in the environment): each would train alone into the same run folder. Launch with mpirun inside the allocation (Cluster/slurm/train.sbatch) or with srun --mpi=pmix")
+            return .refused(
+                "this is one of \(t) tasks started by srun without MPI (no PMIx/PMI in the environment): each would train alone into the same run folder. Launch with mpirun inside the allocation (Cluster/slurm/train.sbatch) or with srun --mpi=pmix"
+            )
         }
         return .alone
     }
@@ -136,7 +146,9 @@ public final class MPICommunicator: Communicator {
         case .mpi(let ranks):
             let c = try MPICommunicator()
             if let ranks, ranks != c.size {
-                throw CommError("the launcher started \(ranks) processes but MPI_Init made a job of \(c.size): this Open MPI cannot reach the launcher (srun needs --mpi=pmix and a PMIx-enabled Slurm; or use mpirun)")
+                throw CommError(
+                    "the launcher started \(ranks) processes but MPI_Init made a job of \(c.size): this Open MPI cannot reach the launcher (srun needs --mpi=pmix and a PMIx-enabled Slurm; or use mpirun)"
+                )
             }
             return c
         }
@@ -149,7 +161,10 @@ public final class MPICommunicator: Communicator {
         try MPICommunicator.check(rd_mpi_rank(&r), "MPI_Comm_rank")
         try MPICommunicator.check(rd_mpi_size(&s), "MPI_Comm_size")
         try MPICommunicator.check(rd_mpi_node(&l, &ls), "MPI_Comm_split_type")
-        rank = Int(r); size = Int(s); localRank = Int(l); localSize = Int(ls)
+        rank = Int(r)
+        size = Int(s)
+        localRank = Int(l)
+        localSize = Int(ls)
         threadLevel = ThreadLevel(rawValue: Int(provided)) ?? .single
         // Heartbeats come from a third thread: only where MPI allows calls from any thread at once.
         heartbeats = threadLevel == .multiple && size > 1 && rd_mpi_heartbeat_init() == 0
@@ -173,12 +188,16 @@ public final class MPICommunicator: Communicator {
     }
     public func allgather(_ data: UnsafeRawPointer, bytes: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: bytes * size)
-        try out.withUnsafeMutableBytes { try Self.check(rd_mpi_allgather(data, bytes, $0.baseAddress!), "MPI_Allgather") }
+        try out.withUnsafeMutableBytes {
+            try Self.check(rd_mpi_allgather(data, bytes, $0.baseAddress!), "MPI_Allgather")
+        }
         return out
     }
     public func gather(_ data: UnsafePointer<Float>, _ count: Int, root: Int) throws -> [Float]? {
         var out = [Float](repeating: 0, count: rank == root ? count * size : 0)
-        try out.withUnsafeMutableBufferPointer { try Self.check(rd_mpi_gather_f32(data, count, $0.baseAddress, Int32(root)), "MPI_Gather") }
+        try out.withUnsafeMutableBufferPointer {
+            try Self.check(rd_mpi_gather_f32(data, count, $0.baseAddress, Int32(root)), "MPI_Gather")
+        }
         return rank == root ? out : nil
     }
     public func barrier() throws { try Self.check(rd_mpi_barrier(), "MPI_Barrier") }
@@ -196,7 +215,8 @@ public final class MPICommunicator: Communicator {
     public func allreduceSumHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws {
         try Self.check(rd_mpi_allreduce_sum_half(data, count, kind.code), "MPI_Allreduce (\(kind.rawValue))")
     }
-    public func startAllreduceHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws -> Int64 {
+    public func startAllreduceHalf(_ data: UnsafeMutablePointer<UInt16>, _ count: Int, _ kind: WireType) throws -> Int64
+    {
         var req: Int64 = 0
         try Self.check(rd_mpi_iallreduce_sum_half(data, count, kind.code, &req), "MPI_Iallreduce (\(kind.rawValue))")
         return req

@@ -11,7 +11,11 @@ import Yams
 
 /// A configuration value.
 public enum ConfigValue: Equatable, CustomStringConvertible {
-    case int(Int), double(Double), bool(Bool), string(String), ints([Int])
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case string(String)
+    case ints([Int])
     public var description: String {
         switch self {
         case .int(let v): return "\(v)"
@@ -24,7 +28,10 @@ public enum ConfigValue: Equatable, CustomStringConvertible {
 }
 
 public struct ConfigKey {
-    public enum Kind { case int, double, bool, string, ints, choice([String]) }
+    public enum Kind {
+        case int, double, bool, string, ints
+        case choice([String])
+    }
     public let name: String, kind: Kind, defaultValue: ConfigValue, doc: String
     /// The values a numeric key accepts, checked when it is set (before anything is allocated
     /// from it); every double must also be finite.
@@ -37,7 +44,10 @@ public struct ConfigKey {
             if v == v.rounded(), abs(v) < 1e15 {
                 var digits = String(Int(v)), out = ""
                 guard v >= 10_000 else { return digits }
-                while digits.count > 3 { out = "," + digits.suffix(3) + out; digits.removeLast(3) }
+                while digits.count > 3 {
+                    out = "," + digits.suffix(3) + out
+                    digits.removeLast(3)
+                }
                 return digits + out
             }
             return "\(v)"
@@ -49,77 +59,213 @@ public struct ConfigKey {
 /// The table of keys in docs/configuration.md, as `reid-dist config-keys` prints it.
 public var configKeysMarkdown: String {
     (["| key | default | meaning |", "| --- | --- | --- |"]
-        + configKeys.map { "| `\($0.name)` | `\($0.defaultValue)` | \($0.doc)\($0.rangeText.map { " (\($0))" } ?? "") |" }).joined(separator: "\n")
+        + configKeys.map {
+            "| `\($0.name)` | `\($0.defaultValue)` | \($0.doc)\($0.rangeText.map { " (\($0))" } ?? "") |"
+        }).joined(separator: "\n")
 }
 
 /// Every key, its type, default and meaning (docs/configuration.md's table is printed from this).
 public let configKeys: [ConfigKey] = [
-    .init(name: "data.root", kind: .string, defaultValue: .string(""), doc: "the dataset: a folder (market, duke: bounding_box_train/, query/, bounding_box_test/; cuhk03: labeled/ and detected/; msmt17: train/, test/ and list_*.txt; list: train.csv, query.csv, gallery.csv) or, for list, one .csv/.tsv with a split column"),
-    .init(name: "data.layout", kind: .choice(Layout.allCases.map(\.rawValue)), defaultValue: .string("market"), doc: "market (0002_c1s1_000451_03.jpg), duke (0005_c2_f0046985.jpg), cuhk03 (CUHK03-NP PNGs), msmt17 (list files) or list (CSV/TSV: path,pid,camid); see docs/data.md"),
-    .init(name: "data.cuhk03_images", kind: .choice(["detected", "labeled"]), defaultValue: .string("detected"), doc: "CUHK03-NP: the detected or the hand-labeled boxes"),
-    .init(name: "data.msmt17_merge_val", kind: .bool, defaultValue: .bool(true), doc: "MSMT17: train on list_train and list_val together (torchreid's default); false: list_train alone"),
+    .init(
+        name: "data.root", kind: .string, defaultValue: .string(""),
+        doc:
+            "the dataset: a folder (market, duke: bounding_box_train/, query/, bounding_box_test/; cuhk03: labeled/ and detected/; msmt17: train/, test/ and list_*.txt; list: train.csv, query.csv, gallery.csv) or, for list, one .csv/.tsv with a split column"
+    ),
+    .init(
+        name: "data.layout", kind: .choice(Layout.allCases.map(\.rawValue)), defaultValue: .string("market"),
+        doc:
+            "market (0002_c1s1_000451_03.jpg), duke (0005_c2_f0046985.jpg), cuhk03 (CUHK03-NP PNGs), msmt17 (list files) or list (CSV/TSV: path,pid,camid); see docs/data.md"
+    ),
+    .init(
+        name: "data.cuhk03_images", kind: .choice(["detected", "labeled"]), defaultValue: .string("detected"),
+        doc: "CUHK03-NP: the detected or the hand-labeled boxes"),
+    .init(
+        name: "data.msmt17_merge_val", kind: .bool, defaultValue: .bool(true),
+        doc: "MSMT17: train on list_train and list_val together (torchreid's default); false: list_train alone"),
     .init(name: "data.height", kind: .int, defaultValue: .int(256), doc: "input height in pixels", range: 32...8192),
     .init(name: "data.width", kind: .int, defaultValue: .int(128), doc: "input width in pixels", range: 16...8192),
-    .init(name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false), doc: "skip unreadable training images with a counted warning instead of stopping (query and gallery images must all be readable)"),
-    .init(name: "data.check_images", kind: .bool, defaultValue: .bool(true), doc: "read every image's header before training (in parallel), so a damaged file stops the run at its start, not at the first evaluation"),
-    .init(name: "data.max_pixels", kind: .int, defaultValue: .int(40_000_000), doc: "largest image decoded, in pixels; a larger one is refused from its header before it takes memory", range: 1...1_000_000_000),
-    .init(name: "augment.flip", kind: .double, defaultValue: .double(0.5), doc: "probability of a horizontal flip", range: 0...1),
-    .init(name: "augment.pad", kind: .int, defaultValue: .int(10), doc: "zero padding before the random crop, pixels (0: off)", range: 0...1024),
-    .init(name: "augment.erasing", kind: .double, defaultValue: .double(0.5), doc: "probability of random erasing (area 0.02-0.4, aspect 0.3-3.3)", range: 0...1),
-    .init(name: "sampler.kind", kind: .choice(["identity", "sequential"]), defaultValue: .string("identity"), doc: "identity: P ids x K images per batch; sequential: file order, no shuffling"),
-    .init(name: "sampler.ids_per_batch", kind: .int, defaultValue: .int(16), doc: "P, identities per batch (global over all ranks)", range: 1...65_536),
+    .init(
+        name: "data.skip_bad_images", kind: .bool, defaultValue: .bool(false),
+        doc:
+            "skip unreadable training images with a counted warning instead of stopping (query and gallery images must all be readable)"
+    ),
+    .init(
+        name: "data.check_images", kind: .bool, defaultValue: .bool(true),
+        doc:
+            "read every image's header before training (in parallel), so a damaged file stops the run at its start, not at the first evaluation"
+    ),
+    .init(
+        name: "data.max_pixels", kind: .int, defaultValue: .int(40_000_000),
+        doc: "largest image decoded, in pixels; a larger one is refused from its header before it takes memory",
+        range: 1...1_000_000_000),
+    .init(
+        name: "augment.flip", kind: .double, defaultValue: .double(0.5), doc: "probability of a horizontal flip",
+        range: 0...1),
+    .init(
+        name: "augment.pad", kind: .int, defaultValue: .int(10),
+        doc: "zero padding before the random crop, pixels (0: off)", range: 0...1024),
+    .init(
+        name: "augment.erasing", kind: .double, defaultValue: .double(0.5),
+        doc: "probability of random erasing (area 0.02-0.4, aspect 0.3-3.3)", range: 0...1),
+    .init(
+        name: "sampler.kind", kind: .choice(["identity", "sequential"]), defaultValue: .string("identity"),
+        doc: "identity: P ids x K images per batch; sequential: file order, no shuffling"),
+    .init(
+        name: "sampler.ids_per_batch", kind: .int, defaultValue: .int(16),
+        doc: "P, identities per batch (global over all ranks)", range: 1...65_536),
     .init(name: "sampler.instances", kind: .int, defaultValue: .int(4), doc: "K, images per identity", range: 1...4096),
     .init(name: "model.depth", kind: .choice(["18", "34", "50"]), defaultValue: .int(50), doc: "ResNet depth"),
-    .init(name: "model.width", kind: .int, defaultValue: .int(64), doc: "stem width (64 is torchvision's)", range: 1...1024),
+    .init(
+        name: "model.width", kind: .int, defaultValue: .int(64), doc: "stem width (64 is torchvision's)",
+        range: 1...1024),
     .init(name: "model.last_stride", kind: .int, defaultValue: .int(1), doc: "stride of layer4: 1 or 2", range: 1...2),
-    .init(name: "model.groups", kind: .int, defaultValue: .int(4), doc: "G, channel groups of the pooled feature (must divide its channels)", range: 1...8192),
-    .init(name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group", range: 1...64),
-    .init(name: "model.conv_algorithm", kind: .choice(ConvAlgorithm.allCases.map(\.rawValue)), defaultValue: .string("auto"), doc: "3x3 stride-1 convolutions: winograd4 (F(4x4,3x3), 4x fewer multiplications), winograd (F(2x2,3x3), 2.25x fewer), gemm (im2col + GEMM), or auto (per layer shape: F(4x4) from 64 tiles); the weights mean the same either way"),
-    .init(name: "model.pretrained", kind: .string, defaultValue: .string(""), doc: "ImageNet ResNet weights with torchvision names: torchvision's own .pth (zip or legacy format, read without Python) or safetensors (e.g. timm's); empty: random init"),
-    .init(name: "model.init", kind: .string, defaultValue: .string(""), doc: "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"),
-    .init(name: "loss.kind", kind: .choice(LossSpec.Kind.allCases.map(\.rawValue)), defaultValue: .string("ce"), doc: "ce: the grouped multi-branch cross-entropy; triplet: batch-hard triplet on the pooled feature alone; ce+triplet: both, weighted (BNNeck: triplet before the group batch norms, cross-entropy after); the inference feature is the same for all"),
-    .init(name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1), doc: "label smoothing epsilon of each cross-entropy", range: 0...0.999),
-    .init(name: "loss.ce_weight", kind: .double, defaultValue: .double(1), doc: "weight of the cross-entropy in ce+triplet", range: 0...1000),
-    .init(name: "loss.triplet_weight", kind: .double, defaultValue: .double(1), doc: "weight of the triplet loss in ce+triplet", range: 0...1000),
-    .init(name: "loss.triplet_margin", kind: .double, defaultValue: .double(0.3), doc: "margin of the triplet hinge max(0, margin + d_ap - d_an)", range: 0...100),
-    .init(name: "loss.triplet_soft_margin", kind: .bool, defaultValue: .bool(false), doc: "soft margin log(1 + exp(d_ap - d_an)) instead of the hinge"),
-    .init(name: "loss.triplet_distance", kind: .choice(TripletLoss.Distance.allCases.map(\.rawValue)), defaultValue: .string("euclidean"), doc: "distance between pooled features: euclidean or cosine (1 - cosine similarity)"),
-    .init(name: "loss.triplet_scope", kind: .choice(LossSpec.Scope.allCases.map(\.rawValue)), defaultValue: .string("global"), doc: "where each anchor's hardest positive and negative are mined: global (the P x K images of all ranks, one all-gather per step) or local (its rank's own images)"),
+    .init(
+        name: "model.groups", kind: .int, defaultValue: .int(4),
+        doc: "G, channel groups of the pooled feature (must divide its channels)", range: 1...8192),
+    .init(
+        name: "model.branches", kind: .int, defaultValue: .int(2), doc: "B, classifier branches per group",
+        range: 1...64),
+    .init(
+        name: "model.conv_algorithm", kind: .choice(ConvAlgorithm.allCases.map(\.rawValue)),
+        defaultValue: .string("auto"),
+        doc:
+            "3x3 stride-1 convolutions: winograd4 (F(4x4,3x3), 4x fewer multiplications), winograd (F(2x2,3x3), 2.25x fewer), gemm (im2col + GEMM), or auto (per layer shape: F(4x4) from 64 tiles); the weights mean the same either way"
+    ),
+    .init(
+        name: "model.pretrained", kind: .string, defaultValue: .string(""),
+        doc:
+            "ImageNet ResNet weights with torchvision names: torchvision's own .pth (zip or legacy format, read without Python) or safetensors (e.g. timm's); empty: random init"
+    ),
+    .init(
+        name: "model.init", kind: .string, defaultValue: .string(""),
+        doc:
+            "a whole state dict (safetensors, the reference's names) to start from, e.g. for exact comparisons with the PyTorch reference; empty: none"
+    ),
+    .init(
+        name: "loss.kind", kind: .choice(LossSpec.Kind.allCases.map(\.rawValue)), defaultValue: .string("ce"),
+        doc:
+            "ce: the grouped multi-branch cross-entropy; triplet: batch-hard triplet on the pooled feature alone; ce+triplet: both, weighted (BNNeck: triplet before the group batch norms, cross-entropy after); the inference feature is the same for all"
+    ),
+    .init(
+        name: "loss.label_smoothing", kind: .double, defaultValue: .double(0.1),
+        doc: "label smoothing epsilon of each cross-entropy", range: 0...0.999),
+    .init(
+        name: "loss.ce_weight", kind: .double, defaultValue: .double(1),
+        doc: "weight of the cross-entropy in ce+triplet", range: 0...1000),
+    .init(
+        name: "loss.triplet_weight", kind: .double, defaultValue: .double(1),
+        doc: "weight of the triplet loss in ce+triplet", range: 0...1000),
+    .init(
+        name: "loss.triplet_margin", kind: .double, defaultValue: .double(0.3),
+        doc: "margin of the triplet hinge max(0, margin + d_ap - d_an)", range: 0...100),
+    .init(
+        name: "loss.triplet_soft_margin", kind: .bool, defaultValue: .bool(false),
+        doc: "soft margin log(1 + exp(d_ap - d_an)) instead of the hinge"),
+    .init(
+        name: "loss.triplet_distance", kind: .choice(TripletLoss.Distance.allCases.map(\.rawValue)),
+        defaultValue: .string("euclidean"),
+        doc: "distance between pooled features: euclidean or cosine (1 - cosine similarity)"),
+    .init(
+        name: "loss.triplet_scope", kind: .choice(LossSpec.Scope.allCases.map(\.rawValue)),
+        defaultValue: .string("global"),
+        doc:
+            "where each anchor's hardest positive and negative are mined: global (the P x K images of all ranks, one all-gather per step) or local (its rank's own images)"
+    ),
     .init(name: "optim.name", kind: .choice(["adam", "sgd"]), defaultValue: .string("adam"), doc: "optimizer"),
-    .init(name: "optim.lr", kind: .double, defaultValue: .double(3.5e-4), doc: "base learning rate", range: 1e-12...100),
+    .init(
+        name: "optim.lr", kind: .double, defaultValue: .double(3.5e-4), doc: "base learning rate", range: 1e-12...100),
     .init(name: "optim.momentum", kind: .double, defaultValue: .double(0.9), doc: "SGD momentum", range: 0...0.999999),
     .init(name: "optim.nesterov", kind: .bool, defaultValue: .bool(false), doc: "SGD Nesterov momentum"),
-    .init(name: "optim.weight_decay", kind: .double, defaultValue: .double(5e-4), doc: "L2 weight decay added to the gradient", range: 0...1),
+    .init(
+        name: "optim.weight_decay", kind: .double, defaultValue: .double(5e-4),
+        doc: "L2 weight decay added to the gradient", range: 0...1),
     .init(name: "schedule.epochs", kind: .int, defaultValue: .int(120), doc: "training epochs", range: 1...1_000_000),
-    .init(name: "schedule.kind", kind: .choice(["multistep", "cosine"]), defaultValue: .string("multistep"), doc: "decay after warm-up"),
-    .init(name: "schedule.warmup_epochs", kind: .int, defaultValue: .int(10), doc: "linear warm-up epochs", range: 0...1_000_000),
-    .init(name: "schedule.warmup_factor", kind: .double, defaultValue: .double(0.01), doc: "learning-rate factor at the start of warm-up", range: 1e-12...1),
-    .init(name: "schedule.milestones", kind: .ints, defaultValue: .ints([40, 70]), doc: "epochs at which multistep multiplies by gamma", range: 1...1_000_000),
-    .init(name: "schedule.gamma", kind: .double, defaultValue: .double(0.1), doc: "multistep factor", range: 1e-12...1e6),
-    .init(name: "train.seed", kind: .int, defaultValue: .int(1), doc: "seed of initialisation, sampling and augmentation", range: 0...9_007_199_254_740_992),
-    .init(name: "train.run_dir", kind: .string, defaultValue: .string("runs/default"), doc: "folder for metrics.jsonl, config.yaml and checkpoints/"),
-    .init(name: "train.checkpoint_every", kind: .int, defaultValue: .int(10), doc: "epochs between checkpoints (the last epoch is always saved)", range: 1...1_000_000),
-    .init(name: "train.checkpoint_minutes", kind: .double, defaultValue: .double(0), doc: "also checkpoint the exact step every this many minutes, mid-epoch included (0: only at epoch ends)", range: 0...1_000_000),
-    .init(name: "train.keep_checkpoints", kind: .int, defaultValue: .int(3), doc: "most recent checkpoints kept (plus the best by mAP)", range: 1...10_000),
-    .init(name: "train.eval_every", kind: .int, defaultValue: .int(40), doc: "epochs between evaluations (0: only at the end)", range: 0...1_000_000),
-    .init(name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines", range: 1...1_000_000_000),
-    .init(name: "train.bucket_mb", kind: .double, defaultValue: .double(25), doc: "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)", range: 0...65_536),
-    .init(name: "train.grad_dtype", kind: .choice(WireType.allCases.map(\.rawValue)), defaultValue: .string("float32"), doc: "gradients' type in the all-reduce between ranks: float32, or bfloat16 / float16 (half the bytes; summed in float, weights and optimizer stay float32)"),
-    .init(name: "train.trace", kind: .string, defaultValue: .string(""), doc: "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"),
-    .init(name: "train.check_replicas_every", kind: .int, defaultValue: .int(0), doc: "steps between cross-rank checksums of the parameters (0: only at start)", range: 0...1_000_000_000),
-    .init(name: "train.step_timeout_s", kind: .double, defaultValue: .double(0), doc: "end the job when a training step (or the epoch-end batch-norm all-reduce) takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s", range: 0...31_536_000),
-    .init(name: "train.heartbeat_timeout_s", kind: .double, defaultValue: .double(60), doc: "under MPI, while a rank waits on the others (steps, epoch ends, evaluations, checkpoints) it pings them every third of this; a rank that answers none for this long (stopped, or its link is down) ends the job; 0: no pings", range: 0...31_536_000),
-    .init(name: "train.threads", kind: .int, defaultValue: .int(0), doc: "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)", range: 0...4096),
-    .init(name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"), doc: "distance for ranking"),
-    .init(name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
-    .init(name: "eval.batch_size", kind: .int, defaultValue: .int(16), doc: "images per batch when extracting features (ResNet-50 256x128: 16 takes 1.4 GB, 64 takes 4.9 GB and is no faster)", range: 1...4096),
-    .init(name: "eval.rerank", kind: .bool, defaultValue: .bool(false), doc: "k-reciprocal re-ranking in evaluation"),
+    .init(
+        name: "schedule.kind", kind: .choice(["multistep", "cosine"]), defaultValue: .string("multistep"),
+        doc: "decay after warm-up"),
+    .init(
+        name: "schedule.warmup_epochs", kind: .int, defaultValue: .int(10), doc: "linear warm-up epochs",
+        range: 0...1_000_000),
+    .init(
+        name: "schedule.warmup_factor", kind: .double, defaultValue: .double(0.01),
+        doc: "learning-rate factor at the start of warm-up", range: 1e-12...1),
+    .init(
+        name: "schedule.milestones", kind: .ints, defaultValue: .ints([40, 70]),
+        doc: "epochs at which multistep multiplies by gamma", range: 1...1_000_000),
+    .init(
+        name: "schedule.gamma", kind: .double, defaultValue: .double(0.1), doc: "multistep factor", range: 1e-12...1e6),
+    .init(
+        name: "train.seed", kind: .int, defaultValue: .int(1), doc: "seed of initialisation, sampling and augmentation",
+        range: 0...9_007_199_254_740_992),
+    .init(
+        name: "train.run_dir", kind: .string, defaultValue: .string("runs/default"),
+        doc: "folder for metrics.jsonl, config.yaml and checkpoints/"),
+    .init(
+        name: "train.checkpoint_every", kind: .int, defaultValue: .int(10),
+        doc: "epochs between checkpoints (the last epoch is always saved)", range: 1...1_000_000),
+    .init(
+        name: "train.checkpoint_minutes", kind: .double, defaultValue: .double(0),
+        doc: "also checkpoint the exact step every this many minutes, mid-epoch included (0: only at epoch ends)",
+        range: 0...1_000_000),
+    .init(
+        name: "train.keep_checkpoints", kind: .int, defaultValue: .int(3),
+        doc: "most recent checkpoints kept (plus the best by mAP)", range: 1...10_000),
+    .init(
+        name: "train.eval_every", kind: .int, defaultValue: .int(40),
+        doc: "epochs between evaluations (0: only at the end)", range: 0...1_000_000),
+    .init(
+        name: "train.log_every", kind: .int, defaultValue: .int(20), doc: "steps between progress lines",
+        range: 1...1_000_000_000),
+    .init(
+        name: "train.bucket_mb", kind: .double, defaultValue: .double(25),
+        doc:
+            "gradient all-reduce bucket size in MB, at most a quarter of the gradients; overlapped with backward (0: one blocking all-reduce after backward)",
+        range: 0...65_536),
+    .init(
+        name: "train.grad_dtype", kind: .choice(WireType.allCases.map(\.rawValue)), defaultValue: .string("float32"),
+        doc:
+            "gradients' type in the all-reduce between ranks: float32, or bfloat16 / float16 (half the bytes; summed in float, weights and optimizer stay float32)"
+    ),
+    .init(
+        name: "train.trace", kind: .string, defaultValue: .string(""),
+        doc:
+            "write a Chrome trace-event JSON of the first 50 steps (forward, backward, each bucket's all-reduce, optimizer; per rank) to this file"
+    ),
+    .init(
+        name: "train.check_replicas_every", kind: .int, defaultValue: .int(0),
+        doc: "steps between cross-rank checksums of the parameters (0: only at start)", range: 0...1_000_000_000),
+    .init(
+        name: "train.step_timeout_s", kind: .double, defaultValue: .double(0),
+        doc:
+            "end the job when a training step (or the epoch-end batch-norm all-reduce) takes longer than this (a stalled rank, a dead link, a hung file system); 0: 30 x the median step, at least 120 s",
+        range: 0...31_536_000),
+    .init(
+        name: "train.heartbeat_timeout_s", kind: .double, defaultValue: .double(60),
+        doc:
+            "under MPI, while a rank waits on the others (steps, epoch ends, evaluations, checkpoints) it pings them every third of this; a rank that answers none for this long (stopped, or its link is down) ends the job; 0: no pings",
+        range: 0...31_536_000),
+    .init(
+        name: "train.threads", kind: .int, defaultValue: .int(0),
+        doc:
+            "BLAS and engine threads per rank (0: the cores this process may run on, shared among the ranks on its node)",
+        range: 0...4096),
+    .init(
+        name: "eval.metric", kind: .choice(["cosine", "euclidean"]), defaultValue: .string("cosine"),
+        doc: "distance for ranking"),
+    .init(
+        name: "eval.flip", kind: .bool, defaultValue: .bool(true), doc: "average each feature with its mirror image's"),
+    .init(
+        name: "eval.batch_size", kind: .int, defaultValue: .int(16),
+        doc:
+            "images per batch when extracting features (ResNet-50 256x128: 16 takes 1.4 GB, 64 takes 4.9 GB and is no faster)",
+        range: 1...4096),
+    .init(name: "eval.rerank", kind: .bool, defaultValue: .bool(false), doc: "k-reciprocal re-ranking in evaluation")
 ]
 
 /// The resolved key -> value map, with typed accessors.
 public struct Config {
     public private(set) var values: [String: ConfigValue]
-    public private(set) var sources: [String: String] = [:]    // key -> where it was set
+    public private(set) var sources: [String: String] = [:] // key -> where it was set
 
     public init() {
         values = Dictionary(uniqueKeysWithValues: configKeys.map { ($0.name, $0.defaultValue) })
@@ -129,7 +275,9 @@ public struct Config {
     /// first (aliases share nodes there, so an alias bomb stays small) and walked with a
     /// budget of nodes; a key given twice in a mapping is an error naming both lines.
     public init(file: String) throws {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read the config file") }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw ConfigError("\(file): cannot read the config file")
+        }
         try self.init(yaml: text, source: file)
     }
 
@@ -138,20 +286,30 @@ public struct Config {
         self.init()
         let tree: Node?
         do { tree = try Yams.compose(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
-        guard case .mapping(let root)? = tree else { throw ConfigError("\(file): the top level must be a mapping of sections") }
+        guard case .mapping(let root)? = tree else {
+            throw ConfigError("\(file): the top level must be a mapping of sections")
+        }
         var budget = Self.nodeBudget
         var flat: [(String, Any)] = []
         func walk(_ prefix: String, _ node: Node.Mapping) throws {
             var seen: [String: Int] = [:]
             for (k, v) in node {
-                guard let name = k.scalar?.string else { throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a plain name") }
+                guard let name = k.scalar?.string else {
+                    throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a plain name")
+                }
                 let key = prefix.isEmpty ? name : prefix + "." + name
                 if let first = seen[name] {
-                    throw ConfigError("\(file): '\(key)' is given twice (lines \(first) and \(k.mark?.line ?? 0)); the second would silently replace the first")
+                    throw ConfigError(
+                        "\(file): '\(key)' is given twice (lines \(first) and \(k.mark?.line ?? 0)); the second would silently replace the first"
+                    )
                 }
                 seen[name] = k.mark?.line ?? 0
-                if case .mapping(let sub) = v { try Self.spend(&budget, file); try walk(key, sub) }
-                else { flat.append((key, try Self.value(v, budget: &budget, source: file))) }
+                if case .mapping(let sub) = v {
+                    try Self.spend(&budget, file)
+                    try walk(key, sub)
+                } else {
+                    flat.append((key, try Self.value(v, budget: &budget, source: file)))
+                }
             }
         }
         try walk("", root)
@@ -163,7 +321,11 @@ public struct Config {
 
     static func spend(_ budget: inout Int, _ source: String) throws {
         budget -= 1
-        if budget < 0 { throw ConfigError("\(source): more than \(nodeBudget) YAML nodes (an alias bomb?); a configuration is a few sections of keys") }
+        if budget < 0 {
+            throw ConfigError(
+                "\(source): more than \(nodeBudget) YAML nodes (an alias bomb?); a configuration is a few sections of keys"
+            )
+        }
     }
 
     /// A scalar or a list as Foundation values, counting every node against the budget.
@@ -171,8 +333,10 @@ public struct Config {
         try spend(&budget, source)
         switch node {
         case .sequence(let items): return try items.map { try value($0, budget: &budget, source: source) }
-        case .mapping(let m): return try Dictionary(m.map { (k, v) in (k.scalar?.string ?? "?", try value(v, budget: &budget, source: source)) },
-                                                    uniquingKeysWith: { a, _ in a })
+        case .mapping(let m):
+            return try Dictionary(
+                m.map { (k, v) in (k.scalar?.string ?? "?", try value(v, budget: &budget, source: source)) },
+                uniquingKeysWith: { a, _ in a })
         default: return node.any
         }
     }
@@ -184,32 +348,56 @@ public struct Config {
         }
         let key = String(override[..<eq]), text = String(override[override.index(after: eq)...])
         var budget = Self.nodeBudget
-        let parsed: Any = try (try? Yams.compose(yaml: text)).flatMap { $0 }.map { try Self.value($0, budget: &budget, source: "--set \(key)") } ?? text
+        let parsed: Any =
+            try (try? Yams.compose(yaml: text)).flatMap { $0 }.map {
+                try Self.value($0, budget: &budget, source: "--set \(key)")
+            } ?? text
         try set(key, parsed, source: "--set")
     }
 
     mutating func set(_ key: String, _ raw: Any, source: String) throws {
         guard let def = configKeys.first(where: { $0.name == key }) else {
-            throw ConfigError("\(source): unknown key '\(key.count > 80 ? String(key.prefix(80)) + "..." : key)'\(Self.hint(key))")
+            throw ConfigError(
+                "\(source): unknown key '\(key.count > 80 ? String(key.prefix(80)) + "..." : key)'\(Self.hint(key))")
         }
         func bad(_ expected: String) -> ConfigError {
             let text = "\(raw)"
-            return ConfigError("\(source): \(key) must be \(expected), got '\(text.count > 80 ? String(text.prefix(80)) + "..." : text)'")
+            return ConfigError(
+                "\(source): \(key) must be \(expected), got '\(text.count > 80 ? String(text.prefix(80)) + "..." : text)'"
+            )
         }
         let v: ConfigValue
         switch def.kind {
         case .int:
             if let i = raw as? Int { v = .int(i) } else { throw bad("an integer") }
         case .double:
-            if let d = raw as? Double { v = .double(d) } else if let i = raw as? Int { v = .double(Double(i)) }
-            else if let s = raw as? String, let d = Double(s) { v = .double(d) } else { throw bad("a number") }
+            if let d = raw as? Double {
+                v = .double(d)
+            } else if let i = raw as? Int {
+                v = .double(Double(i))
+            } else if let s = raw as? String, let d = Double(s) {
+                v = .double(d)
+            } else {
+                throw bad("a number")
+            }
         case .bool:
             if let b = raw as? Bool { v = .bool(b) } else { throw bad("true or false") }
         case .string:
-            if let s = raw as? String { v = .string(s) } else if raw is NSNull { v = .string("") } else { throw bad("a string") }
+            if let s = raw as? String {
+                v = .string(s)
+            } else if raw is NSNull {
+                v = .string("")
+            } else {
+                throw bad("a string")
+            }
         case .ints:
-            if let a = raw as? [Any], a.allSatisfy({ $0 is Int }) { v = .ints(a as! [Int]) }
-            else if let i = raw as? Int { v = .ints([i]) } else { throw bad("a list of integers") }
+            if let a = raw as? [Any], a.allSatisfy({ $0 is Int }) {
+                v = .ints(a as! [Int])
+            } else if let i = raw as? Int {
+                v = .ints([i])
+            } else {
+                throw bad("a list of integers")
+            }
         case .choice(let options):
             let s = (raw as? String) ?? (raw as? Int).map(String.init) ?? ""
             guard options.contains(s) else { throw bad("one of \(options.joined(separator: ", "))") }
@@ -227,7 +415,8 @@ public struct Config {
             let shown = out == out.rounded() && abs(out) < 1e15 ? "\(Int(out))" : "\(out)"
             throw ConfigError("\(source): \(key) = \(shown) is out of its range, \(def.rangeText!)")
         }
-        values[key] = v; sources[key] = source
+        values[key] = v
+        sources[key] = source
     }
 
     /// " (did you mean 'x'?)" for an unknown key: a key within 3 edits, or the keys of any section
@@ -238,7 +427,8 @@ public struct Config {
         let near = names.min { editDistance($0, key) < editDistance($1, key) }!
         if editDistance(near, key) <= 3 { return " (did you mean '\(near)'?)" }
         let last = key.split(separator: ".").last.map(String.init) ?? key
-        let same = names.filter { $0.split(separator: ".").last.map(String.init) == last }
+        let same =
+            names.filter { $0.split(separator: ".").last.map(String.init) == last }
             + names.filter { n in
                 let l = n.split(separator: ".").last.map(String.init) ?? n
                 return l != last && editDistance(l, last) <= 2
@@ -248,20 +438,40 @@ public struct Config {
     }
 
     // Typed reads of the key table: for this file only (every key exists with its kind's value).
-    fileprivate func int(_ k: String) -> Int { if case .int(let v)? = values[k] { return v }; preconditionFailure(k) }
-    fileprivate func double(_ k: String) -> Double { if case .double(let v)? = values[k] { return v }; preconditionFailure(k) }
-    fileprivate func bool(_ k: String) -> Bool { if case .bool(let v)? = values[k] { return v }; preconditionFailure(k) }
-    fileprivate func string(_ k: String) -> String { if case .string(let v)? = values[k] { return v }; preconditionFailure(k) }
-    fileprivate func ints(_ k: String) -> [Int] { if case .ints(let v)? = values[k] { return v }; preconditionFailure(k) }
+    fileprivate func int(_ k: String) -> Int {
+        if case .int(let v)? = values[k] { return v }
+        preconditionFailure(k)
+    }
+    fileprivate func double(_ k: String) -> Double {
+        if case .double(let v)? = values[k] { return v }
+        preconditionFailure(k)
+    }
+    fileprivate func bool(_ k: String) -> Bool {
+        if case .bool(let v)? = values[k] { return v }
+        preconditionFailure(k)
+    }
+    fileprivate func string(_ k: String) -> String {
+        if case .string(let v)? = values[k] { return v }
+        preconditionFailure(k)
+    }
+    fileprivate func ints(_ k: String) -> [Int] {
+        if case .ints(let v)? = values[k] { return v }
+        preconditionFailure(k)
+    }
 
     /// The resolved configuration as YAML (written into the run folder).
     public var yaml: String {
         var out = "# resolved by reid-dist\n", section = ""
         for key in configKeys.map(\.name) {
             let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
-            if parts[0] != section { section = parts[0]; out += "\(section):\n" }
+            if parts[0] != section {
+                section = parts[0]
+                out += "\(section):\n"
+            }
             var text = values[key]!.description
-            if case .string(let s) = values[key]!, !s.isEmpty { text = "\"\(s.replacingOccurrences(of: "\"", with: "\\\""))\"" }
+            if case .string(let s) = values[key]!, !s.isEmpty {
+                text = "\"\(s.replacingOccurrences(of: "\"", with: "\\\""))\""
+            }
             out += "  \(parts[1]): \(text)\n"
         }
         return out
@@ -270,7 +480,9 @@ public struct Config {
     /// Checks the values that can be checked without data; errors name the key.
     public func validate() throws {
         func need(_ ok: Bool, _ key: String, _ why: String) throws {
-            if !ok { throw ConfigError("\(key) = \(values[key]!): \(why)\(sources[key].map { " (set in \($0))" } ?? "")") }
+            if !ok {
+                throw ConfigError("\(key) = \(values[key]!): \(why)\(sources[key].map { " (set in \($0))" } ?? "")")
+            }
         }
         try need(!string("data.root").isEmpty, "data.root", "a dataset folder is required")
         try need(int("data.height") >= 32 && int("data.width") >= 16, "data.height", "images must be at least 32x16")
@@ -281,21 +493,30 @@ public struct Config {
         try need((0...1).contains(double("augment.erasing")), "augment.erasing", "must be a probability in [0, 1]")
         try need(int("sampler.ids_per_batch") >= 1, "sampler.ids_per_batch", "must be >= 1")
         try need(int("sampler.instances") >= 1, "sampler.instances", "must be >= 1")
-        try need(int("sampler.ids_per_batch") * int("sampler.instances") <= 65_536, "sampler.instances",
-                 "P*K = \(int("sampler.ids_per_batch") * int("sampler.instances")) images per batch, more than 65,536")
-        try need(int("sampler.ids_per_batch") * int("sampler.instances") >= 2, "sampler.ids_per_batch",
-                 "P*K = \(int("sampler.ids_per_batch") * int("sampler.instances")) < 2: batch norm needs at least 2 images per batch")
+        try need(
+            int("sampler.ids_per_batch") * int("sampler.instances") <= 65_536, "sampler.instances",
+            "P*K = \(int("sampler.ids_per_batch") * int("sampler.instances")) images per batch, more than 65,536")
+        try need(
+            int("sampler.ids_per_batch") * int("sampler.instances") >= 2, "sampler.ids_per_batch",
+            "P*K = \(int("sampler.ids_per_batch") * int("sampler.instances")) < 2: batch norm needs at least 2 images per batch"
+        )
         try need(int("model.width") >= 1, "model.width", "must be >= 1")
         try need([1, 2].contains(int("model.last_stride")), "model.last_stride", "must be 1 or 2")
         let channels = ModelSpec(depth: int("model.depth"), width: int("model.width")).featureChannels
-        try need(int("model.groups") >= 1 && channels % int("model.groups") == 0, "model.groups",
-                 "must divide the \(channels) channels of the pooled feature (ResNet-\(int("model.depth")), width \(int("model.width")))")
+        try need(
+            int("model.groups") >= 1 && channels % int("model.groups") == 0, "model.groups",
+            "must divide the \(channels) channels of the pooled feature (ResNet-\(int("model.depth")), width \(int("model.width")))"
+        )
         try need(int("model.branches") >= 1, "model.branches", "must be >= 1")
         try need((0..<1).contains(double("loss.label_smoothing")), "loss.label_smoothing", "must be in [0, 1)")
         if string("loss.kind") != LossSpec.Kind.ce.rawValue {
-            try need(string("sampler.kind") == "identity" && int("sampler.instances") >= 2, "loss.kind",
-                     "\(string("loss.kind")) needs positives in each batch: sampler.kind identity with sampler.instances >= 2")
-            try need(int("sampler.ids_per_batch") >= 2, "loss.kind", "\(string("loss.kind")) needs negatives in each batch: sampler.ids_per_batch >= 2")
+            try need(
+                string("sampler.kind") == "identity" && int("sampler.instances") >= 2, "loss.kind",
+                "\(string("loss.kind")) needs positives in each batch: sampler.kind identity with sampler.instances >= 2"
+            )
+            try need(
+                int("sampler.ids_per_batch") >= 2, "loss.kind",
+                "\(string("loss.kind")) needs negatives in each batch: sampler.ids_per_batch >= 2")
         }
         try need(double("optim.lr") > 0, "optim.lr", "must be positive")
         try need(double("optim.momentum") >= 0 && double("optim.momentum") < 1, "optim.momentum", "must be in [0, 1)")
@@ -303,9 +524,13 @@ public struct Config {
         try need(double("optim.weight_decay") >= 0, "optim.weight_decay", "must be >= 0")
         try need(int("schedule.epochs") >= 1, "schedule.epochs", "must be >= 1")
         try need(int("schedule.warmup_epochs") >= 0, "schedule.warmup_epochs", "must be >= 0")
-        try need(double("schedule.warmup_factor") > 0 && double("schedule.warmup_factor") <= 1, "schedule.warmup_factor", "must be in (0, 1]")
-        try need(ints("schedule.milestones").allSatisfy { $0 > 0 } && ints("schedule.milestones") == ints("schedule.milestones").sorted(),
-                 "schedule.milestones", "must be increasing positive epochs")
+        try need(
+            double("schedule.warmup_factor") > 0 && double("schedule.warmup_factor") <= 1, "schedule.warmup_factor",
+            "must be in (0, 1]")
+        try need(
+            ints("schedule.milestones").allSatisfy { $0 > 0 }
+                && ints("schedule.milestones") == ints("schedule.milestones").sorted(),
+            "schedule.milestones", "must be increasing positive epochs")
         try need(double("schedule.gamma") > 0, "schedule.gamma", "must be positive")
         try need(int("train.seed") >= 0, "train.seed", "must be >= 0")
         try need(!string("train.run_dir").isEmpty, "train.run_dir", "must name a folder")
@@ -314,11 +539,14 @@ public struct Config {
         try need(int("train.keep_checkpoints") >= 1, "train.keep_checkpoints", "must be >= 1")
         try need(int("train.eval_every") >= 0, "train.eval_every", "must be >= 0")
         try need(int("train.log_every") >= 1, "train.log_every", "must be >= 1")
-        try need(int("train.threads") <= 16 * availableCores(), "train.threads",
-                 "more than 16 threads for each of the \(availableCores()) cores this process may use")
+        try need(
+            int("train.threads") <= 16 * availableCores(), "train.threads",
+            "more than 16 threads for each of the \(availableCores()) cores this process may use")
         try need(double("train.step_timeout_s") >= 0, "train.step_timeout_s", "must be >= 0")
-        try need(double("train.heartbeat_timeout_s") == 0 || double("train.heartbeat_timeout_s") >= 3, "train.heartbeat_timeout_s",
-                 "must be 0 (no pings) or at least 3 s (pings every third of it, each given up to 3 s)")
+        try need(
+            double("train.heartbeat_timeout_s") == 0 || double("train.heartbeat_timeout_s") >= 3,
+            "train.heartbeat_timeout_s",
+            "must be 0 (no pings) or at least 3 s (pings every third of it, each given up to 3 s)")
         try need(double("train.bucket_mb") >= 0, "train.bucket_mb", "must be >= 0")
         try need(int("train.check_replicas_every") >= 0, "train.check_replicas_every", "must be >= 0")
         try need(int("eval.batch_size") >= 1, "eval.batch_size", "must be >= 1")
@@ -326,59 +554,81 @@ public struct Config {
 
     // Typed sections: the only way the rest of the program reads the configuration.
     public var data: DataSettings {
-        DataSettings(root: string("data.root"), layout: Layout(rawValue: string("data.layout"))!, height: int("data.height"),
-                     width: int("data.width"), skipBadImages: bool("data.skip_bad_images"), checkImages: bool("data.check_images"),
-                     maxPixels: int("data.max_pixels"),
-                     options: DatasetOptions(cuhk03Images: DatasetOptions.CUHK03Images(rawValue: string("data.cuhk03_images"))!,
-                                             msmt17MergeVal: bool("data.msmt17_merge_val")))
+        DataSettings(
+            root: string("data.root"), layout: Layout(rawValue: string("data.layout"))!, height: int("data.height"),
+            width: int("data.width"), skipBadImages: bool("data.skip_bad_images"),
+            checkImages: bool("data.check_images"),
+            maxPixels: int("data.max_pixels"),
+            options: DatasetOptions(
+                cuhk03Images: DatasetOptions.CUHK03Images(rawValue: string("data.cuhk03_images"))!,
+                msmt17MergeVal: bool("data.msmt17_merge_val")))
     }
-    public var augment: AugmentConfig { AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing")) }
+    public var augment: AugmentConfig {
+        AugmentConfig(flip: double("augment.flip"), pad: int("augment.pad"), erasing: double("augment.erasing"))
+    }
     public var sampler: SamplerConfig {
-        SamplerConfig(kind: SamplerKind(rawValue: string("sampler.kind"))!, idsPerBatch: int("sampler.ids_per_batch"), instances: int("sampler.instances"))
+        SamplerConfig(
+            kind: SamplerKind(rawValue: string("sampler.kind"))!, idsPerBatch: int("sampler.ids_per_batch"),
+            instances: int("sampler.instances"))
     }
     public var model: ModelSettings {
-        ModelSettings(spec: ModelSpec(depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
-                                      groups: int("model.groups"), branches: int("model.branches"), classes: 1),
-                      pretrained: nonEmpty("model.pretrained"), initial: nonEmpty("model.init"),
-                      convAlgorithm: ConvAlgorithm(rawValue: string("model.conv_algorithm"))!)
+        ModelSettings(
+            spec: ModelSpec(
+                depth: int("model.depth"), width: int("model.width"), lastStride: int("model.last_stride"),
+                groups: int("model.groups"), branches: int("model.branches"), classes: 1),
+            pretrained: nonEmpty("model.pretrained"), initial: nonEmpty("model.init"),
+            convAlgorithm: ConvAlgorithm(rawValue: string("model.conv_algorithm"))!)
     }
     public var labelSmoothing: Float { Float(double("loss.label_smoothing")) }
     public var loss: LossSpec {
-        LossSpec(kind: LossSpec.Kind(rawValue: string("loss.kind"))!, labelSmoothing: labelSmoothing, ceWeight: double("loss.ce_weight"),
-                 tripletWeight: double("loss.triplet_weight"),
-                 triplet: TripletLoss(margin: double("loss.triplet_margin"), soft: bool("loss.triplet_soft_margin"),
-                                      distance: TripletLoss.Distance(rawValue: string("loss.triplet_distance"))!),
-                 scope: LossSpec.Scope(rawValue: string("loss.triplet_scope"))!)
+        LossSpec(
+            kind: LossSpec.Kind(rawValue: string("loss.kind"))!, labelSmoothing: labelSmoothing,
+            ceWeight: double("loss.ce_weight"),
+            tripletWeight: double("loss.triplet_weight"),
+            triplet: TripletLoss(
+                margin: double("loss.triplet_margin"), soft: bool("loss.triplet_soft_margin"),
+                distance: TripletLoss.Distance(rawValue: string("loss.triplet_distance"))!),
+            scope: LossSpec.Scope(rawValue: string("loss.triplet_scope"))!)
     }
     public var optim: OptimSettings {
-        OptimSettings(kind: OptimizerKind(rawValue: string("optim.name"))!, lr: double("optim.lr"), momentum: double("optim.momentum"),
-                      nesterov: bool("optim.nesterov"), weightDecay: double("optim.weight_decay"))
+        OptimSettings(
+            kind: OptimizerKind(rawValue: string("optim.name"))!, lr: double("optim.lr"),
+            momentum: double("optim.momentum"),
+            nesterov: bool("optim.nesterov"), weightDecay: double("optim.weight_decay"))
     }
     public var schedule: LRSchedule {
-        LRSchedule(base: double("optim.lr"), kind: LRSchedule.Kind(rawValue: string("schedule.kind"))!, warmupEpochs: int("schedule.warmup_epochs"),
-                   warmupFactor: double("schedule.warmup_factor"), milestones: ints("schedule.milestones"), gamma: double("schedule.gamma"),
-                   epochs: int("schedule.epochs"))
+        LRSchedule(
+            base: double("optim.lr"), kind: LRSchedule.Kind(rawValue: string("schedule.kind"))!,
+            warmupEpochs: int("schedule.warmup_epochs"),
+            warmupFactor: double("schedule.warmup_factor"), milestones: ints("schedule.milestones"),
+            gamma: double("schedule.gamma"),
+            epochs: int("schedule.epochs"))
     }
     public var train: TrainSettings {
-        TrainSettings(seed: int("train.seed"), runDir: string("train.run_dir"), checkpointEvery: int("train.checkpoint_every"),
-                      checkpointMinutes: double("train.checkpoint_minutes"),
-                      keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"), logEvery: int("train.log_every"),
-                      bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
-                      checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"),
-                      stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil,
-                      heartbeatTimeout: double("train.heartbeat_timeout_s"),
-                      gradType: WireType(rawValue: string("train.grad_dtype"))!)
+        TrainSettings(
+            seed: int("train.seed"), runDir: string("train.run_dir"), checkpointEvery: int("train.checkpoint_every"),
+            checkpointMinutes: double("train.checkpoint_minutes"),
+            keepCheckpoints: int("train.keep_checkpoints"), evalEvery: int("train.eval_every"),
+            logEvery: int("train.log_every"),
+            bucketBytes: Int(double("train.bucket_mb") * 1_048_576), trace: nonEmpty("train.trace"),
+            checkReplicasEvery: int("train.check_replicas_every"), threads: int("train.threads"),
+            stepTimeout: double("train.step_timeout_s") > 0 ? double("train.step_timeout_s") : nil,
+            heartbeatTimeout: double("train.heartbeat_timeout_s"),
+            gradType: WireType(rawValue: string("train.grad_dtype"))!)
     }
     public var eval: EvalSettings {
-        EvalSettings(metric: Metric(rawValue: string("eval.metric"))!, flip: bool("eval.flip"), batchSize: int("eval.batch_size"),
-                     rerank: bool("eval.rerank"))
+        EvalSettings(
+            metric: Metric(rawValue: string("eval.metric"))!, flip: bool("eval.flip"),
+            batchSize: int("eval.batch_size"),
+            rerank: bool("eval.rerank"))
     }
     /// The string at `k`, nil when empty.
     private func nonEmpty(_ k: String) -> String? { string(k).isEmpty ? nil : string(k) }
 }
 
 public struct DataSettings {
-    public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool, checkImages: Bool, maxPixels: Int
+    public var root: String, layout: Layout, height: Int, width: Int, skipBadImages: Bool, checkImages: Bool,
+        maxPixels: Int
     public var options: DatasetOptions
     /// The dataset these settings name.
     public func load() throws -> ReIDDataset { try ReIDDataset(root: root, layout: layout, options: options) }
@@ -396,12 +646,15 @@ public struct ModelSettings {
 public struct OptimSettings {
     public var kind: OptimizerKind, lr: Double, momentum: Double, nesterov: Bool, weightDecay: Double
     public func make(paramCount: Int) -> Optimizer {
-        Optimizer(kind, paramCount: paramCount, momentum: Float(momentum), nesterov: nesterov, weightDecay: Float(weightDecay))
+        Optimizer(
+            kind, paramCount: paramCount, momentum: Float(momentum), nesterov: nesterov, weightDecay: Float(weightDecay)
+        )
     }
 }
 
 public struct TrainSettings {
-    public var seed: Int, runDir: String, checkpointEvery: Int, checkpointMinutes: Double, keepCheckpoints: Int, evalEvery: Int, logEvery: Int
+    public var seed: Int, runDir: String, checkpointEvery: Int, checkpointMinutes: Double, keepCheckpoints: Int,
+        evalEvery: Int, logEvery: Int
     /// Gradient all-reduce bucket size; 0: one blocking all-reduce after backward.
     public var bucketBytes: Int
     /// Chrome trace file of the first steps, if any.
@@ -432,7 +685,8 @@ public struct EvalSettings {
 /// /proc/self/status), else the online processors.
 public func availableCores() -> Int {
     if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) {
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") })
+    {
         let hex = line.dropFirst("Cpus_allowed:".count).filter(\.isHexDigit)
         let n = hex.reduce(0) { $0 + ($1.hexDigitValue ?? 0).nonzeroBitCount }
         if n > 0 { return n }

@@ -5,11 +5,14 @@ import ReIDCore
 import ReIDData
 import ReIDEval
 
-public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-                            flip: Bool, skipBadImages: Bool = false, producer: String,
-                            progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
-    let loader = ImageLoader(samples: split.samples, height: height, width: width, augment: .none, seed: 0,
-                             skipBadImages: skipBadImages)
+public func extractFeatures(
+    model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
+    flip: Bool, skipBadImages: Bool = false, producer: String,
+    progress: ((Int, Int) -> Void)? = nil
+) throws -> FeatureSet {
+    let loader = ImageLoader(
+        samples: split.samples, height: height, width: width, augment: .none, seed: 0,
+        skipBadImages: skipBadImages)
     let n = split.samples.count
     let batches = stride(from: 0, to: n, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, n)) }
     let dim = model.spec.featureChannels
@@ -24,7 +27,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
         if let mirrored = b.mirrored {
             let g = model.features(mirrored)
             for i in 0..<f.count { f.ptr[i] += g.ptr[i] }
-            for r in 0..<f.shape[0] {                      // re-normalise the average
+            for r in 0..<f.shape[0] { // re-normalise the average
                 let row = f.ptr + r * dim
                 let norm = Swift.max(vdot(row, row, dim).squareRoot(), 1e-12)
                 for j in 0..<dim { row[j] /= norm }
@@ -35,8 +38,10 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
         progress?(s + 1, batches.count)
     }
     let t = Tensor([kept.count, dim], rows)
-    return FeatureSet(features: t, pids: kept.map { Int64(split.samples[$0].pid) }, camids: kept.map { Int64(split.samples[$0].camera) },
-                      paths: kept.map { split.samples[$0].path }, metadata: ["producer": producer, "split": split.name])
+    return FeatureSet(
+        features: t, pids: kept.map { Int64(split.samples[$0].pid) },
+        camids: kept.map { Int64(split.samples[$0].camera) },
+        paths: kept.map { split.samples[$0].path }, metadata: ["producer": producer, "split": split.name])
 }
 
 /// Cluster extraction: the split's batches (of `batchSize`, in order) are
@@ -45,12 +50,15 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
 /// batch holds the same images as in a single-process extraction, so the
 /// features, and the numbers, are the same bit for bit. `progress(done, total)` reports this
 /// rank's batches.
-public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-                            flip: Bool, skipBadImages: Bool = false, comm: Communicator, producer: String,
-                            progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet? {
+public func extractFeatures(
+    model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
+    flip: Bool, skipBadImages: Bool = false, comm: Communicator, producer: String,
+    progress: ((Int, Int) -> Void)? = nil
+) throws -> FeatureSet? {
     if comm.size == 1 {
-        return try extractFeatures(model: model, split: split, height: height, width: width, batchSize: batchSize,
-                                   flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
+        return try extractFeatures(
+            model: model, split: split, height: height, width: width, batchSize: batchSize,
+            flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
     }
     let n = split.samples.count, ranks = comm.size, r = comm.rank
     let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
@@ -61,11 +69,13 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     let rowsMax = ((batches.count + ranks - 1) / ranks) * batchSize
     var send = [Float](repeating: 0, count: rowsMax * dim)
     if !mine.samples.isEmpty {
-        let f = try extractFeatures(model: model, split: mine, height: height, width: width, batchSize: batchSize,
-                                    flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
+        let f = try extractFeatures(
+            model: model, split: mine, height: height, width: width, batchSize: batchSize,
+            flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
         guard f.count == mine.samples.count else {
-            throw CommError("rank \(r): \(mine.samples.count - f.count) images of its share of \(split.folder) could not be decoded; "
-                            + "with several ranks every image must decode (skip them with one process)")
+            throw CommError(
+                "rank \(r): \(mine.samples.count - f.count) images of its share of \(split.folder) could not be decoded; "
+                    + "with several ranks every image must decode (skip them with one process)")
         }
         send.replaceSubrange(0..<(f.count * dim), with: f.features.buffer)
     }
@@ -73,7 +83,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
     let t = Tensor([n, dim], zero: false)
     all.withUnsafeBufferPointer { buf in
         let f = buf.baseAddress!
-        var row = [Int](repeating: 0, count: ranks)          // next row in each rank's block
+        var row = [Int](repeating: 0, count: ranks) // next row in each rank's block
         for (b, range) in batches.enumerated() {
             let k = b % ranks
             for i in range {
@@ -82,6 +92,7 @@ public func extractFeatures(model: GroupedMultiBranchNet, split: Split, height: 
             }
         }
     }
-    return FeatureSet(features: t, pids: split.samples.map { Int64($0.pid) }, camids: split.samples.map { Int64($0.camera) },
-                      paths: split.samples.map(\.path), metadata: ["producer": producer, "split": split.name])
+    return FeatureSet(
+        features: t, pids: split.samples.map { Int64($0.pid) }, camids: split.samples.map { Int64($0.camera) },
+        paths: split.samples.map(\.path), metadata: ["producer": producer, "split": split.name])
 }

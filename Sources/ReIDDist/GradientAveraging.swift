@@ -63,13 +63,18 @@ extension GradientAveraging {
 /// The averaging a run needs: MPI's when launched under MPI (bucketed unless
 /// `bucketBytes` is 0), simulated replicas for `simulatedRanks` > 1, else none.
 /// `wire`: the gradients' type in the all-reduce (train.grad_dtype); it matters only under MPI.
-public func makeGradientAveraging(comm: Communicator, simulatedRanks: Int, arena: Arena, bucketBytes: Int,
-                                  wire: WireType = .float32) throws -> GradientAveraging {
+public func makeGradientAveraging(
+    comm: Communicator, simulatedRanks: Int, arena: Arena, bucketBytes: Int,
+    wire: WireType = .float32
+) throws -> GradientAveraging {
     precondition(simulatedRanks >= 1)
     if comm.size > 1 {
-        guard simulatedRanks == 1 else { throw ConfigError("--simulate-ranks is for runs without a launcher (this one has \(comm.size) MPI ranks)") }
-        return bucketBytes > 0 ? try BucketedAllreduce(comm: comm, arena: arena, bucketBytes: bucketBytes, wire: wire)
-                               : BlockingAllreduce(comm: comm, arena: arena, wire: wire)
+        guard simulatedRanks == 1 else {
+            throw ConfigError("--simulate-ranks is for runs without a launcher (this one has \(comm.size) MPI ranks)")
+        }
+        return bucketBytes > 0
+            ? try BucketedAllreduce(comm: comm, arena: arena, bucketBytes: bucketBytes, wire: wire)
+            : BlockingAllreduce(comm: comm, arena: arena, wire: wire)
     }
     return simulatedRanks > 1 ? SimulatedRanks(simulatedRanks, arena: arena) : LocalGradients(arena: arena)
 }
@@ -112,7 +117,8 @@ public final class SimulatedRanks: GradientAveraging {
     var buffers: [[Float]], counters: [[Int64]]
 
     public init(_ n: Int, arena: Arena) {
-        self.arena = arena; worldSize = n
+        self.arena = arena
+        worldSize = n
         buffers = Array(repeating: Array(UnsafeBufferPointer(start: arena.buffer, count: arena.bufferCount)), count: n)
         counters = Array(repeating: arena.counters, count: n)
     }
@@ -177,13 +183,22 @@ public final class SimulatedRanks: GradientAveraging {
 public final class BlockingAllreduce: GradientAveraging {
     let comm: Communicator, arena: Arena, wire: WireType
     private var stage: [UInt16] = []
-    public init(comm: Communicator, arena: Arena, wire: WireType = .float32) { self.comm = comm; self.arena = arena; self.wire = wire }
+    public init(comm: Communicator, arena: Arena, wire: WireType = .float32) {
+        self.comm = comm
+        self.arena = arena
+        self.wire = wire
+    }
     public var worldSize: Int { comm.size }
     public var localRanks: [Int] { [comm.rank] }
-    public var description: String { "\(comm.size) MPI ranks, one blocking all-reduce after backward (train.bucket_mb 0)\(wire == .float32 ? "" : ", gradients sent as \(wire)")" }
+    public var description: String {
+        "\(comm.size) MPI ranks, one blocking all-reduce after backward (train.bucket_mb 0)\(wire == .float32 ? "" : ", gradients sent as \(wire)")"
+    }
     public func beginStep() {}
     public func finish() throws {
-        guard wire != .float32 else { try comm.allreduceMean(arena.grad, arena.paramCount); return }
+        guard wire != .float32 else {
+            try comm.allreduceMean(arena.grad, arena.paramCount)
+            return
+        }
         let n = arena.paramCount
         if stage.count != n { stage = [UInt16](repeating: 0, count: n) }
         try stage.withUnsafeMutableBufferPointer { s in
@@ -207,11 +222,16 @@ public final class BucketedAllreduce: GradientAveraging {
 
     public init(comm: Communicator, arena: Arena, bucketBytes: Int, wire: WireType = .float32) throws {
         guard comm.threadLevel >= .serialized else {
-            throw CommError("the overlapped gradient all-reduce (train.bucket_mb = \(Double(bucketBytes) / 1_048_576)) calls MPI from a second thread, "
-                            + "which needs MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE; this MPI granted \(comm.threadLevel). "
-                            + "Use an MPI built with thread support, or set train.bucket_mb=0 (one blocking all-reduce after backward)")
+            throw CommError(
+                "the overlapped gradient all-reduce (train.bucket_mb = \(Double(bucketBytes) / 1_048_576)) calls MPI from a second thread, "
+                    + "which needs MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE; this MPI granted \(comm.threadLevel). "
+                    + "Use an MPI built with thread support, or set train.bucket_mb=0 (one blocking all-reduce after backward)"
+            )
         }
-        self.comm = comm; self.arena = arena; self.bucketBytes = bucketBytes; self.wire = wire
+        self.comm = comm
+        self.arena = arena
+        self.bucketBytes = bucketBytes
+        self.wire = wire
     }
 
     public var worldSize: Int { comm.size }
@@ -221,15 +241,23 @@ public final class BucketedAllreduce: GradientAveraging {
     }
 
     public func beginStep() {
-        if sync == nil { sync = GradientSync(comm: comm, grad: arena.grad, count: arena.paramCount, bucketBytes: bucketBytes, wire: wire) }
+        if sync == nil {
+            sync = GradientSync(
+                comm: comm, grad: arena.grad, count: arena.paramCount, bucketBytes: bucketBytes, wire: wire)
+        }
         sync!.beginStep()
     }
     public func gradientsFinal(from offset: Int) throws { try sync?.ready(offset) }
     public func finish() throws { try sync?.finish() }
-    public var bucketEvents: [BucketEvent] { sync?.events.map { BucketEvent(bucket: $0.bucket, start: $0.start, end: $0.end) } ?? [] }
+    public var bucketEvents: [BucketEvent] {
+        sync?.events.map { BucketEvent(bucket: $0.bucket, start: $0.start, end: $0.end) } ?? []
+    }
     public func averageBatchNorm() throws { try comm.allreduceMean(arena.buffer, arena.bufferCount) }
     public func replicaBuffers() throws -> [Float]? { try gatherBuffers(comm, arena) }
     public func restoreReplicaBuffers(_ all: [Float]?) throws { try scatterBuffers(comm, arena, all) }
-    public func close() { sync?.close(); sync = nil }
+    public func close() {
+        sync?.close()
+        sync = nil
+    }
     deinit { close() }
 }

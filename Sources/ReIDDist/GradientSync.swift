@@ -25,10 +25,10 @@ public final class GradientSync {
     /// [lo, hi) ranges of the arena, last bucket first.
     public let buckets: [Range<Int>]
     private let cond = NSCondition()
-    private var generation = 0        // steps begun
-    private var released = 0          // buckets backward has finished
-    private var completed = 0         // buckets reduced
-    private var draining = false      // backward is over: `finish` is waiting
+    private var generation = 0 // steps begun
+    private var released = 0 // buckets backward has finished
+    private var completed = 0 // buckets reduced
+    private var draining = false // backward is over: `finish` is waiting
     private var stopping = false
     private var failure: Error?
     private var exited = false
@@ -47,7 +47,8 @@ public final class GradientSync {
         var exposed = 0.0, imbalance = 0.0
         for s in 0..<(waits.first?.count ?? 0) {
             let w = waits.map { $0[s] }
-            exposed += w.min()!; imbalance += w.max()! - w.min()!
+            exposed += w.min()!
+            imbalance += w.max()! - w.min()!
         }
         return (exposed, imbalance)
     }
@@ -63,8 +64,13 @@ public final class GradientSync {
         return total
     }
 
-    public init(comm: Communicator, grad: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int, wire: WireType = .float32) {
-        self.comm = comm; self.grad = grad; scale = 1 / Float(comm.size); self.wire = wire
+    public init(
+        comm: Communicator, grad: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int, wire: WireType = .float32
+    ) {
+        self.comm = comm
+        self.grad = grad
+        scale = 1 / Float(comm.size)
+        self.wire = wire
         stage = .allocate(capacity: wire == .float32 ? 1 : Swift.max(count, 1))
         // At most a quarter of the arena per bucket, so that a small model's gradients are not
         // one bucket that can start only when backward has ended.
@@ -75,10 +81,15 @@ public final class GradientSync {
         let tail = Swift.min(per, count, 262_144)
         var b: [Range<Int>] = []
         var hi = count
-        while hi > tail { let lo = Swift.max(tail, hi - per); b.append(lo..<hi); hi = lo }
+        while hi > tail {
+            let lo = Swift.max(tail, hi - per)
+            b.append(lo..<hi)
+            hi = lo
+        }
         if tail > 0 { b.append(0..<tail) }
         buckets = b
-        started = Array(repeating: 0, count: b.count); ended = started
+        started = Array(repeating: 0, count: b.count)
+        ended = started
         // The thread holds `self` until `close`: it must never outlive what it reads.
         let t = Thread { self.serve() }
         t.name = "reid-dist all-reduce"
@@ -94,7 +105,8 @@ public final class GradientSync {
     public func close() -> Bool {
         cond.lock()
         defer { cond.unlock() }
-        stopping = true; cond.broadcast()
+        stopping = true
+        cond.broadcast()
         let deadline = Date(timeIntervalSinceNow: 5)
         while !exited && cond.wait(until: deadline) {}
         return exited
@@ -102,7 +114,10 @@ public final class GradientSync {
 
     public func beginStep() {
         cond.lock()
-        released = 0; completed = 0; draining = false; generation += 1
+        released = 0
+        completed = 0
+        draining = false
+        generation += 1
         stepStart = Profile.now()
         cond.unlock()
     }
@@ -112,7 +127,10 @@ public final class GradientSync {
         cond.lock()
         var n = released
         while n < buckets.count && buckets[n].lowerBound >= offset { n += 1 }
-        if n != released { released = n; cond.broadcast() }
+        if n != released {
+            released = n
+            cond.broadcast()
+        }
         let f = failure
         cond.unlock()
         if let f { throw f }
@@ -124,9 +142,19 @@ public final class GradientSync {
         var launched = 0, seen = 0
         while true {
             cond.lock()
-            while !stopping && (seen == generation ? launched >= released : released == 0) && inFlight.isEmpty { cond.wait() }
-            if stopping { exited = true; cond.broadcast(); cond.unlock(); return }
-            if seen != generation { seen = generation; launched = 0 }    // a new step
+            while !stopping && (seen == generation ? launched >= released : released == 0) && inFlight.isEmpty {
+                cond.wait()
+            }
+            if stopping {
+                exited = true
+                cond.broadcast()
+                cond.unlock()
+                return
+            }
+            if seen != generation {
+                seen = generation
+                launched = 0
+            } // a new step
             let upTo = released, drain = draining
             cond.unlock()
             do {
@@ -134,7 +162,9 @@ public final class GradientSync {
                     let r = buckets[launched]
                     let t = Profile.now() - stepStart
                     let req: Int64
-                    if wire == .float32 { req = try comm.startAllreduce(grad + r.lowerBound, r.count) } else {
+                    if wire == .float32 {
+                        req = try comm.startAllreduce(grad + r.lowerBound, r.count)
+                    } else {
                         wire.narrow(grad + r.lowerBound, stage + r.lowerBound, r.count)
                         req = try comm.startAllreduceHalf(stage + r.lowerBound, r.count, wire)
                     }
@@ -150,19 +180,38 @@ public final class GradientSync {
                 while i < inFlight.count {
                     var req = inFlight[i].1
                     let done: Bool
-                    if blocking { try comm.wait(&req); done = true } else { done = try comm.test(&req) }
+                    if blocking {
+                        try comm.wait(&req)
+                        done = true
+                    } else {
+                        done = try comm.test(&req)
+                    }
                     if done {
                         let b = inFlight[i].0
                         let r = buckets[b], p = grad + r.lowerBound
-                        if wire == .float32 { for j in 0..<r.count { p[j] *= scale } }    // the mean, while backward still runs
-                        else { wire.widen(stage + r.lowerBound, p, r.count, scale: scale) }
+                        if wire == .float32 {
+                            for j in 0..<r.count { p[j] *= scale }
+                        } // the mean, while backward still runs
+                        else {
+                            wire.widen(stage + r.lowerBound, p, r.count, scale: scale)
+                        }
                         ended[b] = Profile.now() - stepStart
                         inFlight.remove(at: i)
-                        cond.lock(); completed += 1; cond.broadcast(); cond.unlock()
-                    } else { inFlight[i].1 = req; i += 1 }
+                        cond.lock()
+                        completed += 1
+                        cond.broadcast()
+                        cond.unlock()
+                    } else {
+                        inFlight[i].1 = req
+                        i += 1
+                    }
                 }
             } catch {
-                cond.lock(); failure = error; completed = buckets.count; cond.broadcast(); cond.unlock()
+                cond.lock()
+                failure = error
+                completed = buckets.count
+                cond.broadcast()
+                cond.unlock()
                 inFlight.removeAll()
             }
             if !inFlight.isEmpty { usleep(50) }
@@ -173,7 +222,8 @@ public final class GradientSync {
     public func finish() throws {
         try ready(0)
         cond.lock()
-        draining = true; cond.broadcast()
+        draining = true
+        cond.broadcast()
         while completed < buckets.count { cond.wait() }
         let f = failure
         cond.unlock()

@@ -28,10 +28,16 @@ public struct LossSpec: Equatable, Sendable {
     public var triplet = TripletLoss()
     public var scope = Scope.global
 
-    public init(kind: Kind = .ce, labelSmoothing: Float = 0.1, ceWeight: Double = 1, tripletWeight: Double = 1,
-                triplet: TripletLoss = TripletLoss(), scope: Scope = .global) {
-        self.kind = kind; self.labelSmoothing = labelSmoothing; self.ceWeight = ceWeight; self.tripletWeight = tripletWeight
-        self.triplet = triplet; self.scope = scope
+    public init(
+        kind: Kind = .ce, labelSmoothing: Float = 0.1, ceWeight: Double = 1, tripletWeight: Double = 1,
+        triplet: TripletLoss = TripletLoss(), scope: Scope = .global
+    ) {
+        self.kind = kind
+        self.labelSmoothing = labelSmoothing
+        self.ceWeight = ceWeight
+        self.tripletWeight = tripletWeight
+        self.triplet = triplet
+        self.scope = scope
     }
 
     public var usesCrossEntropy: Bool { kind != .triplet }
@@ -40,8 +46,10 @@ public struct LossSpec: Equatable, Sendable {
     /// For the log: "ce", "triplet (euclidean, margin 0.3, global mining)", ...
     public var description: String {
         guard usesTriplet else { return "cross-entropy (label smoothing \(labelSmoothing))" }
-        let t = "batch-hard triplet (\(triplet.distance.rawValue), \(triplet.soft ? "soft margin" : "margin \(triplet.margin)"), \(scope.rawValue) mining)"
-        return kind == .triplet ? t : "\(ceWeight) x cross-entropy (label smoothing \(labelSmoothing)) + \(tripletWeight) x \(t)"
+        let t =
+            "batch-hard triplet (\(triplet.distance.rawValue), \(triplet.soft ? "soft margin" : "margin \(triplet.margin)"), \(scope.rawValue) mining)"
+        return kind == .triplet
+            ? t : "\(ceWeight) x cross-entropy (label smoothing \(labelSmoothing)) + \(tripletWeight) x \(t)"
     }
 }
 
@@ -51,12 +59,18 @@ public struct TripletStats {
     public var lossSum = 0.0, dapSum = 0.0, danSum = 0.0, anchors = 0
 
     public init(lossSum: Double = 0, dapSum: Double = 0, danSum: Double = 0, anchors: Int = 0) {
-        self.lossSum = lossSum; self.dapSum = dapSum; self.danSum = danSum; self.anchors = anchors
+        self.lossSum = lossSum
+        self.dapSum = dapSum
+        self.danSum = danSum
+        self.anchors = anchors
     }
 
     mutating func add(_ a: TripletLoss.Anchors, rows: Range<Int>) {
         for i in rows where a.valid[i] {
-            lossSum += a.loss[i]; dapSum += a.dap[i]; danSum += a.dan[i]; anchors += 1
+            lossSum += a.loss[i]
+            dapSum += a.dap[i]
+            danSum += a.dan[i]
+            anchors += 1
         }
     }
 }

@@ -15,7 +15,10 @@ public struct ModelCard: Equatable {
     public var producer = "reid-dist \(reidDistVersion)"
 
     public init(spec: ModelSpec, height: Int, width: Int, flip: Bool) {
-        self.spec = spec; self.height = height; self.width = width; self.flip = flip
+        self.spec = spec
+        self.height = height
+        self.width = width
+        self.flip = flip
     }
 
     /// The card of a training configuration (classes from its data).
@@ -27,38 +30,49 @@ public struct ModelCard: Equatable {
 
     /// The safetensors __metadata__ entries.
     public var metadata: [String: String] {
-        ["architecture": "grouped-multibranch-resnet", "depth": "\(spec.depth)", "width": "\(spec.width)", "last_stride": "\(spec.lastStride)",
-         "groups": "\(spec.groups)", "branches": "\(spec.branches)", "classes": "\(spec.classes)",
-         "input_height": "\(height)", "input_width": "\(width)", "input": "N,3,H,W RGB, (x/255 - mean)/std",
-         "mean": mean.map { "\($0)" }.joined(separator: ","), "std": std.map { "\($0)" }.joined(separator: ","),
-         "eval_flip": "\(flip)", "producer": producer]
+        [
+            "architecture": "grouped-multibranch-resnet", "depth": "\(spec.depth)", "width": "\(spec.width)",
+            "last_stride": "\(spec.lastStride)",
+            "groups": "\(spec.groups)", "branches": "\(spec.branches)", "classes": "\(spec.classes)",
+            "input_height": "\(height)", "input_width": "\(width)", "input": "N,3,H,W RGB, (x/255 - mean)/std",
+            "mean": mean.map { "\($0)" }.joined(separator: ","), "std": std.map { "\($0)" }.joined(separator: ","),
+            "eval_flip": "\(flip)", "producer": producer
+        ]
     }
 
     /// Reads a card from a model file's metadata; nil for files written before cards existed.
     public init?(metadata m: [String: String], file: String) throws {
         guard m["architecture"] != nil || m["depth"] != nil else { return nil }
         func int(_ k: String) throws -> Int {
-            guard let v = m[k].flatMap({ Int($0) }) else { throw CheckpointError("\(file): __metadata__ '\(k)' is missing or not an integer") }
+            guard let v = m[k].flatMap({ Int($0) }) else {
+                throw CheckpointError("\(file): __metadata__ '\(k)' is missing or not an integer")
+            }
             return v
         }
-        spec = ModelSpec(depth: try int("depth"), width: try int("width"), lastStride: try int("last_stride"),
-                         groups: try int("groups"), branches: try int("branches"), classes: try int("classes"))
-        height = try int("input_height"); width = try int("input_width")
+        spec = ModelSpec(
+            depth: try int("depth"), width: try int("width"), lastStride: try int("last_stride"),
+            groups: try int("groups"), branches: try int("branches"), classes: try int("classes"))
+        height = try int("input_height")
+        width = try int("input_width")
         flip = m["eval_flip"] == "true"
         mean = m["mean"]?.split(separator: ",").compactMap { Float($0) } ?? Normalize.mean
         std = m["std"]?.split(separator: ",").compactMap { Float($0) } ?? Normalize.std
         producer = m["producer"] ?? "?"
-        guard ResNet.depths[spec.depth] != nil else { throw CheckpointError("\(file): __metadata__ depth \(spec.depth) is not 18, 34 or 50") }
+        guard ResNet.depths[spec.depth] != nil else {
+            throw CheckpointError("\(file): __metadata__ depth \(spec.depth) is not 18, 34 or 50")
+        }
     }
 
     /// What a config given beside the checkpoint says that contradicts the card, if anything.
     public func contradictions(_ c: Config) -> [String] {
         var out: [String] = []
         let s = c.model.spec
-        for (key, mine, theirs) in [("model.depth", spec.depth, s.depth), ("model.width", spec.width, s.width),
-                                    ("model.last_stride", spec.lastStride, s.lastStride), ("model.groups", spec.groups, s.groups),
-                                    ("model.branches", spec.branches, s.branches), ("data.height", height, c.data.height),
-                                    ("data.width", width, c.data.width)] where mine != theirs {
+        for (key, mine, theirs) in [
+            ("model.depth", spec.depth, s.depth), ("model.width", spec.width, s.width),
+            ("model.last_stride", spec.lastStride, s.lastStride), ("model.groups", spec.groups, s.groups),
+            ("model.branches", spec.branches, s.branches), ("data.height", height, c.data.height),
+            ("data.width", width, c.data.width)
+        ] where mine != theirs {
             out.append("\(key) = \(theirs) in the config, \(mine) in the model")
         }
         return out

@@ -27,14 +27,21 @@ public final class RunLock {
     public func acquire() throws {
         guard fd < 0 else { return }
         let f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard f >= 0 else { throw ConfigError("\(path): cannot open the run folder's lock: \(String(cString: strerror(errno)))") }
+        guard f >= 0 else {
+            throw ConfigError("\(path): cannot open the run folder's lock: \(String(cString: strerror(errno)))")
+        }
         guard flock(f, LOCK_EX | LOCK_NB) == 0 else {
             let why = errno
-            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            let holder =
+                (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                ?? ""
             close(f)
-            guard why == EWOULDBLOCK else { throw ConfigError("\(path): cannot lock: \(String(cString: strerror(why)))") }
-            throw ConfigError("\((path as NSString).deletingLastPathComponent): another job is training into this run folder"
-                              + (holder.isEmpty ? "" : " (\(holder))") + "; wait for it to end, or choose another train.run_dir")
+            guard why == EWOULDBLOCK else {
+                throw ConfigError("\(path): cannot lock: \(String(cString: strerror(why)))")
+            }
+            throw ConfigError(
+                "\((path as NSString).deletingLastPathComponent): another job is training into this run folder"
+                    + (holder.isEmpty ? "" : " (\(holder))") + "; wait for it to end, or choose another train.run_dir")
         }
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count - 1)
@@ -47,7 +54,9 @@ public final class RunLock {
     /// Releases the lock (also done by the kernel when the process ends).
     public func release() {
         guard fd >= 0 else { return }
-        _ = flock(fd, LOCK_UN); close(fd); fd = -1
+        _ = flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
     }
 
     deinit { release() }
@@ -68,11 +77,15 @@ public enum RunFolder {
     public static func holdsRun(_ runDir: String) -> String? {
         let fm = FileManager.default
         let ck = Checkpoint.folder(runDir)
-        if let names = try? fm.contentsOfDirectory(atPath: ck), let newest = names.filter({ $0.hasPrefix("epoch-") }).sorted().last {
+        if let names = try? fm.contentsOfDirectory(atPath: ck),
+            let newest = names.filter({ $0.hasPrefix("epoch-") }).sorted().last
+        {
             return "checkpoints up to \(newest)"
         }
         let metrics = (runDir as NSString).appendingPathComponent("metrics.jsonl")
-        if let a = try? fm.attributesOfItem(atPath: metrics), (a[.size] as? Int ?? 0) > 0 { return "a metrics.jsonl of an earlier run" }
+        if let a = try? fm.attributesOfItem(atPath: metrics), (a[.size] as? Int ?? 0) > 0 {
+            return "a metrics.jsonl of an earlier run"
+        }
         return nil
     }
 
@@ -83,10 +96,14 @@ public enum RunFolder {
         f.dateFormat = "yyyyMMdd-HHmmss"
         let base = (runDir.hasSuffix("/") ? String(runDir.dropLast()) : runDir) + ".old-" + f.string(from: Date())
         var dest = base, k = 1
-        while fm.fileExists(atPath: dest) { k += 1; dest = base + "-\(k)" }
+        while fm.fileExists(atPath: dest) {
+            k += 1
+            dest = base + "-\(k)"
+        }
         try createFolder(dest, what: "the previous run's new place")
         for name in try fm.contentsOfDirectory(atPath: runDir) where name != ".lock" {
-            let from = (runDir as NSString).appendingPathComponent(name), to = (dest as NSString).appendingPathComponent(name)
+            let from = (runDir as NSString).appendingPathComponent(name),
+                to = (dest as NSString).appendingPathComponent(name)
             guard rename(from, to) == 0 else {
                 throw ConfigError("\(from): cannot move it to \(dest): \(String(cString: strerror(errno)))")
             }

@@ -42,40 +42,64 @@ public final class RunOutputs {
 
     /// Makes the run folder, `config.yaml` and `metrics.jsonl` (appended to) when `runDir` is
     /// given and this is rank 0.
-    public init(runDir: String?, configYAML: String, comm: Communicator, logEvery: Int, heads: Int, worldSize: Int,
-                averaging: String, tracePath: String?) throws {
-        self.comm = comm; self.logEvery = logEvery; self.heads = Double(heads); self.worldSize = worldSize
-        self.averagingNote = averaging; self.tracePath = tracePath
-        log = comm.isRoot ? { print($0); fflush(stdout) } : { _ in }
+    public init(
+        runDir: String?, configYAML: String, comm: Communicator, logEvery: Int, heads: Int, worldSize: Int,
+        averaging: String, tracePath: String?
+    ) throws {
+        self.comm = comm
+        self.logEvery = logEvery
+        self.heads = Double(heads)
+        self.worldSize = worldSize
+        self.averagingNote = averaging
+        self.tracePath = tracePath
+        log =
+            comm.isRoot
+            ? {
+                print($0)
+                fflush(stdout)
+            } : { _ in }
         self.runDir = comm.isRoot ? runDir : nil
         if let runDir, comm.isRoot {
             try createFolder(runDir, what: "train.run_dir")
             try writeAtomically(Data(configYAML.utf8), to: (runDir as NSString).appendingPathComponent("config.yaml"))
             let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
-            if !FileManager.default.fileExists(atPath: path) && !FileManager.default.createFile(atPath: path, contents: nil) {
+            if !FileManager.default.fileExists(atPath: path)
+                && !FileManager.default.createFile(atPath: path, contents: nil)
+            {
                 throw FileWriteError(path, "cannot create the metrics file")
             }
-            guard let handle = FileHandle(forWritingAtPath: path) else { throw FileWriteError(path, "cannot open the metrics file for writing") }
+            guard let handle = FileHandle(forWritingAtPath: path) else {
+                throw FileWriteError(path, "cannot open the metrics file for writing")
+            }
             handle.seekToEndOfFile()
             metrics = handle
-        } else { metrics = nil }
+        } else {
+            metrics = nil
+        }
     }
 
     /// A warning of this rank's own (its shard's images, say): under MPI every rank prints
     /// its own on standard error, with its rank.
     public func warn(_ s: String) {
-        if comm.size > 1 { FileHandle.standardError.write(Data("rank \(comm.rank): warning: \(s)\n".utf8)) }
-        else { log("warning: " + s) }
+        if comm.size > 1 {
+            FileHandle.standardError.write(Data("rank \(comm.rank): warning: \(s)\n".utf8))
+        } else {
+            log("warning: " + s)
+        }
     }
 
     /// One line of metrics.jsonl.
     public func record(_ obj: [String: Any]) {
-        guard let metrics, let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else { return }
+        guard let metrics, let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else {
+            return
+        }
         metrics.write(data + Data("\n".utf8))
     }
 
     public func beginRun(epochs: Int, until end: Int, imagesPerStep: Int) {
-        runStart = Profile.now(); imagesSeen = 0; allreduceWaits = []
+        runStart = Profile.now()
+        imagesSeen = 0
+        allreduceWaits = []
         plan = (epochs, end, imagesPerStep)
         writeRunInfo(finished: false)
     }
@@ -84,34 +108,52 @@ public final class RunOutputs {
     func writeRunInfo(finished: Bool) {
         guard let runDir else { return }
         let path = (runDir as NSString).appendingPathComponent("run.json")
-        var info = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any]) ?? [:]
-        let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
-            .first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "?"
+        var info =
+            ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any])
+            ?? [:]
+        let cpu =
+            ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+            .first { $0.hasPrefix("model name") }.map {
+                String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces)
+            } ?? "?"
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         for (k, v) in runInfo { info[k] = v }
-        info["processor"] = cpu; info["blas_kernel"] = blasCoreName(); info["openblas"] = blasConfig()
-        info["reid_dist_version"] = reidDistVersion; info["host"] = String(cString: host); info["ranks"] = worldSize
+        info["processor"] = cpu
+        info["blas_kernel"] = blasCoreName()
+        info["openblas"] = blasConfig()
+        info["reid_dist_version"] = reidDistVersion
+        info["host"] = String(cString: host)
+        info["ranks"] = worldSize
         if finished {
             info["wall_s"] = ((info["wall_s"] as? NSNumber)?.doubleValue ?? 0) + (Profile.now() - runStart)
             info["jobs"] = ((info["jobs"] as? NSNumber)?.intValue ?? 0) + 1
         } else if info["started"] == nil {
             info["started"] = ISO8601DateFormatter().string(from: Date())
         }
-        if let data = try? JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]) { try? writeAtomically(data, to: path) }
+        if let data = try? JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]) {
+            try? writeAtomically(data, to: path)
+        }
     }
 
     /// The run's report.html (and report/*.svg), rank 0; a failure is a warning, never the run's end.
     public func writeReport() {
         guard let runDir else { return }
-        do { let path = try RunReport.write(runDir: runDir); log("report: \(path)") } catch { warn("the run report could not be written: \(error)") }
+        do {
+            let path = try RunReport.write(runDir: runDir)
+            log("report: \(path)")
+        } catch { warn("the run report could not be written: \(error)") }
     }
 
     /// An epoch begins; a resumed one carries its summed loss, images and correct predictions so far.
     public func beginEpoch(_ e: Int, steps n: Int, progress: [Double]? = nil) {
-        epoch = e; steps = n
-        lossSum = progress?[0] ?? 0; seen = Int(progress?[1] ?? 0); correct = Int(progress?[2] ?? 0)
-        windowStart = Profile.now(); windowImages = 0
+        epoch = e
+        steps = n
+        lossSum = progress?[0] ?? 0
+        seen = Int(progress?[1] ?? 0)
+        correct = Int(progress?[2] ?? 0)
+        windowStart = Profile.now()
+        windowImages = 0
     }
 
     /// The epoch's loss sum, images and correct predictions so far (for a mid-epoch checkpoint).
@@ -119,9 +161,14 @@ public final class RunOutputs {
 
     /// After each step, with its figures summed over ranks: the trace, and every `logEvery`
     /// steps (and at the epoch's end) the progress line and a "train" record.
-    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double) throws {
-        lossSum += totals.lossSum; seen += totals.images; correct += totals.correct
-        imagesSeen += totals.images; windowImages += totals.images
+    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double)
+        throws
+    {
+        lossSum += totals.lossSum
+        seen += totals.images
+        correct += totals.correct
+        imagesSeen += totals.images
+        windowImages += totals.images
         allreduceWaits.append(r.total(.allreduceWait))
         windowWait += r.total(.allreduceWait)
         trace(r)
@@ -135,33 +182,51 @@ public final class RunOutputs {
         let stepsLeft = (plan.end - epoch - 1) * steps + (steps - step - 1)
         let eta = Double(stepsLeft * plan.imagesPerStep) / Swift.max(ips, 1e-9)
         let acc = Double(correct) / Double(Swift.max(seen, 1)) / heads
-        log(String(format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
-                   epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
-        var rec: [String: Any] = ["kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
-                                  "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr),
-                                  "images_per_second": ips, "data_wait_s": dataWait, "ranks": worldSize]
-        if comm.size > 1 { rec["allreduce_exposed_s"] = waits.min()!; rec["rank_wait_s"] = waits.max()! - waits.min()! }
+        log(
+            String(
+                format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
+                epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
+        var rec: [String: Any] = [
+            "kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
+            "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr),
+            "images_per_second": ips, "data_wait_s": dataWait, "ranks": worldSize
+        ]
+        if comm.size > 1 {
+            rec["allreduce_exposed_s"] = waits.min()!
+            rec["rank_wait_s"] = waits.max()! - waits.min()!
+        }
         if totals.triplet.anchors > 0 {
             let t = totals.triplet, a = Double(t.anchors)
-            rec["triplet_loss"] = t.lossSum / a; rec["triplet_d_ap"] = t.dapSum / a; rec["triplet_d_an"] = t.danSum / a
+            rec["triplet_loss"] = t.lossSum / a
+            rec["triplet_d_ap"] = t.dapSum / a
+            rec["triplet_d_an"] = t.danSum / a
         }
-        if r.gatherSeconds > 0 { rec["feature_allgather_s"] = r.gatherSeconds }   // this rank's, this step's
+        if r.gatherSeconds > 0 { rec["feature_allgather_s"] = r.gatherSeconds } // this rank's, this step's
         record(rec)
-        windowStart = now; windowImages = 0
+        windowStart = now
+        windowImages = 0
     }
 
     /// An evaluation's numbers: a console line, an "eval" record, the ranked lists of its
     /// worst and best queries, and the report brought up to date.
     public func evaluated(_ r: RankingResultSummary, epoch: Int, globalStep: Int, ranked: RankedListsFile?) {
-        log(String(format: "eval: rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  mAP %.2f%%  mINP %.2f%%  (%d queries, %d gallery, %.1f s)",
-                   r.rank1 * 100, r.rank5 * 100, r.rank10 * 100, r.mAP * 100, r.mINP * 100, r.queries, r.gallery, r.seconds))
-        record(["kind": "eval", "epoch": epoch, "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5, "rank10": r.rank10,
-                "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds, "cmc": Array(r.cmc.prefix(50))])
+        log(
+            String(
+                format:
+                    "eval: rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  mAP %.2f%%  mINP %.2f%%  (%d queries, %d gallery, %.1f s)",
+                r.rank1 * 100, r.rank5 * 100, r.rank10 * 100, r.mAP * 100, r.mINP * 100, r.queries, r.gallery, r.seconds
+            ))
+        record([
+            "kind": "eval", "epoch": epoch, "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5,
+            "rank10": r.rank10,
+            "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds, "cmc": Array(r.cmc.prefix(50))
+        ])
         if let runDir, let ranked {
             let dir = (runDir as NSString).appendingPathComponent(RunReport.folder)
             do {
                 try createFolder(dir, what: "the report folder")
-                let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
                 try writeAtomically(try enc.encode(ranked), to: (dir as NSString).appendingPathComponent("ranked.json"))
             } catch { warn("the ranked lists could not be saved: \(error)") }
         }
@@ -172,13 +237,20 @@ public final class RunOutputs {
     /// ranks' imbalance as a "comm" record), then the trace file if one was asked for.
     public func endRun() throws {
         let total = Profile.now() - runStart
-        var summary = String(format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total), Double(imagesSeen) / Swift.max(total, 1e-9))
+        var summary = String(
+            format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total),
+            Double(imagesSeen) / Swift.max(total, 1e-9))
         if comm.size > 1 {
             let (exposed, imbalance) = GradientSync.splitWaits(try comm.allgather(allreduceWaits))
-            summary += String(format: "; gradient all-reduce exposed %.1f s (%.1f%% of the run), ranks waiting for the slowest %.1f s",
-                              exposed, exposed / Swift.max(total, 1e-9) * 100, imbalance)
-            record(["kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total, "ranks": worldSize,
-                    "averaging": averagingNote])
+            summary += String(
+                format:
+                    "; gradient all-reduce exposed %.1f s (%.1f%% of the run), ranks waiting for the slowest %.1f s",
+                exposed, exposed / Swift.max(total, 1e-9) * 100, imbalance)
+            record([
+                "kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total,
+                "ranks": worldSize,
+                "averaging": averagingNote
+            ])
         }
         log(summary)
         if tracePath != nil { try writeTrace() }
@@ -190,7 +262,8 @@ public final class RunOutputs {
 
     /// What a trace event shows: a phase of the step, or one bucket's all-reduce (its own row).
     enum TraceKind: Equatable {
-        case phase(StepResult.Phase), bucket(Int)
+        case phase(StepResult.Phase)
+        case bucket(Int)
         var name: String {
             switch self {
             case .phase(.forward): return "forward"
@@ -200,7 +273,10 @@ public final class RunOutputs {
             case .bucket(let b): return "all-reduce bucket \(b)"
             }
         }
-        var thread: Int { if case .bucket = self { return 1 }; return 0 }
+        var thread: Int {
+            if case .bucket = self { return 1 }
+            return 0
+        }
         /// As one number, for gathering over ranks.
         var code: Double {
             switch self {
@@ -235,12 +311,18 @@ public final class RunOutputs {
         for (rank, values) in all.enumerated() {
             for k in stride(from: 0, to: counts[rank], by: 3) {
                 let kind = TraceKind(code: values[k])
-                events.append(["name": kind.name, "ph": "X", "pid": rank, "tid": kind.thread, "ts": values[k + 1] * 1e6, "dur": values[k + 2] * 1e6])
+                events.append([
+                    "name": kind.name, "ph": "X", "pid": rank, "tid": kind.thread, "ts": values[k + 1] * 1e6,
+                    "dur": values[k + 2] * 1e6
+                ])
             }
         }
-        let data = try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
+        let data = try JSONSerialization.data(
+            withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
         try writeAtomically(data, to: tracePath)
-        log("wrote trace \(tracePath) (\(events.count) events; open in a browser's trace viewer, e.g. chrome://tracing or Perfetto)")
+        log(
+            "wrote trace \(tracePath) (\(events.count) events; open in a browser's trace viewer, e.g. chrome://tracing or Perfetto)"
+        )
     }
 }
 
@@ -262,5 +344,6 @@ public struct RankingResultSummary {
 public func formatDuration(_ s: Double) -> String {
     guard s.isFinite else { return "?" }
     let t = Int(s.rounded())
-    return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+    return t >= 3600
+        ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
 }

@@ -53,8 +53,12 @@ public final class StepWatchdog {
 
     /// `timeout`: seconds, or nil for the automatic bound. `heartbeatTimeout`: seconds, 0 for none.
     /// `ping` replaces the communicator's heartbeat probe (tests).
-    public init(timeout: Double?, heartbeatTimeout: Double = 0, comm: Communicator? = nil, rank: Int, ranks: Int,
-                advice: String = "Continue with --resume auto: from the last checkpoint, which is whole, or from the start if there is none yet", ping: ((Double) -> [Int]?)? = nil) {
+    public init(
+        timeout: Double?, heartbeatTimeout: Double = 0, comm: Communicator? = nil, rank: Int, ranks: Int,
+        advice: String =
+            "Continue with --resume auto: from the last checkpoint, which is whole, or from the start if there is none yet",
+        ping: ((Double) -> [Int]?)? = nil
+    ) {
         fixedTimeout = timeout
         self.advice = advice
         self.heartbeatTimeout = heartbeatTimeout
@@ -78,13 +82,20 @@ public final class StepWatchdog {
 
     /// A stretch (named for the message) begins.
     public func arm(_ what: @autoclosure () -> String, _ stretch: Stretch = .step) {
-        cond.lock(); armedAt = Profile.now(); label = what(); armed = stretch; cond.unlock()
+        cond.lock()
+        armedAt = Profile.now()
+        label = what()
+        armed = stretch
+        cond.unlock()
     }
 
     /// The stretch ended: every rank it waited on took part, so none is silent.
     public func disarm() {
         cond.lock()
-        if let a = armedAt, armed == .step { durations.append(Profile.now() - a); if durations.count > 200 { durations.removeFirst(100) } }
+        if let a = armedAt, armed == .step {
+            durations.append(Profile.now() - a)
+            if durations.count > 200 { durations.removeFirst(100) }
+        }
         armedAt = nil
         silentSince = nil
         ended += 1
@@ -104,18 +115,26 @@ public final class StepWatchdog {
     private func watch() {
         cond.lock()
         while !stopping {
-            _ = cond.wait(until: Date(timeIntervalSinceNow: heartbeatTimeout > 0 ? Swift.min(0.5, heartbeatTimeout / 6) : 0.5))
+            _ = cond.wait(
+                until: Date(timeIntervalSinceNow: heartbeatTimeout > 0 ? Swift.min(0.5, heartbeatTimeout / 6) : 0.5))
             if stopping { break }
             guard let a = armedAt else {
-                if let comm { cond.unlock(); comm.heartbeatServe(); cond.lock() }
+                if let comm {
+                    cond.unlock()
+                    comm.heartbeatServe()
+                    cond.lock()
+                }
                 continue
             }
             if armed != .pingedOnly, Profile.now() - a > limit {
                 let elapsed = Profile.now() - a, what = label, bound = limit
                 armedAt = nil
                 cond.unlock()
-                onStall(String(format: "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. %@\n",
-                               rankLabel, elapsed, what, bound, suspects(), advice))
+                onStall(
+                    String(
+                        format:
+                            "%@error: no progress for %.0f s in %@ (train.step_timeout_s %.0f s): %@; ending the job. %@\n",
+                        rankLabel, elapsed, what, bound, suspects(), advice))
                 cond.lock()
             } else if heartbeatTimeout > 0, let ping, Profile.now() - lastPing >= heartbeatTimeout / 3 {
                 let t = Profile.now(), stretch = ended
@@ -125,7 +144,9 @@ public final class StepWatchdog {
                 cond.lock()
                 if ended == stretch { heard(quiet ?? [], at: t) }
             } else if let comm {
-                cond.unlock(); comm.heartbeatServe(); cond.lock()
+                cond.unlock()
+                comm.heartbeatServe()
+                cond.lock()
             }
         }
         stopped = true
@@ -136,18 +157,29 @@ public final class StepWatchdog {
     /// The ranks that did not answer the ping sent at `t` (called with `cond` held): a rank silent
     /// for every ping over `heartbeatTimeout` ends the job.
     private func heard(_ quiet: [Int], at t: Double) {
-        guard armedAt != nil, !quiet.isEmpty else { silentSince = nil; return }
+        guard armedAt != nil, !quiet.isEmpty else {
+            silentSince = nil
+            return
+        }
         let still = silent.intersection(quiet)
-        if silentSince == nil || still.isEmpty { silentSince = t; silent = Set(quiet) } else { silent = still }
+        if silentSince == nil || still.isEmpty {
+            silentSince = t
+            silent = Set(quiet)
+        } else {
+            silent = still
+        }
         guard let since = silentSince, Profile.now() - since >= heartbeatTimeout else { return }
         let r = silent.sorted(), what = label, elapsed = Profile.now() - since
         armedAt = nil
         silentSince = nil
         cond.unlock()
-        onStall(String(format: "%@error: rank%@ %@ answered no heartbeat for %.0f s in %@ (train.heartbeat_timeout_s %.0f s): "
-                       + "stopped, or %@ link is down; ending the job. %@\n",
-                       rankLabel, r.count > 1 ? "s" : "", r.map(String.init).joined(separator: ", "), elapsed, what, heartbeatTimeout,
-                       r.count > 1 ? "their" : "its", advice))
+        onStall(
+            String(
+                format: "%@error: rank%@ %@ answered no heartbeat for %.0f s in %@ (train.heartbeat_timeout_s %.0f s): "
+                    + "stopped, or %@ link is down; ending the job. %@\n",
+                rankLabel, r.count > 1 ? "s" : "", r.map(String.init).joined(separator: ", "), elapsed, what,
+                heartbeatTimeout,
+                r.count > 1 ? "their" : "its", advice))
         cond.lock()
     }
 
@@ -157,11 +189,19 @@ public final class StepWatchdog {
         let generic = "a rank stopped (the one that prints no such line), a link is down or a file system hangs"
         guard let ping else { return "a file system or device hangs, or the process was stopped" }
         // Shared with the probing thread, which may outlive this call when MPI is stuck.
-        final class Box: @unchecked Sendable { let cond = NSCondition(); var ranks: [Int]?; var done = false }
+        final class Box: @unchecked Sendable {
+            let cond = NSCondition()
+            var ranks: [Int]?
+            var done = false
+        }
         let box = Box()
         let t = Thread {
             let r = ping(3)
-            box.cond.lock(); box.ranks = r; box.done = true; box.cond.broadcast(); box.cond.unlock()
+            box.cond.lock()
+            box.ranks = r
+            box.done = true
+            box.cond.broadcast()
+            box.cond.unlock()
         }
         t.start()
         box.cond.lock()
@@ -170,7 +210,11 @@ public final class StepWatchdog {
         let r = box.ranks
         box.cond.unlock()
         guard let r else { return generic }
-        if r.isEmpty { return "every rank answers its heartbeat, so the step itself is stuck (a hung file system, a stalled collective)" }
-        return "rank\(r.count > 1 ? "s" : "") \(r.map(String.init).joined(separator: ", ")) do\(r.count > 1 ? "" : "es") not answer (stopped, or its link is down)"
+        if r.isEmpty {
+            return
+                "every rank answers its heartbeat, so the step itself is stuck (a hung file system, a stalled collective)"
+        }
+        return
+            "rank\(r.count > 1 ? "s" : "") \(r.map(String.init).joined(separator: ", ")) do\(r.count > 1 ? "" : "es") not answer (stopped, or its link is down)"
     }
 }

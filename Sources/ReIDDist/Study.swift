@@ -37,23 +37,35 @@ public struct Study {
     public static let maxRuns = 10_000
 
     public init(file: String) throws {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read the study file") }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw ConfigError("\(file): cannot read the study file")
+        }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch { throw ConfigError("\(file): not valid YAML (\(error))") }
-        guard case .mapping(let top)? = root else { throw ConfigError("\(file): the top level must be a mapping (base, out, seeds, set, grid, cells)") }
+        guard case .mapping(let top)? = root else {
+            throw ConfigError("\(file): the top level must be a mapping (base, out, seeds, set, grid, cells)")
+        }
         self.file = file
         let known: Set = ["base", "out", "seeds", "set", "grid", "cells"]
         for (k, _) in top where !known.contains(k.scalar?.string ?? "") {
-            throw ConfigError("\(file): line \(k.mark?.line ?? 0): unknown key '\(k.scalar?.string.prefix(80) ?? "?")' (known: \(known.sorted().joined(separator: ", ")))")
+            throw ConfigError(
+                "\(file): line \(k.mark?.line ?? 0): unknown key '\(k.scalar?.string.prefix(80) ?? "?")' (known: \(known.sorted().joined(separator: ", ")))"
+            )
         }
         func entry(_ key: String) -> Node? { top.first { $0.key.scalar?.string == key }?.value }
-        guard let b = entry("base")?.scalar?.string, !b.isEmpty else { throw ConfigError("\(file): 'base' must name the configuration every run starts from") }
+        guard let b = entry("base")?.scalar?.string, !b.isEmpty else {
+            throw ConfigError("\(file): 'base' must name the configuration every run starts from")
+        }
         let dir = (file as NSString).deletingLastPathComponent
         base = b.hasPrefix("/") || dir.isEmpty ? b : (dir as NSString).appendingPathComponent(b)
-        guard let o = entry("out")?.scalar?.string, !o.isEmpty else { throw ConfigError("\(file): 'out' must name the study folder") }
+        guard let o = entry("out")?.scalar?.string, !o.isEmpty else {
+            throw ConfigError("\(file): 'out' must name the study folder")
+        }
         out = o
         if let s = entry("seeds") {
-            guard case .sequence(let items) = s, !items.isEmpty else { throw ConfigError("\(file): 'seeds' must be a list of seeds, e.g. [1, 2, 3]") }
+            guard case .sequence(let items) = s, !items.isEmpty else {
+                throw ConfigError("\(file): 'seeds' must be a list of seeds, e.g. [1, 2, 3]")
+            }
             seeds = try items.map {
                 guard let v = $0.scalar.flatMap({ Int($0.string) }), v >= 0 else {
                     throw ConfigError("\(file): line \($0.mark?.line ?? 0): a seed must be an integer >= 0")
@@ -67,42 +79,63 @@ public struct Study {
         common = try entry("set").map { try Self.overrides($0, "set", file) } ?? []
         var cells: [Cell] = []
         if let g = entry("grid") {
-            guard case .mapping(let axes) = g, !axes.isEmpty else { throw ConfigError("\(file): 'grid' must map keys to lists of values") }
+            guard case .mapping(let axes) = g, !axes.isEmpty else {
+                throw ConfigError("\(file): 'grid' must map keys to lists of values")
+            }
             var product: [[(String, String)]] = [[]]
             for (k, v) in axes {
-                guard let key = k.scalar?.string else { throw ConfigError("\(file): line \(k.mark?.line ?? 0): a grid key must be a config key") }
+                guard let key = k.scalar?.string else {
+                    throw ConfigError("\(file): line \(k.mark?.line ?? 0): a grid key must be a config key")
+                }
                 guard case .sequence(let values) = v, !values.isEmpty else {
                     throw ConfigError("\(file): grid key '\(key)' must have a non-empty list of values")
                 }
                 let texts = try values.map { try Self.text($0, key, file) }
                 product = product.flatMap { p in texts.map { p + [(key, $0)] } }
-                guard product.count * seeds.count <= Self.maxRuns else { throw ConfigError("\(file): the grid has more than \(Self.maxRuns) runs") }
+                guard product.count * seeds.count <= Self.maxRuns else {
+                    throw ConfigError("\(file): the grid has more than \(Self.maxRuns) runs")
+                }
             }
             cells += product.map { p in
-                Cell(name: p.map { "\(Self.short($0.0))-\($0.1)" }.joined(separator: "_"), overrides: p.map { "\($0.0)=\($0.1)" })
+                Cell(
+                    name: p.map { "\(Self.short($0.0))-\($0.1)" }.joined(separator: "_"),
+                    overrides: p.map { "\($0.0)=\($0.1)" })
             }
         }
         if let c = entry("cells") {
-            guard case .sequence(let items) = c else { throw ConfigError("\(file): 'cells' must be a list of {name, set}") }
+            guard case .sequence(let items) = c else {
+                throw ConfigError("\(file): 'cells' must be a list of {name, set}")
+            }
             for item in items {
-                guard case .mapping(let m) = item, let name = m.first(where: { $0.key.scalar?.string == "name" })?.value.scalar?.string,
-                      !name.isEmpty else {
-                    throw ConfigError("\(file): line \(item.mark?.line ?? 0): each cell needs a name and a set of overrides")
+                guard case .mapping(let m) = item,
+                    let name = m.first(where: { $0.key.scalar?.string == "name" })?.value.scalar?.string,
+                    !name.isEmpty
+                else {
+                    throw ConfigError(
+                        "\(file): line \(item.mark?.line ?? 0): each cell needs a name and a set of overrides")
                 }
-                let set = try m.first(where: { $0.key.scalar?.string == "set" }).map { try Self.overrides($0.value, "cell \(name)", file) } ?? []
+                let set =
+                    try m.first(where: { $0.key.scalar?.string == "set" }).map {
+                        try Self.overrides($0.value, "cell \(name)", file)
+                    } ?? []
                 cells.append(Cell(name: name, overrides: set))
             }
         }
         guard !cells.isEmpty else { throw ConfigError("\(file): no cells: give a 'grid' or a list of 'cells'") }
         for c in cells {
-            guard c.name.count <= 200, c.name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.+".contains($0) }), !c.name.hasPrefix(".") else {
-                throw ConfigError("\(file): cell name '\(c.name.prefix(80))' must be letters, digits and - _ . + (it names a folder)")
+            guard c.name.count <= 200, c.name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.+".contains($0) }),
+                !c.name.hasPrefix(".")
+            else {
+                throw ConfigError(
+                    "\(file): cell name '\(c.name.prefix(80))' must be letters, digits and - _ . + (it names a folder)")
             }
         }
         if let dup = Dictionary(grouping: cells, by: \.name).first(where: { $0.value.count > 1 }) {
             throw ConfigError("\(file): two cells are named '\(dup.key)'")
         }
-        guard cells.count * seeds.count <= Self.maxRuns else { throw ConfigError("\(file): more than \(Self.maxRuns) runs") }
+        guard cells.count * seeds.count <= Self.maxRuns else {
+            throw ConfigError("\(file): more than \(Self.maxRuns) runs")
+        }
         self.cells = cells
     }
 
@@ -113,18 +146,28 @@ public struct Study {
     static func text(_ node: Node, _ key: String, _ file: String) throws -> String {
         switch node {
         case .scalar(let s): return s.string
-        case .sequence(let items): return "[" + (try items.map { try text($0, key, file) }).joined(separator: ", ") + "]"
-        default: throw ConfigError("\(file): line \(node.mark?.line ?? 0): '\(key)' takes a value or a list, not a mapping")
+        case .sequence(let items):
+            return "[" + (try items.map { try text($0, key, file) }).joined(separator: ", ") + "]"
+        default:
+            throw ConfigError("\(file): line \(node.mark?.line ?? 0): '\(key)' takes a value or a list, not a mapping")
         }
     }
 
     /// A mapping of config keys (dotted, or nested sections) to values, as key=value overrides.
     static func overrides(_ node: Node, _ what: String, _ file: String) throws -> [String] {
-        guard case .mapping(let m) = node else { throw ConfigError("\(file): '\(what)' must map config keys to values") }
+        guard case .mapping(let m) = node else {
+            throw ConfigError("\(file): '\(what)' must map config keys to values")
+        }
         var out: [String] = []
         for (k, v) in m {
-            guard let key = k.scalar?.string else { throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a config key") }
-            if case .mapping = v { out += try overrides(v, what, file).map { key + "." + $0 } } else { out.append("\(key)=\(try text(v, key, file))") }
+            guard let key = k.scalar?.string else {
+                throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a config key")
+            }
+            if case .mapping = v {
+                out += try overrides(v, what, file).map { key + "." + $0 }
+            } else {
+                out.append("\(key)=\(try text(v, key, file))")
+            }
         }
         return out
     }
@@ -133,8 +176,11 @@ public struct Study {
     public var runs: [Run] {
         cells.flatMap { c in
             seeds.map { s in
-                let dir = (((out as NSString).appendingPathComponent(c.name)) as NSString).appendingPathComponent("seed-\(s)")
-                return Run(cell: c, seed: s, runDir: dir, overrides: common + c.overrides + ["train.seed=\(s)", "train.run_dir=\(dir)"])
+                let dir = (((out as NSString).appendingPathComponent(c.name)) as NSString).appendingPathComponent(
+                    "seed-\(s)")
+                return Run(
+                    cell: c, seed: s, runDir: dir,
+                    overrides: common + c.overrides + ["train.seed=\(s)", "train.run_dir=\(dir)"])
             }
         }
     }
@@ -163,9 +209,13 @@ public enum StudyRunState: Equatable {
     /// Finished: an evaluation of the last epoch is recorded; failed: the runner left the reason
     /// beside the run folder (`failureFile`, removed when the run is tried again).
     public init(runDir: String, epochs: Int) {
-        if let last = StudyResults.finalEval(runDir), (last["epoch"] as? Int) == epochs { self = .finished; return }
+        if let last = StudyResults.finalEval(runDir), (last["epoch"] as? Int) == epochs {
+            self = .finished
+            return
+        }
         if let why = try? String(contentsOfFile: Self.failureFile(runDir), encoding: .utf8) {
-            self = .failed(why.trimmingCharacters(in: .whitespacesAndNewlines)); return
+            self = .failed(why.trimmingCharacters(in: .whitespacesAndNewlines))
+            return
         }
         self = FileManager.default.fileExists(atPath: runDir) ? .partial : .new
     }
@@ -198,7 +248,10 @@ public struct StudyResults {
         }
         /// "ok", "3 of 3 seeds"-style status: finished, or what is missing and why.
         public var status: String {
-            let failed = seeds.compactMap { s -> String? in if case .failed(let why) = s.state { return "seed \(s.seed): \(why)" }; return nil }
+            let failed = seeds.compactMap { s -> String? in
+                if case .failed(let why) = s.state { return "seed \(s.seed): \(why)" }
+                return nil
+            }
             if !failed.isEmpty { return "failed: " + failed.joined(separator: "; ") }
             return finished.count == seeds.count ? "ok" : "\(finished.count) of \(seeds.count) seeds finished"
         }
@@ -214,53 +267,86 @@ public struct StudyResults {
     static func records(_ runDir: String) -> [[String: Any]] {
         let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        return text.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
     }
 
     public init(_ study: Study, configs: [Config]) {
         self.study = study
         var rows: [Row] = []
         for (i, run) in study.runs.enumerated() {
-            var s = Seed(seed: run.seed, runDir: run.runDir, state: StudyRunState(runDir: run.runDir, epochs: configs[i].schedule.epochs))
+            var s = Seed(
+                seed: run.seed, runDir: run.runDir,
+                state: StudyRunState(runDir: run.runDir, epochs: configs[i].schedule.epochs))
             if s.state == .finished, let e = Self.finalEval(run.runDir) {
-                s.rank1 = 100 * (e["rank1"] as? Double ?? 0); s.mAP = 100 * (e["mAP"] as? Double ?? 0); s.mINP = 100 * (e["mINP"] as? Double ?? 0)
-                let ips = Self.records(run.runDir).filter { $0["kind"] as? String == "train" }.compactMap { $0["images_per_second"] as? Double }.sorted()
+                s.rank1 = 100 * (e["rank1"] as? Double ?? 0)
+                s.mAP = 100 * (e["mAP"] as? Double ?? 0)
+                s.mINP = 100 * (e["mINP"] as? Double ?? 0)
+                let ips = Self.records(run.runDir).filter { $0["kind"] as? String == "train" }.compactMap {
+                    $0["images_per_second"] as? Double
+                }.sorted()
                 s.imagesPerSecond = ips.isEmpty ? 0 : ips[ips.count / 2]
-                let info = (try? Data(contentsOf: URL(fileURLWithPath: (run.runDir as NSString).appendingPathComponent("run.json"))))
+                let info =
+                    (try? Data(
+                        contentsOf: URL(fileURLWithPath: (run.runDir as NSString).appendingPathComponent("run.json"))))
                     .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
                 s.wallSeconds = info?["wall_s"] as? Double ?? 0
             }
-            if let last = rows.last, last.cell == run.cell { rows[rows.count - 1].seeds.append(s) } else { rows.append(Row(cell: run.cell, seeds: [s])) }
+            if let last = rows.last, last.cell == run.cell {
+                rows[rows.count - 1].seeds.append(s)
+            } else {
+                rows.append(Row(cell: run.cell, seeds: [s]))
+            }
         }
         self.rows = rows
     }
 
-    static let metrics: [(String, KeyPath<Seed, Double>)] = [("rank1", \.rank1), ("mAP", \.mAP), ("mINP", \.mINP),
-                                                              ("images_per_second", \.imagesPerSecond), ("wall_s", \.wallSeconds)]
+    static let metrics: [(String, KeyPath<Seed, Double>)] = [
+        ("rank1", \.rank1), ("mAP", \.mAP), ("mINP", \.mINP),
+        ("images_per_second", \.imagesPerSecond), ("wall_s", \.wallSeconds)
+    ]
 
     public var json: [String: Any] {
-        ["study": study.file, "base": study.base, "seeds": study.seeds,
-         "cells": rows.map { r -> [String: Any] in
-             var cell: [String: Any] = ["name": r.cell.name, "overrides": r.cell.overrides, "status": r.status, "finished_seeds": r.finished.count]
-             for (name, k) in Self.metrics {
-                 if let m = r.mean(k) { cell[name + "_mean"] = m; cell[name + "_sd"] = r.sd(k)! }
-             }
-             cell["runs"] = r.seeds.map { s -> [String: Any] in
-                 var d: [String: Any] = ["seed": s.seed, "run_dir": s.runDir, "state": s.stateName]
-                 if s.state == .finished { for (name, k) in Self.metrics { d[name] = s[keyPath: k] } }
-                 return d
-             }
-             return cell
-         }]
+        [
+            "study": study.file, "base": study.base, "seeds": study.seeds,
+            "cells": rows.map { r -> [String: Any] in
+                var cell: [String: Any] = [
+                    "name": r.cell.name, "overrides": r.cell.overrides, "status": r.status,
+                    "finished_seeds": r.finished.count
+                ]
+                for (name, k) in Self.metrics {
+                    if let m = r.mean(k) {
+                        cell[name + "_mean"] = m
+                        cell[name + "_sd"] = r.sd(k)!
+                    }
+                }
+                cell["runs"] = r.seeds.map { s -> [String: Any] in
+                    var d: [String: Any] = ["seed": s.seed, "run_dir": s.runDir, "state": s.stateName]
+                    if s.state == .finished { for (name, k) in Self.metrics { d[name] = s[keyPath: k] } }
+                    return d
+                }
+                return cell
+            }
+        ]
     }
 
     public var csv: String {
-        func q(_ s: String) -> String { s.contains(where: { ",\"\n".contains($0) }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
-        var lines = ["cell,overrides,finished_seeds,seeds," + Self.metrics.map { "\($0.0)_mean,\($0.0)_sd" }.joined(separator: ",") + ",status"]
+        func q(_ s: String) -> String {
+            s.contains(where: { ",\"\n".contains($0) })
+                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        }
+        var lines = [
+            "cell,overrides,finished_seeds,seeds,"
+                + Self.metrics.map { "\($0.0)_mean,\($0.0)_sd" }.joined(separator: ",") + ",status"
+        ]
         for r in rows {
-            let values = Self.metrics.map { m in r.mean(m.1).map { String(format: "%.4f,%.4f", $0, r.sd(m.1)!) } ?? "," }
-            lines.append([q(r.cell.name), q(r.cell.overrides.joined(separator: " ")), "\(r.finished.count)", "\(r.seeds.count)"].joined(separator: ",")
-                         + "," + values.joined(separator: ",") + "," + q(r.status))
+            let values = Self.metrics.map { m in r.mean(m.1).map { String(format: "%.4f,%.4f", $0, r.sd(m.1)!) } ?? ","
+            }
+            lines.append(
+                [q(r.cell.name), q(r.cell.overrides.joined(separator: " ")), "\(r.finished.count)", "\(r.seeds.count)"]
+                    .joined(separator: ",")
+                    + "," + values.joined(separator: ",") + "," + q(r.status))
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -268,19 +354,23 @@ public struct StudyResults {
     /// study.html: the table (each seed's report linked), and rank-1 and mAP per cell as a chart.
     public func html(relativeTo dir: String) -> String {
         func esc(_ s: String) -> String {
-            s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;")
                 .replacingOccurrences(of: "\"", with: "&quot;")
         }
         func cell(_ r: Row, _ k: KeyPath<Seed, Double>, _ f: String) -> String {
             r.mean(k).map { String(format: f + " ± " + f, $0, r.sd(k)!) } ?? "-"
         }
-        var body = "<table><tr><th>#</th><th>cell</th><th>overrides</th><th>rank-1 %</th><th>mAP %</th><th>mINP %</th><th>img/s</th><th>wall s</th><th>runs</th><th>status</th></tr>\n"
+        var body =
+            "<table><tr><th>#</th><th>cell</th><th>overrides</th><th>rank-1 %</th><th>mAP %</th><th>mINP %</th><th>img/s</th><th>wall s</th><th>runs</th><th>status</th></tr>\n"
         for (i, r) in rows.enumerated() {
             let links = r.seeds.map { s -> String in
                 let rel = s.runDir.hasPrefix(dir + "/") ? String(s.runDir.dropFirst(dir.count + 1)) : s.runDir
-                return s.state == .finished ? "<a href=\"\(esc(rel))/report.html\">\(s.seed)</a>" : "\(s.seed) (\(esc(s.stateName)))"
+                return s.state == .finished
+                    ? "<a href=\"\(esc(rel))/report.html\">\(s.seed)</a>" : "\(s.seed) (\(esc(s.stateName)))"
             }.joined(separator: " ")
-            body += "<tr><td>\(i + 1)</td><td>\(esc(r.cell.name))</td><td><code>\(esc(r.cell.overrides.joined(separator: " ")))</code></td>"
+            body +=
+                "<tr><td>\(i + 1)</td><td>\(esc(r.cell.name))</td><td><code>\(esc(r.cell.overrides.joined(separator: " ")))</code></td>"
                 + "<td>\(cell(r, \.rank1, "%.2f"))</td><td>\(cell(r, \.mAP, "%.2f"))</td><td>\(cell(r, \.mINP, "%.2f"))</td>"
                 + "<td>\(cell(r, \.imagesPerSecond, "%.1f"))</td><td>\(cell(r, \.wallSeconds, "%.0f"))</td><td>\(links)</td>"
                 + "<td class=\"\(r.status == "ok" ? "ok" : "bad")\">\(esc(r.status))</td></tr>\n"
@@ -289,20 +379,24 @@ public struct StudyResults {
         let points: (KeyPath<Seed, Double>) -> [(x: Double, y: Double)] = { k in
             rows.enumerated().compactMap { i, r in r.mean(k).map { (x: Double(i + 1), y: $0) } }
         }
-        var chart = SVGChart(title: "mean over seeds, per cell (the table's #)", xLabel: "cell", yLabel: "%",
-                             series: [.init("rank-1", points(\.rank1), color: "#1f77b4", dots: true), .init("mAP", points(\.mAP), color: "#d62728", dots: true)])
+        var chart = SVGChart(
+            title: "mean over seeds, per cell (the table's #)", xLabel: "cell", yLabel: "%",
+            series: [
+                .init("rank-1", points(\.rank1), color: "#1f77b4", dots: true),
+                .init("mAP", points(\.mAP), color: "#d62728", dots: true)
+            ])
         chart.yRange = 0...100
         return """
-        <!doctype html><html><head><meta charset="utf-8"><title>study \(esc(study.file))</title>
-        <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-        .ok{color:#2a2}.bad{color:#c22}code{font-size:90%}</style></head><body>
-        <h1>Study \(esc(study.file))</h1>
-        <p>Base configuration <code>\(esc(study.base))</code>; seeds \(study.seeds.map(String.init).joined(separator: ", "));
-        every run: <code>\(esc(study.common.joined(separator: " ")))</code>. Mean ± standard deviation over the seeds that finished.</p>
-        \(body)
-        \(chart.svg())
-        </body></html>
-        """
+            <!doctype html><html><head><meta charset="utf-8"><title>study \(esc(study.file))</title>
+            <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+            .ok{color:#2a2}.bad{color:#c22}code{font-size:90%}</style></head><body>
+            <h1>Study \(esc(study.file))</h1>
+            <p>Base configuration <code>\(esc(study.base))</code>; seeds \(study.seeds.map(String.init).joined(separator: ", "));
+            every run: <code>\(esc(study.common.joined(separator: " ")))</code>. Mean ± standard deviation over the seeds that finished.</p>
+            \(body)
+            \(chart.svg())
+            </body></html>
+            """
     }
 }
 

@@ -47,14 +47,19 @@ public final class Trainer {
     public var runDir: String { config.train.runDir }
     public var epochs: Int { config.schedule.epochs }
     /// Prints a line; rank 0 only in distributed runs.
-    public var log: (String) -> Void { get { outputs.log } set { outputs.log = newValue } }
+    public var log: (String) -> Void {
+        get { outputs.log }
+        set { outputs.log = newValue }
+    }
 
     /// Loads the training data, builds the model (random, pretrained backbone or a whole
     /// state dict), and on rank 0 with `writeFiles` locks and prepares the run folder as
     /// `start` says; then continues from a checkpoint if asked, and makes every replica
     /// equal to rank 0's.
-    public init(config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1,
-                start: StartMode = .fresh) throws {
+    public init(
+        config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1,
+        start: StartMode = .fresh
+    ) throws {
         try config.validate()
         self.config = config
         self.comm = comm
@@ -62,15 +67,21 @@ public final class Trainer {
         var resumeFrom: (dir: String, note: String?)?
         if writeFiles && comm.isRoot {
             lock = try RunLock(runDir: runDir)
-            for t in Checkpoint.removeUnfinished(runDir: runDir) { print("removed \(t), an unfinished checkpoint of an earlier job") }
+            for t in Checkpoint.removeUnfinished(runDir: runDir) {
+                print("removed \(t), an unfinished checkpoint of an earlier job")
+            }
             switch start {
             case .restart:
-                if ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).contains(where: { $0 != ".lock" }) {
+                if ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).contains(where: {
+                    $0 != ".lock"
+                }) {
                     print("moved the previous run to \(try RunFolder.moveAside(runDir))")
                 }
             case .fresh:
                 if let what = RunFolder.holdsRun(runDir) {
-                    throw ConfigError("\(runDir): already holds a run (\(what)); continue it with --resume auto, or move it aside and start over with --restart")
+                    throw ConfigError(
+                        "\(runDir): already holds a run (\(what)); continue it with --resume auto, or move it aside and start over with --restart"
+                    )
                 }
             case .resume(let spec):
                 resumeFrom = try Checkpoint.resolve(spec, runDir: runDir)
@@ -79,7 +90,9 @@ public final class Trainer {
                     // started again: what it wrote is moved aside as --restart does, so a requeued or
                     // resubmitted job with --resume auto always goes on.
                     if let what = RunFolder.holdsRun(runDir) {
-                        print("\(runDir) holds \(what) but no checkpoint yet: moved it to \(try RunFolder.moveAside(runDir)) and starting from scratch")
+                        print(
+                            "\(runDir) holds \(what) but no checkpoint yet: moved it to \(try RunFolder.moveAside(runDir)) and starting from scratch"
+                        )
                     } else {
                         print("no checkpoint in \(runDir) yet: starting from scratch")
                     }
@@ -92,12 +105,17 @@ public final class Trainer {
         let world = comm.size > 1 ? comm.size : simulateRanks
         try Self.checkDivisible(config.sampler, ranks: world)
         threads = config.train.threadsPerRank(ranksOnNode: comm.localSize)
-        setBLASThreads(threads); engineThreads = threads
+        setBLASThreads(threads)
+        engineThreads = threads
         let data = config.data, m = config.model
         RGBImage.maxPixels = data.maxPixels
         dataset = try data.load()
-        guard dataset.train.samples.count >= 2 else { throw DataError("\(dataset.train.folder): fewer than 2 training images") }
-        if data.checkImages { try Self.checkImages(dataset, skipBadTraining: data.skipBadImages, comm: comm, threads: threads) }
+        guard dataset.train.samples.count >= 2 else {
+            throw DataError("\(dataset.train.folder): fewer than 2 training images")
+        }
+        if data.checkImages {
+            try Self.checkImages(dataset, skipBadTraining: data.skipBadImages, comm: comm, threads: threads)
+        }
         var spec = m.spec
         spec.classes = dataset.classes
         model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
@@ -111,14 +129,20 @@ public final class Trainer {
             try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true)
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(initial) (model.init): \(bad)") }
         }
-        averaging = try makeGradientAveraging(comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes,
-                                              wire: config.train.gradType)
-        outputs = try RunOutputs(runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
-                                 logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
-                                 averaging: averaging.description, tracePath: config.train.trace)
-        outputs.runInfo = ["threads_per_rank": threads, "gradient_averaging": averaging.description, "data": "\(data.root) (\(data.layout.rawValue))",
-                           "model": "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes",
-                           "loss": config.loss.description]
+        averaging = try makeGradientAveraging(
+            comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes,
+            wire: config.train.gradType)
+        outputs = try RunOutputs(
+            runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
+            logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
+            averaging: averaging.description, tracePath: config.train.trace)
+        outputs.runInfo = [
+            "threads_per_rank": threads, "gradient_averaging": averaging.description,
+            "data": "\(data.root) (\(data.layout.rawValue))",
+            "model":
+                "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes",
+            "loss": config.loss.description
+        ]
         if config.loss.usesTriplet { log("loss: " + config.loss.description) }
         if let r = resumeFrom {
             if let note = r.note { log("note: " + note) }
@@ -136,7 +160,8 @@ public final class Trainer {
         let mine = stride(from: comm.rank, to: paths.count, by: comm.size).map { paths[$0] }
         let bad = checkImageHeaders(mine, threads: Swift.max(threads, 2)) { done, total in
             if comm.isRoot && total > 2000 && done < total {
-                print(String(format: "\rchecking images: %d of %d", done * comm.size, paths.count), terminator: ""); fflush(stdout)
+                print(String(format: "\rchecking images: %d of %d", done * comm.size, paths.count), terminator: "")
+                fflush(stdout)
             }
         }
         let trainSet = Set(d.train.samples.map(\.path))
@@ -146,29 +171,39 @@ public final class Trainer {
         let who = comm.size > 1 ? "rank \(comm.rank): " : ""
         for b in fatal.prefix(20) { FileHandle.standardError.write(Data("\(who)error: \(b.error)\n".utf8)) }
         if comm.isRoot {
-            print(String(format: "\rchecked %d images in %.1f s%@", paths.count, Profile.now() - t0,
-                         counts[0] > 0 ? ": \(Int(counts[0])) unreadable" : ""))
+            print(
+                String(
+                    format: "\rchecked %d images in %.1f s%@", paths.count, Profile.now() - t0,
+                    counts[0] > 0 ? ": \(Int(counts[0])) unreadable" : ""))
         }
         if counts[1] > 0 {
-            throw DataError("\(Int(counts[1])) unreadable image(s) in \(d.root) (listed above); fix or remove them"
-                            + (skipBadTraining ? "" : ", or set data.skip_bad_images to skip unreadable training images"))
+            throw DataError(
+                "\(Int(counts[1])) unreadable image(s) in \(d.root) (listed above); fix or remove them"
+                    + (skipBadTraining ? "" : ", or set data.skip_bad_images to skip unreadable training images"))
         }
         if counts[0] > 0 {
-            for b in bad.prefix(5) { FileHandle.standardError.write(Data("\(who)warning: \(b.error) (skipped: data.skip_bad_images)\n".utf8)) }
+            for b in bad.prefix(5) {
+                FileHandle.standardError.write(Data("\(who)warning: \(b.error) (skipped: data.skip_bad_images)\n".utf8))
+            }
         }
     }
 
     static func checkDivisible(_ s: SamplerConfig, ranks: Int) throws {
         if s.kind == .identity && s.idsPerBatch % ranks != 0 {
-            throw ConfigError("sampler.ids_per_batch = \(s.idsPerBatch) is the global P and must be divisible by the \(ranks) ranks")
+            throw ConfigError(
+                "sampler.ids_per_batch = \(s.idsPerBatch) is the global P and must be divisible by the \(ranks) ranks")
         }
         if s.kind == .sequential && s.batchSize % ranks != 0 {
-            throw ConfigError("sampler.ids_per_batch * sampler.instances = \(s.batchSize) must be divisible by the \(ranks) ranks")
+            throw ConfigError(
+                "sampler.ids_per_batch * sampler.instances = \(s.batchSize) must be divisible by the \(ranks) ranks")
         }
     }
 
     /// How a run ended: trained to its end, or stopped on a signal after a checkpoint.
-    public enum RunEnd: Equatable { case finished, stopped(signal: String, checkpoint: String?) }
+    public enum RunEnd: Equatable {
+        case finished
+        case stopped(signal: String, checkpoint: String?)
+    }
 
     /// Trains from `startEpoch` (and `startStep`) to the configured end (or `untilEpoch`).
     @discardableResult
@@ -176,29 +211,40 @@ public final class Trainer {
         try lock?.acquire()
         defer { lock?.release() }
         let end = Swift.min(untilEpoch ?? epochs, epochs)
-        let loader = ImageLoader(samples: dataset.train.samples, height: config.data.height, width: config.data.width,
-                                 augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
+        let loader = ImageLoader(
+            samples: dataset.train.samples, height: config.data.height, width: config.data.width,
+            augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
         let comm = self.comm
-        let step = TrainingStep(model: model, optimizer: optimizer, averaging: averaging, loss: config.loss,
-                                allgather: comm.size > 1 ? { try comm.allgather($0, bytes: $1) } : nil)
-        let watchdog = StepWatchdog(timeout: config.train.stepTimeout, heartbeatTimeout: config.train.heartbeatTimeout,
-                                    comm: comm, rank: comm.rank, ranks: comm.size)
-        defer { averaging.close(); watchdog.close() }
+        let step = TrainingStep(
+            model: model, optimizer: optimizer, averaging: averaging, loss: config.loss,
+            allgather: comm.size > 1 ? { try comm.allgather($0, bytes: $1) } : nil)
+        let watchdog = StepWatchdog(
+            timeout: config.train.stepTimeout, heartbeatTimeout: config.train.heartbeatTimeout,
+            comm: comm, rank: comm.rank, ranks: comm.size)
+        defer {
+            averaging.close()
+            watchdog.close()
+        }
         outputs.beginRun(epochs: epochs, until: end, imagesPerStep: config.sampler.batchSize)
         for epoch in startEpoch..<end {
             let mine = try localBatches(epoch: epoch), first = epoch == startEpoch ? startStep : 0
-            let feeds = mine.map { b in Prefetcher(steps: first..<b.count) { s in try loader.batch(b[s], epoch: epoch, step: s, training: true) } }
+            let feeds = mine.map { b in
+                Prefetcher(steps: first..<b.count) { s in try loader.batch(b[s], epoch: epoch, step: s, training: true)
+                }
+            }
             let lr = Float(config.schedule.rate(epoch: Double(epoch)))
             outputs.beginEpoch(epoch, steps: mine[0].count, progress: first > 0 ? resumedProgress : nil)
             for s in first..<mine[0].count {
                 watchdog.arm("epoch \(epoch + 1) step \(s + 1)")
                 defer { watchdog.disarm() }
                 let result = try step.run(lr: lr, context: "epoch \(epoch + 1) step \(s + 1)") { i in
-                    let b = try feeds[i].next(s); return (b.images, b.labels)
+                    let b = try feeds[i].next(s)
+                    return (b.images, b.labels)
                 }
                 globalStep += 1
                 let totals = try agree(on: result)
-                try outputs.stepDone(result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
+                try outputs.stepDone(
+                    result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
                 try checkReplicasIfDue()
                 if totals.stop || totals.checkpoint {
                     let dir = try saveMidEpoch(epoch: epoch, stepsDone: s + 1)
@@ -206,7 +252,11 @@ public final class Trainer {
                 }
             }
             startStep = 0
-            if !loader.skipped.isEmpty { outputs.warn("\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])") }
+            if !loader.skipped.isEmpty {
+                outputs.warn(
+                    "\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])"
+                )
+            }
             try endEpoch(epoch + 1, runEnd: end, watchdog: watchdog)
         }
         try outputs.endRun()
@@ -219,16 +269,21 @@ public final class Trainer {
         let minutes = config.train.checkpointMinutes
         let due = comm.isRoot && minutes > 0 && Profile.now() - lastCheckpoint >= minutes * 60
         let t = r.triplet
-        var v = [r.lossSum, Double(r.images), Double(r.correct), StopSignal.pending == nil ? 0 : 1, due ? 1 : 0,
-                 t.lossSum, t.dapSum, t.danSum, Double(t.anchors)]
+        var v = [
+            r.lossSum, Double(r.images), Double(r.correct), StopSignal.pending == nil ? 0 : 1, due ? 1 : 0,
+            t.lossSum, t.dapSum, t.danSum, Double(t.anchors)
+        ]
         try comm.allreduceSum(&v, v.count)
-        return StepTotals(lossSum: v[0], images: Int(v[1]), correct: Int(v[2]), stop: v[3] > 0, checkpoint: v[4] > 0,
-                          triplet: TripletStats(lossSum: v[5], dapSum: v[6], danSum: v[7], anchors: Int(v[8])))
+        return StepTotals(
+            lossSum: v[0], images: Int(v[1]), correct: Int(v[2]), stop: v[3] > 0, checkpoint: v[4] > 0,
+            triplet: TripletStats(lossSum: v[5], dapSum: v[6], danSum: v[7], anchors: Int(v[8])))
     }
 
     func stopped(checkpoint dir: String?) throws -> RunEnd {
         let why = StopSignal.pending ?? "another rank's signal"
-        log("stopped on \(why) after step \(globalStep)" + (dir.map { "; checkpoint \($0); continue with --resume auto" } ?? ""))
+        log(
+            "stopped on \(why) after step \(globalStep)"
+                + (dir.map { "; checkpoint \($0); continue with --resume auto" } ?? ""))
         try outputs.endRun()
         return .stopped(signal: why, checkpoint: dir)
     }
@@ -258,13 +313,15 @@ public final class Trainer {
         // The checkpoint first: an evaluation that fails (a damaged gallery image) loses nothing.
         let dir = saving && comm.isRoot ? try saveCheckpoint(epoch: done, stepInEpoch: nil, metrics: metrics) : nil
         if evaluating, let e = try evaluate() {
-            metrics["mAP"] = e.ranking.mAP; metrics["rank1"] = e.ranking.rank(1)
+            metrics["mAP"] = e.ranking.mAP
+            metrics["rank1"] = e.ranking.rank(1)
             let isBest = e.ranking.mAP > bestMAP
             if isBest { bestMAP = e.ranking.mAP }
             metrics["best_mAP"] = bestMAP
             // The best pointer names the best evaluated checkpoint: this one if it beats every
             // evaluation so far, or if none of the saved ones has been marked yet.
-            let unmarked = !FileManager.default.fileExists(atPath: (Checkpoint.folder(runDir) as NSString).appendingPathComponent("best"))
+            let unmarked = !FileManager.default.fileExists(
+                atPath: (Checkpoint.folder(runDir) as NSString).appendingPathComponent("best"))
             if let dir { try Checkpoint.recordEvaluation(dir, metrics: metrics, best: isBest || unmarked) }
         }
         try comm.barrier()
@@ -275,19 +332,27 @@ public final class Trainer {
     func saveMidEpoch(epoch: Int, stepsDone: Int) throws -> String? {
         let replicas = try averaging.replicaBuffers()
         var dir: String?
-        if comm.isRoot { dir = try saveCheckpoint(epoch: epoch, stepInEpoch: stepsDone, metrics: ["loss": outputs.epochLoss, "best_mAP": bestMAP], replicas: replicas) }
+        if comm.isRoot {
+            dir = try saveCheckpoint(
+                epoch: epoch, stepInEpoch: stepsDone, metrics: ["loss": outputs.epochLoss, "best_mAP": bestMAP],
+                replicas: replicas)
+        }
         try comm.barrier()
         return dir
     }
 
     @discardableResult
-    func saveCheckpoint(epoch: Int, stepInEpoch: Int?, metrics: [String: Double], replicas: [Float]? = nil) throws -> String {
-        let st = CheckpointState(epoch: epoch, step: globalStep, optimizerSteps: optimizer.steps, worldSize: worldSize,
-                                 seed: config.train.seed, classes: dataset.classes,
-                                 config: config.values.mapValues(\.description), metrics: metrics, files: [:],
-                                 stepInEpoch: stepInEpoch, epochProgress: stepInEpoch == nil ? nil : outputs.epochProgress)
-        let dir = try Checkpoint.save(runDir: runDir, model: model, optimizer: optimizer, replicaBuffers: replicas, state: st,
-                                      keep: config.train.keepCheckpoints, card: ModelCard(config: config, classes: dataset.classes))
+    func saveCheckpoint(epoch: Int, stepInEpoch: Int?, metrics: [String: Double], replicas: [Float]? = nil) throws
+        -> String
+    {
+        let st = CheckpointState(
+            epoch: epoch, step: globalStep, optimizerSteps: optimizer.steps, worldSize: worldSize,
+            seed: config.train.seed, classes: dataset.classes,
+            config: config.values.mapValues(\.description), metrics: metrics, files: [:],
+            stepInEpoch: stepInEpoch, epochProgress: stepInEpoch == nil ? nil : outputs.epochProgress)
+        let dir = try Checkpoint.save(
+            runDir: runDir, model: model, optimizer: optimizer, replicaBuffers: replicas, state: st,
+            keep: config.train.keepCheckpoints, card: ModelCard(config: config, classes: dataset.classes))
         lastCheckpoint = Profile.now()
         log("saved \(dir)")
         return dir
@@ -308,12 +373,19 @@ public final class Trainer {
         try comm.broadcast(a.buffer, bytes: a.bufferCount * 4, root: 0)
         try a.counters.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
         try comm.broadcast(optimizer.state1.ptr, bytes: optimizer.state1.count * 4, root: 0)
-        if optimizer.state2.count > 0 { try comm.broadcast(optimizer.state2.ptr, bytes: optimizer.state2.count * 4, root: 0) }
+        if optimizer.state2.count > 0 {
+            try comm.broadcast(optimizer.state2.ptr, bytes: optimizer.state2.count * 4, root: 0)
+        }
         let progress = resumedProgress ?? [0, 0, 0]
-        var pos = [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps), Double(startStep)] + progress
+        var pos =
+            [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps), Double(startStep)] + progress
         try pos.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
-        startEpoch = Int(pos[0]); globalStep = Int(pos[1]); bestMAP = pos[2]; optimizer.restore(steps: Int(pos[3]))
-        startStep = Int(pos[4]); resumedProgress = Array(pos[5...])
+        startEpoch = Int(pos[0])
+        globalStep = Int(pos[1])
+        bestMAP = pos[2]
+        optimizer.restore(steps: Int(pos[3]))
+        startStep = Int(pos[4])
+        resumedProgress = Array(pos[5...])
         if startStep > 0 { try averaging.restoreReplicaBuffers(resumedReplicaBuffers) }
         resumedReplicaBuffers = nil
         try checkReplicas()
@@ -326,7 +398,9 @@ public final class Trainer {
         let a = model.arena
         for i in 0..<a.paramCount { sum += Double(a.value[i]) * Double(i % 7 + 1) }
         let sums = try comm.allgather([sum]).map { $0[0] }
-        guard sums.allSatisfy({ $0 == sums[0] }) else { throw CommError("replicas differ: parameter checksums \(sums)") }
+        guard sums.allSatisfy({ $0 == sums[0] }) else {
+            throw CommError("replicas differ: parameter checksums \(sums)")
+        }
     }
 
     func checkReplicasIfDue() throws {
@@ -338,29 +412,44 @@ public final class Trainer {
     public func resume(from dir: String) throws {
         let st = try Checkpoint.verify(dir)
         guard st.classes == dataset.classes else {
-            throw CheckpointError("\(dir): checkpoint has \(st.classes) classes but \(dataset.train.folder) has \(dataset.classes) identities")
+            throw CheckpointError(
+                "\(dir): checkpoint has \(st.classes) classes but \(dataset.train.folder) has \(dataset.classes) identities"
+            )
         }
-        try model.arena.load(from: try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("model.safetensors")), strict: true)
-        if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(dir)/model.safetensors: \(bad); the run cannot continue from it") }
+        try model.arena.load(
+            from: try SafeTensorsFile(path: (dir as NSString).appendingPathComponent("model.safetensors")), strict: true
+        )
+        if let bad = model.arena.firstNonFinite() {
+            throw CheckpointError("\(dir)/model.safetensors: \(bad); the run cannot continue from it")
+        }
         guard st.epoch <= epochs else {
-            throw CheckpointError("\(dir): the checkpoint has done \(st.epoch) epochs, beyond this run's schedule.epochs = \(epochs)")
+            throw CheckpointError(
+                "\(dir): the checkpoint has done \(st.epoch) epochs, beyond this run's schedule.epochs = \(epochs)")
         }
         if st.midEpoch && st.worldSize != worldSize {
-            throw CheckpointError("\(dir) was written in the middle of epoch \(st.epoch + 1) by \(st.worldSize) rank(s); this run has \(worldSize). "
-                                  + "Resume it with \(st.worldSize) rank(s), or from an epoch boundary (a checkpoint folder epoch-NNNN) with any number")
+            throw CheckpointError(
+                "\(dir) was written in the middle of epoch \(st.epoch + 1) by \(st.worldSize) rank(s); this run has \(worldSize). "
+                    + "Resume it with \(st.worldSize) rank(s), or from an epoch boundary (a checkpoint folder epoch-NNNN) with any number"
+            )
         }
         try Checkpoint.loadOptimizer(dir, into: optimizer)
-        startEpoch = st.epoch; globalStep = st.step
-        startStep = st.stepInEpoch ?? 0; resumedProgress = st.epochProgress
+        startEpoch = st.epoch
+        globalStep = st.step
+        startStep = st.stepInEpoch ?? 0
+        resumedProgress = st.epochProgress
         bestMAP = st.metrics["best_mAP"] ?? -1
-        averaging.adoptModelState()        // every replica starts from the saved (averaged) statistics
+        averaging.adoptModelState() // every replica starts from the saved (averaged) statistics
         if st.midEpoch {
-            resumedReplicaBuffers = try Checkpoint.loadReplicaBuffers(dir, world: worldSize, count: model.arena.bufferCount)
+            resumedReplicaBuffers = try Checkpoint.loadReplicaBuffers(
+                dir, world: worldSize, count: model.arena.bufferCount)
         } else if st.worldSize != worldSize {
-            log("note: the checkpoint was written by \(st.worldSize) rank(s), this run has \(worldSize): "
-                + "it continues from the epoch boundary with \(worldSize)-way identity shards")
+            log(
+                "note: the checkpoint was written by \(st.worldSize) rank(s), this run has \(worldSize): "
+                    + "it continues from the epoch boundary with \(worldSize)-way identity shards")
         }
-        log("resumed from \(dir): epoch \(st.epoch) done" + (st.midEpoch ? " and \(startStep) step(s) of epoch \(st.epoch + 1)" : "") + ", step \(st.step)")
+        log(
+            "resumed from \(dir): epoch \(st.epoch) done"
+                + (st.midEpoch ? " and \(startStep) step(s) of epoch \(st.epoch + 1)" : "") + ", step \(st.step)")
     }
 
     // MARK: batches
@@ -381,10 +470,13 @@ public final class Trainer {
             let shards = identityShards(classes: dataset.classes, ranks: n, seed: seed, epoch: epoch)
             let local = SamplerConfig(kind: .identity, idsPerBatch: s.idsPerBatch / n, instances: s.instances)
             perRank = (0..<n).map { r in
-                identityBatches(labels: labels, config: local, seed: seed &+ UInt64(r) &* 0x9E37, epoch: epoch, among: shards[r])
+                identityBatches(
+                    labels: labels, config: local, seed: seed &+ UInt64(r) &* 0x9E37, epoch: epoch, among: shards[r])
             }
         case .sequential:
-            let global = sequentialBatches(count: labels.count, batchSize: s.batchSize).filter { $0.count == s.batchSize || n == 1 }
+            let global = sequentialBatches(count: labels.count, batchSize: s.batchSize).filter {
+                $0.count == s.batchSize || n == 1
+            }
             let part = s.batchSize / n
             perRank = (0..<n).map { r in global.map { Array($0[(r * part)..<Swift.min((r + 1) * part, $0.count)]) } }
         }
@@ -396,7 +488,9 @@ public final class Trainer {
     func localBatches(epoch: Int) throws -> [[[Int]]] {
         let all = batches(epoch: epoch)
         guard all[0].count > 0 else {
-            throw ConfigError("sampler.ids_per_batch = \(config.sampler.idsPerBatch): the training split has too few identities with images for one batch\(worldSize > 1 ? " per rank" : "")")
+            throw ConfigError(
+                "sampler.ids_per_batch = \(config.sampler.idsPerBatch): the training split has too few identities with images for one batch\(worldSize > 1 ? " per rank" : "")"
+            )
         }
         return averaging.localRanks.map { all[$0] }
     }
@@ -410,20 +504,27 @@ public final class Trainer {
         let t0 = Profile.now()
         let d = config.data, e = config.eval
         func features(_ s: Split) throws -> FeatureSet? {
-            try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
-                                comm: comm, producer: "reid-dist")
+            try extractFeatures(
+                model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
+                comm: comm, producer: "reid-dist")
         }
         let q = try features(dataset.query), g = try features(dataset.gallery)
         guard let q, let g else { return nil }
-        let r = e.rerank ? try rankReranked(query: q, gallery: g, metric: e.metric) : try rank(query: q, gallery: g, metric: e.metric)
+        let r =
+            e.rerank
+            ? try rankReranked(query: q, gallery: g, metric: e.metric)
+            : try rank(query: q, gallery: g, metric: e.metric)
         let sec = Profile.now() - t0
         let epoch = globalStep == 0 ? startEpoch : outputs.epoch + 1
-        let ranked = RankedListsFile(title: "epoch \(epoch)",
-                                     worst: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.worst, 4)),
-                                     best: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.best, 4)))
-        outputs.evaluated(RankingResultSummary(rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
-                                               queries: q.count, gallery: g.count, seconds: sec, cmc: r.cmc),
-                          epoch: epoch, globalStep: globalStep, ranked: ranked)
+        let ranked = RankedListsFile(
+            title: "epoch \(epoch)",
+            worst: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.worst, 4)),
+            best: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.best, 4)))
+        outputs.evaluated(
+            RankingResultSummary(
+                rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
+                queries: q.count, gallery: g.count, seconds: sec, cmc: r.cmc),
+            epoch: epoch, globalStep: globalStep, ranked: ranked)
         return EvalResult(ranking: r, seconds: sec)
     }
 }

@@ -34,13 +34,22 @@ public final class TrainingStep {
     /// for mining over the global batch across processes (nil: one process).
     let allgather: ((UnsafeRawPointer, Int) throws -> [UInt8])?
 
-    public init(model: GroupedMultiBranchNet, optimizer: Optimizer, averaging: GradientAveraging, loss: LossSpec,
-                allgather: ((UnsafeRawPointer, Int) throws -> [UInt8])? = nil) {
-        self.model = model; self.optimizer = optimizer; self.averaging = averaging; self.loss = loss; self.allgather = allgather
+    public init(
+        model: GroupedMultiBranchNet, optimizer: Optimizer, averaging: GradientAveraging, loss: LossSpec,
+        allgather: ((UnsafeRawPointer, Int) throws -> [UInt8])? = nil
+    ) {
+        self.model = model
+        self.optimizer = optimizer
+        self.averaging = averaging
+        self.loss = loss
+        self.allgather = allgather
     }
 
-    public convenience init(model: GroupedMultiBranchNet, optimizer: Optimizer, averaging: GradientAveraging, labelSmoothing: Float) {
-        self.init(model: model, optimizer: optimizer, averaging: averaging, loss: LossSpec(labelSmoothing: labelSmoothing))
+    public convenience init(
+        model: GroupedMultiBranchNet, optimizer: Optimizer, averaging: GradientAveraging, labelSmoothing: Float
+    ) {
+        self.init(
+            model: model, optimizer: optimizer, averaging: averaging, loss: LossSpec(labelSmoothing: labelSmoothing))
     }
 
     /// Whether this step mines triplets over every rank's images.
@@ -48,8 +57,10 @@ public final class TrainingStep {
 
     /// One step at learning rate `lr`. `batch(i)` gives the batch of `averaging.localRanks[i]`;
     /// `context` names the step in errors ("epoch 3 step 12").
-    public func run(lr: Float, context: @autoclosure () -> String,
-                    batch: (Int) throws -> (images: Tensor, labels: [Int])) throws -> StepResult {
+    public func run(
+        lr: Float, context: @autoclosure () -> String,
+        batch: (Int) throws -> (images: Tensor, labels: [Int])
+    ) throws -> StepResult {
         var r = StepResult()
         r.start = Profile.now()
         func phase(_ p: StepResult.Phase, since t: Double) -> Double {
@@ -73,7 +84,8 @@ public final class TrainingStep {
                 let b = try batch(i)
                 batches.append(b)
                 _ = model.forwardLoss(b.images, labels: b.labels, labelSmoothing: loss.labelSmoothing, weight: 0)
-                all += rows(of: model.pooledFeatures); labels += b.labels
+                all += rows(of: model.pooledFeatures)
+                labels += b.labels
             }
             buffers.withUnsafeBufferPointer { model.arena.buffer.update(from: $0.baseAddress!, count: $0.count) }
             model.arena.counters = counters
@@ -84,29 +96,37 @@ public final class TrainingStep {
             let b = batches.isEmpty ? try batch(i) : batches[i]
             averaging.enter(rank: rank)
             var t = Profile.now()
-            let out = model.forwardLoss(b.images, labels: b.labels, labelSmoothing: loss.labelSmoothing,
-                                        weight: loss.usesCrossEntropy ? Float(loss.ceWeight) : 0)
+            let out = model.forwardLoss(
+                b.images, labels: b.labels, labelSmoothing: loss.labelSmoothing,
+                weight: loss.usesCrossEntropy ? Float(loss.ceWeight) : 0)
             var total = loss.usesCrossEntropy ? loss.ceWeight * out.loss : 0
             var featureGrad: [Float]?
             if loss.usesTriplet {
-                let (value, grad) = try tripletPart(rank: rank, labels: b.labels, global: &global, stats: &r.triplet,
-                                                    gatherSeconds: &r.gatherSeconds)
+                let (value, grad) = try tripletPart(
+                    rank: rank, labels: b.labels, global: &global, stats: &r.triplet,
+                    gatherSeconds: &r.gatherSeconds)
                 total += loss.tripletWeight * value
                 featureGrad = grad
             }
             t = phase(.forward, since: t)
             guard total.isFinite else {
-                throw TrainingError("loss is \(total) at \(context())\(averaging.worldSize > 1 ? " on rank \(rank)" : ""): training diverged (lower optim.lr?)")
+                throw TrainingError(
+                    "loss is \(total) at \(context())\(averaging.worldSize > 1 ? " on rank \(rank)" : ""): training diverged (lower optim.lr?)"
+                )
             }
             try backward(featureGrad)
             _ = phase(.backward, since: t)
             averaging.leave(rank: rank)
-            r.lossSum += total * Double(b.labels.count); r.images += b.labels.count; r.correct += out.correct
+            r.lossSum += total * Double(b.labels.count)
+            r.images += b.labels.count
+            r.correct += out.correct
         }
         var t = Profile.now()
         try averaging.finish()
         t = phase(.allreduceWait, since: t)
-        r.buckets = averaging.bucketEvents.map { BucketEvent(bucket: $0.bucket, start: $0.start + begun, end: $0.end + begun) }
+        r.buckets = averaging.bucketEvents.map {
+            BucketEvent(bucket: $0.bucket, start: $0.start + begun, end: $0.end + begun)
+        }
         optimizer.step(value: model.arena.value, grad: model.arena.grad, lr: lr)
         _ = phase(.optimizer, since: t)
         r.seconds = Profile.now() - r.start
@@ -116,15 +136,19 @@ public final class TrainingStep {
     /// The triplet loss of `rank`'s images after its forward, and its gradient with respect to the
     /// pooled feature ((C, N), weighted): over its own images (local), or its share of the global
     /// batch's (gathered from the other processes now, or computed by the first simulated replica).
-    private func tripletPart(rank: Int, labels: [Int], global: inout (anchors: TripletLoss.Anchors, grad: [Float], perRank: Int)?,
-                             stats: inout TripletStats, gatherSeconds: inout Double) throws -> (Double, [Float]) {
+    private func tripletPart(
+        rank: Int, labels: [Int], global: inout (anchors: TripletLoss.Anchors, grad: [Float], perRank: Int)?,
+        stats: inout TripletStats, gatherSeconds: inout Double
+    ) throws -> (Double, [Float]) {
         let f = model.pooledFeatures, c = f.shape[0], n = f.shape[1]
         var own = rows(of: f)
         var grad = [Float](repeating: 0, count: n * c)
         let value: Double
         if minesGlobally {
             if global == nil {
-                guard let allgather else { preconditionFailure("TrainingStep: global mining across processes needs an all-gather") }
+                guard let allgather else {
+                    preconditionFailure("TrainingStep: global mining across processes needs an all-gather")
+                }
                 // one collective: each rank's labels (as floats, exact below 2^24) then its feature rows
                 let mine = labels.map(Float.init) + own
                 let t0 = Profile.now()
@@ -148,8 +172,11 @@ public final class TrainingStep {
             value = g.anchors.mean
         } else {
             let a = own.withUnsafeBufferPointer { p in
-                grad.withUnsafeMutableBufferPointer { loss.triplet(p.baseAddress!, n: n, dim: c, labels: labels, grad: $0.baseAddress!,
-                                                                   scale: loss.tripletWeight) }
+                grad.withUnsafeMutableBufferPointer {
+                    loss.triplet(
+                        p.baseAddress!, n: n, dim: c, labels: labels, grad: $0.baseAddress!,
+                        scale: loss.tripletWeight)
+                }
             }
             own = grad
             stats.add(a, rows: 0..<n)
@@ -161,11 +188,15 @@ public final class TrainingStep {
     }
 
     /// The global batch's loss and its gradient (unweighted) over all ranks' rows, in rank order.
-    private func globalTriplet(_ all: [Float], _ labels: [Int], perRank: Int) -> (anchors: TripletLoss.Anchors, grad: [Float], perRank: Int) {
+    private func globalTriplet(_ all: [Float], _ labels: [Int], perRank: Int) -> (
+        anchors: TripletLoss.Anchors, grad: [Float], perRank: Int
+    ) {
         let n = labels.count, c = all.count / Swift.max(n, 1)
         var grad = [Float](repeating: 0, count: all.count)
         let a = all.withUnsafeBufferPointer { p in
-            grad.withUnsafeMutableBufferPointer { loss.triplet(p.baseAddress!, n: n, dim: c, labels: labels, grad: $0.baseAddress!) }
+            grad.withUnsafeMutableBufferPointer {
+                loss.triplet(p.baseAddress!, n: n, dim: c, labels: labels, grad: $0.baseAddress!)
+            }
         }
         return (a, grad, perRank)
     }

@@ -13,7 +13,7 @@
 import ReIDCore
 
 public struct RankingResult: Codable, Equatable {
-    public var cmc: [Double]            // cmc[k-1] = CMC@k, k = 1...maxRank
+    public var cmc: [Double] // cmc[k-1] = CMC@k, k = 1...maxRank
     public var mAP: Double, mINP: Double
     public var validQueries: Int, totalQueries: Int
     /// Each query's AP, in query order; nil for a query with no correct image left.
@@ -27,7 +27,9 @@ public struct RankingResult: Codable, Equatable {
         switch order {
         case .file: return Array(valid.prefix(n))
         case .worst: return Array(valid.sorted { (queryAP[$0]!, $0) < (queryAP[$1]!, $1) }.prefix(n))
-        case .best: return Array(valid.sorted { queryAP[$0]! > queryAP[$1]! || (queryAP[$0]! == queryAP[$1]! && $0 < $1) }.prefix(n))
+        case .best:
+            return Array(
+                valid.sorted { queryAP[$0]! > queryAP[$1]! || (queryAP[$0]! == queryAP[$1]! && $0 < $1) }.prefix(n))
         }
     }
 }
@@ -37,14 +39,16 @@ public enum QueryOrder: String, CaseIterable, Codable { case worst, best, file }
 
 /// Per-query outcome: 1-based positions of the correct images among the kept gallery.
 struct QueryOutcome {
-    var firstRank = 0          // 0: no correct image (invalid query)
+    var firstRank = 0 // 0: no correct image (invalid query)
     var ap = 0.0, inp = 0.0
 }
 
 /// Positions (1-based, ascending) of the correct gallery images for one query.
 /// `d` is the query's distance row over the gallery.
-func queryOutcome(_ d: UnsafePointer<Float>, qpid: Int64, qcam: Int64,
-                  gpids: UnsafePointer<Int64>, gcams: UnsafePointer<Int64>, count g: Int) -> QueryOutcome {
+func queryOutcome(
+    _ d: UnsafePointer<Float>, qpid: Int64, qcam: Int64,
+    gpids: UnsafePointer<Int64>, gcams: UnsafePointer<Int64>, count g: Int
+) -> QueryOutcome {
     // Correct images, sorted by (distance, index).
     var pos: [(Float, Int)] = []
     for j in 0..<g where gpids[j] == qpid && gcams[j] != qcam && gpids[j] != -1 {
@@ -60,7 +64,7 @@ func queryOutcome(_ d: UnsafePointer<Float>, qpid: Int64, qcam: Int64,
         let dj = d[j]
         if dj > last.0 { continue }
         let pj = gpids[j]
-        if pj == -1 || pj == qpid { continue }       // junk; correct or same-camera same-id (removed)
+        if pj == -1 || pj == qpid { continue } // junk; correct or same-camera same-id (removed)
         if dj == last.0 && j > last.1 { continue }
         // Number of correct images whose (distance, index) is below (dj, j).
         var lo = 0, hi = p
@@ -95,8 +99,10 @@ public struct ProtocolAccumulator {
     }
 
     /// Scores queries q0..<q0+rows from their distance rows (rows x G, row-major).
-    public mutating func add(rows: Int, firstQuery q0: Int, distances: UnsafePointer<Float>,
-                             query: (pids: [Int64], camids: [Int64]), gallery: (pids: [Int64], camids: [Int64])) {
+    public mutating func add(
+        rows: Int, firstQuery q0: Int, distances: UnsafePointer<Float>,
+        query: (pids: [Int64], camids: [Int64]), gallery: (pids: [Int64], camids: [Int64])
+    ) {
         let g = gallery.pids.count
         outcomes.withUnsafeMutableBufferPointer { out in
             gallery.pids.withUnsafeBufferPointer { gp in
@@ -104,8 +110,9 @@ public struct ProtocolAccumulator {
                     let o = out.baseAddress!, gpp = gp.baseAddress!, gcp = gc.baseAddress!
                     parallelFor(rows) { r in
                         let q = q0 + r
-                        o[q] = queryOutcome(distances + r * g, qpid: query.pids[q], qcam: query.camids[q],
-                                            gpids: gpp, gcams: gcp, count: g)
+                        o[q] = queryOutcome(
+                            distances + r * g, qpid: query.pids[q], qcam: query.camids[q],
+                            gpids: gpp, gcams: gcp, count: g)
                     }
                 }
             }
@@ -116,24 +123,31 @@ public struct ProtocolAccumulator {
         var cmc = [Double](repeating: 0, count: maxRank)
         var ap = 0.0, inp = 0.0, valid = 0
         for o in outcomes where o.firstRank > 0 {
-            valid += 1; ap += o.ap; inp += o.inp
+            valid += 1
+            ap += o.ap
+            inp += o.inp
             if o.firstRank <= maxRank { for k in (o.firstRank - 1)..<maxRank { cmc[k] += 1 } }
         }
         let v = Double(Swift.max(valid, 1))
-        return RankingResult(cmc: cmc.map { $0 / v }, mAP: ap / v, mINP: inp / v,
-                             validQueries: valid, totalQueries: outcomes.count,
-                             queryAP: outcomes.map { $0.firstRank > 0 ? $0.ap : nil })
+        return RankingResult(
+            cmc: cmc.map { $0 / v }, mAP: ap / v, mINP: inp / v,
+            validQueries: valid, totalQueries: outcomes.count,
+            queryAP: outcomes.map { $0.firstRank > 0 ? $0.ap : nil })
     }
 }
 
 /// The protocol on a full distance matrix (Q x G, row-major).
-public func evaluateDistances(_ dist: [Float], queryPids: [Int64], queryCams: [Int64],
-                              galleryPids: [Int64], galleryCams: [Int64], maxRank: Int = 50) -> RankingResult {
+public func evaluateDistances(
+    _ dist: [Float], queryPids: [Int64], queryCams: [Int64],
+    galleryPids: [Int64], galleryCams: [Int64], maxRank: Int = 50
+) -> RankingResult {
     precondition(dist.count == queryPids.count * galleryPids.count)
-    var acc = ProtocolAccumulator(queries: queryPids.count, maxRank: Swift.max(1, Swift.min(maxRank, galleryPids.count)))
+    var acc = ProtocolAccumulator(
+        queries: queryPids.count, maxRank: Swift.max(1, Swift.min(maxRank, galleryPids.count)))
     dist.withUnsafeBufferPointer {
-        acc.add(rows: queryPids.count, firstQuery: 0, distances: $0.baseAddress!,
-                query: (queryPids, queryCams), gallery: (galleryPids, galleryCams))
+        acc.add(
+            rows: queryPids.count, firstQuery: 0, distances: $0.baseAddress!,
+            query: (queryPids, queryCams), gallery: (galleryPids, galleryCams))
     }
     return acc.result
 }

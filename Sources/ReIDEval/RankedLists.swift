@@ -7,7 +7,10 @@ import Foundation
 import ReIDCore
 
 public struct RankedList: Codable, Equatable {
-    public enum Mark: String, Codable { case correct, wrong, junk, sameCamera = "same-camera" }
+    public enum Mark: String, Codable {
+        case correct, wrong, junk
+        case sameCamera = "same-camera"
+    }
     public struct Entry: Codable, Equatable {
         public var path: String, pid: Int64, camera: Int64, distance: Float
         public var mark: Mark?
@@ -18,8 +21,10 @@ public struct RankedList: Codable, Equatable {
 }
 
 /// The top `k` gallery images of each query in `indices`.
-public func rankedLists(query q: FeatureSet, gallery g: FeatureSet, metric: Metric, result: RankingResult,
-                        indices: [Int], k: Int = 10) -> [RankedList] {
+public func rankedLists(
+    query q: FeatureSet, gallery g: FeatureSet, metric: Metric, result: RankingResult,
+    indices: [Int], k: Int = 10
+) -> [RankedList] {
     guard !indices.isEmpty, !q.paths.isEmpty, !g.paths.isEmpty else { return [] }
     let rows = Tensor([indices.count, q.dim], zero: false)
     for (r, i) in indices.enumerated() { (rows.ptr + r * q.dim).update(from: q.features.ptr + i * q.dim, count: q.dim) }
@@ -29,11 +34,14 @@ public func rankedLists(query q: FeatureSet, gallery g: FeatureSet, metric: Metr
         let row = dist.ptr + r * g.count
         let order = (0..<g.count).sorted { row[$0] < row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
         let top = order.map { j -> RankedList.Entry in
-            let mark: RankedList.Mark = g.pids[j] == -1 ? .junk
+            let mark: RankedList.Mark =
+                g.pids[j] == -1
+                ? .junk
                 : g.pids[j] == q.pids[i] ? (g.camids[j] == q.camids[i] ? .sameCamera : .correct) : .wrong
             return .init(path: g.paths[j], pid: g.pids[j], camera: g.camids[j], distance: row[j], mark: mark)
         }
-        return RankedList(query: .init(path: q.paths[i], pid: q.pids[i], camera: q.camids[i], distance: 0, mark: nil),
-                          ap: result.queryAP[i] ?? 0, top: Array(top))
+        return RankedList(
+            query: .init(path: q.paths[i], pid: q.pids[i], camera: q.camids[i], distance: 0, mark: nil),
+            ap: result.queryAP[i] ?? 0, top: Array(top))
     }
 }

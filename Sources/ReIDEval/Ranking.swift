@@ -33,8 +33,10 @@ func rowNormsSquared(_ x: Tensor) -> [Float] {
 
 /// Distances of rows a0..<a0+rows of `a` to every row of `b`, into `out`
 /// (rows x b.count, leading dimension `ldc`).
-func distanceBlock(_ a: FeatureSet, _ b: FeatureSet, q0 a0: Int, rows: Int, metric: Metric,
-                   qn an: [Float], gn bn: [Float], out: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+func distanceBlock(
+    _ a: FeatureSet, _ b: FeatureSet, q0 a0: Int, rows: Int, metric: Metric,
+    qn an: [Float], gn bn: [Float], out: UnsafeMutablePointer<Float>, ldc: Int? = nil
+) {
     let d = a.dim, bc = b.count, ld = ldc ?? bc
     sgemm(transB: true, m: rows, n: bc, k: d, alpha: 1, a: a.features.ptr + a0 * d, b: b.features.ptr, c: out, ldc: ld)
     switch metric {
@@ -65,24 +67,32 @@ func checkNonZero(_ norms: [Float], _ set: FeatureSet, _ what: String) throws {
     guard let i = norms.firstIndex(where: { !($0 > 0) || !$0.isFinite }) else { return }
     let n = norms.filter { !($0 > 0) || !$0.isFinite }.count
     let name = i < set.paths.count ? " (\(set.paths[i]))" : ""
-    throw RankingError("\(set.path == "<memory>" ? what : set.path): \(n) \(what) feature(s) are all zero or not finite, first row \(i)\(name); cosine distances are undefined for them")
+    throw RankingError(
+        "\(set.path == "<memory>" ? what : set.path): \(n) \(what) feature(s) are all zero or not finite, first row \(i)\(name); cosine distances are undefined for them"
+    )
 }
 
 /// The full distance matrix (Q x G); for re-ranking and tests. Memory Q*G floats.
 public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric) -> Tensor {
     let out = Tensor([q.count, g.count], zero: false)
-    distanceBlock(q, g, q0: 0, rows: q.count, metric: metric, qn: rowNormsSquared(q.features),
-                  gn: rowNormsSquared(g.features), out: out.ptr)
+    distanceBlock(
+        q, g, q0: 0, rows: q.count, metric: metric, qn: rowNormsSquared(q.features),
+        gn: rowNormsSquared(g.features), out: out.ptr)
     return out
 }
 
 /// Ranks every query against the gallery in blocks of `blockRows` queries.
 /// The result is identical for any block size.
-public func rank(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
-                 maxRank: Int = 50, blockRows: Int = 512) throws -> RankingResult {
+public func rank(
+    query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
+    maxRank: Int = 50, blockRows: Int = 512
+) throws -> RankingResult {
     try checkComparable(q, g)
     let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
-    if metric == .cosine { try checkNonZero(qn, q, "query"); try checkNonZero(gn, g, "gallery") }
+    if metric == .cosine {
+        try checkNonZero(qn, q, "query")
+        try checkNonZero(gn, g, "gallery")
+    }
     // At most the gallery's size, as torchreid (a CMC past it is flat, and a huge --max-rank would only take memory).
     var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
     let rowsPerBlock = Swift.max(1, Swift.min(blockRows, q.count))
@@ -94,9 +104,11 @@ public func rank(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .c
         let t0 = Profile.now()
         distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: block.ptr)
         let t1 = Profile.now()
-        acc.add(rows: rows, firstQuery: q0, distances: block.ptr,
-                query: (q.pids, q.camids), gallery: (g.pids, g.camids))
-        tDist += t1 - t0; tScore += Profile.now() - t1
+        acc.add(
+            rows: rows, firstQuery: q0, distances: block.ptr,
+            query: (q.pids, q.camids), gallery: (g.pids, g.camids))
+        tDist += t1 - t0
+        tScore += Profile.now() - t1
         q0 += rows
     }
     if ProcessInfo.processInfo.environment["REID_PROFILE"] != nil {

@@ -16,18 +16,25 @@ import ReIDCore
 
 public struct RerankParams: Codable, Equatable {
     public var k1 = 20, k2 = 6, lambda = 0.3
-    public init(k1: Int = 20, k2: Int = 6, lambda: Double = 0.3) { self.k1 = k1; self.k2 = k2; self.lambda = lambda }
+    public init(k1: Int = 20, k2: Int = 6, lambda: Double = 0.3) {
+        self.k1 = k1
+        self.k2 = k2
+        self.lambda = lambda
+    }
 }
 
 /// Sparse row: column indices ascending, values.
-struct SparseRow { var cols: [Int32] = []; var vals: [Float] = [] }
+struct SparseRow {
+    var cols: [Int32] = []
+    var vals: [Float] = []
+}
 
 public final class Reranker {
     let q: FeatureSet, g: FeatureSet, metric: Metric, params: RerankParams
     let total: Int, nq: Int
     let qn: [Float], gn: [Float]
     var rowMax: [Float] = []
-    var top: [Int32] = []             // (total, k1+1) nearest, self included
+    var top: [Int32] = [] // (total, k1+1) nearest, self included
     var v: [SparseRow] = []
 
     public init(query: FeatureSet, gallery: FeatureSet, metric: Metric, params: RerankParams = RerankParams()) throws {
@@ -38,9 +45,14 @@ public final class Reranker {
         guard query.count + gallery.count > params.k1 + 1 else {
             throw RankingError("re-ranking needs more than k1+1 = \(params.k1 + 1) images in all")
         }
-        q = query; g = gallery; self.metric = metric; self.params = params
-        nq = query.count; total = query.count + gallery.count
-        qn = rowNormsSquared(query.features); gn = rowNormsSquared(gallery.features)
+        q = query
+        g = gallery
+        self.metric = metric
+        self.params = params
+        nq = query.count
+        total = query.count + gallery.count
+        qn = rowNormsSquared(query.features)
+        gn = rowNormsSquared(gallery.features)
         nearestNeighbours()
         encode()
     }
@@ -86,8 +98,13 @@ public final class Reranker {
                             if x > mx { mx = x }
                             if x < bestV[k - 1] {
                                 var p = k - 1
-                                while p > 0 && bestV[p - 1] > x { bestV[p] = bestV[p - 1]; bestI[p] = bestI[p - 1]; p -= 1 }
-                                bestV[p] = x; bestI[p] = Int32(j)
+                                while p > 0 && bestV[p - 1] > x {
+                                    bestV[p] = bestV[p - 1]
+                                    bestI[p] = bestI[p - 1]
+                                    p -= 1
+                                }
+                                bestV[p] = x
+                                bestI[p] = Int32(j)
                             }
                         }
                         rmp[r0 + r] = mx
@@ -146,7 +163,10 @@ public final class Reranker {
             }
         }
         let k2 = params.k2
-        if k2 == 1 { v = raw; return }
+        if k2 == 1 {
+            v = raw
+            return
+        }
         var qe = [SparseRow](repeating: SparseRow(), count: total)
         qe.withUnsafeMutableBufferPointer { qp in
             let rows = qp.baseAddress!
@@ -166,7 +186,7 @@ public final class Reranker {
     /// Re-ranked distances of queries q0..<q0+rows to the gallery, into out (rows x G).
     public func distances(q0: Int, rows: Int, into out: UnsafeMutablePointer<Float>) {
         let gc = g.count, lambda = Float(params.lambda)
-        let inverted = self.inverted          // built here, not inside the parallel loop
+        let inverted = self.inverted // built here, not inside the parallel loop
         distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: out)
         parallelFor(rows) { r in
             let i = q0 + r
@@ -197,8 +217,10 @@ public final class Reranker {
 }
 
 /// The protocol on re-ranked distances, in blocks of queries.
-public func rankReranked(query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
-                         params: RerankParams = RerankParams(), maxRank: Int = 50, blockRows: Int = 256) throws -> RankingResult {
+public func rankReranked(
+    query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
+    params: RerankParams = RerankParams(), maxRank: Int = 50, blockRows: Int = 256
+) throws -> RankingResult {
     // Junk never takes part, not even as a neighbour (torchreid's loaders drop it).
     let g = g.droppingJunk()
     let rr = try Reranker(query: q, gallery: g, metric: metric, params: params)

@@ -12,20 +12,28 @@ public struct SearchHit: Equatable {
 
 /// The `k` nearest gallery entries of every query (ties: lower gallery index first).
 /// `rows(q0, n, out)` may supply the distance rows instead (re-ranked ones, say).
-public func searchTopK(query q: FeatureSet, gallery g: FeatureSet, metric: Metric, k: Int, blockRows: Int = 512,
-                       rows supplied: ((Int, Int, UnsafeMutablePointer<Float>) -> Void)? = nil) throws -> [[SearchHit]] {
+public func searchTopK(
+    query q: FeatureSet, gallery g: FeatureSet, metric: Metric, k: Int, blockRows: Int = 512,
+    rows supplied: ((Int, Int, UnsafeMutablePointer<Float>) -> Void)? = nil
+) throws -> [[SearchHit]] {
     try checkComparable(q, g)
     let k = Swift.max(1, Swift.min(k, g.count))
     let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
-    if metric == .cosine && supplied == nil { try checkNonZero(qn, q, "query"); try checkNonZero(gn, g, "gallery") }
+    if metric == .cosine && supplied == nil {
+        try checkNonZero(qn, q, "query")
+        try checkNonZero(gn, g, "gallery")
+    }
     let per = Swift.max(1, Swift.min(blockRows, q.count))
     let block = Tensor([per, g.count], zero: false)
     var out = [[SearchHit]](repeating: [], count: q.count)
     var q0 = 0
     while q0 < q.count {
         let n = Swift.min(per, q.count - q0)
-        if let supplied { supplied(q0, n, block.ptr) }
-        else { distanceBlock(q, g, q0: q0, rows: n, metric: metric, qn: qn, gn: gn, out: block.ptr) }
+        if let supplied {
+            supplied(q0, n, block.ptr)
+        } else {
+            distanceBlock(q, g, q0: q0, rows: n, metric: metric, qn: qn, gn: gn, out: block.ptr)
+        }
         let gc = g.count, bp = block.ptr
         out.withUnsafeMutableBufferPointer { o in
             let op = o.baseAddress!
@@ -38,7 +46,10 @@ public func searchTopK(query q: FeatureSet, gallery g: FeatureSet, metric: Metri
                     let d = row[j]
                     if best.count == k, let last = best.last, !(d < last.distance) { continue }
                     var lo = 0, hi = best.count
-                    while lo < hi { let mid = (lo + hi) / 2; if best[mid].distance <= d { lo = mid + 1 } else { hi = mid } }
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if best[mid].distance <= d { lo = mid + 1 } else { hi = mid }
+                    }
                     best.insert(SearchHit(index: j, distance: d), at: lo)
                     if best.count > k { best.removeLast() }
                 }

@@ -27,10 +27,13 @@ public struct RankedListPictures {
 
     /// Writes `<dir>/<index>_<query file name>.jpg` for queries 0..<count using the
     /// distance rows `dist` (count x G). Returns the files written.
-    public func write(query q: FeatureSet, gallery g: FeatureSet, distances dist: UnsafePointer<Float>,
-                      count: Int, to dir: String) throws -> [String] {
+    public func write(
+        query q: FeatureSet, gallery g: FeatureSet, distances dist: UnsafePointer<Float>,
+        count: Int, to dir: String
+    ) throws -> [String] {
         guard !q.paths.isEmpty, !g.paths.isEmpty else {
-            throw RankingError("pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
+            throw RankingError(
+                "pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
         }
         try createFolder(dir, what: "the pictures folder")
         let w = cellWidth + 2 * border, h = cellHeight + 2 * border
@@ -56,9 +59,12 @@ public struct RankedListPictures {
 
     /// Search results: each query beside its hits in order, framed grey (no identities to
     /// judge by). Returns the files written.
-    public func writeSearch(query q: FeatureSet, gallery g: FeatureSet, hits: [[Int]], to dir: String) throws -> [String] {
+    public func writeSearch(query q: FeatureSet, gallery g: FeatureSet, hits: [[Int]], to dir: String) throws
+        -> [String]
+    {
         guard !q.paths.isEmpty, !g.paths.isEmpty else {
-            throw RankingError("pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
+            throw RankingError(
+                "pictures need image paths: \(q.paths.isEmpty ? q.path : g.path) has no __metadata__ 'paths'")
         }
         try createFolder(dir, what: "the pictures folder")
         let w = cellWidth + 2 * border, h = cellHeight + 2 * border
@@ -66,7 +72,9 @@ public struct RankedListPictures {
         for (qi, row) in hits.enumerated() {
             var canvas = RGBImage(width: w * (topK + 1) + gap, height: h, fill: (255, 255, 255))
             canvas.paste(try cell(q.paths[qi], frame: (0, 0, 0)), x: 0, y: 0)
-            for (r, j) in row.prefix(topK).enumerated() { canvas.paste(try cell(g.paths[j], frame: (150, 150, 150)), x: w + gap + r * w, y: 0) }
+            for (r, j) in row.prefix(topK).enumerated() {
+                canvas.paste(try cell(g.paths[j], frame: (150, 150, 150)), x: w + gap + r * w, y: 0)
+            }
             let name = ((q.paths[qi] as NSString).lastPathComponent as NSString).deletingPathExtension
             let out = (dir as NSString).appendingPathComponent(String(format: "%04d_%@.jpg", qi, name))
             try writeAtomically(try canvas.jpegData(quality: quality), to: out)

@@ -16,13 +16,20 @@ public struct RGBImage {
     public let width: Int, height: Int
     public var pixels: [UInt8]
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (0, 0, 0)) {
-        self.width = width; self.height = height
+        self.width = width
+        self.height = height
         pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for i in 0..<(width * height) { pixels[3 * i] = fill.0; pixels[3 * i + 1] = fill.1; pixels[3 * i + 2] = fill.2 }
+        for i in 0..<(width * height) {
+            pixels[3 * i] = fill.0
+            pixels[3 * i + 1] = fill.1
+            pixels[3 * i + 2] = fill.2
+        }
     }
     public init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(pixels.count == width * height * 3)
-        self.width = width; self.height = height; self.pixels = pixels
+        self.width = width
+        self.height = height
+        self.pixels = pixels
     }
 
     /// The largest image any reader decodes, in pixels (`data.max_pixels`): a larger one is
@@ -33,7 +40,11 @@ public struct RGBImage {
     /// The image formats read, told apart by their first bytes (not the file name).
     public enum Format { case jpeg, png }
     public static func format(of data: Data) -> Format? {
-        if data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8 && data[data.startIndex + 2] == 0xFF { return .jpeg }
+        if data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8
+            && data[data.startIndex + 2] == 0xFF
+        {
+            return .jpeg
+        }
         if data.count >= 8 && Array(data.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] { return .png }
         return nil
     }
@@ -43,7 +54,13 @@ public struct RGBImage {
         switch Self.format(of: data) {
         case .png: try self.init(png: data, path: path)
         case .jpeg: try self.init(jpeg: data, path: path)
-        case nil: throw ImageError(path, data.isEmpty ? "empty file" : "neither a JPEG nor a PNG file (first bytes \(data.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")))")
+        case nil:
+            throw ImageError(
+                path,
+                data.isEmpty
+                    ? "empty file"
+                    : "neither a JPEG nor a PNG file (first bytes \(data.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")))"
+            )
         }
     }
 
@@ -65,10 +82,14 @@ public struct RGBImage {
     }
 
     /// Both C decoders share one signature: (bytes, size, max pixels, &rgb, &w, &h, err, errlen).
-    typealias Decoder = (UnsafePointer<UInt8>?, Int, Int, UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>?,
-                         UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<CChar>?, Int) -> Int32
+    typealias Decoder = (
+        UnsafePointer<UInt8>?, Int, Int, UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>?,
+        UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<CChar>?, Int
+    ) -> Int32
 
-    private init(_ data: Data, path: String, format: String, decode: Decoder, free: (UnsafeMutableRawPointer?) -> Void) throws {
+    private init(_ data: Data, path: String, format: String, decode: Decoder, free: (UnsafeMutableRawPointer?) -> Void)
+        throws
+    {
         var out: UnsafeMutablePointer<UInt8>?
         var w: Int32 = 0, h: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
@@ -81,7 +102,8 @@ public struct RGBImage {
         if rc == -3 { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(limit); not decoded") }
         guard rc == 0, let out else { throw ImageError(path, "not a readable \(format) (\(String(cString: err)))") }
         defer { free(out) }
-        width = Int(w); height = Int(h)
+        width = Int(w)
+        height = Int(h)
         pixels = Array(UnsafeBufferPointer(start: out, count: width * height * 3))
     }
 
@@ -99,16 +121,22 @@ public struct RGBImage {
         var err = [CChar](repeating: 0, count: 256)
         switch format(of: data) {
         case .jpeg:
-            let rc = data.withUnsafeBytes { rd_jpeg_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count) }
+            let rc = data.withUnsafeBytes {
+                rd_jpeg_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count)
+            }
             guard rc == 0 else { throw ImageError(path, "not a readable JPEG (\(String(cString: err)))") }
         case .png:
-            let rc = data.withUnsafeBytes { rd_png_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count) }
+            let rc = data.withUnsafeBytes {
+                rd_png_header($0.bindMemory(to: UInt8.self).baseAddress!, $0.count, &w, &h, &err, err.count)
+            }
             guard rc == 0 else { throw ImageError(path, "not a readable PNG (\(String(cString: err)))") }
         case nil:
             throw ImageError(path, "neither a JPEG nor a PNG file")
         }
         guard w > 0, h > 0 else { throw ImageError(path, "\(w)x\(h) pixels") }
-        guard Int(w) * Int(h) <= maxPixels else { throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(maxPixels)") }
+        guard Int(w) * Int(h) <= maxPixels else {
+            throw ImageError(path, "\(w)x\(h) pixels, more than data.max_pixels = \(maxPixels)")
+        }
         return (Int(w), Int(h))
     }
 
@@ -117,7 +145,9 @@ public struct RGBImage {
         var out: UnsafeMutablePointer<UInt8>?
         var size = 0
         var err = [CChar](repeating: 0, count: 256)
-        let rc = pixels.withUnsafeBufferPointer { rd_png_encode($0.baseAddress!, Int32(width), Int32(height), &out, &size, &err, err.count) }
+        let rc = pixels.withUnsafeBufferPointer {
+            rd_png_encode($0.baseAddress!, Int32(width), Int32(height), &out, &size, &err, err.count)
+        }
         guard rc == 0, let out else { throw ImageError("<png>", "cannot encode (\(String(cString: err)))") }
         defer { rd_png_free(out) }
         return Data(bytes: out, count: size)
@@ -161,10 +191,14 @@ public struct RGBImage {
                             var s0 = Self.half, s1 = Self.half, s2 = Self.half
                             for i in 0..<count {
                                 let p = row + (start + i) * 3, w = hc.weights[k + i]
-                                s0 += Int(inp[p]) * w; s1 += Int(inp[p + 1]) * w; s2 += Int(inp[p + 2]) * w
+                                s0 += Int(inp[p]) * w
+                                s1 += Int(inp[p + 1]) * w
+                                s2 += Int(inp[p + 2]) * w
                             }
                             let o = (y * ow + x) * 3
-                            out[o] = Self.clip8(s0); out[o + 1] = Self.clip8(s1); out[o + 2] = Self.clip8(s2)
+                            out[o] = Self.clip8(s0)
+                            out[o + 1] = Self.clip8(s1)
+                            out[o + 2] = Self.clip8(s2)
                         }
                     }
                 }
@@ -172,7 +206,7 @@ public struct RGBImage {
             src = tmp
         }
         guard oh != height else { return src }
-        let shift = ow != width ? vc.bounds[0].start : 0          // the horizontal pass kept rows from there
+        let shift = ow != width ? vc.bounds[0].start : 0 // the horizontal pass kept rows from there
         var out = RGBImage(width: ow, height: oh)
         out.pixels.withUnsafeMutableBufferPointer { out in
             src.pixels.withUnsafeBufferPointer { inp in
@@ -183,10 +217,14 @@ public struct RGBImage {
                         var s0 = Self.half, s1 = Self.half, s2 = Self.half
                         for i in 0..<count {
                             let p = ((start - shift + i) * ow + x) * 3, w = vc.weights[k + i]
-                            s0 += Int(inp[p]) * w; s1 += Int(inp[p + 1]) * w; s2 += Int(inp[p + 2]) * w
+                            s0 += Int(inp[p]) * w
+                            s1 += Int(inp[p + 1]) * w
+                            s2 += Int(inp[p + 2]) * w
                         }
                         let o = (y * ow + x) * 3
-                        out[o] = Self.clip8(s0); out[o + 1] = Self.clip8(s1); out[o + 2] = Self.clip8(s2)
+                        out[o] = Self.clip8(s0)
+                        out[o + 1] = Self.clip8(s1)
+                        out[o + 2] = Self.clip8(s2)
                     }
                 }
             }
@@ -197,11 +235,15 @@ public struct RGBImage {
     /// Pillow's fixed point: 32 - 8 - 2 fraction bits, sums started at one half.
     private static let precisionBits = 22
     private static let half = 1 << (precisionBits - 1)
-    @inline(__always) private static func clip8(_ v: Int) -> UInt8 { UInt8(Swift.max(0, Swift.min(255, v >> precisionBits))) }
+    @inline(__always) private static func clip8(_ v: Int) -> UInt8 {
+        UInt8(Swift.max(0, Swift.min(255, v >> precisionBits)))
+    }
 
     /// Pillow's `precompute_coeffs` for the bilinear filter (support 1) and `normalize_coeffs_8bpc`:
     /// for each output position its first input index, the count of inputs, and `ksize` weights each.
-    static func pillowCoefficients(inSize: Int, outSize: Int) -> (bounds: [(start: Int, count: Int)], weights: [Int], ksize: Int) {
+    static func pillowCoefficients(inSize: Int, outSize: Int) -> (
+        bounds: [(start: Int, count: Int)], weights: [Int], ksize: Int
+    ) {
         let scale = Double(inSize) / Double(outSize)
         let filterScale = Swift.max(scale, 1)
         let support = 1.0 * filterScale
@@ -222,7 +264,8 @@ public struct RGBImage {
             }
             for x in 0..<Swift.max(xmax, 0) {
                 let v = ww != 0 ? k[x] / ww : k[x]
-                weights[xx * ksize + x] = v < 0 ? Int(-0.5 + v * Double(1 << precisionBits)) : Int(0.5 + v * Double(1 << precisionBits))
+                weights[xx * ksize + x] =
+                    v < 0 ? Int(-0.5 + v * Double(1 << precisionBits)) : Int(0.5 + v * Double(1 << precisionBits))
             }
             bounds.append((xmin, Swift.max(xmax, 0)))
         }
@@ -265,7 +308,9 @@ public struct RGBImage {
         for r in Swift.max(0, y)..<Swift.min(height, y + h) {
             for c in Swift.max(0, x)..<Swift.min(width, x + w) {
                 let i = (r * width + c) * 3
-                pixels[i] = color.0; pixels[i + 1] = color.1; pixels[i + 2] = color.2
+                pixels[i] = color.0
+                pixels[i + 1] = color.1
+                pixels[i + 2] = color.2
             }
         }
     }

@@ -33,7 +33,10 @@ public struct ONNXExportOptions {
     public var producerVersion = ""
 
     public init(height: Int, width: Int, mean: [Float], std: [Float]) {
-        self.height = height; self.width = width; self.mean = mean; self.std = std
+        self.height = height
+        self.width = width
+        self.mean = mean
+        self.std = std
     }
 }
 
@@ -58,7 +61,8 @@ public enum ONNXExport {
 
     public static func model(_ net: GroupedMultiBranchNet, _ o: ONNXExportOptions) throws -> Onnx_ModelProto {
         guard opsets.contains(o.opset) else {
-            throw ONNXExportError("--opset \(o.opset) is not supported: choose \(opsets.lowerBound) to \(opsets.upperBound)")
+            throw ONNXExportError(
+                "--opset \(o.opset) is not supported: choose \(opsets.lowerBound) to \(opsets.upperBound)")
         }
         guard o.mean.count == 3, o.std.count == 3, o.std.allSatisfy({ $0 > 0 }) else {
             throw ONNXExportError("the model's mean/std must be 3 values each, std positive (got \(o.mean), \(o.std))")
@@ -75,13 +79,15 @@ public enum ONNXExport {
             x = g.node("Concat", [x, mirrored], name: "flip.concat", attrs: [.int("axis", 0)])
         }
         x = try g.backbone(x, spec: net.spec)
-        var f = g.node("Flatten", [g.node("GlobalAveragePool", [x], name: "pool")], name: "pool.flatten", attrs: [.int("axis", 1)])
+        var f = g.node(
+            "Flatten", [g.node("GlobalAveragePool", [x], name: "pool")], name: "pool.flatten", attrs: [.int("axis", 1)])
         f = try g.groupBatchNorms(f, spec: net.spec)
         f = g.l2Normalize(f, name: "normalize")
         if o.flip {
             let shape = g.int64s("flip.shape", [2, -1, Int64(net.spec.featureChannels)])
             let pairs = g.node("Reshape", [f, shape], name: "flip.pairs")
-            let sum = g.node("ReduceSum", [pairs, g.int64s("flip.sum.axes", [0])], name: "flip.sum", attrs: [.int("keepdims", 0)])
+            let sum = g.node(
+                "ReduceSum", [pairs, g.int64s("flip.sum.axes", [0])], name: "flip.sum", attrs: [.int("keepdims", 0)])
             f = g.l2Normalize(sum, name: "flip.normalize")
         }
         g.nodes[g.nodes.count - 1].output = [outputName]
@@ -90,28 +96,45 @@ public enum ONNXExport {
         graph.name = "grouped_multibranch_resnet\(net.spec.depth)"
         graph.node = g.nodes
         graph.initializer = g.initializers
-        graph.input = [valueInfo(inputName, dims: [.param("N"), .value(3), .value(o.height), .value(o.width)],
-                                 doc: "float32 RGB pixel values 0-255, resized to \(o.height)x\(o.width) (bilinear); normalised inside the graph")]
-        graph.output = [valueInfo(outputName, dims: [.param("N"), .value(net.spec.featureChannels)],
-                                  doc: "L2-normalised features (\(net.spec.groups) groups of \(net.spec.featureChannels / net.spec.groups))"
-                                      + (o.flip ? ", averaged with the mirror image's" : ""))]
+        graph.input = [
+            valueInfo(
+                inputName, dims: [.param("N"), .value(3), .value(o.height), .value(o.width)],
+                doc:
+                    "float32 RGB pixel values 0-255, resized to \(o.height)x\(o.width) (bilinear); normalised inside the graph"
+            )
+        ]
+        graph.output = [
+            valueInfo(
+                outputName, dims: [.param("N"), .value(net.spec.featureChannels)],
+                doc:
+                    "L2-normalised features (\(net.spec.groups) groups of \(net.spec.featureChannels / net.spec.groups))"
+                    + (o.flip ? ", averaged with the mirror image's" : ""))
+        ]
         var m = Onnx_ModelProto()
         m.irVersion = irVersion(opset: o.opset)
         m.producerName = "reid-dist"
         m.producerVersion = o.producerVersion
-        m.docString = "Person re-identification features (grouped multi-branch ResNet-\(net.spec.depth)). Input: "
+        m.docString =
+            "Person re-identification features (grouped multi-branch ResNet-\(net.spec.depth)). Input: "
             + graph.input[0].docString + ". Output: " + graph.output[0].docString + "."
         var opset = Onnx_OperatorSetIdProto()
-        opset.domain = ""; opset.version = Int64(o.opset)
+        opset.domain = ""
+        opset.version = Int64(o.opset)
         m.opsetImport = [opset]
         m.metadataProps = o.metadata.sorted { $0.key < $1.key }.map { k, v in
-            var e = Onnx_StringStringEntryProto(); e.key = k; e.value = v; return e
+            var e = Onnx_StringStringEntryProto()
+            e.key = k
+            e.value = v
+            return e
         }
         m.graph = graph
         return m
     }
 
-    enum Dim { case param(String), value(Int) }
+    enum Dim {
+        case param(String)
+        case value(Int)
+    }
 
     static func valueInfo(_ name: String, dims: [Dim], doc: String) -> Onnx_ValueInfoProto {
         var shape = Onnx_TensorShapeProto()
@@ -127,7 +150,8 @@ public enum ONNXExport {
         t.elemType = Int32(Onnx_TensorProto.DataType.float.rawValue)
         t.shape = shape
         var v = Onnx_ValueInfoProto()
-        v.name = name; v.docString = doc
+        v.name = name
+        v.docString = doc
         v.type.tensorType = t
         return v
     }
@@ -152,14 +176,25 @@ struct WeightReader {
 }
 
 enum Attribute {
-    case int(String, Int), ints(String, [Int]), float(String, Float)
+    case int(String, Int)
+    case ints(String, [Int])
+    case float(String, Float)
 
     var proto: Onnx_AttributeProto {
         var a = Onnx_AttributeProto()
         switch self {
-        case .int(let n, let v): a.name = n; a.type = .int; a.i = Int64(v)
-        case .ints(let n, let v): a.name = n; a.type = .ints; a.ints = v.map(Int64.init)
-        case .float(let n, let v): a.name = n; a.type = .float; a.f = v
+        case .int(let n, let v):
+            a.name = n
+            a.type = .int
+            a.i = Int64(v)
+        case .ints(let n, let v):
+            a.name = n
+            a.type = .ints
+            a.ints = v.map(Int64.init)
+        case .float(let n, let v):
+            a.name = n
+            a.type = .float
+            a.f = v
         }
         return a
     }
@@ -170,14 +205,17 @@ struct GraphBuilder {
     let weights: WeightReader
     var nodes: [Onnx_NodeProto] = []
     var initializers: [Onnx_TensorProto] = []
-    static let eps = 1e-5                         // every batch norm's, as PyTorch's default
+    static let eps = 1e-5 // every batch norm's, as PyTorch's default
 
     init(weights: WeightReader) { self.weights = weights }
 
     @discardableResult
     mutating func node(_ op: String, _ inputs: [String], name: String, attrs: [Attribute] = []) -> String {
         var n = Onnx_NodeProto()
-        n.opType = op; n.name = name; n.input = inputs; n.output = [name]
+        n.opType = op
+        n.name = name
+        n.input = inputs
+        n.output = [name]
         n.attribute = attrs.map(\.proto)
         nodes.append(n)
         return name
@@ -186,16 +224,18 @@ struct GraphBuilder {
     mutating func constant(_ name: String, _ shape: [Int], _ values: [Float]) -> String {
         precondition(shape.reduce(1, *) == values.count)
         var t = Onnx_TensorProto()
-        t.name = name; t.dims = shape.map(Int64.init)
+        t.name = name
+        t.dims = shape.map(Int64.init)
         t.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
-        t.rawData = values.withUnsafeBufferPointer { Data(buffer: $0) }     // little-endian, as ONNX requires
+        t.rawData = values.withUnsafeBufferPointer { Data(buffer: $0) } // little-endian, as ONNX requires
         initializers.append(t)
         return name
     }
 
     mutating func int64s(_ name: String, _ values: [Int64]) -> String {
         var t = Onnx_TensorProto()
-        t.name = name; t.dims = [Int64(values.count)]
+        t.name = name
+        t.dims = [Int64(values.count)]
         t.dataType = Int32(Onnx_TensorProto.DataType.int64.rawValue)
         t.rawData = values.withUnsafeBufferPointer { Data(buffer: $0) }
         initializers.append(t)
@@ -206,7 +246,8 @@ struct GraphBuilder {
     mutating func convBN(_ x: String, conv: String, bn: String, stride: Int, relu: Bool) throws -> String {
         let (shape, w) = try weights.tensor(conv + ".weight")
         let gamma = try weights.tensor(bn + ".weight").values, beta = try weights.tensor(bn + ".bias").values
-        let mean = try weights.tensor(bn + ".running_mean").values, vars = try weights.tensor(bn + ".running_var").values
+        let mean = try weights.tensor(bn + ".running_mean").values,
+            vars = try weights.tensor(bn + ".running_var").values
         let cout = shape[0], per = w.count / cout, k = shape[2]
         var folded = [Float](repeating: 0, count: w.count), bias = [Float](repeating: 0, count: cout)
         for o in 0..<cout {
@@ -215,24 +256,33 @@ struct GraphBuilder {
             bias[o] = Float(Double(beta[o]) - Double(mean[o]) * s)
         }
         let wName = constant(conv + ".weight", shape, folded), bName = constant(conv + ".bias", [cout], bias)
-        let y = node("Conv", [x, wName, bName], name: conv, attrs: [
-            .ints("kernel_shape", [k, k]), .ints("strides", [stride, stride]), .ints("pads", Array(repeating: k / 2, count: 4))])
+        let y = node(
+            "Conv", [x, wName, bName], name: conv,
+            attrs: [
+                .ints("kernel_shape", [k, k]), .ints("strides", [stride, stride]),
+                .ints("pads", Array(repeating: k / 2, count: 4))
+            ])
         return relu ? node("Relu", [y], name: conv + ".relu") : y
     }
 
     /// torchvision's ResNet (v1.5) with BN folded; names follow the state dict.
     mutating func backbone(_ input: String, spec: ModelSpec) throws -> String {
-        guard let (bottleneck, counts) = ResNet.depths[spec.depth] else { throw ONNXExportError("depth \(spec.depth) is not 18, 34 or 50") }
+        guard let (bottleneck, counts) = ResNet.depths[spec.depth] else {
+            throw ONNXExportError("depth \(spec.depth) is not 18, 34 or 50")
+        }
         let p = "backbone."
         var x = try convBN(input, conv: p + "conv1", bn: p + "bn1", stride: 2, relu: true)
-        x = node("MaxPool", [x], name: p + "maxpool", attrs: [.ints("kernel_shape", [3, 3]), .ints("strides", [2, 2]), .ints("pads", [1, 1, 1, 1])])
+        x = node(
+            "MaxPool", [x], name: p + "maxpool",
+            attrs: [.ints("kernel_shape", [3, 3]), .ints("strides", [2, 2]), .ints("pads", [1, 1, 1, 1])])
         for (l, n) in counts.enumerated() {
             let layerStride = l == 0 ? 1 : l == 3 ? spec.lastStride : 2
             for b in 0..<n {
                 let bp = p + "layer\(l + 1).\(b)", stride = b == 0 ? layerStride : 1
                 var identity = x
                 if weights.has(bp + ".downsample.0.weight") {
-                    identity = try convBN(x, conv: bp + ".downsample.0", bn: bp + ".downsample.1", stride: stride, relu: false)
+                    identity = try convBN(
+                        x, conv: bp + ".downsample.0", bn: bp + ".downsample.1", stride: stride, relu: false)
                 }
                 var y: String
                 if bottleneck {
@@ -254,7 +304,9 @@ struct GraphBuilder {
         let d = spec.featureChannels / spec.groups
         let sizes = int64s("head.split.sizes", Array(repeating: Int64(d), count: spec.groups))
         var split = Onnx_NodeProto()
-        split.opType = "Split"; split.name = "head.split"; split.input = [f, sizes]
+        split.opType = "Split"
+        split.name = "head.split"
+        split.input = [f, sizes]
         split.output = (0..<spec.groups).map { "head.groups.\($0).features" }
         split.attribute = [Attribute.int("axis", 1).proto]
         nodes.append(split)
@@ -265,7 +317,10 @@ struct GraphBuilder {
                 let t = try weights.tensor(bn + "." + part)
                 return constant(bn + "." + part, t.shape, t.values)
             }
-            outs.append(node("BatchNormalization", [split.output[gi]] + inputs, name: bn, attrs: [.float("epsilon", Float(Self.eps))]))
+            outs.append(
+                node(
+                    "BatchNormalization", [split.output[gi]] + inputs, name: bn,
+                    attrs: [.float("epsilon", Float(Self.eps))]))
         }
         return node("Concat", outs, name: "head.concat", attrs: [.int("axis", 1)])
     }
@@ -273,8 +328,11 @@ struct GraphBuilder {
     /// x / max(||x||_2, 1e-12) along axis 1, as torch.nn.functional.normalize.
     mutating func l2Normalize(_ x: String, name: String) -> String {
         let sq = node("Mul", [x, x], name: name + ".square")
-        let sum = node("ReduceSum", [sq, int64s(name + ".axes", [1])], name: name + ".sum", attrs: [.int("keepdims", 1)])
-        let norm = node("Max", [node("Sqrt", [sum], name: name + ".sqrt"), constant(name + ".eps", [], [1e-12])], name: name + ".norm")
+        let sum = node(
+            "ReduceSum", [sq, int64s(name + ".axes", [1])], name: name + ".sum", attrs: [.int("keepdims", 1)])
+        let norm = node(
+            "Max", [node("Sqrt", [sum], name: name + ".sqrt"), constant(name + ".eps", [], [1e-12])],
+            name: name + ".norm")
         return node("Div", [x, norm], name: name)
     }
 }

@@ -10,16 +10,22 @@ public struct SVGChart {
         public var name: String, points: [(x: Double, y: Double)], color: String
         public var dots = false
         public init(_ name: String, _ points: [(x: Double, y: Double)], color: String, dots: Bool = false) {
-            self.name = name; self.points = points; self.color = color; self.dots = dots
+            self.name = name
+            self.points = points
+            self.color = color
+            self.dots = dots
         }
     }
     public var title: String, xLabel: String, yLabel: String
     public var series: [Series]
-    public var markers: [Double] = []           // vertical lines at these x (epoch boundaries)
-    public var yRange: ClosedRange<Double>?      // fixed range (e.g. 0...100 for percentages)
+    public var markers: [Double] = [] // vertical lines at these x (epoch boundaries)
+    public var yRange: ClosedRange<Double>? // fixed range (e.g. 0...100 for percentages)
     public var width = 560.0, height = 240.0
     public init(title: String, xLabel: String, yLabel: String, series: [Series]) {
-        self.title = title; self.xLabel = xLabel; self.yLabel = yLabel; self.series = series
+        self.title = title
+        self.xLabel = xLabel
+        self.yLabel = yLabel
+        self.series = series
     }
 
     static func esc(_ s: String) -> String {
@@ -33,7 +39,10 @@ public struct SVGChart {
         let raw = (hi - lo) / Double(n), mag = pow(10, floor(log10(raw)))
         let step = [1.0, 2, 2.5, 5, 10].map { $0 * mag }.first { $0 >= raw } ?? raw
         var t: [Double] = [], v = (lo / step).rounded(.up) * step
-        while v <= hi + step * 1e-9 { t.append(v); v += step }
+        while v <= hi + step * 1e-9 {
+            t.append(v)
+            v += step
+        }
         return t
     }
 
@@ -50,37 +59,79 @@ public struct SVGChart {
         let left = 58.0, right = 14.0, top = 28.0, bottom = 40.0
         let pw = width - left - right, ph = height - top - bottom
         let all = series.flatMap(\.points).filter { $0.x.isFinite && $0.y.isFinite }
-        var out = "<svg \(standalone ? "xmlns=\"http://www.w3.org/2000/svg\" " : "")width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" class=\"chart\" font-family=\"sans-serif\" font-size=\"11\">"
+        var out =
+            "<svg \(standalone ? "xmlns=\"http://www.w3.org/2000/svg\" " : "")width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" class=\"chart\" font-family=\"sans-serif\" font-size=\"11\">"
         out += "<rect x=\"0\" y=\"0\" width=\"\(Int(width))\" height=\"\(Int(height))\" fill=\"#fff\"/>"
         out += "<text x=\"\(Int(left))\" y=\"16\" font-size=\"13\" font-weight=\"bold\">\(Self.esc(title))</text>"
         guard !all.isEmpty else {
-            return out + "<text x=\"\(Int(left + pw / 2))\" y=\"\(Int(top + ph / 2))\" text-anchor=\"middle\" fill=\"#888\">no data yet</text></svg>"
+            return out
+                + "<text x=\"\(Int(left + pw / 2))\" y=\"\(Int(top + ph / 2))\" text-anchor=\"middle\" fill=\"#888\">no data yet</text></svg>"
         }
         var x0 = all.map(\.x).min()!, x1 = all.map(\.x).max()!
-        if x1 == x0 { x0 -= 1; x1 += 1 }
+        if x1 == x0 {
+            x0 -= 1
+            x1 += 1
+        }
         var y0 = yRange?.lowerBound ?? all.map(\.y).min()!, y1 = yRange?.upperBound ?? all.map(\.y).max()!
-        if y1 == y0 { y0 -= abs(y0) * 0.1 + 1e-9; y1 += abs(y1) * 0.1 + 1e-9 }
-        if yRange == nil { let pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad }
+        if y1 == y0 {
+            y0 -= abs(y0) * 0.1 + 1e-9
+            y1 += abs(y1) * 0.1 + 1e-9
+        }
+        if yRange == nil {
+            let pad = (y1 - y0) * 0.05
+            y0 -= pad
+            y1 += pad
+        }
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * pw }
         func py(_ y: Double) -> Double { top + (1 - (y - y0) / (y1 - y0)) * ph }
         out += "<g stroke=\"#e5e5e5\">"
-        for t in Self.ticks(y0, y1) { out += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", left, py(t), left + pw, py(t)) }
+        for t in Self.ticks(y0, y1) {
+            out += String(
+                format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", left, py(t), left + pw, py(t))
+        }
         out += "</g><g stroke=\"#bbb\" stroke-dasharray=\"3,3\">"
-        for m in markers where m > x0 && m < x1 { out += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(m), top, px(m), top + ph) }
+        for m in markers where m > x0 && m < x1 {
+            out += String(
+                format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(m), top, px(m), top + ph)
+        }
         out += "</g>"
-        out += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#888\"/>", left, top, pw, ph)
-        for t in Self.ticks(y0, y1) { out += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#444\">%@</text>", left - 4, py(t) + 4, Self.label(t)) }
-        for t in Self.ticks(x0, x1, 6) { out += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\">%@</text>", px(t), top + ph + 14, Self.label(t)) }
-        out += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\">%@</text>", left + pw / 2, height - 6, Self.esc(xLabel))
-        out += String(format: "<text x=\"12\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\" transform=\"rotate(-90 12 %.1f)\">%@</text>", top + ph / 2, top + ph / 2, Self.esc(yLabel))
+        out += String(
+            format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#888\"/>", left,
+            top, pw, ph)
+        for t in Self.ticks(y0, y1) {
+            out += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#444\">%@</text>", left - 4, py(t) + 4,
+                Self.label(t))
+        }
+        for t in Self.ticks(x0, x1, 6) {
+            out += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\">%@</text>", px(t),
+                top + ph + 14, Self.label(t))
+        }
+        out += String(
+            format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\">%@</text>", left + pw / 2,
+            height - 6, Self.esc(xLabel))
+        out += String(
+            format:
+                "<text x=\"12\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#444\" transform=\"rotate(-90 12 %.1f)\">%@</text>",
+            top + ph / 2, top + ph / 2, Self.esc(yLabel))
         var legendX = left + 8
         for s in series {
             let pts = s.points.filter { $0.x.isFinite && $0.y.isFinite }
             let coords = pts.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
-            out += "<polyline data-series=\"\(Self.esc(s.name))\" data-points=\"\(pts.count)\" points=\"\(coords)\" fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"1.5\"/>"
-            if s.dots { for p in pts { out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>", px(p.x), py(p.y), s.color) } }
+            out +=
+                "<polyline data-series=\"\(Self.esc(s.name))\" data-points=\"\(pts.count)\" points=\"\(coords)\" fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"1.5\"/>"
+            if s.dots {
+                for p in pts {
+                    out += String(
+                        format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>", px(p.x), py(p.y), s.color)
+                }
+            }
             if series.count > 1 {
-                out += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"10\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>", legendX, top + 8, s.color, legendX + 14, top + 12, Self.esc(s.name))
+                out += String(
+                    format:
+                        "<rect x=\"%.1f\" y=\"%.1f\" width=\"10\" height=\"3\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>",
+                    legendX, top + 8, s.color, legendX + 14, top + 12, Self.esc(s.name))
                 legendX += 24 + 6.2 * Double(s.name.count)
             }
         }

@@ -35,7 +35,9 @@ public enum TorchFile {
         let budget = Budget(elements: Swift.max(elementBudget, 0))
         let fileLimit = budget.bytes
         let data: Data
-        do { data = try InputFile.read(path, limit: fileLimit, what: "a torch.save file for this model") } catch let e as InputFileError {
+        do { data = try InputFile.read(path, limit: fileLimit, what: "a torch.save file for this model") } catch let e
+            as InputFileError
+        {
             throw TorchFileError(path, e.reason)
         }
         let bytes = [UInt8](data)
@@ -47,7 +49,9 @@ public enum TorchFile {
     }
 
     /// A legacy-format file's bytes (for tests and fuzzing; `path` names them in errors).
-    static func readLegacy(bytes: [UInt8], path: String, elementBudget: Int = defaultElementBudget) throws -> [TensorRecord] {
+    static func readLegacy(bytes: [UInt8], path: String, elementBudget: Int = defaultElementBudget) throws
+        -> [TensorRecord]
+    {
         try readLegacy(bytes, path: path, Budget(elements: elementBudget))
     }
 
@@ -72,7 +76,9 @@ public enum TorchFile {
             throw TorchFileError(path, "not a readable zip archive (truncated or damaged?): \(error)")
         }
         let pickles = archive.filter { $0.path.hasSuffix("/data.pkl") || $0.path == "data.pkl" }
-        guard pickles.count == 1 else { throw TorchFileError(path, "expected one data.pkl in the archive, found \(pickles.count)") }
+        guard pickles.count == 1 else {
+            throw TorchFileError(path, "expected one data.pkl in the archive, found \(pickles.count)")
+        }
         let prefix = String(pickles[0].path.dropLast("data.pkl".count))
         // Every entry is inflated only up to its declared size, and all of them together only up
         // to the budget's bytes: a small archive cannot inflate into gigabytes.
@@ -80,7 +86,10 @@ public enum TorchFile {
         func contents(_ entry: Entry) throws -> [UInt8] {
             let declared = entry.uncompressedSize
             guard declared <= UInt64(budget.bytes - budget.inflated) else {
-                throw TorchFileError(path, "\(short(entry.path)) declares \(declared) bytes, more than this model's weights may take (\(budget.bytes) bytes in all)")
+                throw TorchFileError(
+                    path,
+                    "\(short(entry.path)) declares \(declared) bytes, more than this model's weights may take (\(budget.bytes) bytes in all)"
+                )
             }
             var out: [UInt8] = []
             out.reserveCapacity(Int(declared))
@@ -90,9 +99,12 @@ public enum TorchFile {
                     out += chunk
                 }
             } catch is TooLarge {
-                throw TorchFileError(path, "\(short(entry.path)) inflates past its declared \(declared) bytes (a damaged or hostile archive)")
+                throw TorchFileError(
+                    path,
+                    "\(short(entry.path)) inflates past its declared \(declared) bytes (a damaged or hostile archive)")
             } catch {
-                throw TorchFileError(path, "cannot read \(short(entry.path)) from the archive (truncated or damaged?): \(error)")
+                throw TorchFileError(
+                    path, "cannot read \(short(entry.path)) from the archive (truncated or damaged?): \(error)")
             }
             budget.inflated += out.count
             return out
@@ -103,7 +115,8 @@ public enum TorchFile {
         return try dict.map { name, t in
             if storages[t.storage.key] == nil {
                 guard let e = archive[prefix + "data/" + t.storage.key] else {
-                    throw TorchFileError(path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing from the archive")
+                    throw TorchFileError(
+                        path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing from the archive")
                 }
                 storages[t.storage.key] = try contents(e)
             }
@@ -113,17 +126,30 @@ public enum TorchFile {
 
     static func readLegacy(_ bytes: [UInt8], path: String, _ budget: Budget) throws -> [TensorRecord] {
         var u = Unpickler(bytes, path: path)
-        guard case .bytes(let magic) = try u.load(), magic == Data([0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]) else {
+        guard case .bytes(let magic) = try u.load(),
+            magic == Data([0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19])
+        else {
             throw TorchFileError(path, "a pickle, but not one written by torch.save (no magic number)")
         }
-        guard case .int(1001) = try u.load() else { throw TorchFileError(path, "unknown torch.save legacy protocol version") }
+        guard case .int(1001) = try u.load() else {
+            throw TorchFileError(path, "unknown torch.save legacy protocol version")
+        }
         if case .dict(let info) = try u.load(),
-           let le = info.first(where: { if case .string("little_endian") = $0.0 { return true }; return false }),
-           case .bool(false) = le.1 {
+            let le = info.first(where: {
+                if case .string("little_endian") = $0.0 { return true }
+                return false
+            }),
+            case .bool(false) = le.1
+        {
             throw TorchFileError(path, "written on a big-endian machine: not supported")
         }
         let dict = try stateDict(try u.load(), path: path)
-        guard let keys = try u.load().items?.compactMap({ v -> String? in if case .string(let s) = v { return s }; return nil }) else {
+        guard
+            let keys = try u.load().items?.compactMap({ v -> String? in
+                if case .string(let s) = v { return s }
+                return nil
+            })
+        else {
             throw TorchFileError(path, "malformed legacy file: no storage key list")
         }
         var sizes: [String: Int] = [:]
@@ -131,7 +157,9 @@ public enum TorchFile {
         var storages: [String: ArraySlice<UInt8>] = [:]
         var pos = u.pos
         for key in keys {
-            guard pos + 8 <= bytes.count else { throw TorchFileError(path, "the file ends before storage \(short(key)) (truncated?)") }
+            guard pos + 8 <= bytes.count else {
+                throw TorchFileError(path, "the file ends before storage \(short(key)) (truncated?)")
+            }
             var n = 0
             for i in 0..<8 { n |= Int(bytes[pos + i]) << (8 * i) }
             let size = sizes[key] ?? 1
@@ -144,7 +172,9 @@ public enum TorchFile {
             pos += length
         }
         return try dict.map { name, t in
-            guard let s = storages[t.storage.key] else { throw TorchFileError(path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing") }
+            guard let s = storages[t.storage.key] else {
+                throw TorchFileError(path, "tensor '\(short(name))': storage \(short(t.storage.key)) is missing")
+            }
             return try record(name, t, s, path: path, budget)
         }
     }
@@ -153,12 +183,17 @@ public enum TorchFile {
     static func stateDict(_ v: PickleValue, path: String) throws -> [(String, TensorRef)] {
         guard case .dict(let items) = v else { throw TorchFileError(path, "the pickle holds no dictionary of tensors") }
         for wrapper in ["state_dict", "model"] {
-            if let inner = items.first(where: { if case .string(wrapper) = $0.0 { return true }; return false }), case .dict = inner.1 {
+            if let inner = items.first(where: {
+                if case .string(wrapper) = $0.0 { return true }
+                return false
+            }), case .dict = inner.1 {
                 return try stateDict(inner.1, path: path)
             }
         }
         return try items.map { k, v in
-            guard case .string(let name) = k else { throw TorchFileError(path, "a state dict key that is not a string: \(k.brief)") }
+            guard case .string(let name) = k else {
+                throw TorchFileError(path, "a state dict key that is not a string: \(k.brief)")
+            }
             guard case .tensor(let t) = v else { throw TorchFileError(path, "'\(short(name))' is not a tensor") }
             return (name, t)
         }
@@ -169,10 +204,16 @@ public enum TorchFile {
     /// negative, offset + sum((size - 1) * stride) within the storage, all without overflow, and
     /// no more elements than the storage holds (a zero stride would let a tiny storage stand for
     /// billions of values) nor than the budget has left.
-    static func record(_ name: String, _ t: TensorRef, _ storage: ArraySlice<UInt8>, path: String, _ budget: Budget) throws -> TensorRecord {
+    static func record(_ name: String, _ t: TensorRef, _ storage: ArraySlice<UInt8>, path: String, _ budget: Budget)
+        throws -> TensorRecord
+    {
         let size = t.storage.dtype.size, available = storage.count / size
-        func bad(_ why: String) -> TorchFileError { TorchFileError(path, "tensor '\(short(name))' (shape \(t.shape.prefix(8))): \(why)") }
-        guard t.shape.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }), t.offset >= 0, t.shape.count == t.stride.count else {
+        func bad(_ why: String) -> TorchFileError {
+            TorchFileError(path, "tensor '\(short(name))' (shape \(t.shape.prefix(8))): \(why)")
+        }
+        guard t.shape.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }), t.offset >= 0,
+            t.shape.count == t.stride.count
+        else {
             throw bad("negative size, stride or offset")
         }
         var count = 1
@@ -194,11 +235,15 @@ public enum TorchFile {
             for (d, st) in zip(t.shape, t.stride) {
                 let (reach, o1) = (d - 1).multipliedReportingOverflow(by: st)
                 let (sum, o2) = last.addingReportingOverflow(reach)
-                guard !o1, !o2 else { throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) overflows a 64-bit index") }
+                guard !o1, !o2 else {
+                    throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) overflows a 64-bit index")
+                }
                 last = sum
             }
             guard last < available else {
-                throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) reaches element \(last), past its storage of \(available)")
+                throw bad(
+                    "its view (offset \(t.offset), strides \(t.stride.prefix(8))) reaches element \(last), past its storage of \(available)"
+                )
             }
             var contiguous = true, expected = 1
             for d in t.shape.indices.reversed() {
@@ -211,7 +256,12 @@ public enum TorchFile {
                 for i in 0..<count {
                     table[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
                     var d = t.shape.count - 1
-                    while d >= 0 { idx[d] += 1; if idx[d] < t.shape[d] { break }; idx[d] = 0; d -= 1 }
+                    while d >= 0 {
+                        idx[d] += 1
+                        if idx[d] < t.shape[d] { break }
+                        idx[d] = 0
+                        d -= 1
+                    }
                 }
                 strided = table
             }
@@ -224,12 +274,18 @@ public enum TorchFile {
             return v
         }
         switch t.storage.dtype {
-        case .float32: return TensorRecord(name, floats: index.map { Float(bitPattern: UInt32(raw($0))) }, shape: t.shape)
-        case .float64: return TensorRecord(name, floats: index.map { Float(Double(bitPattern: raw($0))) }, shape: t.shape)
-        case .float16: return TensorRecord(name, floats: index.map { Float(Float16(bitPattern: UInt16(raw($0)))) }, shape: t.shape)
-        case .bfloat16: return TensorRecord(name, floats: index.map { Float(bitPattern: UInt32(raw($0)) << 16) }, shape: t.shape)
+        case .float32:
+            return TensorRecord(name, floats: index.map { Float(bitPattern: UInt32(raw($0))) }, shape: t.shape)
+        case .float64:
+            return TensorRecord(name, floats: index.map { Float(Double(bitPattern: raw($0))) }, shape: t.shape)
+        case .float16:
+            return TensorRecord(name, floats: index.map { Float(Float16(bitPattern: UInt16(raw($0)))) }, shape: t.shape)
+        case .bfloat16:
+            return TensorRecord(name, floats: index.map { Float(bitPattern: UInt32(raw($0)) << 16) }, shape: t.shape)
         case .int64: return TensorRecord(name, int64s: index.map { Int64(bitPattern: raw($0)) }, shape: t.shape)
-        default: throw TorchFileError(path, "tensor '\(short(name))' has dtype \(t.storage.dtype), which a ResNet's weights never use")
+        default:
+            throw TorchFileError(
+                path, "tensor '\(short(name))' has dtype \(t.storage.dtype), which a ResNet's weights never use")
         }
     }
 }

@@ -13,13 +13,14 @@ struct BenchCase: Codable {
 let benchCases = [
     BenchCase(name: "r50-256x128-b16", depth: 50, width: 64, height: 256, imageWidth: 128, batch: 16, classes: 751),
     BenchCase(name: "r18-256x128-b32", depth: 18, width: 64, height: 256, imageWidth: 128, batch: 32, classes: 751),
-    BenchCase(name: "r18w32-128x64-b32", depth: 18, width: 32, height: 128, imageWidth: 64, batch: 32, classes: 751),
+    BenchCase(name: "r18w32-128x64-b32", depth: 18, width: 32, height: 128, imageWidth: 64, batch: 32, classes: 751)
 ]
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: training step (default) and evaluation.",
-        subcommands: [BenchTrain.self, BenchConvs.self, BenchEval.self, BenchAllreduce.self, BenchPlan.self], defaultSubcommand: BenchTrain.self)
+        subcommands: [BenchTrain.self, BenchConvs.self, BenchEval.self, BenchAllreduce.self, BenchPlan.self],
+        defaultSubcommand: BenchTrain.self)
 }
 
 extension Bench { nonisolated(unsafe) static var quiet = false }
@@ -28,13 +29,20 @@ extension ConvAlgorithm: ExpressibleByArgument {}
 extension KernelPath: ExpressibleByArgument {}
 enum WinogradFusionChoice: String, ExpressibleByArgument, CaseIterable {
     case `default`, none, all
-    var fusion: Winograd.Fusion { switch self { case .default: .default; case .none: .none; case .all: .all } }
+    var fusion: Winograd.Fusion {
+        switch self {
+        case .default: .default
+        case .none: .none
+        case .all: .all
+        }
+    }
 }
 
 /// How the 7x7 stem runs, for the first line and the JSON.
 var stemKernel: String {
     if Conv2d.directStemRuns { return "direct 7x7, \(Conv2d.directKernelPath)" }
-    return Conv2d.directStem ? "blocked im2col + GEMM (the C kernels run \(Conv2d.directKernelPath) here, slower)" : "blocked im2col + GEMM"
+    return Conv2d.directStem
+        ? "blocked im2col + GEMM (the C kernels run \(Conv2d.directKernelPath) here, slower)" : "blocked im2col + GEMM"
 }
 
 /// print, on rank 0 only.
@@ -42,36 +50,60 @@ func say(_ s: String) { if !Bench.quiet { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
-    enum CodingKeys: CodingKey { case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm, winogradFusion, keepFusedInput, threadedProducts, gemmStem, loopTransforms, kernels, scaling }
+    enum CodingKeys: CodingKey {
+        case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm,
+            winogradFusion, keepFusedInput, threadedProducts, gemmStem, loopTransforms, kernels, scaling
+    }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
     var winogradFusion: WinogradFusionChoice = .default
-    @Flag(help: "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward).")
+    @Flag(
+        help:
+            "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward)."
+    )
     var keepFusedInput = false
-    @Flag(help: "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison).")
+    @Flag(
+        help:
+            "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison)."
+    )
     var threadedProducts = false
     @Flag(help: "The 7x7 stem runs as blocked im2col + GEMM instead of the direct convolution (for comparison).")
     var gemmStem = false
-    @Flag(help: "The Winograd transforms run as the Swift loops instead of the C kernels' AVX-512 versions (for comparison).")
+    @Flag(
+        help:
+            "The Winograd transforms run as the Swift loops instead of the C kernels' AVX-512 versions (for comparison)."
+    )
     var loopTransforms = false
-    @Option(help: "Limit the C kernels (the direct stem) to this vector path: avx512, avx2 or portable (default: the best this processor runs).")
+    @Option(
+        help:
+            "Limit the C kernels (the direct stem) to this vector path: avx512, avx2 or portable (default: the best this processor runs)."
+    )
     var kernels: KernelPath?
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
     var gradDtype: WireType = .float32
-    @Option(parsing: .unconditional, help: "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward).")
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Under mpirun: gradient all-reduce bucket size in MB, overlapped with backward (0: blocking after backward)."
+    )
     var bucketMb = 25.0
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Measure sgemm, per-stage and training-step speed, and peak memory.",
         discussion: """
-        OpenBLAS reads OPENBLAS_CORETYPE at start; for figures that represent this CPU run
-        `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE reid-dist bench`. The kernel in use is printed.
-        """)
+            OpenBLAS reads OPENBLAS_CORETYPE at start; for figures that represent this CPU run
+            `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE reid-dist bench`. The kernel in use is printed.
+            """)
 
-    @Option(parsing: .unconditional, help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
+    @Option(
+        parsing: .unconditional, help: "Timed training steps per case (after 2 warm-up steps); the median is reported.")
     var steps = 5
-    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and the engine's loops (default: the cores of this process's affinity mask shared among the ranks on its node).")
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Threads for OpenBLAS and the engine's loops (default: the cores of this process's affinity mask shared among the ranks on its node)."
+    )
     var threads: Int?
     /// --threads, or the cores this rank may use (as train.threads 0 gives it).
     var threadCount: Int { threads ?? max(1, availableCores() / max(comm.localSize, 1)) }
@@ -92,7 +124,9 @@ struct BenchTrain: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
         let known = Set(benchCases.map(\.name))
-        for c in selected where !known.contains(c) { throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))") }
+        for c in selected where !known.contains(c) {
+            throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))")
+        }
         if let p = torchPython, !FileManager.default.isExecutableFile(atPath: p) {
             throw ValidationError("--torch-python \(p) is not an executable")
         }
@@ -123,10 +157,20 @@ struct BenchTrain: ParsableCommand {
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
-        say("convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel); F(2x2) transforms: \(Winograd.transformPath); F(4x4) transforms: C, \(Conv2d.directKernelPath)")
-        report["openblas_core"] = blasCoreName(); report["OPENBLAS_CORETYPE"] = coretype; report["threads"] = threads
-        report["conv_algorithm"] = convAlgorithm.rawValue; report["winograd_fusion"] = winogradFusion.rawValue; report["keep_fused_input"] = keepFusedInput; report["threaded_products"] = threadedProducts; report["engine_vector_path"] = engineVectorPath
-        report["stem_kernel"] = stemKernel; report["winograd_transforms"] = Winograd.transformPath; report["winograd4_transforms"] = Conv2d.directKernelPath
+        say(
+            "convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel); F(2x2) transforms: \(Winograd.transformPath); F(4x4) transforms: C, \(Conv2d.directKernelPath)"
+        )
+        report["openblas_core"] = blasCoreName()
+        report["OPENBLAS_CORETYPE"] = coretype
+        report["threads"] = threads
+        report["conv_algorithm"] = convAlgorithm.rawValue
+        report["winograd_fusion"] = winogradFusion.rawValue
+        report["keep_fused_input"] = keepFusedInput
+        report["threaded_products"] = threadedProducts
+        report["engine_vector_path"] = engineVectorPath
+        report["stem_kernel"] = stemKernel
+        report["winograd_transforms"] = Winograd.transformPath
+        report["winograd4_transforms"] = Conv2d.directKernelPath
 
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
@@ -166,7 +210,8 @@ struct BenchTrain: ParsableCommand {
         var rng = RNG(key: 1)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { $0 % c.classes }
-        _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1); net.backward()   // sizes every buffer
+        _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1)
+        net.backward() // sizes every buffer
         let bb = net.backbone
         var fwd = [Double](repeating: .infinity, count: 5), bwd = fwd
         for _ in 0..<3 {
@@ -204,18 +249,23 @@ struct BenchTrain: ParsableCommand {
         var rng = RNG(key: 2)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
-        let averaging = try makeGradientAveraging(comm: comm, simulatedRanks: 1, arena: net.arena, bucketBytes: Int(bucketMb * 1_048_576),
-                                                  wire: gradDtype)
+        let averaging = try makeGradientAveraging(
+            comm: comm, simulatedRanks: 1, arena: net.arena, bucketBytes: Int(bucketMb * 1_048_576),
+            wire: gradDtype)
         defer { averaging.close() }
         let step = TrainingStep(model: net, optimizer: opt, averaging: averaging, labelSmoothing: 0.1)
         var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
         Profile.reset()
         for i in 0..<(steps + 2) {
-            if i == 2 { Profile.reset(); Profile.enabled = true }
+            if i == 2 {
+                Profile.reset()
+                Profile.enabled = true
+            }
             let r = try step.run(lr: 0.01, context: "bench step \(i + 1)") { _ in (x, labels) }
             if i >= 2 {
                 let wait = r.total(.allreduceWait)
-                times.append(r.seconds); waits.append(wait)
+                times.append(r.seconds)
+                waits.append(wait)
                 busy.append(r.buckets.isEmpty ? wait : GradientSync.covered(r.buckets.map { ($0.start, $0.end) }))
             }
         }
@@ -229,7 +279,9 @@ struct BenchTrain: ParsableCommand {
             accounted += Profile.seconds[p.rawValue]
         }
         parts["other"] = max(0, 1 - accounted / total)
-        let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map { String(format: "%@ %.0f%%", $0, parts[$0]! * 100) }
+        let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map {
+            String(format: "%@ %.0f%%", $0, parts[$0]! * 100)
+        }
         let world = Double(comm.size)
         let commTime = waits.reduce(0, +)
         var hidden = 0.0, exposed = 0.0, imbalance = 0.0, blocking = 0.0, inFlight = 0.0
@@ -238,36 +290,58 @@ struct BenchTrain: ParsableCommand {
             blocking = .infinity
             for _ in 0..<3 {
                 try comm.barrier()
-                let t = Profile.now(); try comm.allreduceSum(net.arena.grad, net.arena.paramCount); blocking = min(blocking, Profile.now() - t)
+                let t = Profile.now()
+                try comm.allreduceSum(net.arena.grad, net.arena.paramCount)
+                blocking = min(blocking, Profile.now() - t)
             }
             // Per step: exposed all-reduce and imbalance between ranks (GradientSync.splitWaits).
             let split = GradientSync.splitWaits(try comm.allgather(waits))
-            exposed = split.exposed / Double(waits.count); imbalance = split.imbalance / Double(waits.count)
+            exposed = split.exposed / Double(waits.count)
+            imbalance = split.imbalance / Double(waits.count)
             inFlight = busy.reduce(0, +) / Double(busy.count)
             hidden = max(0, 1 - exposed / blocking)
         }
-        let ranksNote = comm.size > 1 ? String(format: " x %d ranks (all-reduce alone %.0f ms, in flight %.0f ms/step, exposed %.0f ms = %.0f%% hidden; waiting for the slower rank %.0f ms)",
-                                               comm.size, blocking * 1e3, inFlight * 1e3, exposed * 1e3, hidden * 100, imbalance * 1e3) : ""
-        say(String(format: "%-20@ b=%-3d %8.1f ms/step %8.2f img/s%@   [%@]", c.name, c.batch, med * 1e3,
-                   Double(c.batch) * world / med, ranksNote, split.joined(separator: ", ")))
-        return ["case": c.name, "batch": c.batch, "ranks": comm.size, "ms_per_step": med * 1e3,
-                "images_per_second": Double(c.batch) * world / med, "allreduce_wait_fraction": commTime / total,
-                "allreduce_blocking_ms": blocking * 1e3, "allreduce_in_flight_ms": inFlight * 1e3,
-                "allreduce_exposed_ms": exposed * 1e3, "allreduce_hidden_fraction": hidden, "rank_imbalance_ms": imbalance * 1e3, "time_fraction": parts]
+        let ranksNote =
+            comm.size > 1
+            ? String(
+                format:
+                    " x %d ranks (all-reduce alone %.0f ms, in flight %.0f ms/step, exposed %.0f ms = %.0f%% hidden; waiting for the slower rank %.0f ms)",
+                comm.size, blocking * 1e3, inFlight * 1e3, exposed * 1e3, hidden * 100, imbalance * 1e3) : ""
+        say(
+            String(
+                format: "%-20@ b=%-3d %8.1f ms/step %8.2f img/s%@   [%@]", c.name, c.batch, med * 1e3,
+                Double(c.batch) * world / med, ranksNote, split.joined(separator: ", ")))
+        return [
+            "case": c.name, "batch": c.batch, "ranks": comm.size, "ms_per_step": med * 1e3,
+            "images_per_second": Double(c.batch) * world / med, "allreduce_wait_fraction": commTime / total,
+            "allreduce_blocking_ms": blocking * 1e3, "allreduce_in_flight_ms": inFlight * 1e3,
+            "allreduce_exposed_ms": exposed * 1e3, "allreduce_hidden_fraction": hidden,
+            "rank_imbalance_ms": imbalance * 1e3, "time_fraction": parts
+        ]
     }
 
     /// Every case again with 1 thread: efficiency = images/s with N threads / (N x images/s with 1).
     func scalingRows(_ rows: [[String: Any]], threads: Int) throws -> [[String: Any]] {
-        setBLASThreads(1); engineThreads = 1
-        defer { setBLASThreads(threads); engineThreads = threads }
+        setBLASThreads(1)
+        engineThreads = 1
+        defer {
+            setBLASThreads(threads)
+            engineThreads = threads
+        }
         say("with 1 thread, for the scaling of \(threads):")
         var out: [[String: Any]] = []
         for (name, row) in zip(selected, rows) {
             let one = try trainStep(benchCases.first { $0.name == name }!)
             let r1 = one["images_per_second"] as! Double, rn = row["images_per_second"] as! Double
             let eff = rn / (Double(threads) * r1)
-            say(String(format: "  %-20@ 1 thread %.2f img/s, %d threads %.2f img/s: %.2fx, scaling efficiency %.0f%%", name, r1, threads, rn, rn / r1, eff * 100))
-            out.append(["case": name, "one_thread_images_per_second": r1, "threads": threads, "images_per_second": rn, "efficiency": eff])
+            say(
+                String(
+                    format: "  %-20@ 1 thread %.2f img/s, %d threads %.2f img/s: %.2fx, scaling efficiency %.0f%%",
+                    name, r1, threads, rn, rn / r1, eff * 100))
+            out.append([
+                "case": name, "one_thread_images_per_second": r1, "threads": threads, "images_per_second": rn,
+                "efficiency": eff
+            ])
         }
         return out
     }
@@ -278,18 +352,26 @@ struct BenchTrain: ParsableCommand {
         p.executableURL = URL(fileURLWithPath: py)
         p.arguments = [torchScript, "--threads", "\(threadCount)", "--steps", "\(steps)", "--json", out]
         say("PyTorch baseline (\(torchScript)):")
-        do { try p.run(); p.waitUntilExit() } catch {
-            say("  could not run \(py): \(error)"); return ["error": "\(error)"]
+        do {
+            try p.run()
+            p.waitUntilExit()
+        } catch {
+            say("  could not run \(py): \(error)")
+            return ["error": "\(error)"]
         }
         guard p.terminationStatus == 0, let data = try? Data(contentsOf: URL(fileURLWithPath: out)),
-              let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
-            say("  the baseline failed (exit \(p.terminationStatus))"); return ["error": "exit \(p.terminationStatus)"]
+            let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]
+        else {
+            say("  the baseline failed (exit \(p.terminationStatus))")
+            return ["error": "exit \(p.terminationStatus)"]
         }
         var ratios: [[String: Any]] = []
         say("reid-dist / PyTorch (best of its layouts), images/s:")
         for r in ours {
             let name = r["case"] as! String, mine = r["images_per_second"] as! Double
-            let theirs = rows.filter { ($0["case"] as? String) == name }.compactMap { $0["images_per_second"] as? Double }.max()
+            let theirs = rows.filter { ($0["case"] as? String) == name }.compactMap {
+                $0["images_per_second"] as? Double
+            }.max()
             guard let theirs else { continue }
             say(String(format: "  %-20@ %8.1f vs %8.1f  ratio %.2f", name, mine, theirs, mine / theirs))
             ratios.append(["case": name, "reid_dist": mine, "torch": theirs, "ratio": mine / theirs])
@@ -312,7 +394,10 @@ func peakRSSMB() -> Double {
 func measureSGEMM() -> Double {
     let n = 2048
     let a = Tensor([n, n]), b = Tensor([n, n]), c = Tensor([n, n])
-    for i in 0..<a.count { a.ptr[i] = Float(i % 7) * 0.1; b.ptr[i] = Float(i % 5) * 0.1 }
+    for i in 0..<a.count {
+        a.ptr[i] = Float(i % 7) * 0.1
+        b.ptr[i] = Float(i % 5) * 0.1
+    }
     sgemm(m: n, n: n, k: n, a: a.ptr, b: b.ptr, c: c.ptr)
     var best = Double.infinity
     for _ in 0..<5 {
@@ -326,27 +411,35 @@ func measureSGEMM() -> Double {
 /// `reid-dist bench allreduce` (under mpirun): in-place sum all-reduce of 1, 25
 /// and 100 MB of floats against a plain memcpy of the same size.
 struct BenchAllreduce: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "allreduce",
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce",
         abstract: "All-reduce bandwidth between ranks (run under mpirun -np N).")
     @Option(parsing: .unconditional, help: "Repetitions per size.") var reps = 10
-    @Option(help: "Type on the wire: float32, or bfloat16 / float16 (the same gradients in half the bytes, converted both ways).")
+    @Option(
+        help:
+            "Type on the wire: float32, or bfloat16 / float16 (the same gradients in half the bytes, converted both ways)."
+    )
     var dtype: WireType = .float32
 
     func run() throws {
         let comm = try MPICommunicator.forThisProcess()
         guard let mpi = comm as? MPICommunicator else {
-            throw ValidationError("run it under MPI: Cluster/run-local.sh is for training; use mpirun -np 2 reid-dist bench allreduce")
+            throw ValidationError(
+                "run it under MPI: Cluster/run-local.sh is for training; use mpirun -np 2 reid-dist bench allreduce")
         }
         defer { mpi.finalize() }
         for mb in [1, 25, 100] {
-            let n = mb * 262_144          // mb MB of float32 gradients
+            let n = mb * 262_144 // mb MB of float32 gradients
             let a = Tensor([n]), b = Tensor([n])
             for i in 0..<n { a.ptr[i] = 1 }
             let stage = UnsafeMutablePointer<UInt16>.allocate(capacity: n)
             defer { stage.deallocate() }
             // One all-reduce of these gradients, converted when 16-bit (the conversions are timed too).
             func once() throws {
-                if dtype == .float32 { try comm.allreduceSum(a.ptr, n); return }
+                if dtype == .float32 {
+                    try comm.allreduceSum(a.ptr, n)
+                    return
+                }
                 dtype.narrow(a.ptr, stage, n)
                 try comm.allreduceSumHalf(stage, n, dtype)
                 dtype.widen(stage, a.ptr, n, scale: 1 / Float(comm.size))
@@ -355,13 +448,20 @@ struct BenchAllreduce: ParsableCommand {
             var best = Double.infinity, copy = Double.infinity
             for _ in 0..<reps {
                 try comm.barrier()
-                let t = Profile.now(); try once(); best = min(best, Profile.now() - t)
-                let t2 = Profile.now(); b.ptr.update(from: a.ptr, count: n); copy = min(copy, Profile.now() - t2)
+                let t = Profile.now()
+                try once()
+                best = min(best, Profile.now() - t)
+                let t2 = Profile.now()
+                b.ptr.update(from: a.ptr, count: n)
+                copy = min(copy, Profile.now() - t2)
             }
             if comm.isRoot {
-                print(String(format: "%4d MB: all-reduce %8.2f ms (%6.2f GB/s algorithm bandwidth), memcpy %6.2f ms (%6.2f GB/s), %d ranks%@",
-                             mb, best * 1e3, Double(n * 4) / best / 1e9, copy * 1e3, Double(n * 4) / copy / 1e9, comm.size,
-                             dtype == .float32 ? "" : ", sent as \(dtype.rawValue)"))
+                print(
+                    String(
+                        format:
+                            "%4d MB: all-reduce %8.2f ms (%6.2f GB/s algorithm bandwidth), memcpy %6.2f ms (%6.2f GB/s), %d ranks%@",
+                        mb, best * 1e3, Double(n * 4) / best / 1e9, copy * 1e3, Double(n * 4) / copy / 1e9, comm.size,
+                        dtype == .float32 ? "" : ", sent as \(dtype.rawValue)"))
             }
         }
     }

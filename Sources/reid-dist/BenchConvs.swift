@@ -19,10 +19,13 @@ struct ConvShape: Hashable {
 }
 
 /// The 3x3 convolutions of a ResNet (torchvision v1.5: the stride on the 3x3), by input shape.
-func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch: Int, lastStride: Int = 1) -> [ConvShape] {
+func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch: Int, lastStride: Int = 1)
+    -> [ConvShape]
+{
     let (bottleneck, counts) = ResNet.depths[depth]!
-    var h = (height + 1) / 2, w = (imageWidth + 1) / 2            // stem
-    h = (h + 1) / 2; w = (w + 1) / 2                                // max pool
+    var h = (height + 1) / 2, w = (imageWidth + 1) / 2 // stem
+    h = (h + 1) / 2
+    w = (w + 1) / 2 // max pool
     var cin = width, shapes: [ConvShape] = []
     for (l, n) in counts.enumerated() {
         let planes = width << l, layerStride = l == 0 ? 1 : l == 3 ? lastStride : 2
@@ -30,8 +33,12 @@ func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch
             let s = b == 0 ? layerStride : 1
             // bottleneck: its one 3x3 (planes -> planes, strided); basic: conv1 (cin -> planes, strided)
             shapes.append(ConvShape(cin: bottleneck ? planes : cin, cout: planes, stride: s, n: batch, h: h, w: w))
-            if s == 2 { h = (h + 1) / 2; w = (w + 1) / 2 }
-            if !bottleneck { shapes.append(ConvShape(cin: planes, cout: planes, stride: 1, n: batch, h: h, w: w)) }   // conv2
+            if s == 2 {
+                h = (h + 1) / 2
+                w = (w + 1) / 2
+            }
+            // conv2
+            if !bottleneck { shapes.append(ConvShape(cin: planes, cout: planes, stride: 1, n: batch, h: h, w: w)) }
             cin = planes * (bottleneck ? 4 : 1)
         }
     }
@@ -63,39 +70,57 @@ struct BenchConvs: ParsableCommand {
         commandName: "convs",
         abstract: "Per 3x3 convolution shape: time, GFLOP/s and float64 error of each algorithm.")
 
-    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and the engine's loops.") var threads = availableCores()
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and the engine's loops.") var threads =
+        availableCores()
     @Option(parsing: .unconditional, help: "Timed repetitions per shape and algorithm (median).") var reps = 3
-    @Option(help: "Cases (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.") var cases = "all"
+    @Option(help: "Cases (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.") var cases =
+        "all"
     @Flag(help: "Skip the float64 error columns.") var noErrors = false
-    @Flag(help: "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward).")
+    @Flag(
+        help:
+            "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward)."
+    )
     var keepFusedInput = false
-    @Flag(help: "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison).")
+    @Flag(
+        help:
+            "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison)."
+    )
     var threadedProducts = false
-    @Option(help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).") var torchPython: String?
+    @Option(
+        help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).")
+    var torchPython: String?
     @Option(help: "Write the table as JSON to this file.") var json: String?
 
     func validate() throws {
         guard threads >= 1, reps >= 1 else { throw ValidationError("--threads and --reps must be at least 1") }
         let known = Set(benchCases.map(\.name))
-        for c in selected where !known.contains(c) { throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))") }
+        for c in selected where !known.contains(c) {
+            throw ValidationError("unknown case '\(c)'; known: \(known.sorted().joined(separator: ", "))")
+        }
     }
     var selected: [String] { cases == "all" ? benchCases.map(\.name) : cases.split(separator: ",").map(String.init) }
 
     func run() throws {
-        setBLASThreads(threads); engineThreads = threads
+        setBLASThreads(threads)
+        engineThreads = threads
         if keepFusedInput { Winograd.recomputeAbove = .max }
         Winograd.splitProducts = !threadedProducts
         let gf = measureSGEMM()
-        print(String(format: "OpenBLAS %@ kernel, %d thread(s), sgemm 2048^3 %.1f GFLOP/s", blasCoreName(), threads, gf))
+        print(
+            String(format: "OpenBLAS %@ kernel, %d thread(s), sgemm 2048^3 %.1f GFLOP/s", blasCoreName(), threads, gf))
         var shapes: [(String, ConvShape)] = []
         for name in selected {
             let c = benchCases.first { $0.name == name }!
-            for s in resnet3x3Shapes(depth: c.depth, width: c.width, height: c.height, imageWidth: c.imageWidth, batch: c.batch)
+            for s in resnet3x3Shapes(
+                depth: c.depth, width: c.width, height: c.height, imageWidth: c.imageWidth, batch: c.batch)
             where !shapes.contains(where: { $0.1 == s }) { shapes.append((name, s)) }
         }
         let torch = try torchPython.map { try torchErrors($0, shapes.map(\.1)) } ?? [:]
-        print("(fused: the Winograd passes run block by block in cache; their transforms count as GEMM time, not data%)")
-        print("case                shape                  algorithm fused       fwd ms   bwd ms  GFLOP/s  data%  err fwd   err dX    err dW" + (torch.isEmpty ? "" : "    torch fwd/dX/dW"))
+        print(
+            "(fused: the Winograd passes run block by block in cache; their transforms count as GEMM time, not data%)")
+        print(
+            "case                shape                  algorithm fused       fwd ms   bwd ms  GFLOP/s  data%  err fwd   err dX    err dW"
+                + (torch.isEmpty ? "" : "    torch fwd/dX/dW"))
         var rows: [[String: Any]] = []
         for (caseName, s) in shapes {
             for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd, .winograd4] : [.gemm] {
@@ -104,19 +129,28 @@ struct BenchConvs: ParsableCommand {
                 let err = noErrors ? [] : errors(s)
                 let t = torch[s.name] ?? []
                 let fused = a == .winograd ? Winograd.fusedPasses(cin: s.cin, cout: s.cout) : []
-                print(String(format: "%-19@ %-22@ %-9@ %-10@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue,
-                             fused.isEmpty ? "-" : fused.joined(separator: ","), fwd * 1e3, bwd * 1e3, s.flops / (fwd + bwd) / 1e9, dataShare * 100)
-                      + err.map { String(format: "  %.2e", $0) }.joined()
-                      + (t.isEmpty ? "" : "  " + t.map { String(format: "%.1e", $0) }.joined(separator: "/")))
-                rows.append(["case": caseName, "cin": s.cin, "cout": s.cout, "stride": s.stride, "n": s.n, "h": s.h, "w": s.w,
-                             "algorithm": a.rawValue, "fused_passes": fused, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
-                             "gflops": s.flops / (fwd + bwd) / 1e9, "data_movement_share": dataShare, "error_vs_float64": err, "torch_error_vs_float64": t])
+                print(
+                    String(
+                        format: "%-19@ %-22@ %-9@ %-10@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue,
+                        fused.isEmpty ? "-" : fused.joined(separator: ","), fwd * 1e3, bwd * 1e3,
+                        s.flops / (fwd + bwd) / 1e9, dataShare * 100)
+                        + err.map { String(format: "  %.2e", $0) }.joined()
+                        + (t.isEmpty ? "" : "  " + t.map { String(format: "%.1e", $0) }.joined(separator: "/")))
+                rows.append([
+                    "case": caseName, "cin": s.cin, "cout": s.cout, "stride": s.stride, "n": s.n, "h": s.h, "w": s.w,
+                    "algorithm": a.rawValue, "fused_passes": fused, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
+                    "gflops": s.flops / (fwd + bwd) / 1e9, "data_movement_share": dataShare, "error_vs_float64": err,
+                    "torch_error_vs_float64": t
+                ])
             }
         }
         Conv2d.algorithm = .auto
         if let json {
-            let report: [String: Any] = ["sgemm_gflops": gf, "threads": threads, "openblas_core": blasCoreName(), "convs": rows]
-            try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
+            let report: [String: Any] = [
+                "sgemm_gflops": gf, "threads": threads, "openblas_core": blasCoreName(), "convs": rows
+            ]
+            try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(
+                to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
     }
@@ -127,11 +161,13 @@ struct BenchConvs: ParsableCommand {
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
         arena.allocate(seed: 1)
         let ws = Workspace()
-        let x = Tensor([s.cin, s.n, s.h, s.w]), dy = Tensor([s.cout, s.n, s.ho, s.wo]), dx = Tensor([s.cin, s.n, s.h, s.w])
+        let x = Tensor([s.cin, s.n, s.h, s.w]), dy = Tensor([s.cout, s.n, s.ho, s.wo]),
+            dx = Tensor([s.cin, s.n, s.h, s.w])
         for i in 0..<x.count { x.ptr[i] = Float(i % 17) * 0.1 - 0.8 }
         for i in 0..<dy.count { dy.ptr[i] = Float(i % 13) * 0.1 - 0.6 }
         var f: [Double] = [], b: [Double] = []
-        Profile.enabled = true; Profile.reset()
+        Profile.enabled = true
+        Profile.reset()
         defer { Profile.enabled = false }
         for r in 0..<(reps + 1) {
             let t0 = Profile.now()
@@ -139,10 +175,15 @@ struct BenchConvs: ParsableCommand {
             let t1 = Profile.now()
             conv.backward(dy.ptr, dX: dx.ptr, ws)
             let t2 = Profile.now()
-            if r > 0 { f.append(t1 - t0); b.append(t2 - t1) }      // the first is a warm-up
+            if r > 0 {
+                f.append(t1 - t0)
+                b.append(t2 - t1)
+            } // the first is a warm-up
         }
         let p = Profile.seconds
-        let share = p[Profile.Part.im2col.rawValue] / max(p[Profile.Part.gemm.rawValue] + p[Profile.Part.im2col.rawValue], 1e-12)
+        let share =
+            p[Profile.Part.im2col.rawValue]
+            / max(p[Profile.Part.gemm.rawValue] + p[Profile.Part.im2col.rawValue], 1e-12)
         return (f.sorted()[f.count / 2], b.sorted()[b.count / 2], share)
     }
 
@@ -156,7 +197,8 @@ struct BenchConvs: ParsableCommand {
         let x = Tensor([s.cin, 1, s.h, s.w]), dy = Tensor([s.cout, 1, s.ho, s.wo])
         sharedNormals(x.ptr, x.count, seed: 1)
         sharedNormals(dy.ptr, dy.count, seed: 2)
-        sharedNormals(arena.value + conv.weight, s.cout * s.cin * 9, seed: 3, scale: (2.0 / Double(s.cout * 9)).squareRoot())
+        sharedNormals(
+            arena.value + conv.weight, s.cout * s.cin * 9, seed: 3, scale: (2.0 / Double(s.cout * 9)).squareRoot())
         let ws = Workspace()
         let y = conv.forward(x, ws).array
         let dx = Tensor(x.shape)
@@ -173,29 +215,42 @@ struct BenchConvs: ParsableCommand {
     func direct64(_ s: ConvShape, x: [Double], w: [Double], dy: [Double]) -> ([Double], [Double], [Double]) {
         var y = [Double](repeating: 0, count: s.cout * s.ho * s.wo), dx = [Double](repeating: 0, count: x.count)
         var dw = [Double](repeating: 0, count: w.count)
-        y.withUnsafeMutableBufferPointer { yp in dx.withUnsafeMutableBufferPointer { dxp in dw.withUnsafeMutableBufferPointer { dwp in
-            for co in 0..<s.cout { for ci in 0..<s.cin { for ki in 0..<3 { for kj in 0..<3 {
-                let k = ((co * s.cin + ci) * 3 + ki) * 3 + kj, wk = w[k]
-                var acc = 0.0
-                for oy in 0..<s.ho {
-                    let iy = oy * s.stride - 1 + ki
-                    guard iy >= 0, iy < s.h else { continue }
-                    for ox in 0..<s.wo {
-                        let ix = ox * s.stride - 1 + kj
-                        guard ix >= 0, ix < s.w else { continue }
-                        let i = (ci * s.h + iy) * s.w + ix, o = (co * s.ho + oy) * s.wo + ox
-                        yp[o] += wk * x[i]; dxp[i] += wk * dy[o]; acc += x[i] * dy[o]
+        y.withUnsafeMutableBufferPointer { yp in
+            dx.withUnsafeMutableBufferPointer { dxp in
+                dw.withUnsafeMutableBufferPointer { dwp in
+                    for co in 0..<s.cout {
+                        for ci in 0..<s.cin {
+                            for ki in 0..<3 {
+                                for kj in 0..<3 {
+                                    let k = ((co * s.cin + ci) * 3 + ki) * 3 + kj, wk = w[k]
+                                    var acc = 0.0
+                                    for oy in 0..<s.ho {
+                                        let iy = oy * s.stride - 1 + ki
+                                        guard iy >= 0, iy < s.h else { continue }
+                                        for ox in 0..<s.wo {
+                                            let ix = ox * s.stride - 1 + kj
+                                            guard ix >= 0, ix < s.w else { continue }
+                                            let i = (ci * s.h + iy) * s.w + ix, o = (co * s.ho + oy) * s.wo + ox
+                                            yp[o] += wk * x[i]
+                                            dxp[i] += wk * dy[o]
+                                            acc += x[i] * dy[o]
+                                        }
+                                    }
+                                    dwp[k] = acc
+                                }
+                            }
+                        }
                     }
                 }
-                dwp[k] = acc
-            }}}}
-        }}}
+            }
+        }
         return (y, dx, dw)
     }
 
     /// PyTorch's float32 error against its own float64 on the same shapes (one image each).
     func torchErrors(_ py: String, _ shapes: [ConvShape]) throws -> [String: [Double]] {
-        let script = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let script = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent()
             .appendingPathComponent("../../../Cluster/tools/conv_error_torch.py").standardized.path
         let path = FileManager.default.fileExists(atPath: script) ? script : "Cluster/tools/conv_error_torch.py"
         let p = Process()
@@ -206,7 +261,9 @@ struct BenchConvs: ParsableCommand {
         try p.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        guard p.terminationStatus == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[Double]], rows.count == shapes.count else {
+        guard p.terminationStatus == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[Double]],
+            rows.count == shapes.count
+        else {
             throw ConfigError("--torch-python: \(path) failed (exit \(p.terminationStatus))")
         }
         return Dictionary(uniqueKeysWithValues: zip(shapes.map(\.name), rows))

@@ -16,13 +16,18 @@ struct BenchEval: ParsableCommand {
     @Option(help: "Folder for the generated feature files (kept for reuse).") var workdir = "/tmp/reid-dist-bench-eval"
     @Option(parsing: .unconditional, help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Also time --rerank (Market size only).") var rerank = false
-    @Option(help: "A Python with numpy (and torchreid, for its evaluator): times Cluster/tools/eval_baseline.py on the same files.")
+    @Option(
+        help:
+            "A Python with numpy (and torchreid, for its evaluator): times Cluster/tools/eval_baseline.py on the same files."
+    )
     var python: String?
     @Option(help: "Write the figures as JSON.") var json: String?
 
     struct Size { let name: String, queries: Int, gallery: Int, ids: Int }
-    static let known = [Size(name: "market", queries: 3368, gallery: 19732, ids: 751),
-                        Size(name: "msmt", queries: 11659, gallery: 82161, ids: 3060)]
+    static let known = [
+        Size(name: "market", queries: 3368, gallery: 19732, ids: 751),
+        Size(name: "msmt", queries: 11659, gallery: 82161, ids: 3060)
+    ]
 
     func validate() throws {
         for s in sizes.split(separator: ",") where !Self.known.contains(where: { $0.name == s }) {
@@ -31,35 +36,49 @@ struct BenchEval: ParsableCommand {
     }
 
     func run() throws {
-        setBLASThreads(threads); engineThreads = threads
+        setBLASThreads(threads)
+        engineThreads = threads
         try createFolder(workdir, what: "--workdir")
         var rows: [[String: Any]] = []
         let gflops = measureSGEMM()
-        print(String(format: "sgemm %.0f GFLOP/s (%@ kernel, OPENBLAS_CORETYPE=%@)", gflops, blasCoreName(),
-                     ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"))
+        print(
+            String(
+                format: "sgemm %.0f GFLOP/s (%@ kernel, OPENBLAS_CORETYPE=%@)", gflops, blasCoreName(),
+                ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"))
         for s in Self.known where sizes.split(separator: ",").contains(Substring(s.name)) {
             let (qp, gp) = try makeFiles(s)
             let floor = 2.0 * Double(s.queries) * Double(s.gallery) * Double(dim) / (gflops * 1e9)
-            var row: [String: Any] = ["size": s.name, "queries": s.queries, "gallery": s.gallery, "dim": dim,
-                                      "sgemm_floor_s": floor]
+            var row: [String: Any] = [
+                "size": s.name, "queries": s.queries, "gallery": s.gallery, "dim": dim,
+                "sgemm_floor_s": floor
+            ]
             let (sec, mem) = try timeRank(["--query", qp, "--gallery", gp])
-            print(String(format: "%-7@ %5d x %6d: reid-dist rank %.2f s (sgemm floor %.2f s, ratio %.2f), peak %.0f MB",
-                         s.name, s.queries, s.gallery, sec, floor, sec / floor, mem))
-            row["seconds"] = sec; row["peak_mb"] = mem
+            print(
+                String(
+                    format: "%-7@ %5d x %6d: reid-dist rank %.2f s (sgemm floor %.2f s, ratio %.2f), peak %.0f MB",
+                    s.name, s.queries, s.gallery, sec, floor, sec / floor, mem))
+            row["seconds"] = sec
+            row["peak_mb"] = mem
             if rerank && s.name == "market" {
                 let (rs, rm) = try timeRank(["--query", qp, "--gallery", gp, "--rerank"])
                 print(String(format: "        with --rerank: %.2f s, peak %.0f MB", rs, rm))
-                row["rerank_seconds"] = rs; row["rerank_peak_mb"] = rm
+                row["rerank_seconds"] = rs
+                row["rerank_peak_mb"] = rm
             }
             if let py = python, s.name == "market" {
                 let (bs, bm) = try timeProcess(py, [try baselineScript(), qp, gp])
-                print(String(format: "        numpy + torchreid evaluator: %.2f s, peak %.0f MB; reid-dist is %.1fx faster", bs, bm, bs / sec))
-                row["baseline_seconds"] = bs; row["baseline_peak_mb"] = bm
+                print(
+                    String(
+                        format: "        numpy + torchreid evaluator: %.2f s, peak %.0f MB; reid-dist is %.1fx faster",
+                        bs, bm, bs / sec))
+                row["baseline_seconds"] = bs
+                row["baseline_peak_mb"] = bm
             }
             rows.append(row)
         }
         if let json {
-            let data = try JSONSerialization.data(withJSONObject: ["sgemm_gflops": gflops, "rows": rows], options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(
+                withJSONObject: ["sgemm_gflops": gflops, "rows": rows], options: [.prettyPrinted, .sortedKeys])
             try writeAtomically(data, to: json)
         }
     }
@@ -80,7 +99,8 @@ struct BenchEval: ParsableCommand {
     /// Identity-clustered features: centre per id plus noise, random cameras,
     /// 5% distractors (id 0) and 2% junk (id -1) in the gallery.
     func makeFiles(_ s: Size) throws -> (String, String) {
-        let qp = "\(workdir)/\(s.name)-d\(dim)-query.safetensors", gp = "\(workdir)/\(s.name)-d\(dim)-gallery.safetensors"
+        let qp = "\(workdir)/\(s.name)-d\(dim)-query.safetensors",
+            gp = "\(workdir)/\(s.name)-d\(dim)-gallery.safetensors"
         if FileManager.default.fileExists(atPath: qp) && FileManager.default.fileExists(atPath: gp) { return (qp, gp) }
         print("generating \(s.name)-sized features in \(workdir) ...")
         var rng = RNG(key: 42, UInt64(dim))
@@ -92,8 +112,12 @@ struct BenchEval: ParsableCommand {
             var pids = [Int64](repeating: 0, count: n), cams = [Int64](repeating: 0, count: n)
             for i in 0..<n {
                 var pid = Int64(1 + r.below(s.ids))
-                if gallery { let u = r.uniform(); if u < 0.05 { pid = 0 } else if u < 0.07 { pid = -1 } }
-                pids[i] = pid; cams[i] = Int64(1 + r.below(6))
+                if gallery {
+                    let u = r.uniform()
+                    if u < 0.05 { pid = 0 } else if u < 0.07 { pid = -1 }
+                }
+                pids[i] = pid
+                cams[i] = Int64(1 + r.below(6))
                 let c = centres.ptr + Int(max(pid, 0)) * dim, row = f.ptr + i * dim
                 for j in 0..<dim { row[j] = 0.3 * c[j] + Float(r.normal()) }
             }
@@ -109,10 +133,12 @@ struct BenchEval: ParsableCommand {
     /// parent's pages at spawn time).
     func timeRank(_ args: [String]) throws -> (Double, Double) {
         let out = "\(workdir)/rank-\(getpid()).json"
-        let (wall, _) = try timeProcess(CommandLine.arguments[0], ["rank"] + args + ["--threads", "\(threads)", "--json", out])
+        let (wall, _) = try timeProcess(
+            CommandLine.arguments[0], ["rank"] + args + ["--threads", "\(threads)", "--json", out])
         guard let data = FileManager.default.contents(atPath: out),
-              let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let peak = obj["peak_rss_mb"] as? Double else { throw RankingError("\(out): no peak_rss_mb from reid-dist rank") }
+            let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let peak = obj["peak_rss_mb"] as? Double
+        else { throw RankingError("\(out): no peak_rss_mb from reid-dist rank") }
         return (wall, peak)
     }
 
@@ -132,7 +158,9 @@ struct BenchEval: ParsableCommand {
         var usage = rusage()
         while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
         let sec = Profile.now() - t0
-        guard status == 0 else { throw RankingError("\(exe) \(args.joined(separator: " ")) failed (wait status \(status))") }
+        guard status == 0 else {
+            throw RankingError("\(exe) \(args.joined(separator: " ")) failed (wait status \(status))")
+        }
         return (sec, Double(usage.ru_maxrss) / 1024)
     }
 }

@@ -22,22 +22,36 @@ import ReIDCore
 import ReIDDist
 
 struct BenchPlan: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "plan",
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
         abstract: "Estimate images/s and the exposed all-reduce on N nodes from a step measured on this one.")
     @Option(help: "Case: \(benchCases.map(\.name).joined(separator: ", ")).") var `case` = "r50-256x128-b16"
     @Option(help: "Nodes to tabulate (comma-separated).") var nodes = "1,2,4,8,16,32,64"
     @Option(help: "Link rate per node: e.g. 1gbit, 10gbit, 25gbit.") var rate = "10gbit"
     @Option(parsing: .unconditional, help: "One-way link latency in microseconds.") var latencyUs = 50.0
-    @Option(parsing: .unconditional, help: "Share of the link rate TCP achieves (e); 0.5 fits the simulated 1 Gbit/s links here.") var efficiency = 1.0
-    @Option(parsing: .unconditional, help: "Fixed cost per all-reduce in ms (c); 24 on this machine's veth links, under 1 on real NICs.") var fixedMs = 1.0
+    @Option(
+        parsing: .unconditional,
+        help: "Share of the link rate TCP achieves (e); 0.5 fits the simulated 1 Gbit/s links here.") var efficiency =
+        1.0
+    @Option(
+        parsing: .unconditional,
+        help: "Fixed cost per all-reduce in ms (c); 24 on this machine's veth links, under 1 on real NICs.")
+    var fixedMs = 1.0
     @Option(parsing: .unconditional, help: "Gradient bucket size in MB (train.bucket_mb).") var bucketMb = 25.0
     @Option(parsing: .unconditional, help: "Threads per rank for the measured step.") var threads = 1
-    @Option(parsing: .unconditional, help: "Use this step time (ms) and backward share instead of measuring: MS,BACKWARD_FRACTION.") var step: String?
+    @Option(
+        parsing: .unconditional,
+        help: "Use this step time (ms) and backward share instead of measuring: MS,BACKWARD_FRACTION.") var step:
+        String?
     @Option(help: "Write the table as JSON.") var json: String?
 
     func validate() throws {
-        guard benchCases.contains(where: { $0.name == `case` }) else { throw ValidationError("unknown case '\(`case`)'") }
-        guard (try? Self.bitsPerSecond(rate)) != nil else { throw ValidationError("--rate \(rate): expected a number with gbit, mbit or kbit") }
+        guard benchCases.contains(where: { $0.name == `case` }) else {
+            throw ValidationError("unknown case '\(`case`)'")
+        }
+        guard (try? Self.bitsPerSecond(rate)) != nil else {
+            throw ValidationError("--rate \(rate): expected a number with gbit, mbit or kbit")
+        }
         guard efficiency > 0 && efficiency <= 1 else { throw ValidationError("--efficiency must be in (0, 1]") }
     }
 
@@ -50,7 +64,9 @@ struct BenchPlan: ParsableCommand {
     }
 
     /// Ring all-reduce time of `bytes` on `n` nodes (the header's T(S)).
-    static func allreduce(_ bytes: Double, nodes n: Int, bytesPerSecond: Double, latency: Double, fixed: Double) -> Double {
+    static func allreduce(_ bytes: Double, nodes n: Int, bytesPerSecond: Double, latency: Double, fixed: Double)
+        -> Double
+    {
         guard n > 1 else { return 0 }
         let k = Double(n - 1)
         return 2 * k / Double(n) * bytes / bytesPerSecond + 2 * k * latency + fixed
@@ -64,19 +80,27 @@ struct BenchPlan: ParsableCommand {
         if let step {
             let parts = step.split(separator: ",").compactMap { Double($0) }
             guard parts.count == 2 else { throw ValidationError("--step MS,BACKWARD_FRACTION, e.g. 250,0.6") }
-            stepS = parts[0] / 1e3; backwardShare = parts[1]
+            stepS = parts[0] / 1e3
+            backwardShare = parts[1]
         } else {
-            setBLASThreads(threads); engineThreads = threads
+            setBLASThreads(threads)
+            engineThreads = threads
             (stepS, backwardShare) = try measure(c, net)
         }
         let bw = try Self.bitsPerSecond(rate) / 8 * efficiency, lat = latencyUs * 1e-6, fixed = fixedMs * 1e-3
         // The first-layers bucket (at most 1 MB, GradientSync) and the rest.
         let tail = min(Double(min(Int(bucketMb * 1_048_576) / 4, 262_144) * 4), bytes)
-        print(String(format: "%@: %.1f MB of gradients; one node: %.0f ms/step (backward %.0f%%), %d thread(s)", c.name, bytes / 1e6,
-                     stepS * 1e3, backwardShare * 100, threads))
-        print(String(format: "links %@ x efficiency %.2f = %.2f GB/s, latency %.0f us, %.1f ms per all-reduce; buckets of %.0f MB",
-                     rate, efficiency, bw / 1e9, latencyUs, fixedMs, bucketMb))
-        let featureBytes = Double(c.batch * (net.spec.featureChannels + 1) * 4)   // one rank's share of the all-gather
+        print(
+            String(
+                format: "%@: %.1f MB of gradients; one node: %.0f ms/step (backward %.0f%%), %d thread(s)", c.name,
+                bytes / 1e6,
+                stepS * 1e3, backwardShare * 100, threads))
+        print(
+            String(
+                format:
+                    "links %@ x efficiency %.2f = %.2f GB/s, latency %.0f us, %.1f ms per all-reduce; buckets of %.0f MB",
+                rate, efficiency, bw / 1e9, latencyUs, fixedMs, bucketMb))
+        let featureBytes = Double(c.batch * (net.spec.featureChannels + 1) * 4) // one rank's share of the all-gather
         print("nodes   all-reduce   exposed   step      images/s   scaling   mining all-gather (global triplet)")
         var rows: [[String: Any]] = []
         let single = Double(c.batch) / stepS
@@ -87,13 +111,22 @@ struct BenchPlan: ParsableCommand {
             let exposed = n == 1 ? 0 : tTail + max(0, tRest - (1 - tail / bytes) * backwardShare * stepS)
             let stepN = stepS + exposed, ips = Double(n * c.batch) / stepN
             let gather = n == 1 ? 0 : Double(n - 1) * featureBytes / bw + Double(n - 1) * lat + fixed
-            print(String(format: "%5d  %8.1f ms  %6.1f ms  %6.0f ms  %9.1f   %5.1f%%   %6.2f ms (%.2f MB in)", n, whole * 1e3, exposed * 1e3, stepN * 1e3, ips,
-                         ips / (single * Double(n)) * 100, gather * 1e3, Double(n - 1) * featureBytes / 1e6))
-            rows.append(["nodes": n, "allreduce_ms": whole * 1e3, "exposed_ms": exposed * 1e3, "step_ms": stepN * 1e3,
-                         "images_per_second": ips, "scaling_efficiency": ips / (single * Double(n)), "mining_allgather_ms": gather * 1e3])
+            print(
+                String(
+                    format: "%5d  %8.1f ms  %6.1f ms  %6.0f ms  %9.1f   %5.1f%%   %6.2f ms (%.2f MB in)", n,
+                    whole * 1e3, exposed * 1e3, stepN * 1e3, ips,
+                    ips / (single * Double(n)) * 100, gather * 1e3, Double(n - 1) * featureBytes / 1e6))
+            rows.append([
+                "nodes": n, "allreduce_ms": whole * 1e3, "exposed_ms": exposed * 1e3, "step_ms": stepN * 1e3,
+                "images_per_second": ips, "scaling_efficiency": ips / (single * Double(n)),
+                "mining_allgather_ms": gather * 1e3
+            ])
         }
         if let json {
-            try writeAtomically(try JSONSerialization.data(withJSONObject: ["case": c.name, "rate": rate, "rows": rows], options: [.prettyPrinted, .sortedKeys]), to: json)
+            try writeAtomically(
+                try JSONSerialization.data(
+                    withJSONObject: ["case": c.name, "rate": rate, "rows": rows], options: [.prettyPrinted, .sortedKeys]
+                ), to: json)
         }
     }
 
@@ -104,7 +137,8 @@ struct BenchPlan: ParsableCommand {
         var rng = RNG(key: 2)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { _ in rng.below(c.classes) }
-        let step = TrainingStep(model: net, optimizer: opt, averaging: LocalGradients(arena: net.arena), labelSmoothing: 0.1)
+        let step = TrainingStep(
+            model: net, optimizer: opt, averaging: LocalGradients(arena: net.arena), labelSmoothing: 0.1)
         var rows: [(Double, Double)] = []
         for i in 0..<6 {
             let r = try step.run(lr: 0.01, context: "plan step \(i + 1)") { _ in (x, labels) }

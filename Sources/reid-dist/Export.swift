@@ -13,25 +13,36 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint's inference graph as an ONNX model.",
         discussion: """
-        Input "images": float32 (N, 3, H, W), RGB pixel values 0-255 resized to the model's H x W \
-        (bilinear); the normalisation is inside the graph. Output "features": (N, D), L2-normalised, \
-        as `reid-dist extract`. N is dynamic. Batch norms are folded into the convolutions.
-        With --check-images, also writes <model>.check.safetensors: those images' input tensor and \
-        reid-dist's features for them; `Cluster/tools/check_onnx.py MODEL.onnx` compares them with onnxruntime.
-        """)
+            Input "images": float32 (N, 3, H, W), RGB pixel values 0-255 resized to the model's H x W \
+            (bilinear); the normalisation is inside the graph. Output "features": (N, D), L2-normalised, \
+            as `reid-dist extract`. N is dynamic. Batch norms are folded into the convolutions.
+            With --check-images, also writes <model>.check.safetensors: those images' input tensor and \
+            reid-dist's features for them; `Cluster/tools/check_onnx.py MODEL.onnx` compares them with onnxruntime.
+            """)
     @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Output ONNX file.") var onnx: String
-    @Option(parsing: .unconditional, help: "ONNX opset (\(ONNXExport.opsets.lowerBound)-\(ONNXExport.opsets.upperBound)).") var opset = 17
-    @Flag(inversion: .prefixedNo, help: "Average each image's features with its mirror image's inside the graph (twice the work; default: as the model was evaluated, its eval.flip, like every command that produces features).")
+    @Option(
+        parsing: .unconditional, help: "ONNX opset (\(ONNXExport.opsets.lowerBound)-\(ONNXExport.opsets.upperBound)).")
+    var opset = 17
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Average each image's features with its mirror image's inside the graph (twice the work; default: as the model was evaluated, its eval.flip, like every command that produces features)."
+    )
     var flip: Bool?
-    @Option(help: "A folder (recursive) or list of images: write <model>.check.safetensors with their inputs and reid-dist's features.")
+    @Option(
+        help:
+            "A folder (recursive) or list of images: write <model>.check.safetensors with their inputs and reid-dist's features."
+    )
     var checkImages: String?
     @Option(parsing: .unconditional, help: "At most this many images from --check-images.") var checkCount = 8
 
     func validate() throws {
         guard ONNXExport.opsets.contains(opset) else {
-            throw ValidationError("--opset \(opset) is not supported: choose \(ONNXExport.opsets.lowerBound) to \(ONNXExport.opsets.upperBound)")
+            throw ValidationError(
+                "--opset \(opset) is not supported: choose \(ONNXExport.opsets.lowerBound) to \(ONNXExport.opsets.upperBound)"
+            )
         }
         guard checkCount >= 1 else { throw ValidationError("--check-count must be at least 1, got \(checkCount)") }
         guard onnx.hasSuffix(".onnx") else { throw ValidationError("--onnx must name a .onnx file, got '\(onnx)'") }
@@ -42,19 +53,27 @@ struct Export: ParsableCommand {
         let loaded = try loadModel(options, checkpoint: checkpoint)
         let c = loaded.config, net = loaded.model
         let flip = self.flip ?? c.eval.flip
-        print("features \(flip ? "flip-averaged" : "not flip-averaged") (\(self.flip == nil ? "the model's eval.flip" : self.flip! ? "--flip" : "--no-flip"))")
+        print(
+            "features \(flip ? "flip-averaged" : "not flip-averaged") (\(self.flip == nil ? "the model's eval.flip" : self.flip! ? "--flip" : "--no-flip"))"
+        )
         useThreads(c.train.threadsPerRank(ranksOnNode: 1))
         RGBImage.maxPixels = c.data.maxPixels
         let card = ModelCard(spec: net.spec, height: c.data.height, width: c.data.width, flip: flip)
         var o = ONNXExportOptions(height: card.height, width: card.width, mean: card.mean, std: card.std)
-        o.opset = opset; o.flip = flip; o.producerVersion = reidDistVersion
+        o.opset = opset
+        o.flip = flip
+        o.producerVersion = reidDistVersion
         o.metadata = card.metadata.merging(["source": loaded.file]) { a, _ in a }
         let t0 = Profile.now()
         let bytes = try ONNXExport.serialize(net, o)
         try writeAtomically(bytes, to: onnx)
-        print(String(format: "wrote %@ (%.1f MB, opset %d, ResNet-%d, %d features%@, input N x 3 x %d x %d RGB 0-255) in %.1f s",
-                     onnx, Double(bytes.count) / 1e6, opset, net.spec.depth, net.spec.featureChannels, flip ? ", flip-averaged" : "",
-                     card.height, card.width, Profile.now() - t0))
+        print(
+            String(
+                format:
+                    "wrote %@ (%.1f MB, opset %d, ResNet-%d, %d features%@, input N x 3 x %d x %d RGB 0-255) in %.1f s",
+                onnx, Double(bytes.count) / 1e6, opset, net.spec.depth, net.spec.featureChannels,
+                flip ? ", flip-averaged" : "",
+                card.height, card.width, Profile.now() - t0))
         if let checkImages { try writeCheckFile(loaded, images: checkImages, flip: flip) }
     }
 
@@ -66,8 +85,9 @@ struct Export: ParsableCommand {
         guard !paths.isEmpty else { throw DataError("\(images): no .jpg, .jpeg or .png images") }
         let samples = paths.map { Sample(path: $0, pid: -1, camera: -1) }
         let split = Split(name: "check", folder: images, samples: samples, fileCount: samples.count)
-        let f = try extractFeatures(model: loaded.model, split: split, height: c.data.height, width: c.data.width,
-                                    batchSize: c.eval.batchSize, flip: flip, producer: "reid-dist export")
+        let f = try extractFeatures(
+            model: loaded.model, split: split, height: c.data.height, width: c.data.width,
+            batchSize: c.eval.batchSize, flip: flip, producer: "reid-dist export")
         let loader = ImageLoader(samples: samples, height: c.data.height, width: c.data.width, augment: .none, seed: 0)
         let plane = c.data.height * c.data.width
         var pixels = [Float](repeating: 0, count: samples.count * 3 * plane)
@@ -76,10 +96,16 @@ struct Export: ParsableCommand {
             for p in 0..<plane { for ch in 0..<3 { pixels[(i * 3 + ch) * plane + p] = Float(img.pixels[p * 3 + ch]) } }
         }
         let out = String(onnx.dropLast(".onnx".count)) + ".check.safetensors"
-        let records = [TensorRecord("images", floats: pixels, shape: [samples.count, 3, c.data.height, c.data.width]),
-                       TensorRecord("features", floats: f.features.array, shape: [f.count, f.dim])]
-        let meta = ["paths": paths.joined(separator: "\n"), "flip": "\(flip)", "producer": "reid-dist \(reidDistVersion) export"]
+        let records = [
+            TensorRecord("images", floats: pixels, shape: [samples.count, 3, c.data.height, c.data.width]),
+            TensorRecord("features", floats: f.features.array, shape: [f.count, f.dim])
+        ]
+        let meta = [
+            "paths": paths.joined(separator: "\n"), "flip": "\(flip)", "producer": "reid-dist \(reidDistVersion) export"
+        ]
         try writeAtomically(SafeTensors.encode(records, metadata: meta), to: out)
-        print("wrote \(out): \(samples.count) images and their features; compare with Cluster/tools/check_onnx.py \(onnx)")
+        print(
+            "wrote \(out): \(samples.count) images and their features; compare with Cluster/tools/check_onnx.py \(onnx)"
+        )
     }
 }

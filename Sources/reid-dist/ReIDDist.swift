@@ -10,7 +10,10 @@ struct ReIDDist: ParsableCommand {
         commandName: "reid-dist",
         abstract: "Data-parallel person re-identification training on CPU clusters.",
         version: reidDistVersion,
-        subcommands: [Train.self, StudyCommand.self, Evaluate.self, Extract.self, Embed.self, Search.self, Export.self, Rank.self, Report.self, Synth.self, Bench.self, ConfigKeys.self])
+        subcommands: [
+            Train.self, StudyCommand.self, Evaluate.self, Extract.self, Embed.self, Search.self, Export.self, Rank.self,
+            Report.self, Synth.self, Bench.self, ConfigKeys.self
+        ])
 
     static func main() {
         quietOpenBLASWorkers()

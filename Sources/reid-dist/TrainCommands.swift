@@ -11,7 +11,8 @@ import ReIDReport
 /// --config and --set, shared by the commands that read a training configuration.
 struct ConfigOptions: ParsableArguments {
     @Option(help: "YAML configuration (see Configs/ and docs/configuration.md).") var config: String
-    @Option(name: .customLong("set"), help: "Override one key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
+    @Option(name: .customLong("set"), help: "Override one key: --set optim.lr=1e-4 (repeatable).") var overrides:
+        [String] = []
 
     func load(extra: [String] = []) throws -> Config {
         var c = try Config(file: config)
@@ -25,8 +26,11 @@ struct ConfigOptions: ParsableArguments {
 /// (train on Market, test on MSMT17); the model's number of training classes does not matter.
 struct DataOptions: ParsableArguments {
     @Option(help: "Dataset to use instead of the config's data.root.") var dataRoot: String?
-    @Option(help: "Its layout (market, duke, cuhk03, msmt17, list) instead of the config's data.layout.") var layout: Layout?
-    var overrides: [String] { (dataRoot.map { ["data.root=\($0)"] } ?? []) + (layout.map { ["data.layout=\($0.rawValue)"] } ?? []) }
+    @Option(help: "Its layout (market, duke, cuhk03, msmt17, list) instead of the config's data.layout.") var layout:
+        Layout?
+    var overrides: [String] {
+        (dataRoot.map { ["data.root=\($0)"] } ?? []) + (layout.map { ["data.layout=\($0.rawValue)"] } ?? [])
+    }
 }
 
 /// "model X (trained on R, layout L, N classes)": what a checkpoint's state.json says about it.
@@ -37,7 +41,8 @@ func modelDescription(_ checkpoint: String, classes: Int) -> String {
     }
     if let found = try? Checkpoint.resolve(checkpoint, runDir: checkpoint) { dir = found.dir }
     guard let st = try? Checkpoint.verify(dir) else { return "model \(checkpoint) (\(classes) training classes)" }
-    return "model \(dir) (trained on \(st.config["data.root"] ?? "?"), layout \(st.config["data.layout"] ?? "?"), \(st.classes) classes, epoch \(st.epoch))"
+    return
+        "model \(dir) (trained on \(st.config["data.root"] ?? "?"), layout \(st.config["data.layout"] ?? "?"), \(st.classes) classes, epoch \(st.epoch))"
 }
 
 extension Layout: ExpressibleByArgument {}
@@ -56,7 +61,10 @@ func checkOutputFolder(_ file: String?, _ option: String) throws {
 }
 
 /// OpenBLAS's threads and the engine's own loops.
-func useThreads(_ n: Int) { setBLASThreads(n); engineThreads = n }
+func useThreads(_ n: Int) {
+    setBLASThreads(n)
+    engineThreads = n
+}
 
 /// Runs `body` with MPI under a launcher, else as one process. Under MPI one
 /// rank's error ends the whole job (no rank is left waiting in a collective),
@@ -77,8 +85,9 @@ func withCommunicator(_ body: (Communicator) throws -> Void) throws {
 /// collective. nil for one process or with the pings off; close it when the command is done.
 func heartbeatWatch(_ what: String, _ c: Config, _ comm: Communicator) -> StepWatchdog? {
     guard comm.size > 1, c.train.heartbeatTimeout > 0 else { return nil }
-    let dog = StepWatchdog(timeout: nil, heartbeatTimeout: c.train.heartbeatTimeout, comm: comm, rank: comm.rank, ranks: comm.size,
-                           advice: "Run it again once every rank is up")
+    let dog = StepWatchdog(
+        timeout: nil, heartbeatTimeout: c.train.heartbeatTimeout, comm: comm, rank: comm.rank, ranks: comm.size,
+        advice: "Run it again once every rank is up")
     dog.arm(what, .pingedOnly)
     return dog
 }
@@ -86,7 +95,10 @@ func heartbeatWatch(_ what: String, _ c: Config, _ comm: Communicator) -> StepWa
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a deterministic synthetic pedestrian dataset in any of the dataset layouts.")
-    @Option(help: "market, duke, cuhk03 (PNGs in labeled/ and detected/), msmt17 (list files) or list (CSV files over JPEG and PNG images).")
+    @Option(
+        help:
+            "market, duke, cuhk03 (PNGs in labeled/ and detected/), msmt17 (list files) or list (CSV files over JPEG and PNG images)."
+    )
     var layout: Layout = .market
     @Option(help: "Output folder.") var out: String
     @Option(parsing: .unconditional, help: "Training identities.") var trainIds = 100
@@ -100,7 +112,10 @@ struct Synth: ParsableCommand {
 
     func run() throws {
         var c = SynthConfig()
-        c.layout = layout; c.trainIds = trainIds; c.testIds = testIds; c.seed = seed
+        c.layout = layout
+        c.trainIds = trainIds
+        c.testIds = testIds
+        c.seed = seed
         let t0 = Profile.now()
         let s = try writeSynthetic(c, to: out)
         print(String(format: "wrote %@ to %@ in %.1f s", s.description, out, Profile.now() - t0))
@@ -111,22 +126,30 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the grouped multi-branch network (one process, or data-parallel under mpirun).",
         discussion: """
-        Under mpirun (Open MPI) every rank trains a replica on its shard of the identities and
-        gradients are averaged after each backward; rank 0 prints, evaluates and writes files.
-        --simulate-ranks N computes in one process exactly what N ranks would.
+            Under mpirun (Open MPI) every rank trains a replica on its shard of the identities and
+            gradients are averaged after each backward; rank 0 prints, evaluates and writes files.
+            --simulate-ranks N computes in one process exactly what N ranks would.
 
-        One job at a time per run folder (a lock); a folder that already holds a run is
-        continued with --resume auto or moved aside with --restart, never overwritten.
-        SIGTERM, SIGINT or SIGUSR1 finish the current step, write a checkpoint of that exact
-        step and exit with status \(StopSignal.exitStatus); --resume auto continues as if
-        nothing had happened. A second signal ends the process at once.
-        """)
+            One job at a time per run folder (a lock); a folder that already holds a run is
+            continued with --resume auto or moved aside with --restart, never overwritten.
+            SIGTERM, SIGINT or SIGUSR1 finish the current step, write a checkpoint of that exact
+            step and exit with status \(StopSignal.exitStatus); --resume auto continues as if
+            nothing had happened. A second signal ends the process at once.
+            """)
     @OptionGroup var options: ConfigOptions
-    @Option(help: "Continue a run: 'auto' (this run folder's newest checkpoint that verifies) or a checkpoint or run folder.") var resume: String?
-    @Flag(help: "Start over in a run folder that holds an earlier run, after moving that run aside to <run_dir>.old-<time> (nothing is deleted).")
+    @Option(
+        help:
+            "Continue a run: 'auto' (this run folder's newest checkpoint that verifies) or a checkpoint or run folder.")
+    var resume: String?
+    @Flag(
+        help:
+            "Start over in a run folder that holds an earlier run, after moving that run aside to <run_dir>.old-<time> (nothing is deleted)."
+    )
     var restart = false
-    @Option(parsing: .unconditional, help: "Stop after this epoch (for tests and debugging; checkpoints it).") var stopAfter: Int?
-    @Option(parsing: .unconditional, help: "Reproduce N data-parallel ranks in this one process (no launcher).") var simulateRanks = 1
+    @Option(parsing: .unconditional, help: "Stop after this epoch (for tests and debugging; checkpoints it).")
+    var stopAfter: Int?
+    @Option(parsing: .unconditional, help: "Reproduce N data-parallel ranks in this one process (no launcher).")
+    var simulateRanks = 1
 
     func validate() throws {
         guard simulateRanks >= 1 else { throw ValidationError("--simulate-ranks must be at least 1") }
@@ -147,13 +170,19 @@ struct Train: ParsableCommand {
         let t = try Trainer(config: c, comm: comm, simulateRanks: simulateRanks, start: start)
         if comm.isRoot {
             for w in t.dataset.warnings { print("warning: \(w)") }
-            print("data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
-                  + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))")
+            print(
+                "data: \(t.dataset.train.samples.count) training images of \(t.dataset.classes) ids, "
+                    + "\(t.dataset.query.samples.count) queries, \(t.dataset.gallery.samples.count) gallery (\(t.dataset.root))"
+            )
             let m = t.model.spec
-            print("model: ResNet-\(m.depth) width \(m.width), \(m.groups) groups x \(m.branches) branches, \(t.model.arena.paramCount) parameters; "
-                  + "\(t.averaging.description), \(t.threads) thread(s) \(t.worldSize > 1 ? "per rank" : "")")
+            print(
+                "model: ResNet-\(m.depth) width \(m.width), \(m.groups) groups x \(m.branches) branches, \(t.model.arena.paramCount) parameters; "
+                    + "\(t.averaging.description), \(t.threads) thread(s) \(t.worldSize > 1 ? "per rank" : "")")
         }
-        if t.startEpoch >= t.epochs { t.log("already trained \(t.epochs) epochs; nothing to do"); return .finished }
+        if t.startEpoch >= t.epochs {
+            t.log("already trained \(t.epochs) epochs; nothing to do")
+            return .finished
+        }
         return try t.run(untilEpoch: stopAfter)
     }
 }
@@ -161,9 +190,13 @@ struct Train: ParsableCommand {
 /// --config (optional) and --set, for the commands that use a trained model: the checkpoint
 /// describes itself, so a config may only add data paths and evaluation settings.
 struct ModelConfigOptions: ParsableArguments {
-    @Option(help: "YAML configuration (optional: the checkpoint describes its model; a config may change data and evaluation settings only).")
+    @Option(
+        help:
+            "YAML configuration (optional: the checkpoint describes its model; a config may change data and evaluation settings only)."
+    )
     var config: String?
-    @Option(name: .customLong("set"), help: "Override one key: --set eval.flip=false (repeatable).") var overrides: [String] = []
+    @Option(name: .customLong("set"), help: "Override one key: --set eval.flip=false (repeatable).") var overrides:
+        [String] = []
 }
 
 /// A trained model and the configuration to use it with.
@@ -199,7 +232,8 @@ func loadModel(config configFile: String?, overrides: [String], checkpoint: Stri
         let folder = (checkpoint as NSString).deletingLastPathComponent
         let dir = folder.isEmpty ? "." : folder
         if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("state.json")) {
-            _ = try Checkpoint.verify(dir); stateDir = dir
+            _ = try Checkpoint.verify(dir)
+            stateDir = dir
         }
     }
     let weights = try SafeTensorsFile(path: file)
@@ -211,18 +245,29 @@ func loadModel(config configFile: String?, overrides: [String], checkpoint: Stri
         c = Config()
         for (k, v) in st.config { try? c.apply(override: "\(k)=\(v == "\"\"" ? "" : v)") }
     } else {
-        guard let card else { throw ConfigError("\(file) does not describe its model (written before reid-dist 0.5): give the --config it was trained with") }
+        guard let card else {
+            throw ConfigError(
+                "\(file) does not describe its model (written before reid-dist 0.5): give the --config it was trained with"
+            )
+        }
         c = Config()
-        for o in ["model.depth=\(card.spec.depth)", "model.width=\(card.spec.width)", "model.last_stride=\(card.spec.lastStride)",
-                  "model.groups=\(card.spec.groups)", "model.branches=\(card.spec.branches)", "data.height=\(card.height)",
-                  "data.width=\(card.width)", "eval.flip=\(card.flip)", "data.root=."] { try c.apply(override: o) }
+        for o in [
+            "model.depth=\(card.spec.depth)", "model.width=\(card.spec.width)",
+            "model.last_stride=\(card.spec.lastStride)",
+            "model.groups=\(card.spec.groups)", "model.branches=\(card.spec.branches)", "data.height=\(card.height)",
+            "data.width=\(card.width)", "eval.flip=\(card.flip)", "data.root=."
+        ] { try c.apply(override: o) }
     }
     for o in overrides { try c.apply(override: o) }
     try c.validate()
     var spec = c.model.spec
     if let card {
         let clash = card.contradictions(c)
-        guard clash.isEmpty else { throw ConfigError("\(file): the model and the configuration disagree: \(clash.joined(separator: "; ")); a config may only change data paths and evaluation settings") }
+        guard clash.isEmpty else {
+            throw ConfigError(
+                "\(file): the model and the configuration disagree: \(clash.joined(separator: "; ")); a config may only change data paths and evaluation settings"
+            )
+        }
         spec = card.spec
     } else {
         spec.classes = try Checkpoint.classes(modelFile: file)
@@ -230,12 +275,15 @@ func loadModel(config configFile: String?, overrides: [String], checkpoint: Stri
     let m = GroupedMultiBranchNet(spec)
     Conv2d.algorithm = c.model.convAlgorithm
     try m.arena.load(from: weights, strict: true)
-    if let bad = m.arena.firstNonFinite() { throw CheckpointError("\(file): \(bad); refusing to compute features with it") }
+    if let bad = m.arena.firstNonFinite() {
+        throw CheckpointError("\(file): \(bad); refusing to compute features with it")
+    }
     return LoadedModel(model: m, config: c, file: file)
 }
 
 struct Extract: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write a split's features as a feature file (for `reid-dist rank`).")
+    static let configuration = CommandConfiguration(
+        abstract: "Write a split's features as a feature file (for `reid-dist rank`).")
     @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "query, gallery or train.") var split: String
@@ -243,7 +291,9 @@ struct Extract: ParsableCommand {
     @OptionGroup var data: DataOptions
 
     func validate() throws {
-        guard ["query", "gallery", "train"].contains(split) else { throw ValidationError("--split must be query, gallery or train") }
+        guard ["query", "gallery", "train"].contains(split) else {
+            throw ValidationError("--split must be query, gallery or train")
+        }
     }
 
     func run() throws {
@@ -256,11 +306,14 @@ struct Extract: ParsableCommand {
         let ds = try d.load()
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
-        let f = try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
-                                    skipBadImages: d.skipBadImages, producer: "reid-dist extract \(checkpoint)")
+        let f = try extractFeatures(
+            model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
+            skipBadImages: d.skipBadImages, producer: "reid-dist extract \(checkpoint)")
         try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
-        print(String(format: "wrote %d x %d features of %@ to %@ (%@, eval.flip; %.1f s)", f.count, f.dim, s.folder, out,
-                     c.eval.flip ? "flip-averaged" : "not flip-averaged", Profile.now() - t0))
+        print(
+            String(
+                format: "wrote %d x %d features of %@ to %@ (%@, eval.flip; %.1f s)", f.count, f.dim, s.folder, out,
+                c.eval.flip ? "flip-averaged" : "not flip-averaged", Profile.now() - t0))
     }
 }
 
@@ -271,15 +324,20 @@ struct Evaluate: ParsableCommand {
     @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
     @Option(help: "Write the results as JSON.") var json: String?
-    @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).") var saveFeatures: String?
-    @Option(help: "Write a report of this evaluation (report.html with its CMC, the worst and best queries' ranked lists, the model and data) into this folder.")
+    @Option(help: "Also write the query and gallery feature files with this prefix (PREFIX-query.safetensors, ...).")
+    var saveFeatures: String?
+    @Option(
+        help:
+            "Write a report of this evaluation (report.html with its CMC, the worst and best queries' ranked lists, the model and data) into this folder."
+    )
     var report: String?
     @OptionGroup var data: DataOptions
 
     func run() throws { try withCommunicator(evaluate) }
 
     func evaluate(_ comm: Communicator) throws {
-        try checkOutputFolder(json, "--json"); try checkOutputFolder(saveFeatures, "--save-features")
+        try checkOutputFolder(json, "--json")
+        try checkOutputFolder(saveFeatures, "--save-features")
         let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
         let c = loaded.config, model = loaded.model
         let watchdog = heartbeatWatch("the evaluation", c, comm)
@@ -290,28 +348,45 @@ struct Evaluate: ParsableCommand {
         let ds = try d.load()
         let t0 = Profile.now()
         func features(_ s: Split) throws -> FeatureSet? {
-            try extractFeatures(model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
-                                comm: comm, producer: "reid-dist evaluate")
+            try extractFeatures(
+                model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
+                comm: comm, producer: "reid-dist evaluate")
         }
         let q = try features(ds.query), g = try features(ds.gallery)
-        guard let q, let g else { try comm.barrier(); return }
-        let r = e.rerank ? try rankReranked(query: q, gallery: g, metric: e.metric) : try rank(query: q, gallery: g, metric: e.metric)
+        guard let q, let g else {
+            try comm.barrier()
+            return
+        }
+        let r =
+            e.rerank
+            ? try rankReranked(query: q, gallery: g, metric: e.metric)
+            : try rank(query: q, gallery: g, metric: e.metric)
         let sec = Profile.now() - t0
         let which = modelDescription(checkpoint, classes: model.spec.classes)
-        print("\(which)\non \(d.root) (layout \(d.layout.rawValue)\(d.layout == .market || d.layout == .duke ? "" : ", Market protocol: same-camera images of the query's id removed"))")
-        print("\(q.count) queries x \(g.count) gallery, \(e.metric)\(e.flip ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")")
+        print(
+            "\(which)\non \(d.root) (layout \(d.layout.rawValue)\(d.layout == .market || d.layout == .duke ? "" : ", Market protocol: same-camera images of the query's id removed"))"
+        )
+        print(
+            "\(q.count) queries x \(g.count) gallery, \(e.metric)\(e.flip ? ", flip-averaged" : "")\(comm.size > 1 ? ", \(comm.size) ranks" : "")"
+        )
         print(" rank-1   rank-5  rank-10  rank-20      mAP     mINP")
-        print(String(format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
-                     r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))
+        print(
+            String(
+                format: "%6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%  %6.2f%%",
+                r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))
         print(String(format: "valid queries %d of %d; %.1f s", r.validQueries, r.totalQueries, sec))
         if let json {
-            let obj: [String: Any] = ["rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
-                                      "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size,
-                                      "model": which, "data_root": d.root, "layout": d.layout.rawValue]
-            try writeAtomically(try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
+            let obj: [String: Any] = [
+                "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
+                "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size,
+                "model": which, "data_root": d.root, "layout": d.layout.rawValue
+            ]
+            try writeAtomically(
+                try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
         }
         if let dir = report {
-            try writeEvaluationReport(dir, r, q, g, which: which, spec: model.spec, data: d, flip: e.flip, metric: e.metric, seconds: sec)
+            try writeEvaluationReport(
+                dir, r, q, g, which: which, spec: model.spec, data: d, flip: e.flip, metric: e.metric, seconds: sec)
         }
         if let prefix = saveFeatures {
             try q.write(to: prefix + "-query.safetensors", producer: "reid-dist evaluate \(checkpoint)")
@@ -322,7 +397,8 @@ struct Evaluate: ParsableCommand {
 }
 
 struct ConfigKeys: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "config-keys", abstract: "Print every configuration key as a Markdown table.")
+    static let configuration = CommandConfiguration(
+        commandName: "config-keys", abstract: "Print every configuration key as a Markdown table.")
     func run() {
         print(configKeysMarkdown)
     }
@@ -330,22 +406,33 @@ struct ConfigKeys: ParsableCommand {
 
 /// An evaluation's own report: a one-evaluation "run folder" (metrics.jsonl, run.json,
 /// report/ranked.json) and its report.html.
-func writeEvaluationReport(_ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, spec: ModelSpec,
-                           data: DataSettings, flip: Bool, metric: Metric, seconds: Double) throws {
+func writeEvaluationReport(
+    _ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, spec: ModelSpec,
+    data: DataSettings, flip: Bool, metric: Metric, seconds: Double
+) throws {
     try createFolder(dir + "/" + RunReport.folder, what: "--report")
-    let record: [String: Any] = ["kind": "eval", "epoch": 0, "global_step": 0, "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10),
-                                 "mAP": r.mAP, "mINP": r.mINP, "seconds": seconds, "cmc": Array(r.cmc.prefix(50))]
-    try writeAtomically(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) + Data("\n".utf8), to: dir + "/metrics.jsonl")
-    let info: [String: Any] = ["kind": "evaluation", "model": which,
-                               "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "
-                                   + "\(spec.groups) groups x \(spec.branches) branches, \(spec.featureChannels)-d features",
-                               "input": "\(data.height) x \(data.width) pixels" + (flip ? ", features averaged with the mirror image's" : ""),
-                               "evaluated_on": "\(data.root) (layout \(data.layout.rawValue)): \(q.count) queries, \(g.count) gallery images",
-                               "metric": metric == .cosine ? "cosine distance" : "squared Euclidean distance",
-                               "seconds": seconds, "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()]
-    try writeAtomically(try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]), to: dir + "/run.json")
-    let ranked = RankedListsFile(title: "this evaluation", worst: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.worst, 4)),
-                                 best: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.best, 4)))
+    let record: [String: Any] = [
+        "kind": "eval", "epoch": 0, "global_step": 0, "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10),
+        "mAP": r.mAP, "mINP": r.mINP, "seconds": seconds, "cmc": Array(r.cmc.prefix(50))
+    ]
+    try writeAtomically(
+        try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) + Data("\n".utf8),
+        to: dir + "/metrics.jsonl")
+    let info: [String: Any] = [
+        "kind": "evaluation", "model": which,
+        "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "
+            + "\(spec.groups) groups x \(spec.branches) branches, \(spec.featureChannels)-d features",
+        "input": "\(data.height) x \(data.width) pixels" + (flip ? ", features averaged with the mirror image's" : ""),
+        "evaluated_on": "\(data.root) (layout \(data.layout.rawValue)): \(q.count) queries, \(g.count) gallery images",
+        "metric": metric == .cosine ? "cosine distance" : "squared Euclidean distance",
+        "seconds": seconds, "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()
+    ]
+    try writeAtomically(
+        try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]), to: dir + "/run.json")
+    let ranked = RankedListsFile(
+        title: "this evaluation",
+        worst: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.worst, 4)),
+        best: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.best, 4)))
     try writeAtomically(try JSONEncoder().encode(ranked), to: dir + "/" + RunReport.folder + "/ranked.json")
     print("report: \(try RunReport.write(runDir: dir))")
 }

@@ -4,12 +4,13 @@
 // input is timed) or memory beyond a bound (the peak resident size is read
 // before and after). Thousands of inputs in a few seconds; the seed is printed.
 import Foundation
+import ReIDImage
 import XCTest
+
 @testable import ReIDCore
 @testable import ReIDData
 @testable import ReIDDist
 @testable import ReIDTorch
-import ReIDImage
 
 final class FuzzTests: XCTestCase {
     static let seed: UInt64 = 20261128
@@ -22,8 +23,10 @@ final class FuzzTests: XCTestCase {
 
     /// Runs `body` on `count` mutations of `base`; each within `perInput` seconds, and the peak
     /// memory at most `memoryMB` above where it started.
-    func fuzz(_ what: String, base: [UInt8], count: Int, perInput: Double = 1, memoryMB: Double = 300,
-              mutate: (inout [UInt8], inout RNG) -> Void = FuzzTests.mutate, _ body: ([UInt8]) -> Void) {
+    func fuzz(
+        _ what: String, base: [UInt8], count: Int, perInput: Double = 1, memoryMB: Double = 300,
+        mutate: (inout [UInt8], inout RNG) -> Void = FuzzTests.mutate, _ body: ([UInt8]) -> Void
+    ) {
         var rng = RNG(key: Self.seed, UInt64(what.utf8.reduce(0) { $0 &* 31 &+ UInt64($1) }))
         let before = peakMB()
         var slowest = 0.0
@@ -34,7 +37,10 @@ final class FuzzTests: XCTestCase {
             body(b)
             slowest = max(slowest, Profile.now() - t0)
         }
-        print(String(format: "%@: %d inputs (seed %llu), slowest %.1f ms, peak memory +%.0f MB", what, count, Self.seed, slowest * 1e3, peakMB() - before))
+        print(
+            String(
+                format: "%@: %d inputs (seed %llu), slowest %.1f ms, peak memory +%.0f MB", what, count, Self.seed,
+                slowest * 1e3, peakMB() - before))
         XCTAssertLessThan(slowest, perInput, "\(what): an input took \(slowest) s")
         XCTAssertLessThan(peakMB() - before, memoryMB, "\(what): memory grew")
     }
@@ -44,7 +50,10 @@ final class FuzzTests: XCTestCase {
     static func mutate(_ b: inout [UInt8], _ rng: inout RNG) {
         let special = Array("0123456789{}[]:,\"&*!-#\n .eE".utf8) + [0, 0xFF, 0x7F]
         for _ in 0..<(1 + rng.below(4)) {
-            guard !b.isEmpty else { b = [UInt8(rng.below(256))]; continue }
+            guard !b.isEmpty else {
+                b = [UInt8(rng.below(256))]
+                continue
+            }
             let hot = rng.uniform() < 0.8 ? Swift.min(b.count, 600) : b.count
             let i = rng.below(hot)
             switch rng.below(7) {
@@ -60,9 +69,11 @@ final class FuzzTests: XCTestCase {
     }
 
     func testSafeTensorsHeaders() throws {
-        let records = [TensorRecord("a", floats: (0..<40).map(Float.init), shape: [5, 8]),
-                       TensorRecord("b", int64s: [1, 2, 3], shape: [3]),
-                       TensorRecord("c.weight", floats: [1, 2], shape: [2, 1])]
+        let records = [
+            TensorRecord("a", floats: (0..<40).map(Float.init), shape: [5, 8]),
+            TensorRecord("b", int64s: [1, 2, 3], shape: [3]),
+            TensorRecord("c.weight", floats: [1, 2], shape: [2, 1])
+        ]
         let base = [UInt8](SafeTensors.encode(records, metadata: ["producer": "fuzz", "classes": "7"]))
         var opened = 0
         fuzz("safetensors", base: base, count: 30000) { bytes in
@@ -80,16 +91,17 @@ final class FuzzTests: XCTestCase {
     }
 
     func testYAMLConfigs() throws {
-        let base = Array("""
-        data: {root: /data/market, height: 256, width: 128}
-        model:
-          depth: 50
-          groups: 4
-        optim: {name: sgd, lr: 0.05}
-        schedule:
-          milestones: [40, 70]
-        train: {run_dir: runs/x, seed: 1}
-        """.utf8)
+        let base = Array(
+            """
+            data: {root: /data/market, height: 256, width: 128}
+            model:
+              depth: 50
+              groups: 4
+            optim: {name: sgd, lr: 0.05}
+            schedule:
+              milestones: [40, 70]
+            train: {run_dir: runs/x, seed: 1}
+            """.utf8)
         fuzz("yaml", base: base, count: 15000) { bytes in
             _ = try? Config(yaml: String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
         }
@@ -100,7 +112,8 @@ final class FuzzTests: XCTestCase {
         fuzz("file names", base: base, count: 50000, perInput: 0.1) { bytes in
             let name = String(decoding: bytes, as: UTF8.self)
             if let p = try? ReIDDataset.parse(name) {
-                XCTAssert(p.pid >= -1 && p.pid < 1_000_000_000 && p.camera >= 0, "\(ReIDDataset.printable(name)) -> \(p)")
+                XCTAssert(
+                    p.pid >= -1 && p.pid < 1_000_000_000 && p.camera >= 0, "\(ReIDDataset.printable(name)) -> \(p)")
             }
             _ = ReIDDataset.printable(name)
         }
@@ -142,19 +155,27 @@ final class StructuredFuzzTests: XCTestCase {
         case "view":
             let dims = 1 + rng.below(4)
             let shape = (0..<dims).map { _ in edgy(&rng) }, stride = (0..<dims).map { _ in edgy(&rng) }
-            return legacyTorchFile(stored: stored) { $0.tensor("w", numel: stored, offset: edgy(&rng), shape: shape, stride: stride) }
+            return legacyTorchFile(stored: stored) {
+                $0.tensor("w", numel: stored, offset: edgy(&rng), shape: shape, stride: stride)
+            }
         case "nesting":
             let depth = 1 + rng.below(400), op: UInt8 = [0x85, 0x61][rng.below(2)]
             return legacyTorchFile(stored: stored) { d in
                 d.str("k")
-                if op == 0x61 { for _ in 0..<depth { d.b.append(0x5D) }; for _ in 0..<(depth - 1) { d.b.append(0x61) } }
-                else { d.b.append(0x4E); for _ in 0..<depth { d.b.append(0x85) } }
+                if op == 0x61 {
+                    for _ in 0..<depth { d.b.append(0x5D) }
+                    for _ in 0..<(depth - 1) { d.b.append(0x61) }
+                } else {
+                    d.b.append(0x4E)
+                    for _ in 0..<depth { d.b.append(0x85) }
+                }
                 d.b.append(0x73)
             }
         case "memo":
             let rounds = 1 + rng.below(80)
             return legacyTorchFile(stored: stored) { d in
-                d.str("x"); d.b += [0x71, 0]
+                d.str("x")
+                d.b += [0x71, 0]
                 for _ in 0..<rounds { d.b += [0x68, 0, 0x68, 0, 0x86, 0x71, 0] }
                 d.b += [0x68, 0, 0x4E, 0x73]
             }
@@ -184,7 +205,9 @@ final class StructuredFuzzTests: XCTestCase {
             let dt = Profile.now() - t0
             if dt > slowest.0 { slowest = (dt, kind) }
         }
-        print("torch files: \(inputs.sorted { $0.key < $1.key }) inputs, \(accepted.sorted { $0.key < $1.key }) read, slowest \(String(format: "%.1f", slowest.0 * 1e3)) ms (\(slowest.1))")
+        print(
+            "torch files: \(inputs.sorted { $0.key < $1.key }) inputs, \(accepted.sorted { $0.key < $1.key }) read, slowest \(String(format: "%.1f", slowest.0 * 1e3)) ms (\(slowest.1))"
+        )
         XCTAssertLessThan(slowest.0, 1, "an input took \(slowest.0) s")
         XCTAssertGreaterThan(accepted["view", default: 0], 0, "some random views are valid")
     }
@@ -198,7 +221,8 @@ final class StructuredFuzzTests: XCTestCase {
             FuzzTests.mutate(&b, &rng)
             let t0 = Profile.now()
             if let lines = try? InputFile.lines(of: Data(b), path: "fuzz.csv", maxLine: 200),
-               let rows = try? ListLayout.parse(lines: lines, file: "fuzz.csv", needSplit: false) {
+                let rows = try? ListLayout.parse(lines: lines, file: "fuzz.csv", needSplit: false)
+            {
                 parsed += 1
                 for r in rows { XCTAssert(r.pid >= -1 && !r.path.isEmpty && r.line >= 2, "\(r)") }
             }
@@ -213,8 +237,11 @@ final class StructuredFuzzTests: XCTestCase {
     /// or gives a configuration whose typed sections can be read and stay within the key's range.
     func testConfigValues() throws {
         var rng = RNG(key: FuzzTests.seed, 1603)
-        let values = ["1e999", "-1e999", ".nan", ".inf", "1e9", "-1", "0", "1", "3", "4097", "65537", "2e9", "9223372036854775807",
-                      "0.5", "1e-300", "[1, 2, 3]", "[99999999999]", "text", "\"\"", "true", "~", "{a: 1}", "[[1]]"]
+        let values = [
+            "1e999", "-1e999", ".nan", ".inf", "1e9", "-1", "0", "1", "3", "4097", "65537", "2e9",
+            "9223372036854775807",
+            "0.5", "1e-300", "[1, 2, 3]", "[99999999999]", "text", "\"\"", "true", "~", "{a: 1}", "[[1]]"
+        ]
         var accepted = 0
         for _ in 0..<20000 {
             var c = Config()

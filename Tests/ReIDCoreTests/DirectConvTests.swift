@@ -1,18 +1,22 @@
+import CKernels
 // The direct 7x7 convolution (CKernels, ConvBlocked.swift) on every vector path this processor
 // runs: forward and weight gradient against float64 loops, and against finite differences.
 import XCTest
-import CKernels
+
 @testable import ReIDCore
 
 final class DirectConvTests: XCTestCase {
     /// The paths to test here: portable C, then AVX2+FMA and AVX-512 where the processor has them.
     var paths: [Int32] { Array(0...reid_kernels_best_path()) }
 
-    override func setUp() { Conv2d.directOnPortable = true }       // the portable path is tested too
+    override func setUp() { Conv2d.directOnPortable = true } // the portable path is tested too
 
     override func tearDown() {
         reid_kernels_limit_path(Int32(REID_PATH_AVX512))
-        Conv2d.blockColumns = 2048; Conv2d.directStem = true; Conv2d.directOnPortable = false; engineThreads = 1
+        Conv2d.blockColumns = 2048
+        Conv2d.directStem = true
+        Conv2d.directOnPortable = false
+        engineThreads = 1
     }
 
     /// Without AVX2 the stem falls back to the blocked GEMM (faster than 4-wide C vectors).
@@ -46,24 +50,50 @@ final class DirectConvTests: XCTestCase {
             iy >= 0 && iy < h && ix >= 0 && ix < w ? Double(x.ptr[((ci * n + b) * h + iy) * w + ix]) : 0
         }
         var worst = 0.0
-        for co in 0..<cout { for b in 0..<n { for oy in 0..<ho { for ox in 0..<wo {
-            var sum = 0.0, mag = 0.0
-            for ci in 0..<cin { for ki in 0..<7 { for kj in 0..<7 {
-                let t = Double(wt[((co * cin + ci) * 7 + ki) * 7 + kj]) * input(ci, b, oy * s - p + ki, ox * s - p + kj)
-                sum += t; mag += abs(t)
-            }}}
-            worst = max(worst, abs(Double(y.ptr[((co * n + b) * ho + oy) * wo + ox]) - sum) / (mag + 1e-30))
-        }}}}
+        for co in 0..<cout {
+            for b in 0..<n {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        var sum = 0.0, mag = 0.0
+                        for ci in 0..<cin {
+                            for ki in 0..<7 {
+                                for kj in 0..<7 {
+                                    let t =
+                                        Double(wt[((co * cin + ci) * 7 + ki) * 7 + kj])
+                                        * input(ci, b, oy * s - p + ki, ox * s - p + kj)
+                                    sum += t
+                                    mag += abs(t)
+                                }
+                            }
+                        }
+                        worst = max(worst, abs(Double(y.ptr[((co * n + b) * ho + oy) * wo + ox]) - sum) / (mag + 1e-30))
+                    }
+                }
+            }
+        }
         XCTAssertLessThan(worst, 1e-5, "\(tag) forward")
         worst = 0
-        for co in 0..<cout { for ci in 0..<cin { for ki in 0..<7 { for kj in 0..<7 {
-            var sum = 0.0, mag = 0.0
-            for b in 0..<n { for oy in 0..<ho { for ox in 0..<wo {
-                let t = Double(dy.ptr[((co * n + b) * ho + oy) * wo + ox]) * input(ci, b, oy * s - p + ki, ox * s - p + kj)
-                sum += t; mag += abs(t)
-            }}}
-            worst = max(worst, abs(Double(gw[((co * cin + ci) * 7 + ki) * 7 + kj]) - sum) / (mag + 1e-30))
-        }}}}
+        for co in 0..<cout {
+            for ci in 0..<cin {
+                for ki in 0..<7 {
+                    for kj in 0..<7 {
+                        var sum = 0.0, mag = 0.0
+                        for b in 0..<n {
+                            for oy in 0..<ho {
+                                for ox in 0..<wo {
+                                    let t =
+                                        Double(dy.ptr[((co * n + b) * ho + oy) * wo + ox])
+                                        * input(ci, b, oy * s - p + ki, ox * s - p + kj)
+                                    sum += t
+                                    mag += abs(t)
+                                }
+                            }
+                        }
+                        worst = max(worst, abs(Double(gw[((co * cin + ci) * 7 + ki) * 7 + kj]) - sum) / (mag + 1e-30))
+                    }
+                }
+            }
+        }
         XCTAssertLessThan(worst, 1e-5, "\(tag) weight gradient")
     }
 

@@ -3,6 +3,7 @@
 // entry sits on a kink (ReLU at 0, a max-pool switch) and is skipped and counted, and a
 // tolerance scaled by the magnitudes compared. A fixed seed picks the entries.
 import XCTest
+
 @testable import ReIDCore
 
 struct GradCheck {
@@ -14,28 +15,38 @@ struct GradCheck {
 
     /// Compares `analytic(i)` with the numerical derivative of `loss` w.r.t.
     /// the value at `ptr[i]`, for up to `samples` indices of `count`.
-    func check(_ what: String, _ ptr: UnsafeMutablePointer<Float>, count: Int,
-               analytic: (Int) -> Float, loss: () -> Double,
-               file: StaticString = #filePath, line: UInt = #line) {
+    func check(
+        _ what: String, _ ptr: UnsafeMutablePointer<Float>, count: Int,
+        analytic: (Int) -> Float, loss: () -> Double,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         var rng = RNG(key: seed, UInt64(count))
         let idx = count <= samples ? Array(0..<count) : (0..<samples).map { _ in rng.below(count) }
         var skipped = 0, worst = 0.0
         for i in idx {
             let orig = ptr[i]
-            ptr[i] = orig + h; let lp = loss()
-            ptr[i] = orig - h; let lm = loss()
-            ptr[i] = orig; let l0 = loss()
+            ptr[i] = orig + h
+            let lp = loss()
+            ptr[i] = orig - h
+            let lm = loss()
+            ptr[i] = orig
+            let l0 = loss()
             let n1 = (lp - lm) / (2 * Double(h))
             // One-sided slopes disagree across a kink (ReLU at 0, a max-pool switch).
             let fwd = (lp - l0) / Double(h), bwd = (l0 - lm) / Double(h)
-            if abs(fwd - bwd) > rtol * Swift.max(abs(fwd), abs(bwd)) + 4 * atol { skipped += 1; continue }
+            if abs(fwd - bwd) > rtol * Swift.max(abs(fwd), abs(bwd)) + 4 * atol {
+                skipped += 1
+                continue
+            }
             let a = Double(analytic(i))
             let err = abs(a - n1)
             worst = Swift.max(worst, err / (Swift.max(abs(a), abs(n1)) + atol / rtol))
-            XCTAssertLessThanOrEqual(err, rtol * Swift.max(abs(a), abs(n1)) + atol,
-                                     "\(what)[\(i)]: analytic \(a) vs numeric \(n1)", file: file, line: line)
+            XCTAssertLessThanOrEqual(
+                err, rtol * Swift.max(abs(a), abs(n1)) + atol,
+                "\(what)[\(i)]: analytic \(a) vs numeric \(n1)", file: file, line: line)
         }
-        XCTAssertLessThanOrEqual(skipped * 4, idx.count, "\(what): \(skipped) of \(idx.count) entries sat on kinks", file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            skipped * 4, idx.count, "\(what): \(skipped) of \(idx.count) entries sat on kinks", file: file, line: line)
     }
 }
 
@@ -46,9 +57,11 @@ extension GradCheck {
     /// itself (a wrong value, sign or scale shows as g.v != true slope) and a
     /// random one. Errors are measured against |g|, the largest g.v can be.
     /// The slope is Richardson-extrapolated from steps h and h/2.
-    func checkDirectional(_ what: String, _ ptr: UnsafeMutablePointer<Float>, count: Int,
-                          analytic g: [Float], loss: () -> Double,
-                          file: StaticString = #filePath, line: UInt = #line) {
+    func checkDirectional(
+        _ what: String, _ ptr: UnsafeMutablePointer<Float>, count: Int,
+        analytic g: [Float], loss: () -> Double,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         let gnorm = Double(g.reduce(0) { $0 + $1 * $1 }).squareRoot()
         var rng = RNG(key: seed, UInt64(count), 77)
         let random = (0..<count).map { _ in Float(rng.normal()) }
@@ -69,9 +82,10 @@ extension GradCheck {
             let numeric = (4 * slope(h / 2) - slope(h)) / 3
             var a = 0.0
             for i in 0..<count { a += Double(g[i]) * Double(v[i]) }
-            XCTAssertLessThanOrEqual(abs(a - numeric), rtol * gnorm + atol,
-                                     "\(what) along the \(dirName) direction: analytic \(a) vs numeric \(numeric) (|g| = \(gnorm))",
-                                     file: file, line: line)
+            XCTAssertLessThanOrEqual(
+                abs(a - numeric), rtol * gnorm + atol,
+                "\(what) along the \(dirName) direction: analytic \(a) vs numeric \(numeric) (|g| = \(gnorm))",
+                file: file, line: line)
         }
     }
 }

@@ -1,11 +1,14 @@
 // Every layer's backward against finite differences, on odd shapes.
 import XCTest
+
 @testable import ReIDCore
 
 extension XCTestCase {
     /// A convolution's dX and dW against finite differences (also used by WinogradTests).
-    func checkConv(cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false,
-                   cacheBudget: Int = 1 << 30) {
+    func checkConv(
+        cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false,
+        cacheBudget: Int = 1 << 30
+    ) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: k, stride: s, pad: p)
         arena.allocate(seed: 1)
@@ -15,16 +18,21 @@ extension XCTestCase {
         let (ho, wo) = conv.outputSize(h, w)
         XCTAssertEqual(y.shape, [cout, n, ho, wo])
         let r = randomTensor(y.shape, seed: 3)
-        let dx = randomTensor(x.shape, seed: 4)        // garbage unless accumulating
+        let dx = randomTensor(x.shape, seed: 4) // garbage unless accumulating
         let before = dx.array
         conv.backward(r.ptr, dX: dx.ptr, accumulate: accumulate, ws)
-        let loss = { () -> Double in let o = conv.forward(x, ws); return weightedSum(o.ptr, r.ptr, o.count) }
+        let loss = { () -> Double in
+            let o = conv.forward(x, ws)
+            return weightedSum(o.ptr, r.ptr, o.count)
+        }
         let gc = GradCheck()
         let tag = "conv k\(k) s\(s) p\(p) n\(n) \(h)x\(w)"
-        gc.check("\(tag) dX", x.ptr, count: x.count,
-                 analytic: { dx.ptr[$0] - (accumulate ? before[$0] : 0) }, loss: loss)
-        gc.check("\(tag) dW", arena.value + conv.weight, count: cout * cin * k * k,
-                 analytic: { arena.grad[conv.weight + $0] }, loss: loss)
+        gc.check(
+            "\(tag) dX", x.ptr, count: x.count,
+            analytic: { dx.ptr[$0] - (accumulate ? before[$0] : 0) }, loss: loss)
+        gc.check(
+            "\(tag) dW", arena.value + conv.weight, count: cout * cin * k * k,
+            analytic: { arena.grad[conv.weight + $0] }, loss: loss)
     }
 }
 
@@ -36,7 +44,11 @@ final class LayerGradientTests: XCTestCase {
     /// blocks of 4 output columns shared by 2 workers: images cut into several row blocks,
     /// the last one shorter, and the workers' weight-gradient sums added at the end.
     func testConvGradients() {
-        defer { Conv2d.blockedMaxInputChannels = 4; Conv2d.blockColumns = 2048; engineThreads = 1 }
+        defer {
+            Conv2d.blockedMaxInputChannels = 4
+            Conv2d.blockColumns = 2048
+            engineThreads = 1
+        }
         for blocked in [false, true] {
             Conv2d.blockedMaxInputChannels = blocked ? 4 : 0
             Conv2d.blockColumns = blocked ? 4 : 2048
@@ -49,17 +61,17 @@ final class LayerGradientTests: XCTestCase {
         checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
         checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7)
         checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
-        checkConv(cin: 2, cout: 3, k: 3, s: 2, p: 1, n: 1, h: 5, w: 41)         // stride-2 rows gathered 8 at a time
+        checkConv(cin: 2, cout: 3, k: 3, s: 2, p: 1, n: 1, h: 5, w: 41) // stride-2 rows gathered 8 at a time
         checkConv(cin: 2, cout: 2, k: 7, s: 2, p: 3, n: 1, h: 7, w: 45)
-        checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3)          // pointwise, no im2col
-        checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5)          // strided downsample
-        checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1)          // tiny width
+        checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3) // pointwise, no im2col
+        checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5) // strided downsample
+        checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1) // tiny width
         checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
         checkConv(cin: 4, cout: 3, k: 1, s: 1, p: 0, n: 2, h: 3, w: 3, accumulate: true)
-        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)   // col rebuilt in backward
+        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0) // col rebuilt in backward
         checkConv(cin: 3, cout: 4, k: 3, s: 2, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
-        checkConv(cin: 2, cout: 3, k: 5, s: 1, p: 2, n: 2, h: 4, w: 3)                   // shift wider than the image
-        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 0, n: 2, h: 6, w: 5)                   // stride 1, "valid"
+        checkConv(cin: 2, cout: 3, k: 5, s: 1, p: 2, n: 2, h: 4, w: 3) // shift wider than the image
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 0, n: 2, h: 6, w: 5) // stride 1, "valid"
     }
 
     /// Conv2d forward against a direct 7-loop convolution.
@@ -72,16 +84,28 @@ final class LayerGradientTests: XCTestCase {
         let y = conv.forward(x, Workspace())
         let (ho, wo) = conv.outputSize(h, w)
         let wt = arena.value + conv.weight
-        for co in 0..<cout { for b in 0..<n { for oy in 0..<ho { for ox in 0..<wo {
-            var acc: Float = 0
-            for ci in 0..<cin { for ki in 0..<k { for kj in 0..<k {
-                let iy = oy * s - p + ki, ix = ox * s - p + kj
-                if iy >= 0 && iy < h && ix >= 0 && ix < w {
-                    acc += wt[((co * cin + ci) * k + ki) * k + kj] * x.ptr[((ci * n + b) * h + iy) * w + ix]
+        for co in 0..<cout {
+            for b in 0..<n {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        var acc: Float = 0
+                        for ci in 0..<cin {
+                            for ki in 0..<k {
+                                for kj in 0..<k {
+                                    let iy = oy * s - p + ki, ix = ox * s - p + kj
+                                    if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                        acc +=
+                                            wt[((co * cin + ci) * k + ki) * k + kj]
+                                            * x.ptr[((ci * n + b) * h + iy) * w + ix]
+                                    }
+                                }
+                            }
+                        }
+                        XCTAssertEqual(y.ptr[((co * n + b) * ho + oy) * wo + ox], acc, accuracy: 1e-5)
+                    }
                 }
-            }}}
-            XCTAssertEqual(y.ptr[((co * n + b) * ho + oy) * wo + ox], acc, accuracy: 1e-5)
-        }}}}
+            }
+        }
     }
 
     func checkBN(c: Int, n: Int, hw: Int, training: Bool, relu: Bool, residual: Bool) {
@@ -100,9 +124,10 @@ final class LayerGradientTests: XCTestCase {
         let saved = Array(UnsafeBufferPointer(start: arena.buffer, count: arena.bufferCount))
         let y = bn.forward(x, training: training, relu: relu, residual: res)
         let r = randomTensor(y.shape, seed: 3)
-        let g = Tensor(r.shape); g.copy(from: r)
+        let g = Tensor(r.shape)
+        g.copy(from: r)
         let dx = Tensor(x.shape)
-        bn.backward(g.ptr, dX: dx.ptr)                   // g becomes d(bn + residual)
+        bn.backward(g.ptr, dX: dx.ptr) // g becomes d(bn + residual)
         let loss = { () -> Double in
             // Running statistics must not drift between evaluations in inference mode.
             arena.buffer.update(from: saved, count: saved.count)
@@ -110,17 +135,18 @@ final class LayerGradientTests: XCTestCase {
             return weightedSum(o.ptr, r.ptr, o.count)
         }
         let tag = "bn train=\(training) relu=\(relu) res=\(residual)"
-        let gc = GradCheck(h: 2e-3)        // a small step: a sum over a channel crosses fewer kinks
+        let gc = GradCheck(h: 2e-3) // a small step: a sum over a channel crosses fewer kinks
         gc.check("\(tag) dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: loss)
-        gc.check("\(tag) dgamma", arena.value + bn.weight, count: c, analytic: { arena.grad[bn.weight + $0] }, loss: loss)
+        gc.check(
+            "\(tag) dgamma", arena.value + bn.weight, count: c, analytic: { arena.grad[bn.weight + $0] }, loss: loss)
         gc.check("\(tag) dbeta", arena.value + bn.bias, count: c, analytic: { arena.grad[bn.bias + $0] }, loss: loss)
         if let res { gc.check("\(tag) dResidual", res.ptr, count: res.count, analytic: { g.ptr[$0] }, loss: loss) }
     }
 
     func testBatchNormGradients() {
         checkBN(c: 3, n: 2, hw: 5, training: true, relu: false, residual: false)
-        checkBN(c: 2, n: 1, hw: 7, training: true, relu: true, residual: false)    // batch 1, spatial
-        checkBN(c: 4, n: 5, hw: 1, training: true, relu: false, residual: false)   // BatchNorm1d
+        checkBN(c: 2, n: 1, hw: 7, training: true, relu: true, residual: false) // batch 1, spatial
+        checkBN(c: 4, n: 5, hw: 1, training: true, relu: false, residual: false) // BatchNorm1d
         checkBN(c: 3, n: 2, hw: 3, training: true, relu: true, residual: true)
         checkBN(c: 3, n: 2, hw: 3, training: false, relu: false, residual: false)
         checkBN(c: 3, n: 2, hw: 3, training: false, relu: true, residual: true)
@@ -131,7 +157,7 @@ final class LayerGradientTests: XCTestCase {
         let arena = Arena()
         let bn = BatchNorm(arena, "bn", channels: 1)
         arena.allocate(seed: 0)
-        let x = Tensor([1, 4], [1, 2, 3, 6])              // mean 3, biased var 3.5, unbiased 14/3
+        let x = Tensor([1, 4], [1, 2, 3, 6]) // mean 3, biased var 3.5, unbiased 14/3
         let y = bn.forward(x, training: true)
         XCTAssertEqual(arena.buffer[bn.runningMean], 0.3, accuracy: 1e-6)
         XCTAssertEqual(arena.buffer[bn.runningVar], 0.9 + 0.1 * 14 / 3, accuracy: 1e-6)
@@ -150,9 +176,12 @@ final class LayerGradientTests: XCTestCase {
         let r = randomTensor(y.shape, seed: 12)
         let dx = Tensor(x.shape)
         pool.backward(r.ptr, dX: dx.ptr)
-        gc.check("maxpool dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: {
-            let o = pool.forward(x); return weightedSum(o.ptr, r.ptr, o.count)
-        })
+        gc.check(
+            "maxpool dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] },
+            loss: {
+                let o = pool.forward(x)
+                return weightedSum(o.ptr, r.ptr, o.count)
+            })
         // Ties: the first maximum in scan order takes the whole gradient.
         let t = Tensor([1, 1, 2, 2], [1, 1, 1, 1])
         let o = pool.forward(t)
@@ -177,8 +206,10 @@ final class LayerGradientTests: XCTestCase {
         let (planes, h) = (3, 7)
         let x = Tensor([planes, 1, h, w])
         for i in 0..<x.count { x.ptr[i] = Float((i * 7 + i / 5) % 3) }
-        x.ptr[1 * w + 20] = .nan; x.ptr[2 * w + 19] = .nan; x.ptr[3 * w + 33] = .nan     // plane 0
-        for i in (2 * h * w)..<(3 * h * w) { x.ptr[i] = -.infinity }                           // plane 2
+        x.ptr[1 * w + 20] = .nan
+        x.ptr[2 * w + 19] = .nan
+        x.ptr[3 * w + 33] = .nan // plane 0
+        for i in (2 * h * w)..<(3 * h * w) { x.ptr[i] = -.infinity } // plane 2
         x.ptr[2 * h * w + 4 * w + 26] = .nan
         let pool = MaxPool2d()
         let y = pool.forward(x)
@@ -191,18 +222,28 @@ final class LayerGradientTests: XCTestCase {
         for pl in 0..<planes {
             for oy in 0..<ho {
                 for ox in 0..<wo {
-                    let y0 = max(2 * oy - 1, 0), y1 = min(2 * oy + 2, h), x0 = max(2 * ox - 1, 0), x1 = min(2 * ox + 2, w)
+                    let y0 = max(2 * oy - 1, 0), y1 = min(2 * oy + 2, h), x0 = max(2 * ox - 1, 0),
+                        x1 = min(2 * ox + 2, w)
                     var best = -Float.infinity, bi = y0 * w + x0
                     scan: for iy in y0..<y1 {
                         for ix in x0..<x1 {
                             let v = x.ptr[pl * h * w + iy * w + ix]
-                            if v.isNaN { best = v; bi = iy * w + ix; break scan }
-                            if v > best { best = v; bi = iy * w + ix }
+                            if v.isNaN {
+                                best = v
+                                bi = iy * w + ix
+                                break scan
+                            }
+                            if v > best {
+                                best = v
+                                bi = iy * w + ix
+                            }
                         }
                     }
                     let o = (pl * ho + oy) * wo + ox
                     let got = y.ptr[o]
-                    XCTAssertTrue(got == best || (got.isNaN && best.isNaN), "w \(w) plane \(pl) (\(oy), \(ox)): \(got) vs \(best)")
+                    XCTAssertTrue(
+                        got == best || (got.isNaN && best.isNaN), "w \(w) plane \(pl) (\(oy), \(ox)): \(got) vs \(best)"
+                    )
                     want[pl * h * w + bi] += g.ptr[o]
                 }
             }
@@ -218,9 +259,12 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertEqual(pool.forward(x).shape, [3, 2])
         XCTAssertEqual(pool.output.ptr[4], (0..<15).map { x.ptr[4 * 15 + $0] }.reduce(0, +) / 15, accuracy: 1e-6)
         pool.backward(r.ptr, dX: dx.ptr)
-        gc.check("gap dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] }, loss: {
-            let y = pool.forward(x); return weightedSum(y.ptr, r.ptr, 6)
-        })
+        gc.check(
+            "gap dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] },
+            loss: {
+                let y = pool.forward(x)
+                return weightedSum(y.ptr, r.ptr, 6)
+            })
     }
 
     func testLinearGradients() {
@@ -238,9 +282,13 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertEqual(y.ptr[1 * 7 + 2], ref, accuracy: 1e-5)
         let r = randomTensor([3, 7], seed: 5), dx = Tensor([5, 3])
         lin.backward(r.ptr, dX: dx.ptr)
-        let loss = { () -> Double in let o = lin.forward(x, rows: 2..<7); return weightedSum(o.ptr, r.ptr, o.count) }
+        let loss = { () -> Double in
+            let o = lin.forward(x, rows: 2..<7)
+            return weightedSum(o.ptr, r.ptr, o.count)
+        }
         gc.check("linear dX", x.ptr + 6, count: 15, analytic: { dx.ptr[$0] }, loss: loss)
-        gc.check("linear dW", arena.value + lin.weight, count: 35, analytic: { arena.grad[lin.weight + $0] }, loss: loss)
+        gc.check(
+            "linear dW", arena.value + lin.weight, count: 35, analytic: { arena.grad[lin.weight + $0] }, loss: loss)
     }
 
     func testCrossEntropyValueAndGradient() {
@@ -255,8 +303,10 @@ final class LayerGradientTests: XCTestCase {
         let labels = [0, 3, 4, 3]
         let d = Tensor([4, 5])
         _ = CrossEntropy.forward(logits: logits.ptr, labels: labels, classes: 5, eps: 0.1, dLogits: d.ptr)
-        gc.check("ce dlogits", logits.ptr, count: 20, analytic: { d.ptr[$0] }, loss: {
-            CrossEntropy.forward(logits: logits.ptr, labels: labels, classes: 5, eps: 0.1, dLogits: nil).loss
-        })
+        gc.check(
+            "ce dlogits", logits.ptr, count: 20, analytic: { d.ptr[$0] },
+            loss: {
+                CrossEntropy.forward(logits: logits.ptr, labels: labels, classes: 5, eps: 0.1, dLogits: nil).loss
+            })
     }
 }

@@ -1,5 +1,6 @@
 // Optimizers and schedules against hand-worked PyTorch semantics.
 import XCTest
+
 @testable import ReIDCore
 
 final class OptimTests: XCTestCase {
@@ -14,7 +15,9 @@ final class OptimTests: XCTestCase {
                 buf = t == 0 ? d : 0.9 * buf + d
                 pd -= 0.1 * (nesterov ? d + 0.9 * buf : buf)
                 let gf = [Float(g)]
-                p.withUnsafeMutableBufferPointer { pp in gf.withUnsafeBufferPointer { opt.step(value: pp.baseAddress!, grad: $0.baseAddress!, lr: 0.1) } }
+                p.withUnsafeMutableBufferPointer { pp in
+                    gf.withUnsafeBufferPointer { opt.step(value: pp.baseAddress!, grad: $0.baseAddress!, lr: 0.1) }
+                }
                 XCTAssertEqual(Double(p[0]), pd, accuracy: 1e-6, "nesterov=\(nesterov) step \(t)")
             }
         }
@@ -26,18 +29,22 @@ final class OptimTests: XCTestCase {
         var m = 0.0, v = 0.0, pd = 2.0
         for (t, g) in [0.3, -1.0, 0.7].enumerated() {
             let d = g + 0.1 * pd
-            m = 0.9 * m + 0.1 * d; v = 0.999 * v + 0.001 * d * d
+            m = 0.9 * m + 0.1 * d
+            v = 0.999 * v + 0.001 * d * d
             let bc1 = 1 - pow(0.9, Double(t + 1)), bc2 = 1 - pow(0.999, Double(t + 1))
             pd -= 0.01 / bc1 * m / (v.squareRoot() / bc2.squareRoot() + 1e-8)
             let gf = [Float(g)]
-            p.withUnsafeMutableBufferPointer { pp in gf.withUnsafeBufferPointer { opt.step(value: pp.baseAddress!, grad: $0.baseAddress!, lr: 0.01) } }
+            p.withUnsafeMutableBufferPointer { pp in
+                gf.withUnsafeBufferPointer { opt.step(value: pp.baseAddress!, grad: $0.baseAddress!, lr: 0.01) }
+            }
             XCTAssertEqual(Double(p[0]), pd, accuracy: 1e-6, "step \(t)")
         }
         XCTAssertEqual(opt.steps, 3)
     }
 
     func testWarmupMultistepAndCosine() {
-        let s = LRSchedule(base: 3.5e-4, warmupEpochs: 10, warmupFactor: 0.01, milestones: [40, 70], gamma: 0.1, epochs: 120)
+        let s = LRSchedule(
+            base: 3.5e-4, warmupEpochs: 10, warmupFactor: 0.01, milestones: [40, 70], gamma: 0.1, epochs: 120)
         XCTAssertEqual(s.rate(epoch: 0), 3.5e-6, accuracy: 1e-12)
         XCTAssertEqual(s.rate(epoch: 5), 3.5e-4 * (0.01 * 0.5 + 0.5), accuracy: 1e-12)
         XCTAssertEqual(s.rate(epoch: 10), 3.5e-4, accuracy: 1e-12)

@@ -5,6 +5,7 @@
 // features all agree.
 import Foundation
 import XCTest
+
 @testable import ReIDCore
 
 final class ReferenceTests: XCTestCase {
@@ -25,7 +26,8 @@ final class ReferenceTests: XCTestCase {
         let arena = net.arena
         // The model's names are exactly the reference's state_dict keys.
         let extras: Set<String> = ["x", "y", "loss", "fmap", "features"]
-        let refNames = Set(file.tensors.keys.filter { !extras.contains($0) && !$0.hasPrefix("grad.") && !$0.hasPrefix("after.") })
+        let refNames = Set(
+            file.tensors.keys.filter { !extras.contains($0) && !$0.hasPrefix("grad.") && !$0.hasPrefix("after.") })
         let ours = Set(arena.params.map(\.name) + arena.buffers.map(\.name) + arena.counterNames)
         XCTAssertEqual(ours, refNames, "state_dict names differ")
         try arena.load(from: file, strict: false)
@@ -40,7 +42,9 @@ final class ReferenceTests: XCTestCase {
             let f = net.pooledFeatures, c = f.shape[0], n = f.shape[1]
             let rows = Tensor([n, c]), grad = Tensor([n, c]), featureGrad = Tensor([c, n])
             swapLeadingAxes(rows.ptr, f.ptr, c, n, 1)
-            loss += losses.tripletWeight * triplet(rows.ptr, n: n, dim: c, labels: y, grad: grad.ptr, scale: losses.tripletWeight).mean
+            loss +=
+                losses.tripletWeight
+                * triplet(rows.ptr, n: n, dim: c, labels: y, grad: grad.ptr, scale: losses.tripletWeight).mean
             swapLeadingAxes(featureGrad.ptr, grad.ptr, n, c, 1)
             net.backward(featureGrad: featureGrad.ptr)
         } else {
@@ -78,7 +82,9 @@ final class ReferenceTests: XCTestCase {
         for s in arena.buffers {
             let ref = try file.floats("after." + s.name)
             for j in 0..<s.count {
-                XCTAssertEqual(arena.buffer[s.offset + j], ref[j], accuracy: 1e-4 * slack * max(1, abs(ref[j])), "\(name) after.\(s.name)[\(j)]")
+                XCTAssertEqual(
+                    arena.buffer[s.offset + j], ref[j], accuracy: 1e-4 * slack * max(1, abs(ref[j])),
+                    "\(name) after.\(s.name)[\(j)]")
             }
         }
         for (i, n) in arena.counterNames.enumerated() {
@@ -109,7 +115,8 @@ final class ReferenceTests: XCTestCase {
     }
 
     func testResNet18Width8MatchesPyTorch() throws {
-        try compareUnderBothAlgorithms("r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
+        try compareUnderBothAlgorithms(
+            "r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
     }
 
     /// The triplet losses against PyTorch's (Cluster/tools/reid_dist_torch.py, `triplet_loss`): 3
@@ -119,12 +126,17 @@ final class ReferenceTests: XCTestCase {
         defer { Conv2d.algorithm = .auto }
         Conv2d.algorithm = .gemm
         let spec = ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5)
-        try compare("r18w8-ce-triplet", spec: spec, losses: Losses(ce: 1, triplet: TripletLoss(margin: 0.3), tripletWeight: 0.5))
-        try compare("r18w8-triplet-soft-cosine", spec: spec,
-                    losses: Losses(ce: 0, triplet: TripletLoss(soft: true, distance: .cosine), tripletWeight: 1))
+        try compare(
+            "r18w8-ce-triplet", spec: spec, losses: Losses(ce: 1, triplet: TripletLoss(margin: 0.3), tripletWeight: 0.5)
+        )
+        try compare(
+            "r18w8-triplet-soft-cosine", spec: spec,
+            losses: Losses(ce: 0, triplet: TripletLoss(soft: true, distance: .cosine), tripletWeight: 1))
     }
 
     func testResNet50Width4MatchesPyTorch() throws {
-        try compareUnderBothAlgorithms("r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7), winograd4Slack: 15)
+        try compareUnderBothAlgorithms(
+            "r50w4", spec: ModelSpec(depth: 50, width: 4, lastStride: 2, groups: 2, branches: 3, classes: 7),
+            winograd4Slack: 15)
     }
 }

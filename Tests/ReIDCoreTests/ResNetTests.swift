@@ -1,6 +1,7 @@
 // ResNet and the grouped multi-branch network: torchvision's names and
 // parameter counts, and whole-network gradients against finite differences.
 import XCTest
+
 @testable import ReIDCore
 
 final class ResNetTests: XCTestCase {
@@ -15,8 +16,11 @@ final class ResNetTests: XCTestCase {
         let arena = Arena()
         _ = ResNet(arena, depth: 50)
         let names = Set(arena.params.map(\.name) + arena.buffers.map(\.name) + arena.counterNames)
-        for n in ["conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.num_batches_tracked",
-                  "layer4.2.conv3.weight", "layer4.2.bn3.bias", "layer3.5.bn2.running_var"] {
+        for n in [
+            "conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight",
+            "layer1.0.downsample.1.num_batches_tracked",
+            "layer4.2.conv3.weight", "layer4.2.bn3.bias", "layer3.5.bn2.running_var"
+        ] {
             XCTAssert(names.contains(n), "missing \(n)")
         }
         // torchvision's resnet50 state_dict: 320 entries, 318 without fc.weight and fc.bias.
@@ -25,7 +29,8 @@ final class ResNetTests: XCTestCase {
 
     func testOutputShapesAndLastStride() {
         for (ls, hw) in [(1, [8, 4]), (2, [4, 2])] {
-            let net = GroupedMultiBranchNet(ModelSpec(depth: 18, width: 4, lastStride: ls, groups: 2, branches: 1, classes: 3))
+            let net = GroupedMultiBranchNet(
+                ModelSpec(depth: 18, width: 4, lastStride: ls, groups: 2, branches: 1, classes: 3))
             let x = randomTensor([2, 3, 128, 64], seed: 1)
             let f = net.backbone.forward(nchw: x, training: false)
             XCTAssertEqual(f.shape, [32, 2] + hw)
@@ -51,9 +56,10 @@ final class ResNetTests: XCTestCase {
         // channel), so the step must be small; rtol is relative to |g|.
         let gc = GradCheck(h: step, rtol: rtol, atol: 1e-4)
         for s in net.arena.params {
-            gc.checkDirectional("resnet\(spec.depth) \(s.name)", net.arena.value + s.offset, count: s.count,
-                                analytic: Array(grads[s.offset..<(s.offset + s.count)]),
-                                loss: { net.forwardLoss(x, labels: labels, labelSmoothing: 0.1).loss })
+            gc.checkDirectional(
+                "resnet\(spec.depth) \(s.name)", net.arena.value + s.offset, count: s.count,
+                analytic: Array(grads[s.offset..<(s.offset + s.count)]),
+                loss: { net.forwardLoss(x, labels: labels, labelSmoothing: 0.1).loss })
         }
     }
 
@@ -61,7 +67,9 @@ final class ResNetTests: XCTestCase {
         defer { Conv2d.algorithm = .auto }
         for a in [ConvAlgorithm.gemm, .winograd, .winograd4] {
             Conv2d.algorithm = a
-            checkNetwork(ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 2, branches: 2, classes: 5), h: 65, w: 33, batch: 4)
+            checkNetwork(
+                ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 2, branches: 2, classes: 5), h: 65, w: 33,
+                batch: 4)
         }
     }
 
@@ -73,7 +81,9 @@ final class ResNetTests: XCTestCase {
     func testResNet50NetworkGradients() {
         defer { Conv2d.algorithm = .auto }
         Conv2d.algorithm = .gemm
-        checkNetwork(ModelSpec(depth: 50, width: 8, lastStride: 1, groups: 4, branches: 1, classes: 4), h: 63, w: 33, batch: 4, step: 1e-4, rtol: 5e-2)
+        checkNetwork(
+            ModelSpec(depth: 50, width: 8, lastStride: 1, groups: 4, branches: 1, classes: 4), h: 63, w: 33, batch: 4,
+            step: 1e-4, rtol: 5e-2)
     }
 
     func testFeaturesAreUnitNorm() {

@@ -2,22 +2,26 @@
 // soft margin, Euclidean and cosine), the anchors it counts, and what mining over a batch split
 // among ranks changes. (mpirun against simulated ranks, global and local: MPITests.)
 import XCTest
+
 @testable import ReIDCore
 
 final class TripletLossTests: XCTestCase {
     let labels = [0, 0, 1, 1, 2, 2, 3, 3, 0, 1]
 
     func testGradientsMatchFiniteDifferences() {
-        for loss in [TripletLoss(margin: 0.3), TripletLoss(margin: 2, distance: .cosine), TripletLoss(soft: true),
-                     TripletLoss(soft: true, distance: .cosine)] {
+        for loss in [
+            TripletLoss(margin: 0.3), TripletLoss(margin: 2, distance: .cosine), TripletLoss(soft: true),
+            TripletLoss(soft: true, distance: .cosine)
+        ] {
             let n = labels.count, dim = 6
             let f = randomTensor([n, dim], seed: 5), grad = Tensor([n, dim])
             let a = loss(f.ptr, n: n, dim: dim, labels: labels, grad: grad.ptr, scale: 1)
             XCTAssertEqual(a.count, n)
             XCTAssertGreaterThan(a.mean, 0)
             let gc = GradCheck(h: 1e-3, rtol: 2e-2, atol: 1e-4, samples: 60)
-            gc.check("\(loss)", f.ptr, count: n * dim, analytic: { grad.ptr[$0] },
-                     loss: { loss(f.ptr, n: n, dim: dim, labels: self.labels).mean })
+            gc.check(
+                "\(loss)", f.ptr, count: n * dim, analytic: { grad.ptr[$0] },
+                loss: { loss(f.ptr, n: n, dim: dim, labels: self.labels).mean })
         }
     }
 
@@ -38,16 +42,19 @@ final class TripletLossTests: XCTestCase {
     /// never farther (chosen among more images): what global mining changes is the negatives.
     func testGlobalMiningFindsNearerNegativesOnly() {
         let ranks = 2, perRank = 6, dim = 5, n = ranks * perRank
-        let labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]                     // rank 0: ids 0-1, rank 1: ids 2-3
+        let labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3] // rank 0: ids 0-1, rank 1: ids 2-3
         let f = randomTensor([n, dim], seed: 9)
         let loss = TripletLoss(margin: 0.5)
         let global = loss(f.ptr, n: n, dim: dim, labels: labels)
         var nearer = 0
         for r in 0..<ranks {
-            let local = loss(f.ptr + r * perRank * dim, n: perRank, dim: dim, labels: Array(labels[(r * perRank)..<((r + 1) * perRank)]))
+            let local = loss(
+                f.ptr + r * perRank * dim, n: perRank, dim: dim,
+                labels: Array(labels[(r * perRank)..<((r + 1) * perRank)]))
             for i in 0..<perRank {
                 XCTAssertEqual(local.dap[i], global.dap[r * perRank + i], "positives stay on their rank")
-                XCTAssertLessThanOrEqual(global.dan[r * perRank + i], local.dan[i], "more negatives: never a farther hardest one")
+                XCTAssertLessThanOrEqual(
+                    global.dan[r * perRank + i], local.dan[i], "more negatives: never a farther hardest one")
                 if global.dan[r * perRank + i] < local.dan[i] { nearer += 1 }
             }
         }

@@ -1,8 +1,9 @@
+import CKernels
 // Winograd F(2x2,3x3) and F(4x4,3x3) against finite differences and against a float64 direct
 // convolution, beside the GEMM path's own error on the same case.
 import XCTest
+
 @testable import ReIDCore
-import CKernels
 
 final class WinogradTests: XCTestCase {
     override func tearDown() {
@@ -25,26 +26,71 @@ final class WinogradTests: XCTestCase {
     /// or reads the transformed input kept from forward.
     static let variants: [(String, () -> Void)] = [
         ("gemm", { Conv2d.algorithm = .gemm }),
-        ("winograd", { Conv2d.algorithm = .winograd; Winograd.fusion = .none; Winograd.fusedMinTiles = 64; engineThreads = 1 }),
-        ("winograd, products shared by 2 threads", { Conv2d.algorithm = .winograd; Winograd.fusion = .none; engineThreads = 2 }),
-        ("winograd fused", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8; engineThreads = 2
-                             Winograd.recomputeAbove = 0 }),
-        ("winograd fused, V kept", { Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 8
-                                     engineThreads = 2; Winograd.recomputeAbove = .max }),
-        ("winograd4", { Conv2d.algorithm = .winograd4; engineThreads = 1 }),
-        ("winograd4, products shared by 2 threads", { Conv2d.algorithm = .winograd4; engineThreads = 2 })]
+        (
+            "winograd",
+            {
+                Conv2d.algorithm = .winograd
+                Winograd.fusion = .none
+                Winograd.fusedMinTiles = 64
+                engineThreads = 1
+            }
+        ),
+        (
+            "winograd, products shared by 2 threads",
+            {
+                Conv2d.algorithm = .winograd
+                Winograd.fusion = .none
+                engineThreads = 2
+            }
+        ),
+        (
+            "winograd fused",
+            {
+                Conv2d.algorithm = .winograd
+                Winograd.fusion = .all
+                Winograd.fusedMinTiles = 8
+                engineThreads = 2
+                Winograd.recomputeAbove = 0
+            }
+        ),
+        (
+            "winograd fused, V kept",
+            {
+                Conv2d.algorithm = .winograd
+                Winograd.fusion = .all
+                Winograd.fusedMinTiles = 8
+                engineThreads = 2
+                Winograd.recomputeAbove = .max
+            }
+        ),
+        (
+            "winograd4",
+            {
+                Conv2d.algorithm = .winograd4
+                engineThreads = 1
+            }
+        ),
+        (
+            "winograd4, products shared by 2 threads",
+            {
+                Conv2d.algorithm = .winograd4
+                engineThreads = 2
+            }
+        )
+    ]
 
     /// The 3x3 stride-1 gradient checks of LayerGradientTests, under each algorithm (odd sizes, 1-wide images, accumulate, no cache).
     func testGradientsUnderBothAlgorithms() {
         for (_, setUp) in Self.variants {
             setUp()
             checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 1, w: 3)             // one row: shifts past the block
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 1, w: 3) // one row: shifts past the block
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
             checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
             // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
-            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)      // 8 columns, then a tail of 5
+            // 8 columns, then a tail of 5
+            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)
             // whole-batch with AVX-512, the C transforms: 8x4 planes (a group of 2 images, then 1 left
             // to the loops), 16x8 (groups of 4 tile rows, with a halo window)
             checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 3, h: 8, w: 4, accumulate: true)
@@ -52,7 +98,10 @@ final class WinogradTests: XCTestCase {
         }
         // fused blocks that are whole groups of 16 tiles, so the fused passes run the C transforms
         // too (AVX-512): 16x8 in blocks of 4 tile rows, 8x32 in blocks of 1 (first, middle and last windows)
-        Conv2d.algorithm = .winograd; Winograd.fusion = .all; Winograd.fusedMinTiles = 16; engineThreads = 2
+        Conv2d.algorithm = .winograd
+        Winograd.fusion = .all
+        Winograd.fusedMinTiles = 16
+        engineThreads = 2
         checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8, accumulate: true)
         checkConv(cin: 3, cout: 2, k: 3, s: 1, p: 1, n: 1, h: 8, w: 32)
     }
@@ -62,8 +111,8 @@ final class WinogradTests: XCTestCase {
     /// 1e-5, the bug gate stated for it (its float32 error is about 1-3e-6 on ResNet's shapes).
     func testAgreesWithFloat64() {
         checkAgainstFloat64(cin: 24, cout: 16, n: 3, h: 9, w: 7)
-        checkAgainstFloat64(cin: 8, cout: 12, n: 2, h: 5, w: 37)        // rows wider than the transforms' vectors
-        checkAgainstFloat64(cin: 64, cout: 32, n: 6, h: 2, w: 1)        // planes smaller than one tile
+        checkAgainstFloat64(cin: 8, cout: 12, n: 2, h: 5, w: 37) // rows wider than the transforms' vectors
+        checkAgainstFloat64(cin: 64, cout: 32, n: 6, h: 2, w: 1) // planes smaller than one tile
         checkAgainstFloat64(cin: 32, cout: 64, n: 5, h: 3, w: 2)
     }
 
@@ -76,7 +125,8 @@ final class WinogradTests: XCTestCase {
         var errors: [String: [Double]] = [:]
         for (name, setUp) in Self.variants {
             setUp()
-            XCTAssertEqual(conv.winogradTile(n: n, h: h, w: w), name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
+            XCTAssertEqual(
+                conv.winogradTile(n: n, h: h, w: w), name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
             errors[name] = convErrors(conv, arena, x, dy, y64, dx64, dw64)
         }
         print("relative error vs float64 (forward, dX, dW), \(cin)->\(cout) \(n)x\(h)x\(w): \(errors)")
@@ -91,12 +141,15 @@ final class WinogradTests: XCTestCase {
     /// (channels and plane sizes; one image, two for the smallest planes) within 1e-5 relative to
     /// float64, and no more than 20x the GEMM path's error (float32 F(4x4) measures 2-8x).
     func testWinograd4OnEveryBenchmarkShape() {
-        let shapes = [(64, 64, 64, 32), (128, 128, 32, 16), (256, 256, 16, 8), (256, 512, 16, 8), (512, 512, 16, 8),
-                      (32, 32, 32, 16), (64, 64, 16, 8), (128, 128, 8, 4), (128, 256, 8, 4), (256, 256, 8, 4)]
+        let shapes = [
+            (64, 64, 64, 32), (128, 128, 32, 16), (256, 256, 16, 8), (256, 512, 16, 8), (512, 512, 16, 8),
+            (32, 32, 32, 16), (64, 64, 16, 8), (128, 128, 8, 4), (128, 256, 8, 4), (256, 256, 8, 4)
+        ]
         let best = Int(reid_kernels_best_path())
         for (cin, cout, h, w) in shapes {
             let n = h * w >= 128 ? 1 : 2
-            let x = randomTensor([cin, n, h, w], seed: UInt64(cin + h)), dy = randomTensor([cout, n, h, w], seed: UInt64(cout + w))
+            let x = randomTensor([cin, n, h, w], seed: UInt64(cin + h)),
+                dy = randomTensor([cout, n, h, w], seed: UInt64(cout + w))
             let arena = Arena()
             let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 3, stride: 1, pad: 1)
             arena.allocate(seed: 3)
@@ -109,7 +162,9 @@ final class WinogradTests: XCTestCase {
                 reid_kernels_limit_path(Int32(path))
                 let e = convErrors(conv, arena, x, dy, y64, dx64, dw64)
                 let name = "\(cin)->\(cout) \(n)x\(h)x\(w), \(String(cString: reid_kernels_path_name(Int32(path))))"
-                print("F(4x4) error vs float64 (forward, dX, dW), \(name): \(e.map { String(format: "%.2e", $0) }), gemm \(gemm.map { String(format: "%.2e", $0) })")
+                print(
+                    "F(4x4) error vs float64 (forward, dX, dW), \(name): \(e.map { String(format: "%.2e", $0) }), gemm \(gemm.map { String(format: "%.2e", $0) })"
+                )
                 for i in 0..<3 {
                     XCTAssertLessThan(e[i], 1e-5, name)
                     XCTAssertLessThan(e[i], 20 * gemm[i], name)
@@ -126,10 +181,10 @@ final class WinogradTests: XCTestCase {
         let conv = Conv2d(arena, "c", cin: 8, cout: 8, kernel: 3, stride: 1, pad: 1)
         let strided = Conv2d(arena, "s", cin: 8, cout: 8, kernel: 3, stride: 2, pad: 1)
         Conv2d.algorithm = .auto
-        XCTAssertEqual(conv.winogradTile(n: 32, h: 8, w: 4), 4)         // 64 tiles of 4x4
-        XCTAssertEqual(conv.winogradTile(n: 16, h: 8, w: 4), 2)         // 32 tiles of 4x4, 128 of 2x2
-        XCTAssertEqual(conv.winogradTile(n: 1, h: 8, w: 4), 0)          // 8 tiles of 2x2
-        XCTAssertEqual(conv.winogradTile(n: 64, h: 5, w: 5), 2)         // 4x4 tiles cover 64 pixels for 25
+        XCTAssertEqual(conv.winogradTile(n: 32, h: 8, w: 4), 4) // 64 tiles of 4x4
+        XCTAssertEqual(conv.winogradTile(n: 16, h: 8, w: 4), 2) // 32 tiles of 4x4, 128 of 2x2
+        XCTAssertEqual(conv.winogradTile(n: 1, h: 8, w: 4), 0) // 8 tiles of 2x2
+        XCTAssertEqual(conv.winogradTile(n: 64, h: 5, w: 5), 2) // 4x4 tiles cover 64 pixels for 25
         XCTAssertEqual(strided.winogradTile(n: 64, h: 32, w: 16), 0)
     }
 
@@ -140,21 +195,35 @@ final class WinogradTests: XCTestCase {
         let xd = x.array.map(Double.init), gd = dy.array.map(Double.init)
         var y64 = [Double](repeating: 0, count: dy.count), dx64 = [Double](repeating: 0, count: x.count)
         var dw64 = [Double](repeating: 0, count: wt.count)
-        for co in 0..<cout { for ci in 0..<cin { for ki in 0..<3 { for kj in 0..<3 {
-            let k = ((co * cin + ci) * 3 + ki) * 3 + kj, wk = wt[k]
-            for b in 0..<n { for oy in 0..<h { for ox in 0..<w {
-                let iy = oy - 1 + ki, ix = ox - 1 + kj
-                guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
-                let i = ((ci * n + b) * h + iy) * w + ix, o = ((co * n + b) * h + oy) * w + ox
-                y64[o] += wk * xd[i]; dx64[i] += wk * gd[o]; dw64[k] += xd[i] * gd[o]
-            }}}
-        }}}}
+        for co in 0..<cout {
+            for ci in 0..<cin {
+                for ki in 0..<3 {
+                    for kj in 0..<3 {
+                        let k = ((co * cin + ci) * 3 + ki) * 3 + kj, wk = wt[k]
+                        for b in 0..<n {
+                            for oy in 0..<h {
+                                for ox in 0..<w {
+                                    let iy = oy - 1 + ki, ix = ox - 1 + kj
+                                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                    let i = ((ci * n + b) * h + iy) * w + ix, o = ((co * n + b) * h + oy) * w + ox
+                                    y64[o] += wk * xd[i]
+                                    dx64[i] += wk * gd[o]
+                                    dw64[k] += xd[i] * gd[o]
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         return (y64, dx64, dw64)
     }
 
     /// Largest |error| / largest |value| of forward, dX and dW against float64 sums.
-    func convErrors(_ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor,
-                    _ y64: [Double], _ dx64: [Double], _ dw64: [Double]) -> [Double] {
+    func convErrors(
+        _ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor,
+        _ y64: [Double], _ dx64: [Double], _ dw64: [Double]
+    ) -> [Double] {
         func relError(_ got: [Float], _ want: [Double]) -> Double {
             zip(got, want).map { abs(Double($0) - $1) }.max()! / want.map(abs).max()!
         }
@@ -163,8 +232,10 @@ final class WinogradTests: XCTestCase {
         let y = conv.forward(x, ws).array
         let dx = Tensor(x.shape)
         conv.backward(dy.ptr, dX: dx.ptr, ws)
-        return [relError(y, y64), relError(dx.array, dx64),
-                relError(Array(UnsafeBufferPointer(start: arena.grad + conv.weight, count: dw64.count)), dw64)]
+        return [
+            relError(y, y64), relError(dx.array, dx64),
+            relError(Array(UnsafeBufferPointer(start: arena.grad + conv.weight, count: dw64.count)), dw64)
+        ]
     }
 
     /// With 512 input and output channels the products' dot products are 512 long; summed in
@@ -185,7 +256,8 @@ final class WinogradTests: XCTestCase {
         let whole = convErrors(conv, arena, x, dy, y64, dx64, dw64)
         Winograd.maxK = 128
         let chunked = convErrors(conv, arena, x, dy, y64, dx64, dw64)
-        print("512 channels, error (forward, dX, dW): gemm \(gemm), winograd one sum \(whole), chunks of 128 \(chunked)")
+        print(
+            "512 channels, error (forward, dX, dW): gemm \(gemm), winograd one sum \(whole), chunks of 128 \(chunked)")
         for i in 0..<2 {
             XCTAssertLessThan(chunked[i], 0.8 * whole[i])
             XCTAssertLessThan(chunked[i], 1.5 * gemm[i])
@@ -200,17 +272,22 @@ final class WinogradTests: XCTestCase {
     /// sizes, 12 or 24 tiles); then block by block (tile rows of one image, as the fused passes
     /// call them), where blocks that are not whole groups fall to the loops.
     func testGroupKernelsMatchTheLoops() throws {
-        try XCTSkipIf(reid_wino_groups(8, 4, 2, 0, 4) == 0,
-                      "this processor has no AVX-512: the group kernels do not run here, the loops do")
-        let taken: [(Int, Int)] = [(8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (16, 8), (32, 16),
-                                   (64, 32), (32, 4), (8, 32)]
+        try XCTSkipIf(
+            reid_wino_groups(8, 4, 2, 0, 4) == 0,
+            "this processor has no AVX-512: the group kernels do not run here, the loops do")
+        let taken: [(Int, Int)] = [
+            (8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (16, 8), (32, 16),
+            (64, 32), (32, 4), (8, 32)
+        ]
         for (h, w) in taken + [(7, 4), (6, 6), (8, 6), (10, 10), (12, 8), (6, 8)] {
             for n in [1, 2, 3, 5] {
                 let c = 3, g = WinogradTiles(n: n, h: h, w: w)
-                XCTAssertEqual(reid_wino_groups(Int32(h), Int32(w), Int32(n), 0, Int32(g.th)) > 0,
-                               taken.contains { $0 == (h, w) } && (g.th * g.tw >= 16 || n >= 16 / (g.th * g.tw)), "\(h)x\(w), \(n) images")
+                XCTAssertEqual(
+                    reid_wino_groups(Int32(h), Int32(w), Int32(n), 0, Int32(g.th)) > 0,
+                    taken.contains { $0 == (h, w) } && (g.th * g.tw >= 16 || n >= 16 / (g.th * g.tw)),
+                    "\(h)x\(w), \(n) images")
                 let x = randomTensor([c, n, h, w], seed: UInt64(h * 100 + w * 10 + n))
-                for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 }      // exact zeros, as after ReLU: -0 vs +0 shows
+                for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 } // exact zeros, as after ReLU: -0 vs +0 shows
                 let plane = Winograd.planeStride(c * g.count)
                 let m = randomTensor([16 * plane], seed: 77)
                 func run(_ kernels: Bool) -> [[UInt32]] {
@@ -223,8 +300,10 @@ final class WinogradTests: XCTestCase {
                     Winograd.transformOutput(m.ptr, c: c, g, y.ptr, accumulate: false)
                     Winograd.transformOutput(m.ptr, c: c, g, acc.ptr, accumulate: true)
                     let used = (0..<16).flatMap { e in (0..<(c * g.count)).map { e * plane + $0 } }
-                    return [used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern },
-                            y.array.map(\.bitPattern), acc.array.map(\.bitPattern)]
+                    return [
+                        used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern },
+                        y.array.map(\.bitPattern), acc.array.map(\.bitPattern)
+                    ]
                 }
                 compare(run(true), run(false), "whole-batch \(c)x\(n)x\(h)x\(w)")
             }
@@ -232,7 +311,8 @@ final class WinogradTests: XCTestCase {
             let g = WinogradTiles(n: 1, h: h, w: w)
             let x = randomTensor([1, 1, h, w], seed: 9)
             for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 }
-            let bounds = Set([[0, g.th], [0, g.th / 2], [g.th / 2, g.th], [2, g.th - 2], [1, g.th]].filter { $0[0] < $0[1] })
+            let bounds = Set(
+                [[0, g.th], [0, g.th / 2], [g.th / 2, g.th], [2, g.th - 2], [1, g.th]].filter { $0[0] < $0[1] })
             for rows in bounds.map({ $0[0]..<$0[1] }) {
                 let n = rows.count * g.tw, plane = n + 19
                 let m = randomTensor([16 * plane], seed: 78)
@@ -264,8 +344,9 @@ final class WinogradTests: XCTestCase {
     /// The kernels' transform in C (AVX-512, 16 kernels a vector, masked at a row's end) gives the
     /// loops' values bit for bit, for forward (Cout x Cin) and for the input gradient (flipped, Cin x Cout).
     func testKernelTransformMatchesTheLoops() throws {
-        try XCTSkipIf(reid_wino_groups(8, 4, 2, 0, 4) == 0,
-                      "this processor has no AVX-512: the C transform does not run here, the loops do")
+        try XCTSkipIf(
+            reid_wino_groups(8, 4, 2, 0, 4) == 0,
+            "this processor has no AVX-512: the C transform does not run here, the loops do")
         for (cout, cin) in [(1, 1), (3, 5), (16, 16), (17, 33), (40, 24), (64, 128)] {
             let w = randomTensor([cout, cin, 3, 3], seed: UInt64(cout * 1000 + cin))
             for flip in [false, true] {

@@ -2,13 +2,15 @@
 // oversubscribed train and checkpoint, and a killed rank ends the job.
 // These run the reid-dist executable that `swift test` builds beside the tests.
 import Foundation
+import ReIDData
 import XCTest
+
 @testable import ReIDCore
 @testable import ReIDDist
-import ReIDData
 
 final class MPITests: XCTestCase {
-    static let products = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    static let products = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        .deletingLastPathComponent()
     static var binary: String {
         // The test runner is products/<package>.xctest (a file on Linux, a bundle elsewhere).
         var dir = products
@@ -21,19 +23,25 @@ final class MPITests: XCTestCase {
     }
 
     func mpirun() throws -> String {
-        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) { return p }
+        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) {
+            return p
+        }
         throw XCTSkip("mpirun is not installed (Cluster/setup.sh installs openmpi-bin)")
     }
 
     /// Runs a command, returning its exit status and combined output.
     @discardableResult
-    func run(_ exe: String, _ args: [String], timeout: Double = 300, env extra: [String: String?] = [:]) throws -> (Int32, String) {
+    func run(_ exe: String, _ args: [String], timeout: Double = 300, env extra: [String: String?] = [:]) throws -> (
+        Int32, String
+    ) {
         try runProgram(exe, args, env: extra)
     }
 
     func mpiArgs(_ n: Int) -> [String] {
-        ["--allow-run-as-root", "-np", "\(n)", "--oversubscribe", "--bind-to", "none",
-         "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]
+        [
+            "--allow-run-as-root", "-np", "\(n)", "--oversubscribe", "--bind-to", "none",
+            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"
+        ]
     }
 
     func configFile(_ dir: String) throws -> String {
@@ -67,10 +75,12 @@ final class MPITests: XCTestCase {
         p.executableURL = URL(fileURLWithPath: mpi)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         p.environment = env
         let out = Pipe()
-        p.standardOutput = out; p.standardError = out
+        p.standardOutput = out
+        p.standardError = out
         try p.run()
         return (p, out)
     }
@@ -96,15 +106,26 @@ final class MPITests: XCTestCase {
         let mpi = try mpirun()
         let dir = scratch("triplet2"), cfg = try configFile(dir)
         let loss = ["--set", "loss.kind=ce+triplet", "--set", "loss.triplet_weight=0.5"]
-        let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"] + loss)
+        let (s0, o0) = try run(
+            Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"] + loss
+        )
         XCTAssertEqual(s0, 0, o0)
-        XCTAssert(o0.contains("loss: 1.0 x cross-entropy (label smoothing 0.1) + 0.5 x batch-hard triplet (euclidean, margin 0.3, global mining)"), o0)
-        let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/mpi"] + loss)
+        XCTAssert(
+            o0.contains(
+                "loss: 1.0 x cross-entropy (label smoothing 0.1) + 0.5 x batch-hard triplet (euclidean, margin 0.3, global mining)"
+            ), o0)
+        let (s1, o1) = try run(
+            mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/mpi"] + loss)
         XCTAssertEqual(s1, 0, o1)
-        let (s2, o2) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/local", "--simulate-ranks", "2",
-                                             "--set", "loss.triplet_scope=local"] + loss)
+        let (s2, o2) = try run(
+            Self.binary,
+            [
+                "train", "--config", cfg, "--set", "train.run_dir=\(dir)/local", "--simulate-ranks", "2",
+                "--set", "loss.triplet_scope=local"
+            ] + loss)
         XCTAssertEqual(s2, 0, o2)
-        let sim = try trainRecords(dir + "/sim"), viaMPI = try trainRecords(dir + "/mpi"), local = try trainRecords(dir + "/local")
+        let sim = try trainRecords(dir + "/sim"), viaMPI = try trainRecords(dir + "/mpi"),
+            local = try trainRecords(dir + "/local")
         XCTAssertGreaterThanOrEqual(sim.count, 3, "a few steps: \(o0)")
         XCTAssertEqual(sim.count, viaMPI.count)
         for (a, b) in zip(sim, viaMPI).prefix(8) {
@@ -114,23 +135,32 @@ final class MPITests: XCTestCase {
             }
         }
         let g = sim[0], l = local[0]
-        XCTAssertEqual(try XCTUnwrap(g["triplet_d_ap"] as? Double), try XCTUnwrap(l["triplet_d_ap"] as? Double), accuracy: 1e-9)
+        XCTAssertEqual(
+            try XCTUnwrap(g["triplet_d_ap"] as? Double), try XCTUnwrap(l["triplet_d_ap"] as? Double), accuracy: 1e-9)
         XCTAssertLessThan(try XCTUnwrap(g["triplet_d_an"] as? Double), try XCTUnwrap(l["triplet_d_an"] as? Double))
     }
 
     func testTwoRanksEqualTwoSimulatedRanks() throws {
         let mpi = try mpirun()
         let dir = scratch("mpi2"), cfg = try configFile(dir)
-        let (s2, o2) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"])
+        let (s2, o2) = try run(
+            Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/sim", "--simulate-ranks", "2"])
         XCTAssertEqual(s2, 0, o2)
         // One blocking all-reduce after backward, and small buckets overlapped with backward.
         for (name, bucket) in [("blocking", "0"), ("buckets", "0.05")] {
-            let (s1, o1) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
-                                                     "--set", "train.bucket_mb=\(bucket)", "--set", "train.check_replicas_every=1",
-                                                     "--set", "train.trace=\(dir)/\(name).json", "--set", "train.threads=\(name == "blocking" ? 0 : 1)"])
+            let (s1, o1) = try run(
+                mpi,
+                mpiArgs(2) + [
+                    Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
+                    "--set", "train.bucket_mb=\(bucket)", "--set", "train.check_replicas_every=1",
+                    "--set", "train.trace=\(dir)/\(name).json", "--set", "train.threads=\(name == "blocking" ? 0 : 1)"
+                ])
             XCTAssertEqual(s1, 0, o1)
-            XCTAssert(o1.contains(name == "blocking" ? "2 MPI ranks, one blocking all-reduce after backward"
-                                                     : "2 MPI ranks, gradient all-reduce in buckets"), o1)
+            XCTAssert(
+                o1.contains(
+                    name == "blocking"
+                        ? "2 MPI ranks, one blocking all-reduce after backward"
+                        : "2 MPI ranks, gradient all-reduce in buckets"), o1)
             // train.threads 0: this process's cores shared among the node's 2 ranks.
             let threads = name == "blocking" ? max(1, availableCores() / 2) : 1
             XCTAssert(o1.contains("\(threads) thread(s) per rank"), "\(threads) thread(s) each: \(o1)")
@@ -139,16 +169,22 @@ final class MPITests: XCTestCase {
             var num = 0.0, den = 0.0
             for (k, t) in a.tensors where t.dtype == .F32 {
                 let x = try a.floats(k), y = try b.floats(k)
-                for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+                for i in 0..<x.count {
+                    num += Double(x[i] - y[i]) * Double(x[i] - y[i])
+                    den += Double(x[i]) * Double(x[i])
+                }
             }
             XCTAssertLessThan((num / den).squareRoot(), 1e-5, "\(name): relative difference of all weights")
             let steps = o1.components(separatedBy: "\n").filter { $0.contains("epoch 1/1 step") }.count
             XCTAssertGreaterThanOrEqual(steps, 2, "a few steps were taken: \(o1)")
             // The trace holds both ranks' events, buckets included when bucketed.
-            let trace = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name).json"))) as! [String: Any]
+            let trace =
+                try JSONSerialization.jsonObject(
+                    with: try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name).json"))) as! [String: Any]
             let events = trace["traceEvents"] as! [[String: Any]]
             XCTAssertEqual(Set(events.map { $0["pid"] as! Int }), [0, 1])
-            XCTAssertEqual(events.contains { ($0["name"] as! String).hasPrefix("all-reduce bucket") }, name == "buckets")
+            XCTAssertEqual(
+                events.contains { ($0["name"] as! String).hasPrefix("all-reduce bucket") }, name == "buckets")
             // The run's account of the all-reduce, printed and in metrics.jsonl.
             XCTAssert(o1.contains("gradient all-reduce exposed"), o1)
             let metrics = try String(contentsOfFile: "\(dir)/\(name)/metrics.jsonl", encoding: .utf8)
@@ -159,14 +195,19 @@ final class MPITests: XCTestCase {
     func testThreeRanksOversubscribedTrainAndCheckpoint() throws {
         let mpi = try mpirun()
         let dir = scratch("mpi3"), cfg = try configFile(dir)
-        let (s, o) = try run(mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
-                                                "--set", "sampler.ids_per_batch=3"])
+        let (s, o) = try run(
+            mpi,
+            mpiArgs(3) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                "--set", "sampler.ids_per_batch=3"
+            ])
         XCTAssertEqual(s, 0, o)
         let latest = try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8)
         let st = try Checkpoint.verify(dir + "/run/checkpoints/" + latest)
         XCTAssertEqual(st.worldSize, 3)
         // P not divisible by the ranks is an error before training.
-        let (bad, out) = try run(mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/bad"])
+        let (bad, out) = try run(
+            mpi, mpiArgs(3) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/bad"])
         XCTAssertNotEqual(bad, 0)
         XCTAssert(out.contains("sampler.ids_per_batch = 4 is the global P and must be divisible by the 3 ranks"), out)
     }
@@ -174,10 +215,13 @@ final class MPITests: XCTestCase {
     func testTheLaunchIsReadFromTheEnvironment() {
         typealias L = MPICommunicator.Launch
         XCTAssertEqual(MPICommunicator.launch([:]), L.alone)
-        XCTAssertEqual(MPICommunicator.launch(["OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "1", "SLURM_STEP_NUM_TASKS": "2"]), L.mpi(ranks: 4))
-        XCTAssertEqual(MPICommunicator.launch(["PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "8"]), L.mpi(ranks: 8))   // srun --mpi=pmix
+        XCTAssertEqual(
+            MPICommunicator.launch(["OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "1", "SLURM_STEP_NUM_TASKS": "2"]),
+            L.mpi(ranks: 4))
+        // srun --mpi=pmix
+        XCTAssertEqual(MPICommunicator.launch(["PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "8"]), L.mpi(ranks: 8))
         XCTAssertEqual(MPICommunicator.launch(["PMI_RANK": "0", "PMI_SIZE": "3"]), L.mpi(ranks: 3))
-        XCTAssertEqual(MPICommunicator.launch(["SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"]), L.alone)       // one task
+        XCTAssertEqual(MPICommunicator.launch(["SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"]), L.alone) // one task
         guard case .refused(let why) = MPICommunicator.launch(["SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2"]) else {
             return XCTFail("plain srun with 4 tasks must be refused")
         }
@@ -192,8 +236,8 @@ final class MPITests: XCTestCase {
         for i in 0..<n { g[i] = Float(i) }
         for _ in 0..<3 {
             let sync = GradientSync(comm: SingleProcess(), grad: g, count: n, bucketBytes: 40_000)
-            XCTAssertEqual(sync.buckets.count, 4)                       // at most a quarter each
-            XCTAssertEqual(sync.buckets.first, 750..<1000)              // the end of the arena first
+            XCTAssertEqual(sync.buckets.count, 4) // at most a quarter each
+            XCTAssertEqual(sync.buckets.first, 750..<1000) // the end of the arena first
             sync.beginStep()
             try sync.ready(500)
             try sync.finish()
@@ -229,11 +273,14 @@ final class MPITests: XCTestCase {
     }
 
     func testEveryRankTakesTheSameNumberOfSteps() throws {
-        let t = try Trainer(config: try tinyConfig(scratch("steps"), ["sampler.ids_per_batch=2"]), writeFiles: false, simulateRanks: 2)
+        let t = try Trainer(
+            config: try tinyConfig(scratch("steps"), ["sampler.ids_per_batch=2"]), writeFiles: false, simulateRanks: 2)
         for epoch in 0..<3 {
             let b = t.batches(epoch: epoch)
-            XCTAssertEqual(b.count, 2); XCTAssertEqual(b[0].count, b[1].count)
-            let ids0 = Set(b[0].joined().map { t.dataset.train.samples[$0].label }), ids1 = Set(b[1].joined().map { t.dataset.train.samples[$0].label })
+            XCTAssertEqual(b.count, 2)
+            XCTAssertEqual(b[0].count, b[1].count)
+            let ids0 = Set(b[0].joined().map { t.dataset.train.samples[$0].label }),
+                ids1 = Set(b[1].joined().map { t.dataset.train.samples[$0].label })
             XCTAssert(ids0.isDisjoint(with: ids1), "rank batches come from disjoint identity shards")
         }
     }
@@ -244,13 +291,19 @@ final class MPITests: XCTestCase {
         let dir = scratch("reshard"), cfg = try configFile(dir)
         let (s1, o1) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
         XCTAssertEqual(s1, 0, o1)
-        let (s2, o2) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
-                                                  "--set", "schedule.epochs=2", "--resume", "auto"])
+        let (s2, o2) = try run(
+            mpi,
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                "--set", "schedule.epochs=2", "--resume", "auto"
+            ])
         XCTAssertEqual(s2, 0, o2)
         XCTAssert(o2.contains("the checkpoint was written by 1 rank(s), this run has 2"), o2)
         XCTAssert(o2.contains("epoch 2/2 step"), o2)
-        let st = try Checkpoint.verify(dir + "/run/checkpoints/" + (try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8)))
-        XCTAssertEqual(st.epoch, 2); XCTAssertEqual(st.worldSize, 2)
+        let st = try Checkpoint.verify(
+            dir + "/run/checkpoints/" + (try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8)))
+        XCTAssertEqual(st.epoch, 2)
+        XCTAssertEqual(st.worldSize, 2)
     }
 
     /// Unreadable training images: skipped and counted by the rank that drew them, which says
@@ -283,35 +336,55 @@ final class MPITests: XCTestCase {
         let dir = scratch("kill"), cfg = try configFile(dir)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: mpi)
-        p.arguments = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "schedule.epochs=200"]
+        p.arguments =
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set",
+                "schedule.epochs=200"
+            ]
         var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         p.environment = env
-        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
         try p.run()
         // Wait for a checkpoint, then for training to go on past it.
         let latest = dir + "/run/checkpoints/latest"
         var waited = 0.0
-        while !FileManager.default.fileExists(atPath: latest) && waited < 120 { usleep(100_000); waited += 0.1 }
+        while !FileManager.default.fileExists(atPath: latest) && waited < 120 {
+            usleep(100_000)
+            waited += 0.1
+        }
         XCTAssert(FileManager.default.fileExists(atPath: latest), "no checkpoint appeared")
         usleep(300_000)
         let (_, children) = try run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"])
         let ranks = children.split(separator: "\n").compactMap { Int32($0) }
         XCTAssertEqual(ranks.count, 2, "two rank processes under mpirun: \(children)")
-        guard let victim = ranks.last else { p.terminate(); return }
+        guard let victim = ranks.last else {
+            p.terminate()
+            return
+        }
         kill(victim, SIGKILL)
         let t0 = Date()
         while p.isRunning && Date().timeIntervalSince(t0) < 30 { usleep(100_000) }
         XCTAssertFalse(p.isRunning, "the job did not end within 30 s of losing a rank")
-        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
         XCTAssertNotEqual(p.terminationStatus, 0)
         let name = try String(contentsOfFile: latest, encoding: .utf8)
         let st = try Checkpoint.verify(dir + "/run/checkpoints/" + name)
-        let (s, o) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
-                                                "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"])
+        let (s, o) = try run(
+            mpi,
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"
+            ])
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("resumed from"), o)
-        let after = try Checkpoint.verify(dir + "/run/checkpoints/" + (try String(contentsOfFile: latest, encoding: .utf8)))
+        let after = try Checkpoint.verify(
+            dir + "/run/checkpoints/" + (try String(contentsOfFile: latest, encoding: .utf8)))
         XCTAssertEqual(after.epoch, st.epoch + 1)
     }
 
@@ -322,16 +395,24 @@ final class MPITests: XCTestCase {
         let dir = scratch("ceval"), cfg = try configFile(dir)
         let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
         XCTAssertEqual(s0, 0, o0)
-        let common = ["evaluate", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "eval.batch_size=8",
-                      "--checkpoint", "\(dir)/run"]
+        let common = [
+            "evaluate", "--config", cfg, "--set", "train.run_dir=\(dir)/run", "--set", "eval.batch_size=8",
+            "--checkpoint", "\(dir)/run"
+        ]
         let (s1, o1) = try run(Self.binary, common + ["--json", "\(dir)/one.json"])
         XCTAssertEqual(s1, 0, o1)
         for n in [2, 3] {
             let (s2, o2) = try run(mpi, mpiArgs(n) + [Self.binary] + common + ["--json", "\(dir)/many.json"])
             XCTAssertEqual(s2, 0, o2)
-            let a = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/one.json"))) as! [String: Any]
-            let b = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/many.json"))) as! [String: Any]
-            for k in ["rank1", "rank5", "mAP", "mINP"] { XCTAssertEqual(a[k] as? Double, b[k] as? Double, "\(k) with \(n) ranks") }
+            let a =
+                try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/one.json")))
+                as! [String: Any]
+            let b =
+                try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/many.json")))
+                as! [String: Any]
+            for k in ["rank1", "rank5", "mAP", "mINP"] {
+                XCTAssertEqual(a[k] as? Double, b[k] as? Double, "\(k) with \(n) ranks")
+            }
             XCTAssertEqual(a["cmc"] as? [Double], b["cmc"] as? [Double])
             XCTAssertEqual(b["ranks"] as? Int, n)
         }
@@ -341,7 +422,10 @@ final class MPITests: XCTestCase {
     func testResumedTwoRankRunEqualsUninterrupted() throws {
         let mpi = try mpirun()
         let dir = scratch("mpires"), cfg = try configFile(dir)
-        let base = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=2", "--set", "train.bucket_mb=0.05"]
+        let base =
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=2", "--set", "train.bucket_mb=0.05"
+            ]
         let (s1, o1) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/whole"])
         XCTAssertEqual(s1, 0, o1)
         let (s2, o2) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/parts", "--stop-after", "1"])
@@ -355,8 +439,12 @@ final class MPITests: XCTestCase {
     func testSignalledTwoRankRunResumesToTheSameWeights() throws {
         let mpi = try mpirun()
         let dir = scratch("mpisig"), cfg = try configFile(dir)
-        let base = mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=12", "--set", "train.checkpoint_every=4",
-                                 "--set", "train.bucket_mb=0.05"]
+        let base =
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "schedule.epochs=12", "--set",
+                "train.checkpoint_every=4",
+                "--set", "train.bucket_mb=0.05"
+            ]
         let (s1, o1) = try run(mpi, base + ["--set", "train.run_dir=\(dir)/whole"])
         XCTAssertEqual(s1, 0, o1)
         let (p, out) = try startMPI(mpi, base + ["--set", "train.run_dir=\(dir)/parts"])
@@ -366,7 +454,8 @@ final class MPITests: XCTestCase {
         while waited < 120 && p.isRunning {
             let text = (try? String(contentsOfFile: metrics, encoding: .utf8)) ?? ""
             if text.contains("\"global_step\":\(target),") { break }
-            usleep(2_000); waited += 0.002
+            usleep(2_000)
+            waited += 0.002
         }
         kill(p.processIdentifier, SIGUSR1)
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -382,11 +471,16 @@ final class MPITests: XCTestCase {
     func testAStalledRankEndsTheJobThroughTheWatchdog() throws {
         let mpi = try mpirun()
         let dir = scratch("stall"), cfg = try configFile(dir)
-        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
-                                                       "--set", "schedule.epochs=500", "--set", "train.step_timeout_s=2",
-                                                       "--set", "train.checkpoint_every=100"])
+        let (p, out) = try startMPI(
+            mpi,
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                "--set", "schedule.epochs=500", "--set", "train.step_timeout_s=2",
+                "--set", "train.checkpoint_every=100"
+            ])
         let (text, _) = try stopRank(1, of: p, out) {
-            ((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,")
+            ((try? String(contentsOfFile: dir + "/run/metrics.jsonl", encoding: .utf8)) ?? "").contains(
+                "\"global_step\":5,")
         }
         XCTAssert(text.contains("error: no progress for") && text.contains("(train.step_timeout_s 2 s)"), text)
         // The surviving rank names the stopped one: it does not answer its heartbeat.
@@ -418,12 +512,25 @@ final class MPITests: XCTestCase {
     /// from the stop to the end.
     func stopRank(_ victim: Int, of p: Process, _ out: Pipe, once ready: () -> Bool) throws -> (String, Double) {
         let byRank = try rankProcesses(of: p, count: 2)
-        guard let pid = byRank[victim] else { p.terminate(); p.waitUntilExit(); XCTFail("ranks by pid: \(byRank)"); return ("", 0) }
+        guard let pid = byRank[victim] else {
+            p.terminate()
+            p.waitUntilExit()
+            XCTFail("ranks by pid: \(byRank)")
+            return ("", 0)
+        }
         var waited = 0.0
-        while waited < 60 && !ready() { usleep(1_000); waited += 0.001 }
+        while waited < 60 && !ready() {
+            usleep(1_000)
+            waited += 0.001
+        }
         kill(pid, SIGSTOP)
         let t0 = Date()
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if p.isRunning { kill(pid, SIGKILL); p.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
+            if p.isRunning {
+                kill(pid, SIGKILL)
+                p.terminate()
+            }
+        }
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         let took = Date().timeIntervalSince(t0)
@@ -443,11 +550,19 @@ final class MPITests: XCTestCase {
         let dir = scratch("heval"), cfg = try configFile(dir)
         let (s0, o0) = try run(Self.binary, ["train", "--config", cfg, "--set", "train.run_dir=\(dir)/run"])
         XCTAssertEqual(s0, 0, o0)
-        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "evaluate", "--config", cfg, "--set", "train.heartbeat_timeout_s=3",
-                                                       "--checkpoint", "\(dir)/run", "--json", "\(dir)/e.json", "--report", "\(dir)/report"])
+        let (p, out) = try startMPI(
+            mpi,
+            mpiArgs(2) + [
+                Self.binary, "evaluate", "--config", cfg, "--set", "train.heartbeat_timeout_s=3",
+                "--checkpoint", "\(dir)/run", "--json", "\(dir)/e.json", "--report", "\(dir)/report"
+            ])
         let (text, _) = try stopRank(0, of: p, out) { FileManager.default.fileExists(atPath: dir + "/e.json") }
-        XCTAssert(text.range(of: #"rank 1: error: rank 0 answered no heartbeat for \d+ s in the evaluation \(train.heartbeat_timeout_s 3 s\): "#
-                             + "stopped, or its link is down; ending the job. Run it again once every rank is up", options: .regularExpression) != nil, text)
+        XCTAssert(
+            text.range(
+                of:
+                    #"rank 1: error: rank 0 answered no heartbeat for \d+ s in the evaluation \(train.heartbeat_timeout_s 3 s\): "#
+                    + "stopped, or its link is down; ending the job. Run it again once every rank is up",
+                options: .regularExpression) != nil, text)
     }
 
     /// Rank 1 stopped as soon as rank 0 has written the first checkpoint: rank 1 is then still
@@ -459,16 +574,27 @@ final class MPITests: XCTestCase {
     func testAStoppedRankEndsTheJobThroughItsHeartbeat() throws {
         let mpi = try mpirun()
         let dir = scratch("heartbeat"), cfg = try configFile(dir)
-        var synth = SynthConfig(); synth.trainIds = 8; synth.testIds = 120; synth.seed = 11
+        var synth = SynthConfig()
+        synth.trainIds = 8
+        synth.testIds = 120
+        synth.seed = 11
         _ = try writeSynthetic(synth, to: dir + "/data")
-        let (p, out) = try startMPI(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
-                                                       "--set", "data.root=\(dir)/data",
-                                                       "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
-                                                       "--set", "eval.flip=true", "--set", "eval.batch_size=1",
-                                                       "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"])
-        let (text, _) = try stopRank(1, of: p, out) { FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest") }
-        XCTAssert(text.range(of: #"rank 0: error: rank 1 answered no heartbeat for \d+ s in the evaluation after epoch 1 "#,
-                             options: .regularExpression) != nil, text)
+        let (p, out) = try startMPI(
+            mpi,
+            mpiArgs(2) + [
+                Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/run",
+                "--set", "data.root=\(dir)/data",
+                "--set", "schedule.epochs=200", "--set", "train.eval_every=1",
+                "--set", "eval.flip=true", "--set", "eval.batch_size=1",
+                "--set", "train.step_timeout_s=600", "--set", "train.heartbeat_timeout_s=3"
+            ])
+        let (text, _) = try stopRank(1, of: p, out) {
+            FileManager.default.fileExists(atPath: dir + "/run/checkpoints/latest")
+        }
+        XCTAssert(
+            text.range(
+                of: #"rank 0: error: rank 1 answered no heartbeat for \d+ s in the evaluation after epoch 1 "#,
+                options: .regularExpression) != nil, text)
         XCTAssert(text.contains("(train.heartbeat_timeout_s 3 s): stopped, or its link is down; ending the job"), text)
         XCTAssertFalse(text.contains("no progress for"), text)
     }
@@ -478,13 +604,17 @@ final class MPITests: XCTestCase {
     func testRunLocalEndsWithTheFirstRanksError() throws {
         _ = try mpirun()
         let dir = scratch("runlocal"), cfg = try configFile(dir)
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("Cluster/run-local.sh").path
-        let (s, o) = try run(script, ["3", cfg, "--set", "sampler.ids_per_batch=4", "--set", "train.run_dir=\(dir)/run"],
-                             env: ["REID_DIST_BIN": Self.binary])
+        let (s, o) = try run(
+            script, ["3", cfg, "--set", "sampler.ids_per_batch=4", "--set", "train.run_dir=\(dir)/run"],
+            env: ["REID_DIST_BIN": Self.binary])
         XCTAssertNotEqual(s, 0, o)
         let last = o.split(separator: "\n").last.map(String.init) ?? ""
-        XCTAssert(last.hasPrefix("run-local.sh: job failed") && last.contains("first error: rank ") && last.contains("divisible by the 3 ranks"), last)
+        XCTAssert(
+            last.hasPrefix("run-local.sh: job failed") && last.contains("first error: rank ")
+                && last.contains("divisible by the 3 ranks"), last)
         let (v, version) = try run(Self.binary, ["--version"])
         XCTAssertEqual(v, 0)
         XCTAssertEqual(version.trimmingCharacters(in: .whitespacesAndNewlines), reidDistVersion)
@@ -492,12 +622,17 @@ final class MPITests: XCTestCase {
 
     /// Cluster/sim-cluster.sh, or a skip saying why this machine cannot make network namespaces.
     func simCluster() throws -> String {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("Cluster/sim-cluster.sh").path
         guard getuid() == 0 else { throw XCTSkip("simulated cluster: needs root for network namespaces") }
         let probe = "rdprobe\(getpid())"
         let (s, o) = try run("/bin/sh", ["-c", "ip netns add \(probe) && ip netns del \(probe)"])
-        guard s == 0 else { throw XCTSkip("simulated cluster: this machine cannot make network namespaces (\(o.trimmingCharacters(in: .whitespacesAndNewlines)))") }
+        guard s == 0 else {
+            throw XCTSkip(
+                "simulated cluster: this machine cannot make network namespaces (\(o.trimmingCharacters(in: .whitespacesAndNewlines)))"
+            )
+        }
         return script
     }
 
@@ -509,8 +644,12 @@ final class MPITests: XCTestCase {
         let script = try simCluster()
         let dir = scratch("simcluster"), cfg = try configFile(dir)
         let t0 = Date()
-        var (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
-                                      "--set", "train.run_dir=\(dir)/run"], timeout: 90)
+        var (s, o) = try run(
+            script,
+            [
+                "2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
+                "--set", "train.run_dir=\(dir)/run"
+            ], timeout: 90)
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("2 MPI ranks") && o.contains("epoch 1/1 step"), o)
         print(String(format: "simulated 2-node training: %.1f s", Date().timeIntervalSince(t0)))
@@ -518,44 +657,69 @@ final class MPITests: XCTestCase {
         // abort alone waited for the unreachable node until the launcher's limit, then crashed in
         // PMIx_Finalize), with no crash report, the first error repeated as the last line.
         let tDown = Date()
-        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "120", "--grace", "10", "--link-down", "2@7", "--", "train", "--config", cfg,
-                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"], timeout: 150)
+        (s, o) = try run(
+            script,
+            [
+                "2", "--rate", "1gbit", "--timeout", "120", "--grace", "10", "--link-down", "2@7", "--", "train",
+                "--config", cfg,
+                "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=400", "--set", "train.step_timeout_s=3"
+            ], timeout: 150)
         let took = Date().timeIntervalSince(tDown)
         XCTAssertNotEqual(s, 0, o)
         XCTAssertLessThan(took, 45, "ended within the grace after the error, not at --timeout: \(o)")
         XCTAssertFalse(o.contains("End of error message") || o.contains("Segmentation fault"), "no crash report: \(o)")
         let lastLine = o.split(separator: "\n").last.map(String.init) ?? ""
-        XCTAssert(lastLine.hasPrefix("sim-cluster: job failed (exit 1); first error: rank 0: error: no progress"), lastLine)
+        XCTAssert(
+            lastLine.hasPrefix("sim-cluster: job failed (exit 1); first error: rank 0: error: no progress"), lastLine)
         XCTAssert(o.contains("link of node 2 down") && o.contains("error: no progress for"), o)
-        XCTAssert(o.contains("rank 0: error: no progress") && o.contains("rank 1 does not answer"), "rank 0 names rank 1, behind the link: \(o)")
+        XCTAssert(
+            o.contains("rank 0: error: no progress") && o.contains("rank 1 does not answer"),
+            "rank 0 names rank 1, behind the link: \(o)")
         let latest = try String(contentsOfFile: dir + "/down/checkpoints/latest", encoding: .utf8)
         let st = try Checkpoint.verify(dir + "/down/checkpoints/" + latest)
-        (s, o) = try run(script, ["2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
-                                  "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"], timeout: 90)
+        (s, o) = try run(
+            script,
+            [
+                "2", "--rate", "1gbit", "--timeout", "60", "--", "train", "--config", cfg,
+                "--set", "train.run_dir=\(dir)/down", "--set", "schedule.epochs=\(st.epoch + 1)", "--resume", "auto"
+            ], timeout: 90)
         XCTAssertEqual(s, 0, o)
         XCTAssert(o.contains("resumed from \(dir)/down/checkpoints/\(latest)"), o)
         // SIGKILL of a rank inside a node: the job ends within 30 s, as on one machine.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: script)
-        p.arguments = ["2", "--rate", "1gbit", "--timeout", "90", "--", "train", "--config", cfg, "--set", "train.run_dir=\(dir)/kill",
-                       "--set", "schedule.epochs=400"]
-        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        p.arguments = [
+            "2", "--rate", "1gbit", "--timeout", "90", "--", "train", "--config", cfg, "--set",
+            "train.run_dir=\(dir)/kill",
+            "--set", "schedule.epochs=400"
+        ]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
         try p.run()
         var waited = 0.0
-        while waited < 60 && !((try? String(contentsOfFile: dir + "/kill/metrics.jsonl", encoding: .utf8)) ?? "").contains("\"global_step\":5,") {
-            usleep(50_000); waited += 0.05
+        while waited < 60
+            && !((try? String(contentsOfFile: dir + "/kill/metrics.jsonl", encoding: .utf8)) ?? "").contains(
+                "\"global_step\":5,")
+        {
+            usleep(50_000)
+            waited += 0.05
         }
         // The rank processes: argv[0] is the reid-dist binary (mpirun and the script only pass it on).
-        let ranks = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.filter {
-            let argv = ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").split(separator: "\0")
-            return argv.first?.hasSuffix("reid-dist") == true && argv.contains { $0.contains("\(dir)/kill") }
-        }
+        let ranks = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+            .filter {
+                let argv = ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").split(
+                    separator: "\0")
+                return argv.first?.hasSuffix("reid-dist") == true && argv.contains { $0.contains("\(dir)/kill") }
+            }
         XCTAssertEqual(ranks.count, 2, "two ranks in the simulated nodes")
         if let victim = ranks.last { kill(victim, SIGKILL) }
         let t1 = Date()
         while p.isRunning && Date().timeIntervalSince(t1) < 30 { usleep(100_000) }
         XCTAssertFalse(p.isRunning, "the job did not end within 30 s of losing a rank")
-        if p.isRunning { p.terminate(); p.waitUntilExit() }
+        if p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
+        }
     }
 
     /// train.grad_dtype bfloat16 / float16: the gradients cross in 16 bits, blocking and
@@ -564,13 +728,18 @@ final class MPITests: XCTestCase {
     func testSixteenBitGradientExchangeTrainsCloseToFloat32() throws {
         let mpi = try mpirun()
         let dir = scratch("half"), cfg = try configFile(dir)
-        let (s0, o0) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/f32"])
+        let (s0, o0) = try run(
+            mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/f32"])
         XCTAssertEqual(s0, 0, o0)
         let reference = try model(dir + "/f32")
         for (kind, bucket) in [("bfloat16", "0.05"), ("float16", "0"), ("bfloat16", "0")] {
             let name = "\(kind)-\(bucket)"
-            let (s, o) = try run(mpi, mpiArgs(2) + [Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
-                                                    "--set", "train.grad_dtype=\(kind)", "--set", "train.bucket_mb=\(bucket)"])
+            let (s, o) = try run(
+                mpi,
+                mpiArgs(2) + [
+                    Self.binary, "train", "--config", cfg, "--set", "train.run_dir=\(dir)/\(name)",
+                    "--set", "train.grad_dtype=\(kind)", "--set", "train.bucket_mb=\(bucket)"
+                ])
             XCTAssertEqual(s, 0, o)
             XCTAssert(o.contains("gradients sent as \(kind)"), o)
             let m = try model(dir + "/" + name)
@@ -578,7 +747,10 @@ final class MPITests: XCTestCase {
             for (k, t) in reference.tensors where t.dtype == .F32 {
                 let x = try reference.floats(k), y = try m.floats(k)
                 if x != y { same = false }
-                for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(x[i]) * Double(x[i]) }
+                for i in 0..<x.count {
+                    num += Double(x[i] - y[i]) * Double(x[i] - y[i])
+                    den += Double(x[i]) * Double(x[i])
+                }
             }
             let rel = (num / den).squareRoot()
             print("\(name): relative difference of all weights from float32's: \(rel)")

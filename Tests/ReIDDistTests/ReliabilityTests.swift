@@ -2,12 +2,13 @@
 // error naming the file, key or value (or a bounded result), never a crash,
 // a hang or unbounded memory.
 import Foundation
+import ReIDEval
+import ReIDImage
 import XCTest
+
 @testable import ReIDCore
 @testable import ReIDData
 @testable import ReIDDist
-import ReIDEval
-import ReIDImage
 
 final class ReliabilityTests: XCTestCase {
     func runBinary(_ args: [String]) throws -> (Int32, String) { try runReidDist(args) }
@@ -15,10 +16,15 @@ final class ReliabilityTests: XCTestCase {
     func testDuplicateKeysAndAliasBombsInAConfig() throws {
         let dir = scratch("yaml")
         let f = dir + "/c.yaml"
-        try "model:\n  depth: 18\noptim:\n  lr: 0.1\nmodel:\n  depth: 50\n".write(toFile: f, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("\(f): 'model' is given twice (lines 1 and 5)"), "\($0)") }
+        try "model:\n  depth: 18\noptim:\n  lr: 0.1\nmodel:\n  depth: 50\n".write(
+            toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Config(file: f)) {
+            XCTAssert("\($0)".contains("\(f): 'model' is given twice (lines 1 and 5)"), "\($0)")
+        }
         try "model:\n  depth: 18\n  depth: 50\n".write(toFile: f, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("'model.depth' is given twice (lines 2 and 3)"), "\($0)") }
+        XCTAssertThrowsError(try Config(file: f)) {
+            XCTAssert("\($0)".contains("'model.depth' is given twice (lines 2 and 3)"), "\($0)")
+        }
         // A billion laughs in about 400 bytes: 9^9 leaves if expanded.
         var bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
         for (name, prev) in zip(["b", "c", "d", "e", "f", "g", "h", "i"], ["a", "b", "c", "d", "e", "f", "g", "h"]) {
@@ -30,14 +36,18 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("more than 10000 YAML nodes"), "\($0)") }
         XCTAssertLessThan(Date().timeIntervalSince(t0), 2, "refused before expanding")
         var c = Config()
-        XCTAssertThrowsError(try c.apply(override: "schedule.milestones=" + bomb.replacingOccurrences(of: "\n", with: " "))) { _ in }
+        XCTAssertThrowsError(
+            try c.apply(override: "schedule.milestones=" + bomb.replacingOccurrences(of: "\n", with: " "))
+        ) { _ in }
     }
 
     func testAHugeMaxRankIsClampedToTheGallery() throws {
         func set(_ n: Int, seed: UInt64) -> FeatureSet {
             var r = RNG(key: seed)
-            let f = Tensor([n, 4]); for i in 0..<f.count { f.ptr[i] = Float(r.normal()) }
-            return FeatureSet(features: f, pids: (0..<n).map { Int64($0 % 3 + 1) }, camids: (0..<n).map { Int64($0 % 2 + 1) })
+            let f = Tensor([n, 4])
+            for i in 0..<f.count { f.ptr[i] = Float(r.normal()) }
+            return FeatureSet(
+                features: f, pids: (0..<n).map { Int64($0 % 3 + 1) }, camids: (0..<n).map { Int64($0 % 2 + 1) })
         }
         let q = set(7, seed: 1), g = set(52, seed: 2)
         let r = try rank(query: q, gallery: g, maxRank: 1_000_000_000)
@@ -46,7 +56,9 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(r.mAP, try rank(query: q, gallery: g).mAP)
         // An all-zero feature has no cosine distance: an error, not a ranking by file order.
         g.features.ptr.update(repeating: 0, count: 2 * 4)
-        XCTAssertThrowsError(try rank(query: q, gallery: g)) { XCTAssert("\($0)".contains("2 gallery feature(s) are all zero or not finite, first row 0"), "\($0)") }
+        XCTAssertThrowsError(try rank(query: q, gallery: g)) {
+            XCTAssert("\($0)".contains("2 gallery feature(s) are all zero or not finite, first row 0"), "\($0)")
+        }
         XCTAssertNoThrow(try rank(query: q, gallery: g, metric: .euclidean))
     }
 
@@ -55,7 +67,9 @@ final class ReliabilityTests: XCTestCase {
         let saved = RGBImage.maxPixels
         defer { RGBImage.maxPixels = saved }
         RGBImage.maxPixels = 100
-        XCTAssertThrowsError(try RGBImage(file: path)) { XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)") }
+        XCTAssertThrowsError(try RGBImage(file: path)) {
+            XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)")
+        }
         XCTAssertThrowsError(try RGBImage.checkHeader(file: path)) { XCTAssert("\($0)".hasPrefix(path), "\($0)") }
         RGBImage.maxPixels = saved
         XCTAssertGreaterThan(try RGBImage.checkHeader(file: path).width, 0)
@@ -63,7 +77,10 @@ final class ReliabilityTests: XCTestCase {
 
     func testADamagedGalleryImageStopsTrainingAtItsStart() throws {
         let root = scratch("damaged-data") + "/data"
-        var c = SynthConfig(); c.trainIds = 8; c.testIds = 6; c.seed = 11
+        var c = SynthConfig()
+        c.trainIds = 8
+        c.testIds = 6
+        c.seed = 11
         _ = try writeSynthetic(c, to: root)
         let ds = try ReIDDataset(root: root, layout: .market)
         let victim = ds.gallery.samples[3].path
@@ -73,20 +90,28 @@ final class ReliabilityTests: XCTestCase {
             XCTAssert("\($0)".contains("1 unreadable image(s) in \(root)"), "\($0)")
         }
         // data.skip_bad_images does not cover evaluation images.
-        XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("damaged-run2"), ["data.root=\(root)", "data.skip_bad_images=true"])))
-        XCTAssertNoThrow(try Trainer(config: try tinyConfig(scratch("damaged-run3"), ["data.root=\(root)", "data.check_images=false"])))
+        XCTAssertThrowsError(
+            try Trainer(
+                config: try tinyConfig(scratch("damaged-run2"), ["data.root=\(root)", "data.skip_bad_images=true"])))
+        XCTAssertNoThrow(
+            try Trainer(
+                config: try tinyConfig(scratch("damaged-run3"), ["data.root=\(root)", "data.check_images=false"])))
     }
 
     func testNonFiniteWeightsAreNamedAtLoad() throws {
         let dir = scratch("nan")
         var spec = try tinyConfig(dir + "/run").model.spec
         spec.classes = 8
-        for (what, poison) in [("backbone.conv1.weight[5] is nan", { (a: Arena) in a.value[5] = .nan }),
-                               ("is -1.0", { (a: Arena) in a.buffer[a.buffers.first { $0.name.hasSuffix("running_var") }!.offset] = -1 })] {
+        for (what, poison) in [
+            ("backbone.conv1.weight[5] is nan", { (a: Arena) in a.value[5] = .nan }),
+            ("is -1.0", { (a: Arena) in a.buffer[a.buffers.first { $0.name.hasSuffix("running_var") }!.offset] = -1 })
+        ] {
             let net = GroupedMultiBranchNet(spec, seed: 3)
             poison(net.arena)
             try SafeTensors.write(net.arena.stateRecords(), to: dir + "/init.safetensors")
-            XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("nanrun"), ["model.init=\(dir)/init.safetensors"]))) {
+            XCTAssertThrowsError(
+                try Trainer(config: try tinyConfig(scratch("nanrun"), ["model.init=\(dir)/init.safetensors"]))
+            ) {
                 XCTAssert("\($0)".contains("\(dir)/init.safetensors (model.init): ") && "\($0)".contains(what), "\($0)")
             }
         }
@@ -103,24 +128,36 @@ final class ReliabilityTests: XCTestCase {
         var message: String?
         let dog = StepWatchdog(timeout: 0.3, rank: 0, ranks: 1)
         defer { dog.close() }
-        dog.onStall = { m in fired.lock(); message = m; fired.unlock() }
+        dog.onStall = { m in
+            fired.lock()
+            message = m
+            fired.unlock()
+        }
         dog.arm("the end of epoch 3 (batch-norm statistics averaged over ranks)", .collective)
         let t0 = Date()
         while Date().timeIntervalSince(t0) < 5 {
             Thread.sleep(forTimeInterval: 0.1)
-            fired.lock(); let got = message; fired.unlock()
+            fired.lock()
+            let got = message
+            fired.unlock()
             if got != nil { break }
         }
-        fired.lock(); let got = message; fired.unlock()
+        fired.lock()
+        let got = message
+        fired.unlock()
         XCTAssertNotNil(got, "the watchdog did not fire on an overrunning epoch end")
-        XCTAssert(got?.contains("error: no progress for") == true && got?.contains("in the end of epoch 3") == true, got ?? "")
+        XCTAssert(
+            got?.contains("error: no progress for") == true && got?.contains("in the end of epoch 3") == true, got ?? ""
+        )
         dog.disarm()
 
         let auto = StepWatchdog(timeout: nil, rank: 0, ranks: 1)
         defer { auto.close() }
-        auto.arm("the end of epoch 1", .collective); auto.disarm()
+        auto.arm("the end of epoch 1", .collective)
+        auto.disarm()
         XCTAssertEqual(auto.limit, 900, "an epoch end counted as a step")
-        auto.arm("epoch 2 step 1"); auto.disarm()
+        auto.arm("epoch 2 step 1")
+        auto.disarm()
         XCTAssertEqual(auto.limit, 120, "a step not counted")
     }
 
@@ -130,18 +167,32 @@ final class ReliabilityTests: XCTestCase {
     /// stretch that ends, or no pings at all (0) end nothing.
     func testASilentRankEndsTheJobEvenInAnUntimedStretch() throws {
         final class Probe: @unchecked Sendable {
-            let lock = NSLock(); var answers: [[Int]]; var calls = 0; var message: String?
+            let lock = NSLock()
+            var answers: [[Int]]
+            var calls = 0
+            var message: String?
             init(_ answers: [[Int]]) { self.answers = answers }
             func ping(_ within: Double) -> [Int]? {
-                lock.lock(); defer { lock.unlock() }
+                lock.lock()
+                defer { lock.unlock() }
                 calls += 1
                 return answers[(calls - 1) % answers.count]
             }
-            func fired(_ m: String) { lock.lock(); message = m; lock.unlock() }
-            var state: (Int, String?) { lock.lock(); defer { lock.unlock() }; return (calls, message) }
+            func fired(_ m: String) {
+                lock.lock()
+                message = m
+                lock.unlock()
+            }
+            var state: (Int, String?) {
+                lock.lock()
+                defer { lock.unlock() }
+                return (calls, message)
+            }
         }
-        func watch(_ answers: [[Int]], heartbeat: Double = 0.6, stretch: StepWatchdog.Stretch = .pingedOnly,
-                   for seconds: Double, disarmEvery: Double? = nil) -> (Int, String?) {
+        func watch(
+            _ answers: [[Int]], heartbeat: Double = 0.6, stretch: StepWatchdog.Stretch = .pingedOnly,
+            for seconds: Double, disarmEvery: Double? = nil
+        ) -> (Int, String?) {
             let probe = Probe(answers)
             // A step bound far shorter than the wait: only an untimed stretch survives it.
             let dog = StepWatchdog(timeout: 0.3, heartbeatTimeout: heartbeat, rank: 0, ranks: 4, ping: probe.ping)
@@ -153,7 +204,9 @@ final class ReliabilityTests: XCTestCase {
             while Date().timeIntervalSince(t0) < seconds && probe.state.1 == nil {
                 Thread.sleep(forTimeInterval: 0.05)
                 if let every = disarmEvery, Date().timeIntervalSince(last) >= every {
-                    dog.disarm(); dog.arm("the evaluation after epoch 2", stretch); last = Date()
+                    dog.disarm()
+                    dog.arm("the evaluation after epoch 2", stretch)
+                    last = Date()
                 }
             }
             dog.disarm()
@@ -165,7 +218,8 @@ final class ReliabilityTests: XCTestCase {
         let took = Date().timeIntervalSince(t0)
         XCTAssertNotNil(message, "a silent rank did not end the job")
         XCTAssert(message?.contains("error: ranks 1, 3 answered no heartbeat for") == true, message ?? "")
-        XCTAssert(message?.contains("in the evaluation after epoch 2 (train.heartbeat_timeout_s 1 s)") == true, message ?? "")
+        XCTAssert(
+            message?.contains("in the evaluation after epoch 2 (train.heartbeat_timeout_s 1 s)") == true, message ?? "")
         XCTAssert(message?.contains("stopped, or their link is down") == true, message ?? "")
         XCTAssertGreaterThanOrEqual(took, 0.6)
         XCTAssertGreaterThanOrEqual(calls, 3)
@@ -185,7 +239,9 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertNil(message)
         // A timed stretch still ends on the step bound, and says so.
         (_, message) = watch([[]], stretch: .collective, for: 5)
-        XCTAssert(message?.contains("no progress for") == true && message?.contains("train.step_timeout_s") == true, message ?? "")
+        XCTAssert(
+            message?.contains("no progress for") == true && message?.contains("train.step_timeout_s") == true,
+            message ?? "")
     }
 
     func testCommandLineMessages() throws {
@@ -195,17 +251,23 @@ final class ReliabilityTests: XCTestCase {
         try t.run()
         let cfg = run + "/config.yaml", model = run + "/checkpoints/epoch-0001/model.safetensors"
         var (s, o) = try runBinary(["evaluate", "--config", cfg, "--checkpoint", model])
-        XCTAssertEqual(s, 0, o); XCTAssert(o.contains("rank-1"), o)
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("rank-1"), o)
         let net = GroupedMultiBranchNet(t.model.spec, seed: 1)
         net.arena.value[7] = .infinity
         let bad = scratch("cli-bad") + "/model.safetensors"
         try SafeTensors.write(net.arena.stateRecords(), to: bad)
-        (s, o) = try runBinary(["extract", "--config", cfg, "--checkpoint", bad, "--split", "query", "--out", bad + ".features"])
-        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("\(bad): backbone.conv1.weight[7] is inf"), o)
+        (s, o) = try runBinary([
+            "extract", "--config", cfg, "--checkpoint", bad, "--split", "query", "--out", bad + ".features"
+        ])
+        XCTAssertEqual(s, 1, o)
+        XCTAssert(o.contains("\(bad): backbone.conv1.weight[7] is inf"), o)
         (s, o) = try runBinary(["rank", "--query", "q", "--gallery", "g", "--max-rank", "-5"])
-        XCTAssertNotEqual(s, 0); XCTAssert(o.contains("--max-rank must be at least 1"), o)
+        XCTAssertNotEqual(s, 0)
+        XCTAssert(o.contains("--max-rank must be at least 1"), o)
         (s, o) = try runBinary(["train", "--config", cfg, "--set", "train.run_dir=\(model)/x"])
-        XCTAssertEqual(s, 1, o); XCTAssert(o.contains("\(model): train.run_dir is a file, not a folder"), o)
+        XCTAssertEqual(s, 1, o)
+        XCTAssert(o.contains("\(model): train.run_dir is a file, not a folder"), o)
         XCTAssertFalse(o.contains("NSCocoaErrorDomain"), o)
     }
 
@@ -221,17 +283,24 @@ final class ReliabilityTests: XCTestCase {
         bytes[bytes.count - 5] ^= 0x01
         try bytes.write(to: URL(fileURLWithPath: model))
         let images = tinyData + "/query"
-        for args in [["evaluate", "--config", cfg, "--checkpoint", dir],
-                     ["evaluate", "--checkpoint", dir, "--data-root", tinyData],
-                     ["evaluate", "--config", cfg, "--checkpoint", run],
-                     ["evaluate", "--config", cfg, "--checkpoint", model],
-                     ["extract", "--config", cfg, "--checkpoint", dir, "--split", "query", "--out", out + "/q.safetensors", "--data-root", tinyData],
-                     ["embed", "--checkpoint", dir, "--images", images, "--out", out + "/e.safetensors"],
-                     ["export", "--checkpoint", dir, "--onnx", out + "/m.onnx"],
-                     ["train", "--config", cfg, "--resume", dir, "--set", "train.run_dir=\(out)/resumed"]] {
+        for args in [
+            ["evaluate", "--config", cfg, "--checkpoint", dir],
+            ["evaluate", "--checkpoint", dir, "--data-root", tinyData],
+            ["evaluate", "--config", cfg, "--checkpoint", run],
+            ["evaluate", "--config", cfg, "--checkpoint", model],
+            [
+                "extract", "--config", cfg, "--checkpoint", dir, "--split", "query", "--out", out + "/q.safetensors",
+                "--data-root", tinyData
+            ],
+            ["embed", "--checkpoint", dir, "--images", images, "--out", out + "/e.safetensors"],
+            ["export", "--checkpoint", dir, "--onnx", out + "/m.onnx"],
+            ["train", "--config", cfg, "--resume", dir, "--set", "train.run_dir=\(out)/resumed"]
+        ] {
             let (s, o) = try runBinary(args)
             XCTAssertEqual(s, 1, "\(args): \(o)")
-            XCTAssert(o.contains("model.safetensors: SHA-256") || o.contains("none of its 1 checkpoint(s) verifies"), "\(args): \(o)")
+            XCTAssert(
+                o.contains("model.safetensors: SHA-256") || o.contains("none of its 1 checkpoint(s) verifies"),
+                "\(args): \(o)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/e.safetensors"))
     }

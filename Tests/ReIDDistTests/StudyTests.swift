@@ -4,6 +4,7 @@
 // reason and kept), and its table equals the metrics in its run folders.
 import Foundation
 import XCTest
+
 @testable import ReIDDist
 
 final class StudyTests: XCTestCase {
@@ -37,8 +38,12 @@ final class StudyTests: XCTestCase {
         XCTAssert(o.contains("stopping after 3 run(s)"), o)
         // 2. the fourth run stops at a checkpoint after its first epoch (as if interrupted)
         let fourth = "\(out)/branches-1_kind-ce+triplet/seed-2"
-        (s, o) = try runProgram(MPITests.binary, ["train", "--config", base, "--set", "model.branches=1", "--set", "loss.kind=ce+triplet",
-                                 "--set", "train.seed=2", "--set", "train.run_dir=\(fourth)", "--stop-after", "1"])
+        (s, o) = try runProgram(
+            MPITests.binary,
+            [
+                "train", "--config", base, "--set", "model.branches=1", "--set", "loss.kind=ce+triplet",
+                "--set", "train.seed=2", "--set", "train.run_dir=\(fourth)", "--stop-after", "1"
+            ])
         XCTAssertEqual(s, 0, o)
         // 3. the study continues: 3 skipped, the fourth resumed, the broken cell failed, the rest trained
         (s, o) = try runProgram(MPITests.binary, ["study", file])
@@ -52,22 +57,32 @@ final class StudyTests: XCTestCase {
         XCTAssert(failure.contains("no-such-data"), failure)
 
         // 4. the table: every cell, the broken one failed with its reason; means equal the run folders'
-        let csv = try String(contentsOfFile: out + "/study.csv", encoding: .utf8).split(separator: "\n").map(String.init)
+        let csv = try String(contentsOfFile: out + "/study.csv", encoding: .utf8).split(separator: "\n").map(
+            String.init)
         XCTAssertEqual(csv.count, 6, csv.joined(separator: "\n"))
-        let json = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: out + "/study.json"))) as! [String: Any]
+        let json =
+            try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: out + "/study.json")))
+            as! [String: Any]
         let cells = json["cells"] as! [[String: Any]]
-        XCTAssertEqual(cells.map { $0["name"] as! String },
-                       ["branches-1_kind-ce", "branches-1_kind-ce+triplet", "branches-2_kind-ce", "branches-2_kind-ce+triplet", "broken"])
+        XCTAssertEqual(
+            cells.map { $0["name"] as! String },
+            [
+                "branches-1_kind-ce", "branches-1_kind-ce+triplet", "branches-2_kind-ce", "branches-2_kind-ce+triplet",
+                "broken"
+            ])
         for c in cells.prefix(4) {
             XCTAssertEqual(c["status"] as? String, "ok")
             let name = c["name"] as! String
             var rank1: [Double] = [], mAP: [Double] = []
             for seed in [1, 2] {
                 let metrics = try String(contentsOfFile: "\(out)/\(name)/seed-\(seed)/metrics.jsonl", encoding: .utf8)
-                let evals = metrics.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-                    .filter { $0["kind"] as? String == "eval" }
+                let evals = metrics.split(separator: "\n").compactMap {
+                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                }
+                .filter { $0["kind"] as? String == "eval" }
                 XCTAssertEqual(evals.last?["epoch"] as? Int, 2, name)
-                rank1.append(100 * (evals.last?["rank1"] as! Double)); mAP.append(100 * (evals.last?["mAP"] as! Double))
+                rank1.append(100 * (evals.last?["rank1"] as! Double))
+                mAP.append(100 * (evals.last?["mAP"] as! Double))
             }
             XCTAssertEqual(c["rank1_mean"] as! Double, (rank1[0] + rank1[1]) / 2, accuracy: 1e-9, name)
             XCTAssertEqual(c["mAP_mean"] as! Double, (mAP[0] + mAP[1]) / 2, accuracy: 1e-9, name)
@@ -91,19 +106,26 @@ final class StudyTests: XCTestCase {
     func testStudyFileErrorsNameTheCellAndKey() throws {
         let dir = scratch("study-errors")
         let file = dir + "/s.yaml"
-        try "base: \(dir)/none.yaml\nout: \(dir)/out\ngrid: {model.groups: [1]}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try "base: \(dir)/none.yaml\nout: \(dir)/out\ngrid: {model.groups: [1]}\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
         var (s, o) = try runProgram(MPITests.binary, ["study", file])
-        XCTAssertEqual(s, 1); XCTAssert(o.contains("cannot read the config file"), o)
-        try "base: \(FileManager.default.currentDirectoryPath)/Configs/debug.yaml\nout: \(dir)/out\ngrid: {model.grops: [1, 2]}\n"
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("cannot read the config file"), o)
+        try
+            "base: \(FileManager.default.currentDirectoryPath)/Configs/debug.yaml\nout: \(dir)/out\ngrid: {model.grops: [1, 2]}\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
         (s, o) = try runProgram(MPITests.binary, ["study", file])
-        XCTAssertEqual(s, 1); XCTAssert(o.contains("cell grops-1, seed 1") && o.contains("unknown key 'model.grops'"), o)
-        try "base: x.yaml\nout: o\nseeds: [1, 1]\ncells: [{name: a}]\n".write(toFile: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("cell grops-1, seed 1") && o.contains("unknown key 'model.grops'"), o)
+        try "base: x.yaml\nout: o\nseeds: [1, 1]\ncells: [{name: a}]\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
         (s, o) = try runProgram(MPITests.binary, ["study", file])
-        XCTAssertEqual(s, 1); XCTAssert(o.contains("'seeds' lists a seed twice"), o)
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("'seeds' lists a seed twice"), o)
         try "base: x.yaml\nout: o\ncells: [{name: ../up}]\n".write(toFile: file, atomically: true, encoding: .utf8)
         (s, o) = try runProgram(MPITests.binary, ["study", file])
-        XCTAssertEqual(s, 1); XCTAssert(o.contains("must be letters, digits"), o)
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("must be letters, digits"), o)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out"))
     }
 }

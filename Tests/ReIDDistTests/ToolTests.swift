@@ -8,8 +8,12 @@ import XCTest
 func suitePython() throws -> String {
     let env = ProcessInfo.processInfo.environment
     guard let py = env["REID_DIST_PYTHON"], FileManager.default.isExecutableFile(atPath: py) else {
-        let why = "REID_DIST_PYTHON (a Python with numpy, onnx and onnxruntime) is not set: run the suite with Cluster/test.sh"
-        if env["CI"] == "true" { XCTFail(why); throw XCTSkip(why) }
+        let why =
+            "REID_DIST_PYTHON (a Python with numpy, onnx and onnxruntime) is not set: run the suite with Cluster/test.sh"
+        if env["CI"] == "true" {
+            XCTFail(why)
+            throw XCTSkip(why)
+        }
         throw XCTSkip(why)
     }
     return py
@@ -28,8 +32,9 @@ final class ToolTests: XCTestCase {
     /// float32 direct convolution, F(4x4) with Lavin's points and float32 sums past it.
     func testWinogradTileErrorToolSupportsTheReadme() throws {
         let py = try suitePython()
-        let (s, o) = try runProgram(py, [toolPath("winograd_tile_error.py"), "--shapes", "32@32x16,64@16x8"],
-                                    env: ["PYTHONPATH": nil])
+        let (s, o) = try runProgram(
+            py, [toolPath("winograd_tile_error.py"), "--shapes", "32@32x16,64@16x8"],
+            env: ["PYTHONPATH": nil])
         XCTAssertEqual(s, 0, o)
         let lines = o.split(separator: "\n").map(String.init)
         guard let header = lines.first(where: { $0.hasPrefix("| shape |") }) else { return XCTFail(o) }
@@ -56,17 +61,25 @@ final class ToolTests: XCTestCase {
 /// and the PyTorch baselines are its own, under Cluster/tools).
 final class StandAloneTests: XCTestCase {
     func testNothingNamesAFileOutsideTheRepository() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let fm = FileManager.default
-        guard let walk = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey]) else { return XCTFail("cannot list \(root.path)") }
+        guard let walk = fm.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey]) else {
+            return XCTFail("cannot list \(root.path)")
+        }
         var read = 0, offenders: [String] = []
         let kinds: Set<String> = ["swift", "c", "h", "inc", "py", "sh", "md", "yaml", "sbatch", "example", ""]
-        let outside = "../" + "shared"                   // spelled apart, so that this file does not name it
+        let outside = "../" + "shared" // spelled apart, so that this file does not name it
         while let url = walk.nextObject() as? URL {
             let name = url.lastPathComponent
-            if name.hasPrefix(".build") || name == ".git" || name == "runs" || name == "synth" { walk.skipDescendants(); continue }
-            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true, kinds.contains(url.pathExtension),
-                  let text = try? String(contentsOf: url, encoding: .utf8) else { continue }
+            if name.hasPrefix(".build") || name == ".git" || name == "runs" || name == "synth" {
+                walk.skipDescendants()
+                continue
+            }
+            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true,
+                kinds.contains(url.pathExtension),
+                let text = try? String(contentsOf: url, encoding: .utf8)
+            else { continue }
             read += 1
             if text.contains(outside) { offenders.append(String(url.path.dropFirst(root.path.count + 1))) }
         }
@@ -82,14 +95,19 @@ final class StandAloneTests: XCTestCase {
 /// the build's last lines (it used to print them, succeed, and leave the previous binary to run).
 final class SetupScriptTests: XCTestCase {
     func testAFailedBuildStopsSetup() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let bin = scratch("fake-swift")
-        try "#!/bin/sh\necho \"error: missing required module 'SwiftShims'\"\nexit 1\n".write(toFile: bin + "/swift", atomically: true, encoding: .utf8)
+        try "#!/bin/sh\necho \"error: missing required module 'SwiftShims'\"\nexit 1\n".write(
+            toFile: bin + "/swift", atomically: true, encoding: .utf8)
         chmod(bin + "/swift", 0o755)
         let path = bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
-        let (s, o) = try runProgram("/bin/bash", [root.appendingPathComponent("Cluster/setup.sh").path], env: ["PATH": path])
+        let (s, o) = try runProgram(
+            "/bin/bash", [root.appendingPathComponent("Cluster/setup.sh").path], env: ["PATH": path])
         XCTAssertNotEqual(s, 0, o)
-        XCTAssert(o.contains("missing required module 'SwiftShims'") && o.contains("setup: 'swift build -c release' failed"), o)
+        XCTAssert(
+            o.contains("missing required module 'SwiftShims'") && o.contains("setup: 'swift build -c release' failed"),
+            o)
     }
 }
 
@@ -97,9 +115,15 @@ final class SetupScriptTests: XCTestCase {
 /// that exists and only options that subcommand's --help lists.
 final class DocumentedCommandTests: XCTestCase {
     func testEveryDocumentedCommandLineParses() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter { $0.hasSuffix(".md") }.map { "docs/" + $0 }
-        let top = ["train", "evaluate", "extract", "embed", "search", "export", "rank", "report", "synth", "bench", "config-keys"]
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter {
+            $0.hasSuffix(".md")
+        }.map { "docs/" + $0 }
+        let top = [
+            "train", "evaluate", "extract", "embed", "search", "export", "rank", "report", "synth", "bench",
+            "config-keys"
+        ]
         let benchSubs = ["train", "convs", "eval", "allreduce", "plan"]
         var helps: [String: String] = [:]
         var checked = 0
@@ -107,10 +131,16 @@ final class DocumentedCommandTests: XCTestCase {
             let text = try String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)
             var inBlock = false, pending = ""
             for raw in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
-                if raw.hasPrefix("```") { inBlock.toggle(); continue }
+                if raw.hasPrefix("```") {
+                    inBlock.toggle()
+                    continue
+                }
                 guard inBlock else { continue }
                 var line = pending + raw
-                if line.hasSuffix("\\") { pending = String(line.dropLast()) + " "; continue }
+                if line.hasSuffix("\\") {
+                    pending = String(line.dropLast()) + " "
+                    continue
+                }
                 pending = ""
                 if let hash = line.range(of: " #") { line = String(line[..<hash.lowerBound]) }
                 guard let at = line.firstMatch(of: #/(^|[\s/])reid-dist\s+/#) else { continue }
@@ -118,8 +148,13 @@ final class DocumentedCommandTests: XCTestCase {
                 guard let first = tokens.first, top.contains(first) else { continue }
                 var command = [first]
                 tokens.removeFirst()
-                if first == "bench" {                       // `bench` alone runs its default subcommand, `train`
-                    if let sub = tokens.first, benchSubs.contains(sub) { command.append(sub); tokens.removeFirst() } else { command.append("train") }
+                if first == "bench" { // `bench` alone runs its default subcommand, `train`
+                    if let sub = tokens.first, benchSubs.contains(sub) {
+                        command.append(sub)
+                        tokens.removeFirst()
+                    } else {
+                        command.append("train")
+                    }
                 }
                 let key = command.joined(separator: " ")
                 if helps[key] == nil {
@@ -130,7 +165,8 @@ final class DocumentedCommandTests: XCTestCase {
                 for flag in tokens where flag.hasPrefix("--") {
                     let name = String(flag.split(separator: "=").first!)
                     let help = helps[key]!
-                    let known = help.contains(name) || (name.hasPrefix("--no-") && help.contains("--[no-]" + name.dropFirst(5)))
+                    let known =
+                        help.contains(name) || (name.hasPrefix("--no-") && help.contains("--[no-]" + name.dropFirst(5)))
                     XCTAssert(known, "\(page): `reid-dist \(key)` has no option \(name) (line: \(raw))")
                 }
                 checked += 1

@@ -1,10 +1,11 @@
 // Configuration errors, a short training run, checkpoints and resume.
 import Foundation
+import ReIDEval
 import XCTest
+
 @testable import ReIDCore
 @testable import ReIDData
 @testable import ReIDDist
-import ReIDEval
 
 func scratch(_ name: String) -> String {
     let p = FileManager.default.temporaryDirectory.appendingPathComponent("reid-\(name)-\(getpid())").path
@@ -16,16 +17,20 @@ func scratch(_ name: String) -> String {
 /// Runs a program (the reid-dist executable built beside the tests by default), returning
 /// its exit status and combined output; Open MPI may run as root.
 @discardableResult
-func runProgram(_ exe: String = MPITests.binary, _ args: [String], env extra: [String: String?] = [:]) throws -> (Int32, String) {
+func runProgram(_ exe: String = MPITests.binary, _ args: [String], env extra: [String: String?] = [:]) throws -> (
+    Int32, String
+) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
-    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     for (k, v) in extra { env[k] = v }
     p.environment = env
     let pipe = Pipe()
-    p.standardOutput = pipe; p.standardError = pipe
+    p.standardOutput = pipe
+    p.standardError = pipe
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
@@ -37,18 +42,23 @@ func runReidDist(_ args: [String]) throws -> (Int32, String) { try runProgram(MP
 /// A tiny synthetic dataset shared by the tests of this file.
 let tinyData: String = {
     let root = scratch("tiny") + "/data"
-    var c = SynthConfig(); c.trainIds = 8; c.testIds = 6; c.seed = 11
+    var c = SynthConfig()
+    c.trainIds = 8
+    c.testIds = 6
+    c.seed = 11
     _ = try! writeSynthetic(c, to: root)
     return root
 }()
 
 func tinyConfig(_ run: String, _ extra: [String] = []) throws -> Config {
     var c = Config()
-    for o in ["data.root=\(tinyData)", "data.height=64", "data.width=32", "model.depth=18", "model.width=8",
-              "model.groups=2", "model.branches=2", "sampler.ids_per_batch=4", "sampler.instances=2",
-              "optim.lr=0.003", "schedule.epochs=3", "schedule.warmup_epochs=0", "schedule.milestones=[10]",
-              "train.run_dir=\(run)", "train.checkpoint_every=1", "train.eval_every=0", "train.log_every=1",
-              "train.threads=2", "eval.batch_size=16", "augment.pad=2"] + extra {
+    for o in [
+        "data.root=\(tinyData)", "data.height=64", "data.width=32", "model.depth=18", "model.width=8",
+        "model.groups=2", "model.branches=2", "sampler.ids_per_batch=4", "sampler.instances=2",
+        "optim.lr=0.003", "schedule.epochs=3", "schedule.warmup_epochs=0", "schedule.milestones=[10]",
+        "train.run_dir=\(run)", "train.checkpoint_every=1", "train.eval_every=0", "train.log_every=1",
+        "train.threads=2", "eval.batch_size=16", "augment.pad=2"
+    ] + extra {
         try c.apply(override: o)
     }
     try c.validate()
@@ -57,8 +67,15 @@ func tinyConfig(_ run: String, _ extra: [String] = []) throws -> Config {
 
 final class ConfigTests: XCTestCase {
     func expect(_ overrides: [String], _ fragment: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertThrowsError(try { var c = Config(); try c.apply(override: "data.root=/x"); for o in overrides { try c.apply(override: o) }; try c.validate() }(),
-                             file: file, line: line) { XCTAssert("\($0)".contains(fragment), "got: \($0)", file: file, line: line) }
+        XCTAssertThrowsError(
+            try {
+                var c = Config()
+                try c.apply(override: "data.root=/x")
+                for o in overrides { try c.apply(override: o) }
+                try c.validate()
+            }(),
+            file: file, line: line
+        ) { XCTAssert("\($0)".contains(fragment), "got: \($0)", file: file, line: line) }
     }
 
     func testErrorsNameTheKey() {
@@ -100,21 +117,28 @@ final class ConfigTests: XCTestCase {
         let page = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("docs/configuration.md")
         let text = try String(contentsOf: page, encoding: .utf8)
-        XCTAssert(text.contains(configKeysMarkdown + "\n"), "docs/configuration.md's table differs from `reid-dist config-keys`: paste its output")
+        XCTAssert(
+            text.contains(configKeysMarkdown + "\n"),
+            "docs/configuration.md's table differs from `reid-dist config-keys`: paste its output")
     }
 
     /// Every relative link of README.md and docs/*.md names a file of the repository.
     func testTheDocsLinksExist() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter { $0.hasSuffix(".md") }.map { "docs/" + $0 }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let docs = try FileManager.default.contentsOfDirectory(atPath: root.path + "/docs").filter {
+            $0.hasSuffix(".md")
+        }.map { "docs/" + $0 }
         var checked = 0
         for page in ["README.md", "CHANGELOG.md"] + docs {
             let text = try String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)
             let folder = (page as NSString).deletingLastPathComponent
             for m in text.matches(of: #/\]\(([^)#:\s]+)(#[^)]*)?\)/#) {
                 let target = String(m.1)
-                let path = ((root.path as NSString).appendingPathComponent(folder) as NSString).appendingPathComponent(target)
-                XCTAssert(FileManager.default.fileExists(atPath: path), "\(page) links to \(target), which does not exist")
+                let path = ((root.path as NSString).appendingPathComponent(folder) as NSString).appendingPathComponent(
+                    target)
+                XCTAssert(
+                    FileManager.default.fileExists(atPath: path), "\(page) links to \(target), which does not exist")
                 checked += 1
             }
         }
@@ -124,29 +148,40 @@ final class ConfigTests: XCTestCase {
     func testFilesOverridesAndTheResolvedYAMLRoundTrip() throws {
         let dir = scratch("cfg")
         let f = dir + "/c.yaml"
-        try "data:\n  root: /data/m\nmodel:\n  depth: 18\n  groups: 8\noptim:\n  lr: 3.5e-4\nschedule:\n  milestones: [4, 9]\n".write(toFile: f, atomically: true, encoding: .utf8)
+        try
+            "data:\n  root: /data/m\nmodel:\n  depth: 18\n  groups: 8\noptim:\n  lr: 3.5e-4\nschedule:\n  milestones: [4, 9]\n"
+            .write(toFile: f, atomically: true, encoding: .utf8)
         var c = try Config(file: f)
         try c.apply(override: "optim.name=sgd")
-        XCTAssertEqual(c.model.spec.depth, 18); XCTAssertEqual(c.optim.lr, 3.5e-4)
-        XCTAssertEqual(c.schedule.milestones, [4, 9]); XCTAssertEqual(c.optim.kind, .sgd)
+        XCTAssertEqual(c.model.spec.depth, 18)
+        XCTAssertEqual(c.optim.lr, 3.5e-4)
+        XCTAssertEqual(c.schedule.milestones, [4, 9])
+        XCTAssertEqual(c.optim.kind, .sgd)
         XCTAssertEqual(c.sources["optim.lr"], f)
         try c.yaml.write(toFile: dir + "/resolved.yaml", atomically: true, encoding: .utf8)
         XCTAssertEqual(try Config(file: dir + "/resolved.yaml").values, c.values)
         try "model:\n  colour: red\n".write(toFile: f, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try Config(file: f)) { XCTAssert("\($0)".contains("\(f): unknown key 'model.colour'"), "\($0)") }
-        XCTAssertEqual(try Config(file: "Configs/market1501.yaml".existingOr("../Configs/market1501.yaml")).sampler.idsPerBatch, 16)
+        XCTAssertThrowsError(try Config(file: f)) {
+            XCTAssert("\($0)".contains("\(f): unknown key 'model.colour'"), "\($0)")
+        }
+        XCTAssertEqual(
+            try Config(file: "Configs/market1501.yaml".existingOr("../Configs/market1501.yaml")).sampler.idsPerBatch, 16
+        )
     }
 }
 
 extension String {
     func existingOr(_ other: String) -> String {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
         return (root as NSString).appendingPathComponent(self)
     }
 }
 
 final class TrainerTests: XCTestCase {
-    func weights(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount)) }
+    func weights(_ t: Trainer) -> [Float] {
+        Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount))
+    }
 
     func testShortRunLowersTheLossAndItsCheckpointReloadsToTheSameFeatures() throws {
         let run = scratch("run")
@@ -154,9 +189,12 @@ final class TrainerTests: XCTestCase {
         var lines: [String] = []
         t.log = { lines.append($0) }
         try t.run()
-        let losses = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
-            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]).flatMap { $0["kind"] as? String == "train" ? $0["loss"] as? Double : nil }
-        }
+        let losses = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap {
+                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]).flatMap {
+                    $0["kind"] as? String == "train" ? $0["loss"] as? Double : nil
+                }
+            }
         XCTAssertGreaterThan(losses.count, 4)
         XCTAssertLessThan(losses.suffix(3).reduce(0, +) / 3, losses.prefix(3).reduce(0, +) / 3, "loss falls: \(losses)")
         XCTAssert(lines.contains { $0.hasPrefix("eval: rank-1") }, "evaluates at the end")
@@ -169,11 +207,15 @@ final class TrainerTests: XCTestCase {
         let fresh = GroupedMultiBranchNet(spec, seed: 999)
         try fresh.arena.load(from: try SafeTensorsFile(path: dir + "/model.safetensors"), strict: true)
         let q = t.dataset.query
-        let a = try extractFeatures(model: t.model, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
-        let b = try extractFeatures(model: fresh, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
+        let a = try extractFeatures(
+            model: t.model, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
+        let b = try extractFeatures(
+            model: fresh, split: q, height: 64, width: 32, batchSize: 16, flip: true, producer: "t")
         XCTAssertEqual(a.features.array, b.features.array)
         // Only the newest keep_checkpoints (3) folders stay.
-        let kept = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.hasPrefix("epoch-") }.sorted()
+        let kept = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter {
+            $0.hasPrefix("epoch-")
+        }.sorted()
         XCTAssertEqual(kept, ["epoch-0002", "epoch-0003", "epoch-0004"])
     }
 
@@ -203,13 +245,17 @@ final class TrainerTests: XCTestCase {
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         bytes[bytes.count - 1] ^= 0xFF
         try bytes.write(to: URL(fileURLWithPath: path))
-        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("model.safetensors: SHA-256"), "\($0)") }
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) {
+            XCTAssert("\($0)".contains("model.safetensors: SHA-256"), "\($0)")
+        }
     }
 
     func testSHA256KnownAnswers() {
-        var a = SHA256(); a.update(Data("abc".utf8))
+        var a = SHA256()
+        a.update(Data("abc".utf8))
         XCTAssertEqual(a.hexDigest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        var b = SHA256(); b.update(Data(String(repeating: "a", count: 1000).utf8))
+        var b = SHA256()
+        b.update(Data(String(repeating: "a", count: 1000).utf8))
         XCTAssertEqual(b.hexDigest(), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
     }
 }
@@ -217,17 +263,23 @@ final class TrainerTests: XCTestCase {
 /// The run folder, resuming, preemption (Reliability): one job per folder, nothing
 /// discarded by a resume, the exact step saved on a signal.
 final class RunFolderTests: XCTestCase {
-    func weights(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount)) }
-    func buffers(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.model.arena.buffer, count: t.model.arena.bufferCount)) }
+    func weights(_ t: Trainer) -> [Float] {
+        Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount))
+    }
+    func buffers(_ t: Trainer) -> [Float] {
+        Array(UnsafeBufferPointer(start: t.model.arena.buffer, count: t.model.arena.bufferCount))
+    }
 
     func testASecondJobInTheSameRunFolderIsRefusedNamingTheHolder() throws {
         let run = scratch("lock")
         let first = try Trainer(config: try tinyConfig(run))
         XCTAssertThrowsError(try Trainer(config: try tinyConfig(run))) {
-            XCTAssert("\($0)".contains("\(run): another job is training into this run folder") && "\($0)".contains("pid \(getpid())"), "\($0)")
+            XCTAssert(
+                "\($0)".contains("\(run): another job is training into this run folder")
+                    && "\($0)".contains("pid \(getpid())"), "\($0)")
         }
         first.log = { _ in }
-        try first.run(untilEpoch: 1)                 // its lock is released when its run ends
+        try first.run(untilEpoch: 1) // its lock is released when its run ends
         XCTAssertNoThrow(try Trainer(config: try tinyConfig(run), start: .resume("auto")))
     }
 
@@ -237,14 +289,19 @@ final class RunFolderTests: XCTestCase {
         t.log = { _ in }
         try t.run()
         XCTAssertThrowsError(try Trainer(config: try tinyConfig(run))) {
-            XCTAssert("\($0)".contains("already holds a run (checkpoints up to epoch-0001); continue it with --resume auto"), "\($0)")
+            XCTAssert(
+                "\($0)".contains("already holds a run (checkpoints up to epoch-0001); continue it with --resume auto"),
+                "\($0)")
         }
         let again = try Trainer(config: try tinyConfig(run), start: .restart)
         XCTAssertEqual(again.startEpoch, 0)
         let parent = (run as NSString).deletingLastPathComponent, base = (run as NSString).lastPathComponent
         let aside = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base + ".old-") }
         XCTAssertEqual(aside.count, 1)
-        XCTAssert(FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/checkpoints/epoch-0001/model.safetensors"), "the old run is kept whole")
+        XCTAssert(
+            FileManager.default.fileExists(
+                atPath: parent + "/" + aside[0] + "/checkpoints/epoch-0001/model.safetensors"),
+            "the old run is kept whole")
         XCTAssertNil(RunFolder.holdsRun(run))
     }
 
@@ -252,14 +309,17 @@ final class RunFolderTests: XCTestCase {
     /// with --resume auto, as train.sbatch does: it starts afresh with what it wrote moved aside.
     func testResumeAutoBeforeTheFirstCheckpointStartsAfresh() throws {
         let run = scratch("early")
-        try #"{"kind":"step","epoch":1,"step":3,"loss":6.1}"#.appending("\n").write(toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        try #"{"kind":"step","epoch":1,"step":3,"loss":6.1}"#.appending("\n").write(
+            toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
         XCTAssertNotNil(RunFolder.holdsRun(run))
         let t = try Trainer(config: try tinyConfig(run, ["schedule.epochs=1"]), start: .resume("auto"))
         XCTAssertEqual(t.startEpoch, 0)
         let parent = (run as NSString).deletingLastPathComponent, base = (run as NSString).lastPathComponent
         let aside = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(base + ".old-") }
         XCTAssertEqual(aside.count, 1)
-        XCTAssert(FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/metrics.jsonl"), "the partial run is kept")
+        XCTAssert(
+            FileManager.default.fileExists(atPath: parent + "/" + aside[0] + "/metrics.jsonl"),
+            "the partial run is kept")
         t.log = { _ in }
         try t.run()
         XCTAssertNotNil(try Checkpoint.resolve("auto", runDir: run))
@@ -274,7 +334,8 @@ final class RunFolderTests: XCTestCase {
         // latest missing: the newest checkpoint that verifies.
         try FileManager.default.removeItem(atPath: ck + "/latest")
         var r = try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run))
-        XCTAssert(r.dir.hasSuffix("epoch-0002")); XCTAssert(r.note?.contains("latest is missing") == true, "\(r.note ?? "")")
+        XCTAssert(r.dir.hasSuffix("epoch-0002"))
+        XCTAssert(r.note?.contains("latest is missing") == true, "\(r.note ?? "")")
         // the newest damaged: the one before, saying why.
         var bytes = try Data(contentsOf: URL(fileURLWithPath: ck + "/epoch-0002/model.safetensors"))
         bytes[bytes.count - 1] ^= 1
@@ -285,10 +346,13 @@ final class RunFolderTests: XCTestCase {
         XCTAssert(r.note?.contains("latest names epoch-0002, which does not verify") == true, "\(r.note ?? "")")
         // a dangling latest
         try "epoch-0009".write(toFile: ck + "/latest", atomically: true, encoding: .utf8)
-        XCTAssert(try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run)).note?.contains("which does not exist") == true)
+        XCTAssert(
+            try XCTUnwrap(try Checkpoint.resolve("auto", runDir: run)).note?.contains("which does not exist") == true)
         // none verifies: an error, nothing touched.
         try FileManager.default.removeItem(atPath: ck + "/epoch-0001/optimizer.safetensors")
-        XCTAssertThrowsError(try Checkpoint.resolve("auto", runDir: run)) { XCTAssert("\($0)".contains("none of its 2 checkpoint(s) verifies"), "\($0)") }
+        XCTAssertThrowsError(try Checkpoint.resolve("auto", runDir: run)) {
+            XCTAssert("\($0)".contains("none of its 2 checkpoint(s) verifies"), "\($0)")
+        }
         XCTAssertThrowsError(try Trainer(config: try tinyConfig(run), start: .resume("auto")))
         XCTAssert(FileManager.default.fileExists(atPath: ck + "/epoch-0002"))
     }
@@ -303,11 +367,15 @@ final class RunFolderTests: XCTestCase {
         var obj = try JSONSerialization.jsonObject(with: Data(original.utf8)) as! [String: Any]
         obj["files"] = [String: String]()
         try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
-        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("lists no hash for model.safetensors"), "\($0)") }
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) {
+            XCTAssert("\($0)".contains("lists no hash for model.safetensors"), "\($0)")
+        }
         obj = try JSONSerialization.jsonObject(with: Data(original.utf8)) as! [String: Any]
         obj["epoch"] = -5
         try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
-        XCTAssertThrowsError(try Checkpoint.verify(dir)) { XCTAssert("\($0)".contains("impossible state (epoch -5)"), "\($0)") }
+        XCTAssertThrowsError(try Checkpoint.verify(dir)) {
+            XCTAssert("\($0)".contains("impossible state (epoch -5)"), "\($0)")
+        }
         obj["epoch"] = 40
         try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: statePath))
         XCTAssertThrowsError(try Trainer(config: try tinyConfig(run), start: .resume("auto"))) {
@@ -315,7 +383,8 @@ final class RunFolderTests: XCTestCase {
         }
         try original.write(toFile: statePath, atomically: true, encoding: .utf8)
         // A save that never finished (disk full, a crash) is cleared at the next start.
-        try FileManager.default.createDirectory(atPath: run + "/checkpoints/.tmp-epoch-0002-999", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: run + "/checkpoints/.tmp-epoch-0002-999", withIntermediateDirectories: true)
         _ = try Trainer(config: try tinyConfig(run), start: .resume("auto"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/checkpoints/.tmp-epoch-0002-999"))
     }
@@ -358,14 +427,20 @@ final class RunFolderTests: XCTestCase {
 
     func testCheckpointMinutesSavesMidEpochAndAMidEpochCheckpointNeedsItsRankCount() throws {
         let run = scratch("minutes")
-        let t = try Trainer(config: try tinyConfig(run, ["train.checkpoint_minutes=0.00001", "schedule.epochs=1", "train.keep_checkpoints=50"]),
-                            simulateRanks: 2)
+        let t = try Trainer(
+            config: try tinyConfig(
+                run, ["train.checkpoint_minutes=0.00001", "schedule.epochs=1", "train.keep_checkpoints=50"]),
+            simulateRanks: 2)
         t.log = { _ in }
         try t.run()
-        let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.contains("-step-") }
+        let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter {
+            $0.contains("-step-")
+        }
         XCTAssertGreaterThanOrEqual(names.count, 2, "\(names)")
         let mid = run + "/checkpoints/" + names.sorted()[0]
-        XCTAssertThrowsError(try Trainer(config: try tinyConfig(scratch("other"), ["schedule.epochs=1"]), start: .resume(mid))) {
+        XCTAssertThrowsError(
+            try Trainer(config: try tinyConfig(scratch("other"), ["schedule.epochs=1"]), start: .resume(mid))
+        ) {
             XCTAssert("\($0)".contains("by 2 rank(s); this run has 1"), "\($0)")
         }
     }
@@ -377,10 +452,16 @@ final class DatasetRunTests: XCTestCase {
     func testEveryLayoutTrainsAndEvaluates() throws {
         for layout in [Layout.msmt17, .cuhk03, .list] {
             let root = scratch("run-\(layout.rawValue)") + "/data"
-            var c = SynthConfig(); c.layout = layout; c.trainIds = 8; c.testIds = 6; c.seed = 11
+            var c = SynthConfig()
+            c.layout = layout
+            c.trainIds = 8
+            c.testIds = 6
+            c.seed = 11
             _ = try writeSynthetic(c, to: root)
-            let t = try Trainer(config: try tinyConfig(scratch("run-\(layout.rawValue)-out"),
-                                                       ["data.root=\(root)", "data.layout=\(layout.rawValue)", "schedule.epochs=1"]))
+            let t = try Trainer(
+                config: try tinyConfig(
+                    scratch("run-\(layout.rawValue)-out"),
+                    ["data.root=\(root)", "data.layout=\(layout.rawValue)", "schedule.epochs=1"]))
             var lines: [String] = []
             t.log = { lines.append($0) }
             try t.run()
@@ -395,21 +476,31 @@ final class DatasetRunTests: XCTestCase {
         t.log = { _ in }
         try t.run()
         let other = scratch("cross-msmt") + "/data"
-        var c = SynthConfig(); c.layout = .msmt17; c.trainIds = 5; c.testIds = 9; c.seed = 4
+        var c = SynthConfig()
+        c.layout = .msmt17
+        c.trainIds = 5
+        c.testIds = 9
+        c.seed = 4
         _ = try writeSynthetic(c, to: other)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: MPITests.binary)
-        p.arguments = ["evaluate", "--config", run + "/config.yaml", "--checkpoint", run, "--data-root", other, "--layout", "msmt17",
-                       "--json", run + "/cross.json"]
+        p.arguments = [
+            "evaluate", "--config", run + "/config.yaml", "--checkpoint", run, "--data-root", other, "--layout",
+            "msmt17",
+            "--json", run + "/cross.json"
+        ]
         let pipe = Pipe()
-        p.standardOutput = pipe; p.standardError = pipe
+        p.standardOutput = pipe
+        p.standardError = pipe
         try p.run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0, out)
         XCTAssert(out.contains("(trained on \(tinyData), layout market, 8 classes, epoch 1)"), out)
         XCTAssert(out.contains("on \(other) (layout msmt17, Market protocol"), out)
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/cross.json"))) as! [String: Any]
+        let json =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/cross.json")))
+            as! [String: Any]
         XCTAssertEqual(json["layout"] as? String, "msmt17")
     }
 }

@@ -1,15 +1,17 @@
 // The run report: well-formed, self-contained, one chart point per logged step
 // and per evaluation, and it renders for a run with no evaluation yet.
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
+import ReIDEval
 import XCTest
+
 @testable import ReIDCore
 @testable import ReIDData
 @testable import ReIDDist
-import ReIDEval
 @testable import ReIDReport
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 final class ReportTests: XCTestCase {
     func scratchDir(_ name: String) -> String {
@@ -21,12 +23,18 @@ final class ReportTests: XCTestCase {
 
     func train(_ run: String, _ extra: [String]) throws -> Trainer {
         let data = scratchDir("data") + "/d"
-        var c = SynthConfig(); c.trainIds = 8; c.testIds = 6; c.seed = 2
+        var c = SynthConfig()
+        c.trainIds = 8
+        c.testIds = 6
+        c.seed = 2
         _ = try writeSynthetic(c, to: data)
         var cfg = Config()
-        for o in ["data.root=\(data)", "data.height=64", "data.width=32", "model.depth=18", "model.width=8", "model.groups=2",
-                  "sampler.ids_per_batch=4", "sampler.instances=2", "optim.lr=0.003", "schedule.warmup_epochs=0", "schedule.milestones=[10]",
-                  "train.run_dir=\(run)", "train.log_every=2", "train.threads=2", "eval.batch_size=16", "augment.pad=2"] + extra {
+        for o in [
+            "data.root=\(data)", "data.height=64", "data.width=32", "model.depth=18", "model.width=8", "model.groups=2",
+            "sampler.ids_per_batch=4", "sampler.instances=2", "optim.lr=0.003", "schedule.warmup_epochs=0",
+            "schedule.milestones=[10]",
+            "train.run_dir=\(run)", "train.log_every=2", "train.threads=2", "eval.batch_size=16", "augment.pad=2"
+        ] + extra {
             try cfg.apply(override: o)
         }
         let t = try Trainer(config: cfg)
@@ -38,13 +46,15 @@ final class ReportTests: XCTestCase {
     /// Parses the page as XML (it is written as XHTML-compatible HTML) and returns the charts'
     /// polylines: series name -> number of points.
     func check(_ html: String) throws -> [String: [Int]] {
-        XCTAssertFalse(html.contains("http:") || html.contains("https:") || html.contains("<script") || html.contains("src=\"/"),
-                       "self-contained: no external URL, no script, no absolute file reference")
+        XCTAssertFalse(
+            html.contains("http:") || html.contains("https:") || html.contains("<script") || html.contains("src=\"/"),
+            "self-contained: no external URL, no script, no absolute file reference")
         let doc = try XMLDocument(xmlString: html.replacingOccurrences(of: "<!DOCTYPE html>", with: ""), options: [])
         var series: [String: [Int]] = [:]
         for node in try doc.nodes(forXPath: "//polyline") {
             guard let e = node as? XMLElement, let name = e.attribute(forName: "data-series")?.stringValue,
-                  let n = Int(e.attribute(forName: "data-points")?.stringValue ?? "") else { continue }
+                let n = Int(e.attribute(forName: "data-points")?.stringValue ?? "")
+            else { continue }
             XCTAssertEqual(e.attribute(forName: "points")?.stringValue?.split(separator: " ").count ?? 0, n, name)
             series[name, default: []].append(n)
         }
@@ -57,17 +67,27 @@ final class ReportTests: XCTestCase {
         let html = try String(contentsOfFile: run + "/report.html", encoding: .utf8)
         let series = try check(html)
         let lines = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
-        let trainLines = lines.filter { $0.contains("\"kind\":\"train\"") }.count, evalLines = lines.filter { $0.contains("\"kind\":\"eval\"") }.count
+        let trainLines = lines.filter { $0.contains("\"kind\":\"train\"") }.count,
+            evalLines = lines.filter { $0.contains("\"kind\":\"eval\"") }.count
         XCTAssertEqual(evalLines, 2)
         XCTAssertEqual(series["epoch mean"], [trainLines], "one loss point per logged step")
-        XCTAssertEqual(series["accuracy"], [trainLines]); XCTAssertEqual(series["lr"], [trainLines])
-        XCTAssertEqual(series["images/s"], [trainLines]); XCTAssertEqual(series["wait"], [trainLines])
-        XCTAssertEqual(series["rank-1"], [evalLines]); XCTAssertEqual(series["mAP"], [evalLines]); XCTAssertEqual(series["mINP"], [evalLines])
+        XCTAssertEqual(series["accuracy"], [trainLines])
+        XCTAssertEqual(series["lr"], [trainLines])
+        XCTAssertEqual(series["images/s"], [trainLines])
+        XCTAssertEqual(series["wait"], [trainLines])
+        XCTAssertEqual(series["rank-1"], [evalLines])
+        XCTAssertEqual(series["mAP"], [evalLines])
+        XCTAssertEqual(series["mINP"], [evalLines])
         XCTAssertEqual(series["CMC"], [min(50, t.dataset.gallery.samples.count)])
-        XCTAssert(html.contains("Worst queries by AP") && html.contains("data:image/jpeg;base64,"), "ranked lists with inline thumbnails")
+        XCTAssert(
+            html.contains("Worst queries by AP") && html.contains("data:image/jpeg;base64,"),
+            "ranked lists with inline thumbnails")
         XCTAssert(html.contains("epoch-0002") && html.contains("best"), "checkpoints and the best one")
-        for k in ["Processor", "BLAS kernel", "Threads per rank", "reid-dist version", "Wall time"] { XCTAssert(html.contains(">\(k)<"), k) }
-        XCTAssertNil(html.range(of: #"<td>\d+\.\d{6,}"#, options: .regularExpression), "numbers in the run table are rounded")
+        for k in ["Processor", "BLAS kernel", "Threads per rank", "reid-dist version", "Wall time"] {
+            XCTAssert(html.contains(">\(k)<"), k)
+        }
+        XCTAssertNil(
+            html.range(of: #"<td>\d+\.\d{6,}"#, options: .regularExpression), "numbers in the run table are rounded")
         for f in ["loss", "accuracy", "lr", "throughput", "data-wait", "eval", "cmc"] {
             let svg = try String(contentsOfFile: run + "/report/\(f).svg", encoding: .utf8)
             XCTAssert(svg.hasPrefix("<svg xmlns=\"http://www.w3.org/2000/svg\""), f)
@@ -91,10 +111,16 @@ final class ReportTests: XCTestCase {
         let series = try check(html)
         XCTAssert(html.contains("No evaluation yet"))
         XCTAssertNil(series["rank-1"].flatMap { $0.first { $0 > 0 } })
-        XCTAssertThrowsError(try RunReport.write(runDir: scratchDir("empty"))) { XCTAssert("\($0)".contains("metrics.jsonl: missing"), "\($0)") }
+        XCTAssertThrowsError(try RunReport.write(runDir: scratchDir("empty"))) {
+            XCTAssert("\($0)".contains("metrics.jsonl: missing"), "\($0)")
+        }
         // A count no run reaches is a damaged line, named, not a wrapped integer (or a trap).
-        try ((metrics.hasSuffix("\n") ? metrics : metrics + "\n") + #"{"kind":"train","epoch":1e300,"step":1,"global_step":1,"loss":5}"# + "\n")
+        try
+            ((metrics.hasSuffix("\n") ? metrics : metrics + "\n")
+            + #"{"kind":"train","epoch":1e300,"step":1,"global_step":1,"loss":5}"# + "\n")
             .write(toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try RunReport.write(runDir: run)) { XCTAssert("\($0)".contains("'epoch' is 1e+300, not a count a run reaches"), "\($0)") }
+        XCTAssertThrowsError(try RunReport.write(runDir: run)) {
+            XCTAssert("\($0)".contains("'epoch' is 1e+300, not a count a run reaches"), "\($0)")
+        }
     }
 }
