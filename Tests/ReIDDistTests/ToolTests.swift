@@ -25,9 +25,10 @@ func toolPath(_ name: String) -> String {
 }
 
 final class ToolTests: XCTestCase {
-    /// `winograd_tile_error.py` backs the README's case against larger tiles. Its Winograd
-    /// matrices are solved from the points and checked exact inside the tool (it stops
-    /// otherwise); here, on two small shapes, its table must say what the README says:
+    /// `winograd_tile_error.py` backs docs/performance-history.md's 0.10 measurement of larger
+    /// tiles (under the per-layer bound of the time; 0.13 runs F(4x4) under a two-tier criterion,
+    /// docs/performance.md). Its Winograd matrices are solved from the points and checked exact
+    /// inside the tool (it stops otherwise); here, on two small shapes, its table must say what that page says:
     /// F(2x2) as we run it and F(4x4) {0,±1,1/2,-2} with double sums within 2x of the
     /// float32 direct convolution, F(4x4) with Lavin's points and float32 sums past it.
     func testWinogradTileErrorToolSupportsTheReadme() throws {
