@@ -33,10 +33,15 @@ public struct Study {
     public let common: [String]
     public let cells: [Cell]
 
-    /// At most this many runs in a study (cells x seeds).
+    /// At most this many runs in a study (cells x seeds), bytes in its file, and YAML nodes walked
+    /// (aliases count each time they are used, so an alias bomb stops here).
     public static let maxRuns = 10_000
+    static let maxBytes = 1 << 20
+    static let nodeBudget = 100_000
 
     public init(file: String) throws {
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
+        guard size <= Self.maxBytes else { throw ConfigError("\(file): \(size) bytes; a study file is at most 1 MB") }
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
             throw ConfigError("\(file): cannot read the study file")
         }
@@ -46,6 +51,7 @@ public struct Study {
             throw ConfigError("\(file): the top level must be a mapping (base, out, seeds, set, grid, cells)")
         }
         self.file = file
+        var budget = Self.nodeBudget
         let known: Set = ["base", "out", "seeds", "set", "grid", "cells"]
         for (k, _) in top where !known.contains(k.scalar?.string ?? "") {
             throw ConfigError(
@@ -76,7 +82,7 @@ public struct Study {
         } else {
             seeds = [1]
         }
-        common = try entry("set").map { try Self.overrides($0, "set", file) } ?? []
+        common = try entry("set").map { try Self.overrides($0, "set", file, &budget) } ?? []
         var cells: [Cell] = []
         if let g = entry("grid") {
             guard case .mapping(let axes) = g, !axes.isEmpty else {
@@ -90,15 +96,15 @@ public struct Study {
                 guard case .sequence(let values) = v, !values.isEmpty else {
                     throw ConfigError("\(file): grid key '\(key)' must have a non-empty list of values")
                 }
-                let texts = try values.map { try Self.text($0, key, file) }
-                product = product.flatMap { p in texts.map { p + [(key, $0)] } }
-                guard product.count * seeds.count <= Self.maxRuns else {
+                guard product.count * values.count * seeds.count <= Self.maxRuns else {
                     throw ConfigError("\(file): the grid has more than \(Self.maxRuns) runs")
                 }
+                let texts = try values.map { try Self.text($0, key, file, &budget) }
+                product = product.flatMap { p in texts.map { p + [(key, $0)] } }
             }
             cells += product.map { p in
                 Cell(
-                    name: p.map { "\(Self.short($0.0))-\($0.1)" }.joined(separator: "_"),
+                    name: Self.folderName(p.map { "\(Self.short($0.0))-\($0.1)" }.joined(separator: "_")),
                     overrides: p.map { "\($0.0)=\($0.1)" })
             }
         }
@@ -116,7 +122,7 @@ public struct Study {
                 }
                 let set =
                     try m.first(where: { $0.key.scalar?.string == "set" }).map {
-                        try Self.overrides($0.value, "cell \(name)", file)
+                        try Self.overrides($0.value, "cell \(name)", file, &budget)
                     } ?? []
                 cells.append(Cell(name: name, overrides: set))
             }
@@ -142,19 +148,37 @@ public struct Study {
     /// "model.groups" -> "groups", "loss.kind" -> "kind": a grid value's part of a cell's name.
     static func short(_ key: String) -> String { String(key.split(separator: ".").last ?? Substring(key)) }
 
+    /// A grid cell's name as a folder name: characters other than letters, digits and - _ . +
+    /// (a path's slashes, spaces) become _, at most 200 of them.
+    static func folderName(_ s: String) -> String {
+        var name = String(
+            s.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.+".contains($0)) ? $0 : "_" }.prefix(200))
+        if name.hasPrefix(".") { name = "_" + name.dropFirst() }
+        return name
+    }
+
+    static func spend(_ budget: inout Int, _ file: String) throws {
+        budget -= 1
+        if budget < 0 { throw ConfigError("\(file): more than \(nodeBudget) YAML values (an alias bomb?)") }
+    }
+
     /// A YAML value as an override's text: scalars as written, lists as [a, b].
-    static func text(_ node: Node, _ key: String, _ file: String) throws -> String {
+    static func text(_ node: Node, _ key: String, _ file: String, _ budget: inout Int) throws -> String {
+        try spend(&budget, file)
         switch node {
         case .scalar(let s): return s.string
         case .sequence(let items):
-            return "[" + (try items.map { try text($0, key, file) }).joined(separator: ", ") + "]"
+            var parts: [String] = []
+            for item in items { parts.append(try text(item, key, file, &budget)) }
+            return "[" + parts.joined(separator: ", ") + "]"
         default:
             throw ConfigError("\(file): line \(node.mark?.line ?? 0): '\(key)' takes a value or a list, not a mapping")
         }
     }
 
     /// A mapping of config keys (dotted, or nested sections) to values, as key=value overrides.
-    static func overrides(_ node: Node, _ what: String, _ file: String) throws -> [String] {
+    static func overrides(_ node: Node, _ what: String, _ file: String, _ budget: inout Int) throws -> [String] {
+        try spend(&budget, file)
         guard case .mapping(let m) = node else {
             throw ConfigError("\(file): '\(what)' must map config keys to values")
         }
@@ -164,9 +188,9 @@ public struct Study {
                 throw ConfigError("\(file): line \(k.mark?.line ?? 0): a key must be a config key")
             }
             if case .mapping = v {
-                out += try overrides(v, what, file).map { key + "." + $0 }
+                out += try overrides(v, what, file, &budget).map { key + "." + $0 }
             } else {
-                out.append("\(key)=\(try text(v, key, file))")
+                out.append("\(key)=\(try text(v, key, file, &budget))")
             }
         }
         return out

@@ -126,6 +126,33 @@ final class StudyTests: XCTestCase {
         (s, o) = try runProgram(MPITests.binary, ["study", file])
         XCTAssertEqual(s, 1)
         XCTAssert(o.contains("must be letters, digits"), o)
+        // a top-level key it does not know
+        try "base: x.yaml\nout: o\nx: 1\ncells: [{name: a}]\n".write(toFile: file, atomically: true, encoding: .utf8)
+        (s, o) = try runProgram(MPITests.binary, ["study", file])
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("unknown key 'x'"), o)
+        // an alias bomb (10 levels of 10 values: 10^10 if expanded) stops at the node budget, at once
+        let budget = dir + "/bomb.yaml"
+        var text = "base: x.yaml\nout: o\nseeds: [1]\ncells:\n"
+        text += "  - name: a\n    set: {model.init: &a0 [x, x, x, x, x, x, x, x, x, x]}\n"
+        for i in 1...9 {
+            text +=
+                "  - name: a\(i)\n    set: {model.init: &a\(i) ["
+                + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]}\n"
+        }
+        try text.write(toFile: budget, atomically: true, encoding: .utf8)
+        let t0 = Date()
+        (s, o) = try runProgram(MPITests.binary, ["study", budget])
+        XCTAssertEqual(s, 1)
+        XCTAssert(o.contains("alias bomb"), o)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
+        // a grid over paths: the cells' folder names keep letters, digits and - _ . + only
+        try
+            "base: \(FileManager.default.currentDirectoryPath)/Configs/debug.yaml\nout: \(dir)/out\ngrid: {data.root: [a/b c, ../d]}\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        (s, o) = try runProgram(MPITests.binary, ["study", file, "--dry-run"])
+        XCTAssertEqual(s, 0, o)
+        XCTAssert(o.contains("root-a_b_c seed 1") && o.contains("root-.._d seed 1"), o)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out"))
     }
 }
