@@ -2,10 +2,9 @@
 // Numbers: every path sums a pixel's taps in the same (ci, ki, kj) order in one accumulator; the
 // weight gradient sums each tap over a block's pixels lane by lane, then across the lanes.
 #include "ckernels.h"
+#include "vectors.h"
 #include <string.h>
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
 
 // The input rows a block reads, split by column phase (stride 2: even and odd columns) and padded
 // with zeros, so that every tap of a tile reads one contiguous vector:
@@ -48,11 +47,6 @@ static struct phases split_phases(float *p, const float *x, int cin, int n, int 
     }
     return ph;
 }
-
-// Vector types that may sit at any float address.
-typedef float v4 __attribute__((vector_size(16), aligned(4)));
-typedef float v8 __attribute__((vector_size(32), aligned(4)));
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
 // Portable: 4-wide vectors (SSE2 on x86-64, NEON on arm64), 8 + 14 accumulators.
 #define SUFFIX portable

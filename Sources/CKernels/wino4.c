@@ -2,20 +2,11 @@
 // time. The 1-D transforms are generated from the interpolation points (wino4_transforms.h, by
 // Cluster/tools/make_winograd4.py); every path applies them in the same order, rows then columns.
 #include "ckernels.h"
+#include "vectors.h"
 #include "wino4_transforms.h"
 #include <string.h>
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define CHUNK 64
-
-typedef float v4 __attribute__((vector_size(16), aligned(4)));
-typedef float v8 __attribute__((vector_size(32), aligned(4)));
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-typedef float v2 __attribute__((vector_size(8), aligned(4)));
-typedef double d2 __attribute__((vector_size(16), aligned(8)));
-typedef double d4 __attribute__((vector_size(32), aligned(8)));
-typedef double d8 __attribute__((vector_size(64), aligned(8)));
+#define CHUNK 64  // tiles gathered and transformed at a time
 
 #define SUFFIX portable
 #define TARGET

@@ -44,44 +44,35 @@ public struct TripletLoss: Equatable, Sendable {
         grad: UnsafeMutablePointer<Float>? = nil, scale: Double = 1
     ) -> Anchors {
         precondition(labels.count == n, "TripletLoss: \(labels.count) labels for \(n) features")
-        var f = [Double](repeating: 0, count: n * dim)
-        for i in 0..<(n * dim) { f[i] = Double(features[i]) }
-        var gram = [Double](repeating: 0, count: n * n)
-        if n > 0 && dim > 0 {
-            cblas_dgemm(
-                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(dim), 1, f, Int32(dim), f,
-                Int32(dim),
-                0, &gram, Int32(n))
-        }
-        let sq = (0..<n).map { gram[$0 * n + $0] }
-        let norm = sq.map { Swift.max($0.squareRoot(), 1e-12) }
-        func dist(_ i: Int, _ j: Int) -> Double {
-            switch distance {
-            case .euclidean: return Swift.max(sq[i] + sq[j] - 2 * gram[i * n + j], 1e-12).squareRoot()
-            case .cosine: return 1 - gram[i * n + j] / (norm[i] * norm[j])
-            }
-        }
+        let d = Distances(features, n: n, dim: dim, distance)
+        let (anchors, triplets) = mine(d, labels)
+        if let grad { gradient(d, triplets, scale: scale, grad) }
+        return anchors
+    }
+
+    /// Each anchor's hardest triplet (anchor, positive, negative) and the slope of its loss with
+    /// respect to d_ap (minus that for d_an).
+    typealias Triplet = (a: Int, p: Int, n: Int, slope: Double)
+
+    /// Per anchor: the farthest positive and the nearest negative, its loss and its slope.
+    private func mine(_ d: Distances, _ labels: [Int]) -> (Anchors, [Triplet]) {
+        let n = d.n
         var out = Anchors(
             loss: .init(repeating: 0, count: n), dap: .init(repeating: 0, count: n),
             dan: .init(repeating: 0, count: n), valid: .init(repeating: false, count: n))
-        var pairs: [(a: Int, p: Int, neg: Int, slope: Double)] = []
+        var triplets: [Triplet] = []
         for a in 0..<n {
             var p = -1, q = -1, dap = -Double.infinity, dan = Double.infinity
             for j in 0..<n where j != a {
-                let d = dist(a, j)
+                let x = d.distance(a, j)
                 if labels[j] == labels[a] {
-                    if d > dap {
-                        dap = d
-                        p = j
-                    }
-                } else if d < dan {
-                    dan = d
-                    q = j
+                    if x > dap { (dap, p) = (x, j) }
+                } else if x < dan {
+                    (dan, q) = (x, j)
                 }
             }
             guard p >= 0, q >= 0 else { continue }
             let x = dap - dan
-            // slope: d l / d(d_ap) (and minus it for d_an)
             let (l, slope) =
                 soft
                 ? (x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)), 1 / (1 + exp(-x)))
@@ -90,15 +81,54 @@ public struct TripletLoss: Equatable, Sendable {
             out.dap[a] = dap
             out.dan[a] = dan
             out.valid[a] = true
-            pairs.append((a, p, q, slope))
+            triplets.append((a, p, q, slope))
         }
-        guard let grad else { return out }
-        grad.update(repeating: 0, count: n * dim)
-        let w = scale / Double(Swift.max(pairs.count, 1))
-        var g = [Double](repeating: 0, count: n * dim)
-        /// Adds c x d(dist(i, j))/d(f_i) to row i and c x d(dist(i, j))/d(f_j) to row j.
-        func addDistGrad(_ i: Int, _ j: Int, _ c: Double) {
-            switch distance {
+        return (out, triplets)
+    }
+
+    /// scale x d(mean loss)/d(features) into grad: each triplet moves its anchor and positive
+    /// apart by its slope and its anchor and negative together.
+    private func gradient(_ d: Distances, _ triplets: [Triplet], scale: Double, _ grad: UnsafeMutablePointer<Float>) {
+        let w = scale / Double(Swift.max(triplets.count, 1))
+        var g = [Double](repeating: 0, count: d.n * d.dim)
+        for t in triplets where t.slope != 0 {
+            d.addGradient(t.a, t.p, w * t.slope, &g)
+            d.addGradient(t.a, t.n, -w * t.slope, &g)
+        }
+        for i in 0..<g.count { grad[i] = Float(g[i]) }
+    }
+
+    /// The features in double, their Gram matrix (one dgemm), squared norms and norms.
+    struct Distances {
+        let n: Int, dim: Int, kind: Distance
+        let f: [Double], gram: [Double], sq: [Double], norm: [Double]
+
+        init(_ features: UnsafePointer<Float>, n: Int, dim: Int, _ kind: Distance) {
+            self.n = n
+            self.dim = dim
+            self.kind = kind
+            f = (0..<(n * dim)).map { Double(features[$0]) }
+            var gram = [Double](repeating: 0, count: n * n)
+            if n > 0 && dim > 0 {
+                cblas_dgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(dim), 1, f, Int32(dim), f,
+                    Int32(dim), 0, &gram, Int32(n))
+            }
+            self.gram = gram
+            sq = (0..<n).map { gram[$0 * n + $0] }
+            norm = sq.map { Swift.max($0.squareRoot(), 1e-12) }
+        }
+
+        func distance(_ i: Int, _ j: Int) -> Double {
+            switch kind {
+            case .euclidean: return Swift.max(sq[i] + sq[j] - 2 * gram[i * n + j], 1e-12).squareRoot()
+            case .cosine: return 1 - gram[i * n + j] / (norm[i] * norm[j])
+            }
+        }
+
+        /// Adds c x d(distance(i, j))/d(f_i) to row i of g and c x d(distance(i, j))/d(f_j) to row j.
+        func addGradient(_ i: Int, _ j: Int, _ c: Double, _ g: inout [Double]) {
+            switch kind {
             case .euclidean:
                 let s = sq[i] + sq[j] - 2 * gram[i * n + j]
                 guard s > 1e-12 else { return } // clamped: no slope
@@ -116,11 +146,5 @@ public struct TripletLoss: Equatable, Sendable {
                 }
             }
         }
-        for (a, p, q, slope) in pairs where slope != 0 {
-            addDistGrad(a, p, w * slope)
-            addDistGrad(a, q, -w * slope)
-        }
-        for i in 0..<(n * dim) { grad[i] = Float(g[i]) }
-        return out
     }
 }
