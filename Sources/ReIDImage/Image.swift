@@ -187,18 +187,9 @@ public struct RGBImage {
                         let row = (y + first) * width * 3
                         for x in 0..<ow {
                             let (start, count) = hc.bounds[x]
-                            let k = x * hc.ksize
-                            var s0 = Self.half, s1 = Self.half, s2 = Self.half
-                            for i in 0..<count {
-                                let p = row + (start + i) * 3, w = hc.weights[k + i]
-                                s0 += Int(inp[p]) * w
-                                s1 += Int(inp[p + 1]) * w
-                                s2 += Int(inp[p + 2]) * w
-                            }
-                            let o = (y * ow + x) * 3
-                            out[o] = Self.clip8(s0)
-                            out[o + 1] = Self.clip8(s1)
-                            out[o + 2] = Self.clip8(s2)
+                            Self.filterPixel(
+                                inp, from: row + start * 3, step: 3, hc.weights, x * hc.ksize, count, into: out,
+                                at: (y * ow + x) * 3)
                         }
                     }
                 }
@@ -214,17 +205,9 @@ public struct RGBImage {
                     let (start, count) = vc.bounds[y]
                     let k = y * vc.ksize
                     for x in 0..<ow {
-                        var s0 = Self.half, s1 = Self.half, s2 = Self.half
-                        for i in 0..<count {
-                            let p = ((start - shift + i) * ow + x) * 3, w = vc.weights[k + i]
-                            s0 += Int(inp[p]) * w
-                            s1 += Int(inp[p + 1]) * w
-                            s2 += Int(inp[p + 2]) * w
-                        }
-                        let o = (y * ow + x) * 3
-                        out[o] = Self.clip8(s0)
-                        out[o + 1] = Self.clip8(s1)
-                        out[o + 2] = Self.clip8(s2)
+                        Self.filterPixel(
+                            inp, from: ((start - shift) * ow + x) * 3, step: ow * 3, vc.weights, k, count, into: out,
+                            at: (y * ow + x) * 3)
                     }
                 }
             }
@@ -235,6 +218,24 @@ public struct RGBImage {
     /// Pillow's fixed point: 32 - 8 - 2 fraction bits, sums started at one half.
     private static let precisionBits = 22
     private static let half = 1 << (precisionBits - 1)
+
+    /// One output pixel of a pass: the `count` input pixels from `first`, `step` bytes apart,
+    /// weighted by weights[k...], in fixed point, rounded and clipped to 8 bits per channel.
+    @inline(__always) private static func filterPixel(
+        _ inp: UnsafeBufferPointer<UInt8>, from first: Int, step: Int, _ weights: [Int], _ k: Int, _ count: Int,
+        into out: UnsafeMutableBufferPointer<UInt8>, at o: Int
+    ) {
+        var s0 = half, s1 = half, s2 = half
+        for i in 0..<count {
+            let p = first + i * step, w = weights[k + i]
+            s0 += Int(inp[p]) * w
+            s1 += Int(inp[p + 1]) * w
+            s2 += Int(inp[p + 2]) * w
+        }
+        out[o] = clip8(s0)
+        out[o + 1] = clip8(s1)
+        out[o + 2] = clip8(s2)
+    }
     @inline(__always) private static func clip8(_ v: Int) -> UInt8 {
         UInt8(Swift.max(0, Swift.min(255, v >> precisionBits)))
     }

@@ -117,17 +117,13 @@ final class WinogradTests: XCTestCase {
     }
 
     func checkAgainstFloat64(cin: Int, cout: Int, n: Int, h: Int, w: Int) {
-        let x = randomTensor([cin, n, h, w], seed: 11), dy = randomTensor([cout, n, h, w], seed: 12)
-        let arena = Arena()
-        let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 3, stride: 1, pad: 1)
-        arena.allocate(seed: 13)
-        let (y64, dx64, dw64) = float64Conv(conv, arena, x, dy)
+        let r = Reference(cin: cin, cout: cout, n: n, h: h, w: w, seeds: (11, 12, 13))
         var errors: [String: [Double]] = [:]
         for (name, setUp) in Self.variants {
             setUp()
             XCTAssertEqual(
-                conv.winogradTile(n: n, h: h, w: w), name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
-            errors[name] = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+                r.conv.winogradTile(n: n, h: h, w: w), name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
+            errors[name] = r.errors()
         }
         print("relative error vs float64 (forward, dX, dW), \(cin)->\(cout) \(n)x\(h)x\(w): \(errors)")
         for name in Self.variants.map(\.0) where name != "gemm" {
@@ -148,19 +144,14 @@ final class WinogradTests: XCTestCase {
         let best = Int(reid_kernels_best_path())
         for (cin, cout, h, w) in shapes {
             let n = h * w >= 128 ? 1 : 2
-            let x = randomTensor([cin, n, h, w], seed: UInt64(cin + h)),
-                dy = randomTensor([cout, n, h, w], seed: UInt64(cout + w))
-            let arena = Arena()
-            let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 3, stride: 1, pad: 1)
-            arena.allocate(seed: 3)
-            let (y64, dx64, dw64) = float64Conv(conv, arena, x, dy)
+            let r = Reference(cin: cin, cout: cout, n: n, h: h, w: w, seeds: (UInt64(cin + h), UInt64(cout + w), 3))
             Conv2d.algorithm = .gemm
-            let gemm = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+            let gemm = r.errors()
             Conv2d.algorithm = .winograd4
             engineThreads = 2
             for path in 0...best {
                 reid_kernels_limit_path(Int32(path))
-                let e = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+                let e = r.errors()
                 let name = "\(cin)->\(cout) \(n)x\(h)x\(w), \(String(cString: reid_kernels_path_name(Int32(path))))"
                 print(
                     "F(4x4) error vs float64 (forward, dX, dW), \(name): \(e.map { String(format: "%.2e", $0) }), gemm \(gemm.map { String(format: "%.2e", $0) })"
@@ -189,7 +180,8 @@ final class WinogradTests: XCTestCase {
     }
 
     /// Forward, input gradient and weight gradient of a 3x3 pad-1 convolution as float64 sums.
-    func float64Conv(_ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor) -> ([Double], [Double], [Double]) {
+    static func float64Conv(_ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor) -> ([Double], [Double], [Double])
+    {
         let (cin, cout, n, h, w) = (conv.cin, conv.cout, x.shape[1], x.shape[2], x.shape[3])
         let wt = Array(UnsafeBufferPointer(start: arena.value + conv.weight, count: cout * cin * 9)).map(Double.init)
         let xd = x.array.map(Double.init), gd = dy.array.map(Double.init)
@@ -220,7 +212,7 @@ final class WinogradTests: XCTestCase {
     }
 
     /// Largest |error| / largest |value| of forward, dX and dW against float64 sums.
-    func convErrors(
+    static func convErrors(
         _ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor,
         _ y64: [Double], _ dx64: [Double], _ dw64: [Double]
     ) -> [Double] {
@@ -244,18 +236,14 @@ final class WinogradTests: XCTestCase {
     /// sums in blocks). Unchunked, they were 2.4x PyTorch's float32 error on ResNet's 512 layers.
     func testLongSumsAreChunked() {
         let (c, n, h, w) = (512, 1, 6, 6)
-        let x = randomTensor([c, n, h, w], seed: 21), dy = randomTensor([c, n, h, w], seed: 22)
-        let arena = Arena()
-        let conv = Conv2d(arena, "c", cin: c, cout: c, kernel: 3, stride: 1, pad: 1)
-        arena.allocate(seed: 23)
-        let (y64, dx64, dw64) = float64Conv(conv, arena, x, dy)
+        let r = Reference(cin: c, cout: c, n: n, h: h, w: w, seeds: (21, 22, 23))
         Conv2d.algorithm = .gemm
-        let gemm = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+        let gemm = r.errors()
         Conv2d.algorithm = .winograd
         Winograd.maxK = 1 << 30
-        let whole = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+        let whole = r.errors()
         Winograd.maxK = 128
-        let chunked = convErrors(conv, arena, x, dy, y64, dx64, dw64)
+        let chunked = r.errors()
         print(
             "512 channels, error (forward, dX, dW): gemm \(gemm), winograd one sum \(whole), chunks of 128 \(chunked)")
         for i in 0..<2 {
@@ -364,4 +352,23 @@ final class WinogradTests: XCTestCase {
             }
         }
     }
+}
+
+/// A 3x3 pad-1 layer with seeded random weights, input and output gradient (seeds: x, dy,
+/// weights), and its forward, input gradient and weight gradient as float64 sums.
+struct Reference {
+    let conv: Conv2d, arena: Arena, x: Tensor, dy: Tensor
+    let y64: [Double], dx64: [Double], dw64: [Double]
+
+    init(cin: Int, cout: Int, n: Int, h: Int, w: Int, seeds: (UInt64, UInt64, UInt64)) {
+        x = randomTensor([cin, n, h, w], seed: seeds.0)
+        dy = randomTensor([cout, n, h, w], seed: seeds.1)
+        arena = Arena()
+        conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 3, stride: 1, pad: 1)
+        arena.allocate(seed: seeds.2)
+        (y64, dx64, dw64) = WinogradTests.float64Conv(conv, arena, x, dy)
+    }
+
+    /// Largest |error| / largest |value| of forward, dX and dW under the current algorithm.
+    func errors() -> [Double] { WinogradTests.convErrors(conv, arena, x, dy, y64, dx64, dw64) }
 }
