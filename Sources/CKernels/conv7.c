@@ -80,8 +80,6 @@ static struct phases split_phases(float *p, const float *x, int cin, int n, int 
 #include "conv7_body.inc"
 #endif
 
-static int limit = REID_PATH_AVX512;
-
 static int detect_path(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
@@ -98,14 +96,10 @@ int reid_kernels_best_path(void) {
     return b;
 }
 
-int reid_kernels_path(void) {
+int reid_kernels_usable_path(int path) {
     const int best = reid_kernels_best_path();
-    return best < limit ? best : limit;
-}
-
-int reid_kernels_limit_path(int path) {
-    limit = path < REID_PATH_PORTABLE ? REID_PATH_PORTABLE : path;
-    return reid_kernels_path();
+    if (path < REID_PATH_PORTABLE) return REID_PATH_PORTABLE;
+    return path < best ? path : best;
 }
 
 const char *reid_kernels_path_name(int path) {
@@ -129,12 +123,12 @@ static const forward_fn forwards[] = {forward_portable};
 static const weight_grad_fn weight_grads[] = {weight_grad_portable};
 #endif
 
-void reid_conv7_forward(float *y, const float *x, const float *wt, int cin, int cout, int n, int h, int w,
+void reid_conv7_forward(int path, float *y, const float *x, const float *wt, int cin, int cout, int n, int h, int w,
                         int ho, int wo, int stride, int pad, int img, int oy0, int oy1, float *scratch) {
-    forwards[reid_kernels_path()](y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
+    forwards[reid_kernels_usable_path(path)](y, x, wt, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
 }
 
-void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x, int cin, int cout, int n, int h, int w,
+void reid_conv7_weight_grad(int path, float *dwt, const float *dy, const float *x, int cin, int cout, int n, int h, int w,
                             int ho, int wo, int stride, int pad, int img, int oy0, int oy1, float *scratch) {
-    weight_grads[reid_kernels_path()](dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
+    weight_grads[reid_kernels_usable_path(path)](dwt, dy, x, cin, cout, n, h, w, ho, wo, stride, pad, img, oy0, oy1, scratch);
 }

@@ -50,16 +50,16 @@ static const output_fn outputs[] = {output_portable};
 static const output_grad_fn output_grads[] = {output_grad_portable};
 #endif
 
-void reid_wino4_input(const float *x, int h, int w, int images, float *v, size_t plane) {
-    inputs[reid_kernels_path()](x, h, w, images, v, plane);
+void reid_wino4_input(int path, const float *x, int h, int w, int images, float *v, size_t plane) {
+    inputs[reid_kernels_usable_path(path)](x, h, w, images, v, plane);
 }
 
-void reid_wino4_output(const float *m, size_t plane, int h, int w, int images, float *y, int accumulate) {
-    outputs[reid_kernels_path()](m, plane, h, w, images, y, accumulate);
+void reid_wino4_output(int path, const float *m, size_t plane, int h, int w, int images, float *y, int accumulate) {
+    outputs[reid_kernels_usable_path(path)](m, plane, h, w, images, y, accumulate);
 }
 
-void reid_wino4_output_grad(const float *dy, int h, int w, int images, float *z, size_t plane) {
-    output_grads[reid_kernels_path()](dy, h, w, images, z, plane);
+void reid_wino4_output_grad(int path, const float *dy, int h, int w, int images, float *z, size_t plane) {
+    output_grads[reid_kernels_usable_path(path)](dy, h, w, images, z, plane);
 }
 
 typedef void (*weights_fn)(const float *, int, int, int, int, int, float *, size_t);
@@ -72,10 +72,10 @@ static const weights_fn weights[] = {weights_portable};
 static const weight_grad_fn weight_grads[] = {weight_grad_portable};
 #endif
 
-void reid_wino4_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
-    weights[reid_kernels_path()](w, cout, cin, transpose_flip, r0, r1, u, plane);
+void reid_wino4_weights(int path, const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
+    weights[reid_kernels_usable_path(path)](w, cout, cin, transpose_flip, r0, r1, u, plane);
 }
 
-void reid_wino4_weight_grad(const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw) {
-    weight_grads[reid_kernels_path()](du, plane, cout, cin, o0, o1, dw);
+void reid_wino4_weight_grad(int path, const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw) {
+    weight_grads[reid_kernels_usable_path(path)](du, plane, cout, cin, o0, o1, dw);
 }

@@ -305,23 +305,23 @@ AVX512 static void weights_avx512(const float *w, int cout, int cin, int transpo
     }
 }
 
-int reid_wino_groups(int h, int w, int images, int ty0, int ty1) {
+int reid_wino_groups(int path, int h, int w, int images, int ty0, int ty1) {
     struct shape s;
-    if (reid_kernels_path() < REID_PATH_AVX512 || !shape_of(h, w, &s) || images < 1 || ty0 < 0 || ty1 > s.th || ty0 >= ty1)
+    if (reid_kernels_usable_path(path) < REID_PATH_AVX512 || !shape_of(h, w, &s) || images < 1 || ty0 < 0 || ty1 > s.th || ty0 >= ty1)
         return 0;
     if (s.images > 0) return ty0 == 0 && ty1 == s.th ? images / s.images * s.images : 0;
     return ty0 % s.rows == 0 && (ty1 - ty0) % s.rows == 0 ? images : 0;
 }
 
-int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
-    if (reid_kernels_path() < REID_PATH_AVX512) return 0;
+int reid_wino_weights(int path, const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
+    if (reid_kernels_usable_path(path) < REID_PATH_AVX512) return 0;
     weights_avx512(w, cout, cin, transpose_flip, r0, r1, u, plane);
     return 1;
 }
 
 #else
-int reid_wino_groups(int h, int w, int images, int ty0, int ty1) {
-    (void)h; (void)w; (void)images; (void)ty0; (void)ty1;
+int reid_wino_groups(int path, int h, int w, int images, int ty0, int ty1) {
+    (void)path; (void)h; (void)w; (void)images; (void)ty0; (void)ty1;
     return 0;
 }
 void reid_wino_input_groups(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane) {
@@ -334,8 +334,8 @@ void reid_wino_output_groups(const float *m, size_t plane, int h, int w, int ima
 void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int ty0, int ty1, float *z, size_t plane) {
     (void)dy; (void)h; (void)w; (void)images; (void)ty0; (void)ty1; (void)z; (void)plane;
 }
-int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
-    (void)w; (void)cout; (void)cin; (void)transpose_flip; (void)r0; (void)r1; (void)u; (void)plane;
+int reid_wino_weights(int path, const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane) {
+    (void)path; (void)w; (void)cout; (void)cin; (void)transpose_flip; (void)r0; (void)r1; (void)u; (void)plane;
     return 0;
 }
 #endif

@@ -41,7 +41,9 @@ public final class BatchNorm {
 
     /// x: (C, ...) -> output of the same shape.
     @discardableResult
-    public func forward(_ x: Tensor, training: Bool, relu: Bool = false, residual: Tensor? = nil) -> Tensor {
+    public func forward(_ x: Tensor, training: Bool, relu: Bool = false, residual: Tensor? = nil, _ ws: Workspace)
+        -> Tensor
+    {
         let c = channels, m = x.count / c
         precondition(x.shape[0] == c, "BatchNorm: input \(x.shape), expected C=\(c)")
         precondition(!training || m > 1, "BatchNorm: training needs more than one value per channel")
@@ -55,8 +57,8 @@ public final class BatchNorm {
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let rp = residual?.ptr
         let eps = self.eps, mom = self.momentum
-        Profile.measure(.batchnorm) {
-            parallelFor(c) { ch in
+        ws.measure(.batchnorm) {
+            parallelFor(c, threads: ws.threads) { ch in
                 let xc = xp + ch * m, yc = yp + ch * m
                 var mu: Float, rs: Float
                 if training {
@@ -96,7 +98,7 @@ public final class BatchNorm {
     /// Writes dX (adds when `accumulate`); adds into weight and bias gradients.
     public func backward(
         _ dOut: UnsafeMutablePointer<Float>, dX: UnsafeMutablePointer<Float>,
-        accumulate: Bool = false
+        accumulate: Bool = false, _ ws: Workspace
     ) {
         guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
         let c = channels, m = x.count / c
@@ -104,8 +106,8 @@ public final class BatchNorm {
         let dgamma = arena.grad + weight, dbeta = arena.grad + bias
         let xp = x.ptr, yp = output.ptr, mp = mean.ptr, sp = invstd.ptr
         let relu = self.relu, training = trainedLast
-        Profile.measure(.batchnorm) {
-            parallelFor(c) { ch in
+        ws.measure(.batchnorm) {
+            parallelFor(c, threads: ws.threads) { ch in
                 let g = dOut + ch * m, xc = xp + ch * m, dx = dX + ch * m
                 let mu = mp[ch], rs = sp[ch]
                 // sum g, sum g*(x-mu); with the ReLU, g masked where the output was 0, in the same pass

@@ -12,26 +12,35 @@
 //                 GEMM and a gather, instead of a K = Cout GEMM and a scatter-add
 //   dX, stride > 1: dcol = W^T . dOut, then col2im (scatter-add).
 // 3x3 stride-1 pad-1 convolutions go through Winograd F(2x2,3x3) instead
-// (Winograd.swift) when `Conv2d.algorithm` and the layer's shape say so.
+// (Winograd.swift) when `EngineOptions.convAlgorithm` and the layer's shape say so.
 
-/// Scratch memory shared by all layers of a model (one step at a time), and
-/// the budget for keeping each convolution's column matrix between forward
-/// and backward (saves one im2col per convolution per step).
+/// What every layer of one model shares: its engine options (threads, algorithms, kernel path),
+/// scratch memory (one step at a time), the budget for keeping each convolution's column matrix
+/// between forward and backward (saves one im2col per convolution per step), and an optional
+/// Profile that the layers' times go to.
 public final class Workspace {
+    /// How the model computes; may change between steps (a benchmark's thread count), not during one.
+    public var options: EngineOptions
+    /// Where the layers add their time when set (`reid-dist bench`'s per-part table).
+    public var profile: Profile?
     public let col = Tensor([1])
     public let flipped = Tensor([1])
     /// Winograd scratch: transformed weights (16 x Cout x Cin) and products (16 x C x tiles).
     public let winogradWeights = Tensor([1]), winogradProducts = Tensor([1])
     /// Per-worker scratch of the fused (block by block) Winograd convolution.
     var fusedScratch: [Tensor] = []
-    /// Bytes of column matrices (and Winograd-transformed inputs) that may be kept across forward
-    /// and backward; the layers past the budget redo a transform in backward. 144 MB: with
-    /// F(4x4), whose whole-batch passes keep the thin first layers' transformed inputs too,
-    /// ResNet-50's peak at 256x128, batch 16, was 1837 MB at 224 MB, 1819 at 184 and 1786 at 144
-    /// (`reid-dist bench`, 2-core Zen 3; speed within the machine's noise, docs/performance.md).
-    public var cacheBudget: Int
     var cacheUsed = 0
-    public init(cacheBudget: Int = 144 << 20) { self.cacheBudget = cacheBudget }
+
+    public init(_ options: EngineOptions = EngineOptions()) { self.options = options }
+
+    /// The engine's worker threads (`options.threads`).
+    @inline(__always) public var threads: Int { options.threads }
+
+    /// Runs `body`, adding its wall time to `part` of the profile when there is one.
+    @inline(__always) public func measure<R>(_ part: Profile.Part, _ body: () -> R) -> R {
+        guard let profile else { return body() }
+        return profile.measure(part, body)
+    }
 }
 
 public final class Conv2d {
@@ -57,14 +66,11 @@ public final class Conv2d {
 
     var isPointwise: Bool { kernel == 1 && stride == 1 && pad == 0 }
 
-    /// The algorithm for 3x3 stride-1 layers, for every model in the process.
-    public nonisolated(unsafe) static var algorithm = ConvAlgorithm.auto
-
     /// The Winograd output tile this layer uses on an (N, H, W) input: 2 (F(2x2,3x3)), 4 (F(4x4,3x3)),
     /// or 0 (not Winograd: im2col + GEMM, or not a 3x3 stride-1 pad-1 layer).
-    public func winogradTile(n: Int, h: Int, w: Int) -> Int {
+    public func winogradTile(n: Int, h: Int, w: Int, _ algorithm: ConvAlgorithm) -> Int {
         guard kernel == 3, stride == 1, pad == 1 else { return 0 }
-        switch Self.algorithm {
+        switch algorithm {
         case .gemm: return 0
         case .winograd: return 2
         case .winograd4: return 4
@@ -75,7 +81,9 @@ public final class Conv2d {
     }
 
     /// Whether this layer runs as Winograd F(2x2,3x3) on an (N, H, W) input.
-    public func usesWinograd(n: Int, h: Int, w: Int) -> Bool { winogradTile(n: n, h: h, w: w) == 2 }
+    public func usesWinograd(n: Int, h: Int, w: Int, _ algorithm: ConvAlgorithm) -> Bool {
+        winogradTile(n: n, h: h, w: w, algorithm) == 2
+    }
 
     /// `auto`'s choice of F(4x4,3x3), from `reid-dist bench convs` (2-core AMD EPYC Zen 3, AVX2, 2
     /// threads, docs/performance.md): F(4x4) was faster than F(2x2) (fused or not) on every 3x3
@@ -97,11 +105,11 @@ public final class Conv2d {
     static func winogradWins(cin: Int, cout: Int, tiles: Int) -> Bool { tiles >= 64 }
 
     /// Whether this Winograd layer keeps nothing from forward and redoes its input's transform in
-    /// backward: both passes fused and the transformed input over `Winograd.recomputeAbove` bytes.
-    func recomputesInput(_ g: WinogradTiles) -> Bool {
-        let c = Swift.max(cin, cout)
-        return c <= Winograd.fusion.forward && c <= Winograd.fusion.weightGrad
-            && 16 * Winograd.planeStride(cin * g.count) * 4 > Winograd.recomputeAbove
+    /// backward: both passes fused and the transformed input over `EngineOptions.recomputeAbove` bytes.
+    func recomputesInput(_ g: WinogradTiles, _ options: EngineOptions) -> Bool {
+        let c = Swift.max(cin, cout), fusion = options.winogradFusion
+        return c <= fusion.forward && c <= fusion.weightGrad
+            && 16 * Winograd.planeStride(cin * g.count) * 4 > options.recomputeAbove
     }
 
     public func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
@@ -120,22 +128,22 @@ public final class Conv2d {
         output.resizeForOverwrite([cout, n, ho, wo])
         let wp = arena.value + weight
         if isPointwise {
-            Profile.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
+            ws.measure(.gemm) { sgemm(m: cout, n: m, k: cin, a: wp, b: x.ptr, c: output.ptr) }
             return output
         }
-        let tile = winogradTile(n: n, h: h, w: w)
+        let tile = winogradTile(n: n, h: h, w: w, ws.options.convAlgorithm)
         if tile == 4 {
             let g = Winograd4Tiles(n: n, h: h, w: w), products = Winograd4.products
             let v = columnBuffer(products * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v !== ws.col
             ws.winogradWeights.resizeForOverwrite([products * Winograd.planeStride(cout * cin)])
-            Profile.measure(.im2col) {
-                Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr)
+            ws.measure(.im2col) {
+                Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr, ws)
             }
             ws.winogradProducts.resizeForOverwrite([products * Winograd.planeStride(cout * g.count)])
             Winograd4.convolve(
                 x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v.ptr, m: ws.winogradProducts.ptr,
-                out: output.ptr, accumulate: false)
+                out: output.ptr, accumulate: false, ws)
             return output
         }
         if tile == 2 {
@@ -143,14 +151,15 @@ public final class Conv2d {
             // V: kept for backward in the layer's own buffer within the budget, else scratch; none
             // when backward redoes it block by block (which implies a fused forward)
             let v =
-                recomputesInput(g) ? nil : columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
+                recomputesInput(g, ws.options)
+                ? nil : columnBuffer(16 * Winograd.planeStride(cin * g.count), ws, keep: training)
             cachedValid = v.map { $0 !== ws.col } ?? false
             ws.winogradWeights.resizeForOverwrite([16 * Winograd.planeStride(cout * cin)])
-            Profile.measure(.im2col) {
-                Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr)
+            ws.measure(.im2col) {
+                Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: false, ws.winogradWeights.ptr, ws)
             }
-            if Swift.max(cin, cout) <= Winograd.fusion.forward {
-                Profile.measure(.gemm) {
+            if Swift.max(cin, cout) <= ws.options.winogradFusion.forward {
+                ws.measure(.gemm) {
                     Winograd.convolveFused(
                         x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, keep: cachedValid ? v?.ptr : nil,
                         out: output.ptr, accumulate: false, ws)
@@ -160,20 +169,22 @@ public final class Conv2d {
             ws.winogradProducts.resizeForOverwrite([16 * Winograd.planeStride(cout * g.count)])
             Winograd.convolve(
                 x.ptr, cin: cin, cout: cout, g, u: ws.winogradWeights.ptr, v: v!.ptr, m: ws.winogradProducts.ptr,
-                out: output.ptr, accumulate: false)
+                out: output.ptr, accumulate: false, ws)
             return output
         }
-        if runsBlocked {
-            Profile.measure(.gemm) { blockedForward(x, ws) }
+        if runsBlocked(ws.options) {
+            ws.measure(.gemm) { blockedForward(x, ws) }
             cachedValid = false
             return output
         }
         let col = columnBuffer(ckk * m, ws, keep: training)
-        Profile.measure(.im2col) {
-            im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
+        ws.measure(.im2col) {
+            im2col(
+                x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo,
+                threads: ws.threads)
         }
         cachedValid = col !== ws.col
-        Profile.measure(.gemm) { sgemm(m: cout, n: m, k: ckk, a: wp, b: col.ptr, c: output.ptr) }
+        ws.measure(.gemm) { sgemm(m: cout, n: m, k: ckk, a: wp, b: col.ptr, c: output.ptr) }
         return output
     }
 
@@ -184,7 +195,7 @@ public final class Conv2d {
                 c.resizeForOverwrite([count])
                 return c
             }
-            if cached == nil, ws.cacheUsed + count * 4 <= ws.cacheBudget {
+            if cached == nil, ws.cacheUsed + count * 4 <= ws.options.cacheBudget {
                 ws.cacheUsed += count * 4
                 let c = Tensor([count], zero: false)
                 cached = c
@@ -207,7 +218,7 @@ public final class Conv2d {
         let m = n * ho * wo, ckk = cin * kernel * kernel
         let wp = arena.value + weight, gw = arena.grad + weight
         if isPointwise {
-            Profile.measure(.gemm) {
+            ws.measure(.gemm) {
                 sgemm(transB: true, m: cout, n: cin, k: m, a: dOut, b: x.ptr, beta: 1, c: gw)
                 if let dX {
                     sgemm(transA: true, m: cin, n: m, k: cout, a: wp, b: dOut, beta: accumulate ? 1 : 0, c: dX)
@@ -215,7 +226,7 @@ public final class Conv2d {
             }
             return
         }
-        switch winogradTile(n: n, h: h, w: w) {
+        switch winogradTile(n: n, h: h, w: w, ws.options.convAlgorithm) {
         case 2:
             winogradBackward(x, dOut, dX: dX, accumulate: accumulate, ws)
             return
@@ -224,8 +235,8 @@ public final class Conv2d {
             return
         default: break
         }
-        if runsBlocked {
-            Profile.measure(.gemm) { blockedWeightGrad(x, dOut, ws) }
+        if runsBlocked(ws.options) {
+            ws.measure(.gemm) { blockedWeightGrad(x, dOut, ws) }
             if let dX { inputGrad(dOut, dX, accumulate: accumulate, n: n, h: h, w: w, ws) }
             return
         }
@@ -235,11 +246,13 @@ public final class Conv2d {
         } else {
             ws.col.resizeForOverwrite([ckk, m])
             col = ws.col
-            Profile.measure(.im2col) {
-                im2col(x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo)
+            ws.measure(.im2col) {
+                im2col(
+                    x.ptr, col.ptr, c: cin, n: n, h: h, w: w, k: kernel, s: stride, p: pad, ho: ho, wo: wo,
+                    threads: ws.threads)
             }
         }
-        Profile.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: col.ptr, beta: 1, c: gw) }
+        ws.measure(.gemm) { sgemm(transB: true, m: cout, n: ckk, k: m, a: dOut, b: col.ptr, beta: 1, c: gw) }
         cachedValid = false
         guard let dX else { return }
         inputGrad(dOut, dX, accumulate: accumulate, n: n, h: h, w: w, ws)
@@ -265,19 +278,22 @@ public final class Conv2d {
                 }
             }
             ws.col.resizeForOverwrite([rows, n * h * w])
-            Profile.measure(.im2col) {
-                im2col(dOut, ws.col.ptr, c: cout, n: n, h: ho, w: wo, k: k, s: 1, p: k - 1 - pad, ho: h, wo: w)
+            ws.measure(.im2col) {
+                im2col(
+                    dOut, ws.col.ptr, c: cout, n: n, h: ho, w: wo, k: k, s: 1, p: k - 1 - pad, ho: h, wo: w,
+                    threads: ws.threads)
             }
-            Profile.measure(.gemm) {
+            ws.measure(.gemm) {
                 sgemm(m: cin, n: n * h * w, k: rows, a: wf, b: ws.col.ptr, beta: accumulate ? 1 : 0, c: dX)
             }
             return
         }
         ws.col.resizeForOverwrite([ckk, m])
-        Profile.measure(.gemm) { sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr) }
-        Profile.measure(.im2col) {
+        ws.measure(.gemm) { sgemm(transA: true, m: ckk, n: m, k: cout, a: wp, b: dOut, c: ws.col.ptr) }
+        ws.measure(.im2col) {
             if !accumulate { dX.update(repeating: 0, count: cin * n * h * w) }
-            col2im(ws.col.ptr, dX, c: cin, n: n, h: h, w: w, k: k, s: stride, p: pad, ho: ho, wo: wo)
+            col2im(
+                ws.col.ptr, dX, c: cin, n: n, h: h, w: w, k: k, s: stride, p: pad, ho: ho, wo: wo, threads: ws.threads)
         }
     }
 }
@@ -295,14 +311,14 @@ extension Conv2d {
             su = Winograd.planeStride(cout * cin)
         // V: none when redone block by block, else kept from forward or transformed now
         var v: Tensor?
-        if recomputesInput(g) {
+        if recomputesInput(g, ws.options) {
             v = nil
         } else if cachedValid, let c = cached {
             v = c
         } else {
             ws.col.resizeForOverwrite([16 * sv])
             v = ws.col
-            Profile.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, ws.col.ptr) }
+            ws.measure(.im2col) { Winograd.transformInput(x.ptr, c: cin, g, ws.col.ptr, ws) }
         }
         cachedValid = false
         ws.winogradWeights.resizeForOverwrite([16 * su])
@@ -312,37 +328,37 @@ extension Conv2d {
             ws.winogradProducts.resizeForOverwrite([16 * sz])
             return ws.winogradProducts.ptr
         }
-        if Swift.max(cin, cout) <= Winograd.fusion.weightGrad {
-            Profile.measure(.gemm) {
+        if Swift.max(cin, cout) <= ws.options.winogradFusion.weightGrad {
+            ws.measure(.gemm) {
                 Winograd.weightGradFused(
                     dOut, x: v == nil ? x.ptr : nil, v: v?.ptr, cin: cin, cout: cout, g, du: du, ws)
             }
         } else if let v {
             let z = z()
-            Profile.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z) }
-            Profile.measure(.gemm) {
-                Winograd.products { e in
+            ws.measure(.im2col) { Winograd.transformOutputGrad(dOut, c: cout, g, z, ws) }
+            ws.measure(.gemm) {
+                Winograd.products(16, ws) { e in
                     sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
                 }
             }
         }
-        Profile.measure(.im2col) { Winograd.accumulateWeightGrad(du, cout: cout, cin: cin, gw) }
+        ws.measure(.im2col) { Winograd.accumulateWeightGrad(du, cout: cout, cin: cin, gw, ws) }
         guard let dX else { return }
         // dX = conv(dOut, flip(W)^T): the transformed dOut goes where Z was, the products into ws.col.
-        if Swift.max(cin, cout) <= Winograd.fusion.inputGrad {
-            Profile.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du) }
-            Profile.measure(.gemm) {
+        if Swift.max(cin, cout) <= ws.options.winogradFusion.inputGrad {
+            ws.measure(.im2col) { Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du, ws) }
+            ws.measure(.gemm) {
                 Winograd.convolveFused(dOut, cin: cout, cout: cin, g, u: du, out: dX, accumulate: accumulate, ws)
             }
             return
         }
         let z = z()
-        Profile.measure(.im2col) {
-            Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
-            Winograd.transformInput(dOut, c: cout, g, z)
+        ws.measure(.im2col) {
+            Winograd.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du, ws)
+            Winograd.transformInput(dOut, c: cout, g, z, ws)
         }
         ws.col.resizeForOverwrite([16 * sv])
-        Winograd.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate)
+        Winograd.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate, ws)
     }
 }
 
@@ -363,41 +379,42 @@ extension Conv2d {
         } else {
             ws.col.resizeForOverwrite([products * sv])
             v = ws.col
-            Profile.measure(.im2col) { Winograd4.transformInput(x.ptr, c: cin, g, v.ptr) }
+            ws.measure(.im2col) { Winograd4.transformInput(x.ptr, c: cin, g, v.ptr, ws) }
         }
         cachedValid = false
         ws.winogradWeights.resizeForOverwrite([products * su])
         ws.winogradProducts.resizeForOverwrite([products * sz])
         let du = ws.winogradWeights.ptr, z = ws.winogradProducts.ptr
-        Profile.measure(.im2col) { Winograd4.transformOutputGrad(dOut, c: cout, g, z) }
-        Profile.measure(.gemm) {
-            Winograd.products(products) { e in
+        ws.measure(.im2col) { Winograd4.transformOutputGrad(dOut, c: cout, g, z, ws) }
+        ws.measure(.gemm) {
+            Winograd.products(products, ws) { e in
                 sgemm(transB: true, m: cout, n: cin, k: t, a: z + e * sz, b: v.ptr + e * sv, c: du + e * su)
             }
         }
-        Profile.measure(.im2col) { Winograd4.accumulateWeightGrad(du, cout: cout, cin: cin, gw) }
+        ws.measure(.im2col) { Winograd4.accumulateWeightGrad(du, cout: cout, cin: cin, gw, ws) }
         guard let dX else { return }
         // the transformed dOut goes where Z was, the products into ws.col (V's, when not kept, is done with)
-        Profile.measure(.im2col) {
-            Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du)
-            Winograd4.transformInput(dOut, c: cout, g, z)
+        ws.measure(.im2col) {
+            Winograd4.transformWeights(wp, cout: cout, cin: cin, transposeFlip: true, du, ws)
+            Winograd4.transformInput(dOut, c: cout, g, z, ws)
         }
         ws.col.resizeForOverwrite([products * sv])
-        Winograd4.convolve(nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate)
+        Winograd4.convolve(
+            nil, cin: cout, cout: cin, g, u: du, v: z, m: ws.col.ptr, out: dX, accumulate: accumulate, ws)
     }
 }
 
 /// col row (ci, ki, kj), column (img, oy, ox) = x[ci, img, oy*s - p + ki, ox*s - p + kj], or 0 outside.
 func im2col(
     _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
-    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int
+    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int, threads: Int
 ) {
     let m = n * ho * wo
     if s == 1 && ho == h && wo == w {
-        im2colSame(x, col, c: c, n: n, h: h, w: w, k: k, p: p)
+        im2colSame(x, col, c: c, n: n, h: h, w: w, k: k, p: p, threads: threads)
         return
     }
-    parallelFor(c * k * k) { row in
+    parallelFor(c * k * k, threads: threads) { row in
         let ci = row / (k * k), ki = (row / k) % k, kj = row % k
         // Output columns whose input column is inside [0, w): ox in [oxLo, oxHi).
         let oxLo = Swift.min(wo, Swift.max(0, (p - kj + s - 1) / s))
@@ -435,10 +452,10 @@ func im2col(
 /// longer loops than row-by-row copying when H and W are small.
 func im2colSame(
     _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
-    c: Int, n: Int, h: Int, w: Int, k: Int, p: Int
+    c: Int, n: Int, h: Int, w: Int, k: Int, p: Int, threads: Int
 ) {
     let total = n * h * w
-    parallelFor(c * k * k) { row in
+    parallelFor(c * k * k, threads: threads) { row in
         let ci = row / (k * k), dy = (row / k) % k - p, dx = row % k - p
         let src = x + ci * total, dst = col + row * total
         let off = dy * w + dx
@@ -469,10 +486,10 @@ func im2colSame(
 /// Parallel over input channels, each of which only its own rows touch.
 func col2im(
     _ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int
+    c: Int, n: Int, h: Int, w: Int, k: Int, s: Int, p: Int, ho: Int, wo: Int, threads: Int
 ) {
     let m = n * ho * wo
-    parallelFor(c) { ci in
+    parallelFor(c, threads: threads) { ci in
         for ki in 0..<k {
             for kj in 0..<k {
                 let oxLo = Swift.min(wo, Swift.max(0, (p - kj + s - 1) / s))

@@ -12,44 +12,20 @@
 import CKernels
 import Dispatch
 
-/// The C kernels' vector paths, in CKernels' order (best last).
-public enum KernelPath: String, CaseIterable, Sendable { case portable, avx2, avx512 }
-
 extension Conv2d {
-    /// Layers with at most this many input channels (and no stride-1 3x3) run blocked.
-    public nonisolated(unsafe) static var blockedMaxInputChannels = 4
-    /// Output columns per block (8,192 for the weight gradient measured the same).
-    nonisolated(unsafe) static var blockColumns = 2048
+    /// Whether this layer runs blocked: few input channels (`EngineOptions.blockedMaxInputChannels`)
+    /// and not pointwise.
+    func runsBlocked(_ options: EngineOptions) -> Bool { cin <= options.blockedMaxInputChannels && !isPointwise }
 
-    var runsBlocked: Bool { cin <= Self.blockedMaxInputChannels && !isPointwise }
-
-    /// Whether blocked 7x7 layers run as direct convolutions (else blocked im2col + GEMM, for comparison).
-    public nonisolated(unsafe) static var directStem = true
-    /// Whether the direct convolution also runs on the portable path. Off: without AVX2 the blocked
-    /// GEMM is faster (ResNet-18 w32's stem stage on this AVX-512 EPYC, `bench --kernels`: forward +
-    /// backward 5.0 + 5.5 ms on AVX-512, 5.6 + 8.0 on AVX2+FMA, 11.6 + 11.9 portable; GEMM about 9 + 9).
-    nonisolated(unsafe) static var directOnPortable = false
-    var runsDirect: Bool { runsBlocked && kernel == 7 && (stride == 1 || stride == 2) && Self.directStemRuns }
-
-    /// Whether a 7x7 stem runs as a direct convolution in this process (for `bench` to print).
-    public static var directStemRuns: Bool {
-        directStem && (directOnPortable || reid_kernels_path() > Int32(REID_PATH_PORTABLE))
-    }
-
-    /// The vector path CKernels run on this processor (the direct stem, the F(4x4) transforms), for `bench` to print.
-    public static var directKernelPath: String { String(cString: reid_kernels_path_name(reid_kernels_path())) }
-
-    /// Limits the C kernels to `path` or a lower one (the processor's best is the default), for
-    /// comparisons; returns the path in effect, lower than asked when the processor lacks it.
-    @discardableResult
-    public static func limitKernels(to path: KernelPath) -> KernelPath {
-        KernelPath.allCases[Int(reid_kernels_limit_path(Int32(KernelPath.allCases.firstIndex(of: path)!)))]
+    /// Whether this blocked layer runs as the direct 7x7 convolution (else blocked im2col + GEMM).
+    func runsDirect(_ options: EngineOptions) -> Bool {
+        runsBlocked(options) && kernel == 7 && (stride == 1 || stride == 2) && options.directStemRuns
     }
 
     /// Blocks of whole output rows of one image: (image, first row, end row), at least two per worker.
-    func rowBlocks(n: Int, ho: Int, wo: Int) -> [(Int, Int, Int)] {
-        var rows = Swift.max(1, Swift.min(ho, Self.blockColumns / Swift.max(1, wo)))
-        while rows > 1 && n * ((ho + rows - 1) / rows) < 2 * engineThreads { rows /= 2 }
+    func rowBlocks(n: Int, ho: Int, wo: Int, _ options: EngineOptions) -> [(Int, Int, Int)] {
+        var rows = Swift.max(1, Swift.min(ho, options.blockColumns / Swift.max(1, wo)))
+        while rows > 1 && n * ((ho + rows - 1) / rows) < 2 * options.threads { rows /= 2 }
         return (0..<n).flatMap { img in
             Swift.stride(from: 0, to: ho, by: rows).map { (img, $0, Swift.min(ho, $0 + rows)) }
         }
@@ -64,10 +40,10 @@ extension Conv2d {
     }
 
     /// The row blocks of input x, the most rows in one, and the workers that share them.
-    func blockPlan(_ x: Tensor) -> (blocks: [(Int, Int, Int)], rowsMax: Int, workers: Int) {
+    func blockPlan(_ x: Tensor, _ options: EngineOptions) -> (blocks: [(Int, Int, Int)], rowsMax: Int, workers: Int) {
         let (ho, wo) = outputSize(x.shape[2], x.shape[3])
-        let blocks = rowBlocks(n: x.shape[1], ho: ho, wo: wo)
-        return (blocks, blocks.map { $0.2 - $0.1 }.max() ?? 1, Swift.max(1, Swift.min(engineThreads, blocks.count)))
+        let blocks = rowBlocks(n: x.shape[1], ho: ho, wo: wo, options)
+        return (blocks, blocks.map { $0.2 - $0.1 }.max() ?? 1, Swift.max(1, Swift.min(options.threads, blocks.count)))
     }
 
     /// Runs body on every block after building its column matrix. Returns each worker's `extra` floats.
@@ -76,7 +52,7 @@ extension Conv2d {
     {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
-        let (blocks, rowsMax, workers) = blockPlan(x)
+        let (blocks, rowsMax, workers) = blockPlan(x, ws.options)
         let colFloats = cin * kernel * kernel * rowsMax * wo
         let buffers = workerScratch(workers, colFloats + extra, ws)
         onWorkers(workers) { wk in
@@ -101,7 +77,7 @@ extension Conv2d {
     }
 
     func blockedForward(_ x: Tensor, _ ws: Workspace) {
-        if runsDirect {
+        if runsDirect(ws.options) {
             directPass(x, ws)
             return
         }
@@ -113,7 +89,7 @@ extension Conv2d {
 
     /// dW += dOut . col^T, block by block (worker 0 adds into dW, the others into their own sums, added at the end).
     func blockedWeightGrad(_ x: Tensor, _ dOut: UnsafePointer<Float>, _ ws: Workspace) {
-        if runsDirect {
+        if runsDirect(ws.options) {
             directPass(x, ws, dOut: dOut)
             return
         }
@@ -136,7 +112,7 @@ extension Conv2d {
     func directPass(_ x: Tensor, _ ws: Workspace, dOut: UnsafePointer<Float>? = nil) {
         let n = x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
-        let taps = cin * 49, (blocks, rowsMax, workers) = blockPlan(x)
+        let taps = cin * 49, (blocks, rowsMax, workers) = blockPlan(x, ws.options), path = ws.options.path
         let phases = reid_conv7_scratch_floats(Int32(cin), Int32(rowsMax), Int32(wo), Int32(stride))
         let sums = dOut == nil ? 0 : taps * cout
         let buffers = workerScratch(workers, phases + sums, ws)
@@ -152,7 +128,7 @@ extension Conv2d {
                 for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
                     let (img, oy0, oy1) = blocks[b]
                     reid_conv7_forward(
-                        out, x.ptr, wt, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
+                        path, out, x.ptr, wt, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
                         buffers[wk])
                 }
             }
@@ -164,7 +140,7 @@ extension Conv2d {
             for b in Swift.stride(from: wk, to: blocks.count, by: workers) {
                 let (img, oy0, oy1) = blocks[b]
                 reid_conv7_weight_grad(
-                    dwt, dOut, x.ptr, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
+                    path, dwt, dOut, x.ptr, c, k, n32, h32, w32, ho32, wo32, s, p, Int32(img), Int32(oy0), Int32(oy1),
                     buffers[wk])
             }
         }

@@ -27,7 +27,10 @@ public struct ModelSpec: Equatable, Codable {
 public final class GroupedMultiBranchNet {
     public let spec: ModelSpec
     public let arena = Arena()
-    public let backbone: ResNet
+    /// The backbone (`Backbone`; `spec.depth` chooses ResNet-18/34/50).
+    public let backbone: any Backbone
+    /// The backbone as a ResNet, for what only ResNet offers (per-stage timing and outputs).
+    public var resnet: ResNet? { backbone as? ResNet }
     let bn: BatchNorm // all G groups' BatchNorm1d as one (C) layer
     let classifiers: [[Linear]] // [group][branch]
     let pool = GlobalAvgPool() // output (C, N)
@@ -35,7 +38,10 @@ public final class GroupedMultiBranchNet {
     let dHidden = Tensor([0]) // (C, N)
     let dLogits: [[Tensor]]
 
-    public init(_ spec: ModelSpec, seed: UInt64 = 0) {
+    /// The model's engine options, scratch memory and profile, shared by the backbone and the head.
+    public var ws: Workspace { backbone.ws }
+
+    public init(_ spec: ModelSpec, seed: UInt64 = 0, options: EngineOptions = EngineOptions()) {
         let c = spec.featureChannels
         precondition(
             spec.groups >= 1 && c % spec.groups == 0,
@@ -43,7 +49,9 @@ public final class GroupedMultiBranchNet {
         precondition(spec.branches >= 1 && spec.classes >= 1)
         self.spec = spec
         let arena = self.arena
-        backbone = ResNet(arena, prefix: "backbone.", depth: spec.depth, width: spec.width, lastStride: spec.lastStride)
+        backbone = ResNet(
+            arena, prefix: "backbone.", depth: spec.depth, width: spec.width, lastStride: spec.lastStride,
+            options: options)
         let d = c / spec.groups
         bn = BatchNorm(arena, (0..<spec.groups).map { "head.groups.\($0).bn" }, channels: c)
         classifiers = (0..<spec.groups).map { g in
@@ -67,7 +75,7 @@ public final class GroupedMultiBranchNet {
         let n = x.shape[0]
         precondition(labels.count == n, "labels: \(labels.count) for a batch of \(n)")
         let fmap = backbone.forward(nchw: x, training: true)
-        let h = bn.forward(pool.forward(fmap), training: true)
+        let h = bn.forward(pool.forward(fmap, ws), training: true, ws)
         let heads = spec.groups * spec.branches
         var loss = 0.0, correct = 0
         for g in 0..<spec.groups {
@@ -100,11 +108,11 @@ public final class GroupedMultiBranchNet {
             }
         }
         dPooled.resizeForOverwrite([c, n])
-        bn.backward(dHidden.ptr, dX: dPooled.ptr)
+        bn.backward(dHidden.ptr, dX: dPooled.ptr, ws)
         if let featureGrad { for i in 0..<(c * n) { dPooled.ptr[i] += featureGrad[i] } }
         ready?(bn.weight) // the head's parameters follow the backbone's
         let dMap = backbone.featureGradBuffer(pool.inputShape)
-        pool.backward(dPooled.ptr, dX: dMap.ptr)
+        pool.backward(dPooled.ptr, dX: dMap.ptr, ws)
         backbone.backward(dMap, ready: ready)
     }
 
@@ -113,7 +121,7 @@ public final class GroupedMultiBranchNet {
         let n = x.shape[0]
         let fmap = backbone.forward(nchw: x, training: false)
         let c = fmap.shape[0]
-        let h = bn.forward(pool.forward(fmap), training: false)
+        let h = bn.forward(pool.forward(fmap, ws), training: false, ws)
         let out = Tensor([n, c])
         swapLeadingAxes(out.ptr, h.ptr, c, n, 1)
         for i in 0..<n {

@@ -21,4 +21,4 @@
 //   masks it in place, and the residual blocks then use it as the gradient of
 //   their identity path.
 // - Losses (CrossEntropy) are functions: logits in, loss and dlogits out.
-// - Time spent is counted with `Profile.measure(part) { ... }`.
+// - Time spent is counted with `ws.measure(part) { ... }` (the workspace's Profile, when set).

@@ -1,20 +1,18 @@
-// Parallel loops over independent work items (channels, rows, images).
+// Parallel loops over independent work items (channels, rows, images), on a given number of
+// workers (the model's `EngineOptions.threads`, `Workspace.threads`).
 import Dispatch
 
-/// Number of worker threads for the engine's own loops (not BLAS's).
-public nonisolated(unsafe) var engineThreads: Int = 1
-
-/// Runs `body(i)` for i in 0..<n, split in contiguous chunks over `engineThreads`.
+/// Runs `body(i)` for i in 0..<n, split in contiguous chunks over `threads` workers.
 @inline(__always)
-public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
-    parallelChunks(n, minChunk: minChunk) { r in for i in r { body(i) } }
+public func parallelFor(_ n: Int, threads: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
+    parallelChunks(n, threads: threads, minChunk: minChunk) { r in for i in r { body(i) } }
 }
 
 /// parallelFor's split, a contiguous range of 0..<n per worker: for bodies that set up
 /// something (a scratch buffer) once per worker rather than once per index.
 @inline(__always)
-public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
-    let workers = Swift.min(engineThreads, Swift.max(1, n / Swift.max(1, minChunk)))
+public func parallelChunks(_ n: Int, threads: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+    let workers = Swift.min(threads, Swift.max(1, n / Swift.max(1, minChunk)))
     if workers <= 1 {
         if n > 0 { body(0..<n) }
         return

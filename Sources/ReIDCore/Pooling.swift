@@ -18,7 +18,7 @@ public final class MaxPool2d {
     }
 
     @discardableResult
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor, _ ws: Workspace) -> Tensor {
         let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
         inShape = x.shape
@@ -30,8 +30,8 @@ public final class MaxPool2d {
         }
         let xp = x.ptr, yp = output.ptr, ap = argmax
         let k = kernel, s = stride, p = pad
-        Profile.measure(.pool) {
-            parallelFor(planes) { pl in
+        ws.measure(.pool) {
+            parallelFor(planes, threads: ws.threads) { pl in
                 let src = xp + pl * h * w, dst = yp + pl * ho * wo, arg = ap + pl * ho * wo
                 for oy in 0..<ho {
                     let y0 = Swift.max(oy * s - p, 0), y1 = Swift.min(oy * s - p + k, h)
@@ -101,12 +101,12 @@ public final class MaxPool2d {
     }
 
     /// dX = scatter of dOut to the positions that won; dX is overwritten.
-    public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>) {
+    public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>, _ ws: Workspace) {
         let planes = inShape[0] * inShape[1], h = inShape[2], w = inShape[3]
         let ho = output.shape[2], wo = output.shape[3]
         let ap = argmax
-        Profile.measure(.pool) {
-            parallelFor(planes) { pl in
+        ws.measure(.pool) {
+            parallelFor(planes, threads: ws.threads) { pl in
                 let d = dX + pl * h * w, g = dOut + pl * ho * wo, arg = ap + pl * ho * wo
                 d.update(repeating: 0, count: h * w)
                 for i in 0..<(ho * wo) { d[Int(arg[i])] += g[i] }
@@ -123,21 +123,25 @@ public final class GlobalAvgPool {
     public init() {}
 
     @discardableResult
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor, _ ws: Workspace) -> Tensor {
         precondition(x.shape.count == 4, "GlobalAvgPool: input \(x.shape), expected (C, N, H, W)")
         inputShape = x.shape
         let planes = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3], inv = 1 / Float(hw)
         output.resizeForOverwrite([x.shape[0], x.shape[1]])
         let xp = x.ptr, yp = output.ptr
-        Profile.measure(.pool) { parallelFor(planes, minChunk: 64) { p in yp[p] = vsum(xp + p * hw, hw) * inv } }
+        ws.measure(.pool) {
+            parallelFor(planes, threads: ws.threads, minChunk: 64) { p in yp[p] = vsum(xp + p * hw, hw) * inv }
+        }
         return output
     }
 
     /// dOut (C, N); dX (C, N, H, W) written.
-    public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>) {
+    public func backward(_ dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>, _ ws: Workspace) {
         let planes = inputShape[0] * inputShape[1], hw = inputShape[2] * inputShape[3], inv = 1 / Float(hw)
-        Profile.measure(.pool) {
-            parallelFor(planes, minChunk: 64) { p in (dX + p * hw).update(repeating: dOut[p] * inv, count: hw) }
+        ws.measure(.pool) {
+            parallelFor(planes, threads: ws.threads, minChunk: 64) { p in
+                (dX + p * hw).update(repeating: dOut[p] * inv, count: hw)
+            }
         }
     }
 }

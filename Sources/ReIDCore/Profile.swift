@@ -1,11 +1,13 @@
-// Where a training step's time goes: a few global counters that the hot
-// layers bump when profiling is on (one clock read per layer call, not per element).
+// Where a training step's time goes: counters that the hot layers bump when the model's
+// workspace holds a Profile (one clock read per layer call, not per element).
 import Foundation
 
-public enum Profile {
+public final class Profile {
     public enum Part: Int, CaseIterable { case gemm, im2col, batchnorm, pool, other }
-    public nonisolated(unsafe) static var enabled = false
-    public nonisolated(unsafe) static var seconds = [Double](repeating: 0, count: Part.allCases.count)
+    /// Seconds per part since the last `reset`.
+    public private(set) var seconds = [Double](repeating: 0, count: Part.allCases.count)
+
+    public init() {}
 
     @inline(__always) public static func now() -> Double {
         var ts = timespec()
@@ -13,14 +15,13 @@ public enum Profile {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
-    /// Runs `body`, adding its wall time to `part` when profiling.
-    @inline(__always) public static func measure<R>(_ part: Part, _ body: () -> R) -> R {
-        if !enabled { return body() }
-        let t = now()
+    /// Runs `body`, adding its wall time to `part`.
+    @inline(__always) public func measure<R>(_ part: Part, _ body: () -> R) -> R {
+        let t = Self.now()
         let r = body()
-        seconds[part.rawValue] += now() - t
+        seconds[part.rawValue] += Self.now() - t
         return r
     }
 
-    public static func reset() { seconds = [Double](repeating: 0, count: Part.allCases.count) }
+    public func reset() { seconds = [Double](repeating: 0, count: Part.allCases.count) }
 }

@@ -23,23 +23,36 @@ protocol ResidualBlock: AnyObject {
 /// conv1x1-strided + BN on the identity path when shapes change.
 final class Downsample {
     let conv: Conv2d, bn: BatchNorm
-    init(_ arena: Arena, _ prefix: String, cin: Int, cout: Int, stride: Int) {
-        conv = Conv2d(arena, prefix + ".0", cin: cin, cout: cout, kernel: 1, stride: stride)
-        bn = BatchNorm(arena, prefix + ".1", channels: cout)
+    init(_ arena: Arena, _ c: ConvBN) {
+        conv = Conv2d(arena, c)
+        bn = BatchNorm(arena, c.bn, channels: c.cout)
+    }
+
+    /// The shortcut of a graph's residual node: none (the identity) or one 1x1 conv + BN.
+    static func make(_ arena: Arena, _ shortcut: [ConvBN]) -> Downsample? {
+        precondition(shortcut.count <= 1, "ResNet: a shortcut of \(shortcut.count) convolutions")
+        return shortcut.first.map { Downsample(arena, $0) }
+    }
+}
+
+extension Conv2d {
+    /// The convolution of a graph node, registered under its name.
+    convenience init(_ arena: Arena, _ c: ConvBN) {
+        self.init(arena, c.conv, cin: c.cin, cout: c.cout, kernel: c.kernel, stride: c.stride, pad: c.pad)
     }
 }
 
 /// The residual path of a block: x itself, or x through the downsample.
 func identityForward(_ down: Downsample?, _ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
     guard let down else { return x }
-    return down.bn.forward(down.conv.forward(x, ws, training: training), training: training)
+    return down.bn.forward(down.conv.forward(x, ws, training: training), training: training, ws)
 }
 
 /// Adds the residual path's input gradient into dX; g is d(identity); s is scratch.
 func identityBackward(_ down: Downsample?, _ g: Tensor, dX: Tensor?, _ s: Tensor, _ ws: Workspace) {
     if let down {
         s.resizeForOverwrite(down.conv.output.shape)
-        down.bn.backward(g.ptr, dX: s.ptr)
+        down.bn.backward(g.ptr, dX: s.ptr, ws)
         down.conv.backward(s.ptr, dX: dX?.ptr, accumulate: true, ws)
     } else if let dX {
         let d = dX.ptr, gp = g.ptr
@@ -54,31 +67,31 @@ final class BasicBlock: ResidualBlock {
     var firstParam: Int { conv1.weight }
     private var input: Tensor?
 
-    init(_ arena: Arena, _ p: String, cin: Int, planes: Int, stride: Int) {
-        conv1 = Conv2d(arena, p + ".conv1", cin: cin, cout: planes, kernel: 3, stride: stride, pad: 1)
-        bn1 = BatchNorm(arena, p + ".bn1", channels: planes)
-        conv2 = Conv2d(arena, p + ".conv2", cin: planes, cout: planes, kernel: 3, stride: 1, pad: 1)
-        bn2 = BatchNorm(arena, p + ".bn2", channels: planes)
-        down =
-            (stride != 1 || cin != planes)
-            ? Downsample(arena, p + ".downsample", cin: cin, cout: planes, stride: stride) : nil
+    /// Registers body[0], its BN, body[1], its BN, then the shortcut's, in the Arena (torchvision's order).
+    init(_ arena: Arena, body: [ConvBN], shortcut: [ConvBN]) {
+        precondition(body.count == 2 && body[0].relu && !body[1].relu, "BasicBlock: a body of 3x3 + ReLU, 3x3")
+        conv1 = Conv2d(arena, body[0])
+        bn1 = BatchNorm(arena, body[0].bn, channels: body[0].cout)
+        conv2 = Conv2d(arena, body[1])
+        bn2 = BatchNorm(arena, body[1].bn, channels: body[1].cout)
+        down = Downsample.make(arena, shortcut)
     }
 
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
         input = x
-        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
+        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true, ws)
         let o2 = conv2.forward(a1, ws, training: training)
         let idt = identityForward(down, x, training: training, ws)
-        return bn2.forward(o2, training: training, relu: true, residual: idt)
+        return bn2.forward(o2, training: training, relu: true, residual: idt, ws)
     }
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
         s1.resizeForOverwrite(conv2.output.shape)
-        bn2.backward(dOut.ptr, dX: s1.ptr) // dOut now: d(identity)
+        bn2.backward(dOut.ptr, dX: s1.ptr, ws) // dOut now: d(identity)
         s2.resizeForOverwrite(bn1.output.shape)
         conv2.backward(s1.ptr, dX: s2.ptr, ws)
         s1.resizeForOverwrite(conv1.output.shape)
-        bn1.backward(s2.ptr, dX: s1.ptr)
+        bn1.backward(s2.ptr, dX: s1.ptr, ws)
         if let dX { dX.resizeForOverwrite(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
         identityBackward(down, dOut, dX: dX, s2, ws)
@@ -92,86 +105,131 @@ final class Bottleneck: ResidualBlock {
     var firstParam: Int { conv1.weight }
     private var input: Tensor?
 
-    init(_ arena: Arena, _ p: String, cin: Int, planes: Int, stride: Int) {
-        conv1 = Conv2d(arena, p + ".conv1", cin: cin, cout: planes, kernel: 1)
-        bn1 = BatchNorm(arena, p + ".bn1", channels: planes)
-        conv2 = Conv2d(arena, p + ".conv2", cin: planes, cout: planes, kernel: 3, stride: stride, pad: 1)
-        bn2 = BatchNorm(arena, p + ".bn2", channels: planes)
-        conv3 = Conv2d(arena, p + ".conv3", cin: planes, cout: planes * 4, kernel: 1)
-        bn3 = BatchNorm(arena, p + ".bn3", channels: planes * 4)
-        down =
-            (stride != 1 || cin != planes * 4)
-            ? Downsample(arena, p + ".downsample", cin: cin, cout: planes * 4, stride: stride) : nil
+    /// Registers the three body convolutions with their BNs, then the shortcut's (torchvision's order).
+    init(_ arena: Arena, body: [ConvBN], shortcut: [ConvBN]) {
+        precondition(body.count == 3 && !body[2].relu, "Bottleneck: a body of 1x1, 3x3, 1x1")
+        conv1 = Conv2d(arena, body[0])
+        bn1 = BatchNorm(arena, body[0].bn, channels: body[0].cout)
+        conv2 = Conv2d(arena, body[1])
+        bn2 = BatchNorm(arena, body[1].bn, channels: body[1].cout)
+        conv3 = Conv2d(arena, body[2])
+        bn3 = BatchNorm(arena, body[2].bn, channels: body[2].cout)
+        down = Downsample.make(arena, shortcut)
     }
 
     func forward(_ x: Tensor, training: Bool, _ ws: Workspace) -> Tensor {
         input = x
-        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
-        let a2 = bn2.forward(conv2.forward(a1, ws, training: training), training: training, relu: true)
+        let a1 = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true, ws)
+        let a2 = bn2.forward(conv2.forward(a1, ws, training: training), training: training, relu: true, ws)
         let o3 = conv3.forward(a2, ws, training: training)
         let idt = identityForward(down, x, training: training, ws)
-        return bn3.forward(o3, training: training, relu: true, residual: idt)
+        return bn3.forward(o3, training: training, relu: true, residual: idt, ws)
     }
 
     func backward(_ dOut: Tensor, dX: Tensor?, _ s1: Tensor, _ s2: Tensor, _ ws: Workspace) {
         s1.resizeForOverwrite(conv3.output.shape)
-        bn3.backward(dOut.ptr, dX: s1.ptr) // dOut now: d(identity)
+        bn3.backward(dOut.ptr, dX: s1.ptr, ws) // dOut now: d(identity)
         s2.resizeForOverwrite(bn2.output.shape)
         conv3.backward(s1.ptr, dX: s2.ptr, ws)
         s1.resizeForOverwrite(conv2.output.shape)
-        bn2.backward(s2.ptr, dX: s1.ptr)
+        bn2.backward(s2.ptr, dX: s1.ptr, ws)
         s2.resizeForOverwrite(bn1.output.shape)
         conv2.backward(s1.ptr, dX: s2.ptr, ws)
         s1.resizeForOverwrite(conv1.output.shape)
-        bn1.backward(s2.ptr, dX: s1.ptr)
+        bn1.backward(s2.ptr, dX: s1.ptr, ws)
         if let dX { dX.resizeForOverwrite(input!.shape) }
         conv1.backward(s1.ptr, dX: dX?.ptr, ws)
         identityBackward(down, dOut, dX: dX, s2, ws)
     }
 }
 
-public final class ResNet {
+public final class ResNet: Backbone {
     public static let depths: [Int: (bottleneck: Bool, blocks: [Int])] = [
         18: (false, [2, 2, 2, 2]), 34: (false, [3, 4, 6, 3]), 50: (true, [3, 4, 6, 3])
     ]
     public let depth: Int, width: Int, lastStride: Int
     public let outChannels: Int
+    /// The graph the layers are built from (`ResNet.graph`).
+    public let graph: [GraphNode]
     let conv1: Conv2d, bn1: BatchNorm, maxpool = MaxPool2d()
     /// Blocks grouped by stage: layer1..layer4.
     let stages: [[ResidualBlock]]
     public let input = Tensor([0]) // (3, N, H, W) channel-major copy of the batch
-    let ws = Workspace()
+    /// What the backbone's layers share: engine options, scratch, profile (EngineOptions.swift).
+    public let ws: Workspace
     let gb = GradBuffers()
 
-    /// Registers the backbone's parameters in `arena` under `prefix` ("" or "backbone.").
-    public init(_ arena: Arena, prefix: String = "", depth: Int = 50, width: Int = 64, lastStride: Int = 1) {
-        guard let spec = ResNet.depths[depth] else { preconditionFailure("ResNet: depth \(depth) is not 18, 34 or 50") }
+    /// torchvision's ResNet (v1.5: the stride on the bottleneck's 3x3) as a graph, names under
+    /// `prefix`: the 7x7 stem, max pooling, then the residual blocks of layer1-4 (layer4's stride is
+    /// `lastStride`). The one place the structure is written down: the layers, the ONNX export
+    /// and `bench convs` all come from it.
+    public static func graph(prefix: String = "", depth: Int, width: Int, lastStride: Int) -> [GraphNode] {
+        guard let spec = depths[depth] else { preconditionFailure("ResNet: depth \(depth) is not 18, 34 or 50") }
         precondition(lastStride == 1 || lastStride == 2, "ResNet: last_stride must be 1 or 2")
+        var nodes: [GraphNode] = [
+            .convBN(
+                ConvBN(
+                    conv: prefix + "conv1", bn: prefix + "bn1", cin: 3, cout: width, kernel: 7, stride: 2, relu: true)),
+            .maxPool(name: prefix + "maxpool", kernel: 3, stride: 2, pad: 1)
+        ]
+        var cin = width
+        for (si, n) in spec.blocks.enumerated() {
+            let planes = width << si, cout = planes * (spec.bottleneck ? 4 : 1)
+            for b in 0..<n {
+                let p = "\(prefix)layer\(si + 1).\(b)"
+                let s = b > 0 ? 1 : si == 0 ? 1 : si == 3 ? lastStride : 2
+                func conv(_ i: Int, _ ci: Int, _ co: Int, _ k: Int, stride: Int = 1, relu: Bool) -> ConvBN {
+                    ConvBN(
+                        conv: "\(p).conv\(i)", bn: "\(p).bn\(i)", cin: ci, cout: co, kernel: k, stride: stride,
+                        relu: relu)
+                }
+                let body =
+                    spec.bottleneck
+                    ? [
+                        conv(1, cin, planes, 1, relu: true), conv(2, planes, planes, 3, stride: s, relu: true),
+                        conv(3, planes, cout, 1, relu: false)
+                    ]
+                    : [conv(1, cin, planes, 3, stride: s, relu: true), conv(2, planes, planes, 3, relu: false)]
+                let shortcut =
+                    s != 1 || cin != cout
+                    ? [
+                        ConvBN(
+                            conv: p + ".downsample.0", bn: p + ".downsample.1", cin: cin, cout: cout, kernel: 1,
+                            stride: s,
+                            relu: false)
+                    ] : []
+                nodes.append(.residual(name: p, stage: si + 1, body: body, shortcut: shortcut))
+                cin = cout
+            }
+        }
+        return nodes
+    }
+
+    /// Registers the backbone's parameters in `arena` under `prefix` ("" or "backbone."), layer
+    /// by layer as its graph lists them.
+    public init(
+        _ arena: Arena, prefix: String = "", depth: Int = 50, width: Int = 64, lastStride: Int = 1,
+        options: EngineOptions = EngineOptions()
+    ) {
         self.depth = depth
         self.width = width
         self.lastStride = lastStride
-        conv1 = Conv2d(arena, prefix + "conv1", cin: 3, cout: width, kernel: 7, stride: 2, pad: 3)
-        bn1 = BatchNorm(arena, prefix + "bn1", channels: width)
-        var cin = width
-        var stages: [[ResidualBlock]] = []
-        let expansion = spec.bottleneck ? 4 : 1
-        for (si, n) in spec.blocks.enumerated() {
-            let planes = width << si
-            let stride = si == 0 ? 1 : (si == 3 ? lastStride : 2)
-            var blocks: [ResidualBlock] = []
-            for b in 0..<n {
-                let name = "\(prefix)layer\(si + 1).\(b)"
-                let s = b == 0 ? stride : 1
-                blocks.append(
-                    spec.bottleneck
-                        ? Bottleneck(arena, name, cin: cin, planes: planes, stride: s)
-                        : BasicBlock(arena, name, cin: cin, planes: planes, stride: s))
-                cin = planes * expansion
-            }
-            stages.append(blocks)
+        ws = Workspace(options)
+        graph = Self.graph(prefix: prefix, depth: depth, width: width, lastStride: lastStride)
+        guard case .convBN(let stem) = graph[0], case .maxPool = graph[1] else {
+            preconditionFailure("ResNet: a graph that does not start with a stem and max pooling")
+        }
+        conv1 = Conv2d(arena, stem)
+        bn1 = BatchNorm(arena, stem.bn, channels: stem.cout)
+        var stages = [[ResidualBlock]](repeating: [], count: 4)
+        for case .residual(_, let stage, let body, let shortcut) in graph.dropFirst(2) {
+            stages[stage - 1].append(
+                body.count == 3
+                    ? Bottleneck(arena, body: body, shortcut: shortcut)
+                    : BasicBlock(arena, body: body, shortcut: shortcut))
         }
         self.stages = stages
-        outChannels = cin
+        outChannels = graph.outChannels
     }
 
     /// x: NCHW (N, 3, H, W) as PyTorch -> feature map (C, N, h, w), channel-major.
@@ -190,8 +248,8 @@ public final class ResNet {
     }
 
     func forwardStem(_ x: Tensor, training: Bool) -> Tensor {
-        let a = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true)
-        return maxpool.forward(a)
+        let a = bn1.forward(conv1.forward(x, ws, training: training), training: training, relu: true, ws)
+        return maxpool.forward(a, ws)
     }
 
     /// Runs the forward of one stage only (for per-stage timing). Stage 0 is the stem.
@@ -219,9 +277,9 @@ public final class ResNet {
         if i == 0 {
             let d = dOut === gb.a ? gb.b : gb.a
             d.resizeForOverwrite(bn1.output.shape)
-            maxpool.backward(dOut.ptr, dX: d.ptr)
+            maxpool.backward(dOut.ptr, dX: d.ptr, ws)
             gb.s1.resizeForOverwrite(conv1.output.shape)
-            bn1.backward(d.ptr, dX: gb.s1.ptr)
+            bn1.backward(d.ptr, dX: gb.s1.ptr, ws)
             conv1.backward(gb.s1.ptr, dX: nil, ws)
             ready?(0)
             return d

@@ -59,15 +59,14 @@ public enum Winograd {
     /// instead the kernel of the input-gradient convolution: w'[i][o] = flip(w[o][i]).
     static func transformWeights(
         _ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
-        _ u: UnsafeMutablePointer<Float>
+        _ u: UnsafeMutablePointer<Float>, _ ws: Workspace
     ) {
         let rows = transposeFlip ? cin : cout, cols = transposeFlip ? cout : cin
-        let plane = planeStride(rows * cols)
-        parallelFor(rows, minChunk: 8) { r in
+        let plane = planeStride(rows * cols), path = ws.options.path
+        parallelFor(rows, threads: ws.threads, minChunk: 8) { r in
             // AVX-512: 16 kernels a vector in C, the same double arithmetic (CKernels' wino_small.c)
-            if cKernels,
-                reid_wino_weights(w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r), Int32(r + 1), u, plane)
-                    != 0
+            if reid_wino_weights(
+                path, w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r), Int32(r + 1), u, plane) != 0
             {
                 return
             }
@@ -100,33 +99,35 @@ public enum Winograd {
     }
 
     /// V[e][c][t] = (B^T d B)[e] for each channel c and tile t of x (C, N, H, W), pad 1.
-    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>)
-    {
-        let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
-            inputTiles(x + plane0, g, rows: 0..<g.th, images: images, v + tile0, plane: plane, buf)
+    static func transformInput(
+        _ x: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ v: UnsafeMutablePointer<Float>, _ ws: Workspace
+    ) {
+        let plane = planeStride(c * g.count), path = ws.options.path
+        forEachImageGroup(c: c, g, ws) { plane0, tile0, images, buf in
+            inputTiles(x + plane0, g, rows: 0..<g.th, images: images, v + tile0, plane: plane, buf, path: path)
         }
     }
 
     /// y (C, N, H, W) = A^T M A per tile, from M[e][c][t]; adds into y when `accumulate`.
     static func transformOutput(
         _ m: UnsafePointer<Float>, c: Int, _ g: WinogradTiles,
-        _ y: UnsafeMutablePointer<Float>, accumulate: Bool
+        _ y: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
     ) {
-        let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
+        let plane = planeStride(c * g.count), path = ws.options.path
+        forEachImageGroup(c: c, g, ws) { plane0, tile0, images, buf in
             outputTiles(
-                m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf)
+                m + tile0, plane: plane, g, rows: 0..<g.th, images: images, y + plane0, accumulate: accumulate, buf,
+                path: path)
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 2x2 tile of dY (C, N, H, W) (zero outside the image).
     static func transformOutputGrad(
-        _ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>
+        _ dy: UnsafePointer<Float>, c: Int, _ g: WinogradTiles, _ z: UnsafeMutablePointer<Float>, _ ws: Workspace
     ) {
-        let plane = planeStride(c * g.count)
-        forEachImageGroup(c: c, g) { plane0, tile0, images, buf in
-            outputGradTiles(dy + plane0, g, rows: 0..<g.th, images: images, z + tile0, plane: plane, buf)
+        let plane = planeStride(c * g.count), path = ws.options.path
+        forEachImageGroup(c: c, g, ws) { plane0, tile0, images, buf in
+            outputGradTiles(dy + plane0, g, rows: 0..<g.th, images: images, z + tile0, plane: plane, buf, path: path)
         }
     }
 
@@ -134,10 +135,10 @@ public enum Winograd {
     /// of `imagesPerCall`; body(offset of the group's first (C, N, H, W) plane, offset of its first
     /// tile in a transformed tensor, images in the group, the worker's tile scratch).
     private static func forEachImageGroup(
-        c: Int, _ g: WinogradTiles, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void
+        c: Int, _ g: WinogradTiles, _ ws: Workspace, _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void
     ) {
         let per = imagesPerCall(g)
-        parallelChunks(c) { channels in
+        parallelChunks(c, threads: ws.threads) { channels in
             let buf = UnsafeMutablePointer<Float>.allocate(capacity: tileScratch(g, images: per))
             defer { buf.deallocate() }
             for ch in channels {
@@ -148,22 +149,20 @@ public enum Winograd {
         }
     }
 
-    /// Whether the transforms may use CKernels' AVX-512 versions (the kernels' transform, and the
-    /// tile transforms in groups of 16 tiles) where this processor has them; tests compare.
-    public nonisolated(unsafe) static var cKernels = true
-
-    /// What runs the transforms, for `bench`'s header.
-    public static var transformPath: String {
-        cKernels && reid_wino_groups(8, 4, 2, 0, 4) > 0
+    /// What runs the F(2x2) transforms under `options`, for `bench`'s header: CKernels' AVX-512
+    /// versions (the weights' transform, and the tiles' in groups of 16) where the path allows.
+    public static func transformPath(_ options: EngineOptions) -> String {
+        reid_wino_groups(options.path, 8, 4, 2, 0, 4) > 0
             ? "AVX-512 (16 tiles a vector where planes have even sides and tw divides 16, else the Swift loops)"
             : "Swift loops"
     }
 
     /// dW[o][i] += G^T dU[.][o][i] G (3x3 from 4x4).
-    static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>)
-    {
+    static func accumulateWeightGrad(
+        _ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>, _ ws: Workspace
+    ) {
         let plane = planeStride(cout * cin)
-        parallelFor(cout) { o in
+        parallelFor(cout, threads: ws.threads) { o in
             for i in 0..<cin {
                 let s = du + o * cin + i
                 // G^T u = [u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3] on rows (4 -> 3), then columns
@@ -191,15 +190,15 @@ public enum Winograd {
     }
 
     /// C (m x n) = A (m x k, row stride lda) . B (k x n), summed over K in chunks of at most
-    /// `maxK` (each chunk's dot products start from zero and are then added): the float32 error
+    /// `chunk` (`EngineOptions.winogradChunk`; each chunk's dot products start from zero and are then added): the float32 error
     /// of a long dot product grows with its length, and the Winograd products are larger than the
     /// convolution's own terms. Chunks of 128 keep the forward and input-gradient errors within
     /// 2x PyTorch's on every ResNet shape (one chunk of 512 was 2.4x; `reid-dist bench convs`).
     static func gemmChunked(
         m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int
+        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, chunk: Int
     ) {
-        let chunks = (k + maxK - 1) / maxK, kc = (k + chunks - 1) / chunks
+        let chunks = (k + chunk - 1) / chunk, kc = (k + chunks - 1) / chunks
         var k0 = 0
         while k0 < k {
             let kn = Swift.min(kc, k - k0)
@@ -209,46 +208,40 @@ public enum Winograd {
             k0 += kn
         }
     }
-    nonisolated(unsafe) static var maxK = 128
-
     /// Runs body(e) for the products e = 0..<count (16 for F(2x2), 36 for F(4x4)), shared among the workers, each with a
     /// single-threaded BLAS, instead of splitting every GEMM among the threads (`bench convs`,
     /// 2 threads, three passes: 256->256 at 32x8x4, 14.7-23.6 -> 12.2-14.6 ms; 512->512 at
     /// 32x16x8, 175-290 -> 165-176 ms).
-    static func products(_ count: Int = 16, _ body: (Int) -> Void) {
-        guard splitProducts, engineThreads > 1 else {
+    static func products(_ count: Int, _ ws: Workspace, _ body: (Int) -> Void) {
+        guard ws.threads > 1 else {
             for e in 0..<count { body(e) }
             return
         }
-        let workers = Swift.min(engineThreads, count)
+        let workers = Swift.min(ws.threads, count)
         onWorkers(workers) { wk in
             for e in stride(from: wk, to: count, by: workers) { body(e) }
         }
     }
-    public nonisolated(unsafe) static var splitProducts = true
-
     /// Which passes run block by block (`convolveFused`, `weightGradFused`) instead of as whole-batch
     /// transforms and GEMMs: layers whose larger channel count is at most the pass's limit. Block by
     /// block, the transformed data stays in cache but each GEMM is small and single-threaded, which
     /// pays on thin layers only (`reid-dist bench convs`: 64->64 at 64x32, 16 images, 45 -> 35 ms
     /// for the three passes; no gain from 256 channels up).
-    public struct Fusion: Sendable {
+    public struct Fusion: Sendable, Equatable {
         public var forward: Int, inputGrad: Int, weightGrad: Int
         public static let `default` = Fusion(forward: 64, inputGrad: 128, weightGrad: 64)
         public static let none = Fusion(forward: 0, inputGrad: 0, weightGrad: 0)
         public static let all = Fusion(forward: .max, inputGrad: .max, weightGrad: .max)
     }
-    public nonisolated(unsafe) static var fusion = Fusion.default
 
     /// The passes of a cin -> cout layer that run fused ("fwd", "dX", "dW"), for the benchmarks.
-    public static func fusedPasses(cin: Int, cout: Int) -> [String] {
+    public static func fusedPasses(cin: Int, cout: Int, _ fusion: Fusion) -> [String] {
         let c = Swift.max(cin, cout)
         return [(fusion.forward, "fwd"), (fusion.inputGrad, "dX"), (fusion.weightGrad, "dW")].filter { c <= $0.0 }.map(
             \.1)
     }
     /// Bytes of transformed data per block (input and products together), and the fewest tiles.
     static let fusedTarget = 1 << 20
-    nonisolated(unsafe) static var fusedMinTiles = 64
 
     /// out = conv3x3(x) block by block: each worker takes blocks of tile rows of one image,
     /// transforms that block's input (all Cin channels), runs the 16 GEMMs on it with a
@@ -262,7 +255,8 @@ public enum Winograd {
         out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
     ) {
         let su = planeStride(cout * cin)
-        let p = FusedBlocks(g, channels: cin + cout)
+        let p = FusedBlocks(g, channels: cin + cout, ws.options)
+        let path = ws.options.path, chunk = ws.options.winogradChunk
         let sm = planeStride(cout * p.tiles), tb = p.tiles
         let sv = keep == nil ? planeStride(cin * p.tiles) : 0 // a local V only when not kept whole
         let buffers = workerScratch(p.workers, 16 * (sv + sm) + tileScratch(g), ws)
@@ -275,17 +269,19 @@ public enum Winograd {
                 let (v, ldv, pv) =
                     keep.map { ($0 + (img * g.th + ty0) * g.tw, g.count, planeStride(cin * g.count)) } ?? (vb, tb, sv)
                 for ch in 0..<cin {
-                    inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, v + ch * ldv, plane: pv, buf)
+                    inputTiles(
+                        x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, v + ch * ldv, plane: pv, buf, path: path)
                 }
                 for e in 0..<16 {
                     gemmChunked(
-                        m: cout, n: n, k: cin, a: u + e * su, lda: cin, b: v + e * pv, ldb: ldv, c: mb + e * sm, ldc: tb
-                    )
+                        m: cout, n: n, k: cin, a: u + e * su, lda: cin, b: v + e * pv, ldb: ldv, c: mb + e * sm,
+                        ldc: tb,
+                        chunk: chunk)
                 }
                 for ch in 0..<cout {
                     outputTiles(
                         mb + ch * tb, plane: sm, g, rows: ty0..<ty1, out + (ch * g.n + img) * g.h * g.w,
-                        accumulate: accumulate, buf)
+                        accumulate: accumulate, buf, path: path)
                 }
             }
         }
@@ -303,7 +299,7 @@ public enum Winograd {
     ) {
         precondition((x == nil) != (v == nil), "weightGradFused: give x or v")
         let su = planeStride(cout * cin), sv = planeStride(cin * g.count)
-        let p = FusedBlocks(g, channels: cout + cin)
+        let p = FusedBlocks(g, channels: cout + cin, ws.options), path = ws.options.path
         let sz = planeStride(cout * p.tiles), tb = p.tiles
         let svb = x == nil ? 0 : planeStride(cin * tb) // a block's V, when redone
         let scratch = tileScratch(g)
@@ -315,11 +311,14 @@ public enum Winograd {
                 let (img, ty0, ty1) = p.block(b)
                 let n = (ty1 - ty0) * g.tw, at = (img * g.th + ty0) * g.tw
                 for ch in 0..<cout {
-                    outputGradTiles(dy + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, zb + ch * tb, plane: sz, buf)
+                    outputGradTiles(
+                        dy + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, zb + ch * tb, plane: sz, buf, path: path)
                 }
                 if let x {
                     for ch in 0..<cin {
-                        inputTiles(x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, vb + ch * tb, plane: svb, buf)
+                        inputTiles(
+                            x + (ch * g.n + img) * g.h * g.w, g, rows: ty0..<ty1, vb + ch * tb, plane: svb, buf,
+                            path: path)
                     }
                 }
                 for e in 0..<16 {
@@ -332,36 +331,30 @@ public enum Winograd {
         }
         for wk in 1..<p.workers {
             let part = buffers[wk] + 16 * sz
-            parallelFor(16) { e in
+            parallelFor(16, threads: ws.threads) { e in
                 let d = du + e * su, s = part + e * su
                 for i in 0..<(cout * cin) { d[i] += s[i] }
             }
         }
     }
 
-    /// A layer whose forward and weight gradient both run fused redoes its input's transform
-    /// block by block in backward (`weightGradFused`) instead of keeping the whole transformed
-    /// input from forward when that would take more than this many bytes: past the last-level
-    /// cache, writing V in forward and reading it back costs more than transforming x again
-    /// (`reid-dist bench`, 2-core EPYC, 32 MB L3, forward + backward of layer1: ResNet-18, whose
-    /// layers' V is 67 MB, 255-267 -> 237-242 ms; ResNet-18 w32, 8 MB, 23-24 -> 28 ms).
-    public nonisolated(unsafe) static var recomputeAbove = 16 << 20
-
     /// out (cout, N, H, W) = conv3x3(x (cin, N, H, W)) given U; v and m are scratch (or v already holds x's transform).
     static func convolve(
         _ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: WinogradTiles, u: UnsafePointer<Float>,
         v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
-        out: UnsafeMutablePointer<Float>, accumulate: Bool
+        out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
     ) {
         let t = g.count, su = planeStride(cout * cin), sv = planeStride(cin * t), sm = planeStride(cout * t)
-        if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
-        Profile.measure(.gemm) {
-            products { e in
+        let chunk = ws.options.winogradChunk
+        if let x { ws.measure(.im2col) { transformInput(x, c: cin, g, v, ws) } }
+        ws.measure(.gemm) {
+            products(16, ws) { e in
                 gemmChunked(
-                    m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t)
+                    m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t,
+                    chunk: chunk)
             }
         }
-        Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }
+        ws.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate, ws) }
     }
 }
 
@@ -373,15 +366,15 @@ struct FusedBlocks {
     /// Tiles in a full block (the leading dimension of the per-block matrices).
     var tiles: Int { rowsPerBlock * g.tw }
 
-    init(_ g: WinogradTiles, channels: Int) {
+    init(_ g: WinogradTiles, channels: Int, _ options: EngineOptions) {
         self.g = g
-        let target = Swift.max(Winograd.fusedMinTiles, Winograd.fusedTarget / (channels * 64))
+        let target = Swift.max(options.fusedMinTiles, Winograd.fusedTarget / (channels * 64))
         var rows = Swift.max(1, Swift.min(g.th, target / g.tw))
-        while rows > 1 && g.n * ((g.th + rows - 1) / rows) < 2 * engineThreads { rows /= 2 }
+        while rows > 1 && g.n * ((g.th + rows - 1) / rows) < 2 * options.threads { rows /= 2 }
         rowsPerBlock = rows
         perImage = (g.th + rows - 1) / rows
         count = g.n * perImage
-        workers = Swift.max(1, Swift.min(engineThreads, count))
+        workers = Swift.max(1, Swift.min(options.threads, count))
     }
 
     /// Block b: (image, first tile row, end tile row).

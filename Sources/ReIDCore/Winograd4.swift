@@ -31,55 +31,60 @@ enum Winograd4 {
     /// U[e][r][c] for the layer (rows Cout) or, with `transposeFlip`, its input-gradient kernel (rows Cin).
     static func transformWeights(
         _ w: UnsafePointer<Float>, cout: Int, cin: Int, transposeFlip: Bool,
-        _ u: UnsafeMutablePointer<Float>
+        _ u: UnsafeMutablePointer<Float>, _ ws: Workspace
     ) {
         let rows = transposeFlip ? cin : cout
-        let plane = Winograd.planeStride(cout * cin)
-        parallelChunks(rows, minChunk: 8) { r in
+        let plane = Winograd.planeStride(cout * cin), path = ws.options.path
+        parallelChunks(rows, threads: ws.threads, minChunk: 8) { r in
             reid_wino4_weights(
-                w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r.lowerBound), Int32(r.upperBound), u, plane)
+                path, w, Int32(cout), Int32(cin), transposeFlip ? 1 : 0, Int32(r.lowerBound), Int32(r.upperBound), u,
+                plane)
         }
     }
 
     /// V[e][c][t] for each channel c of x (C, N, H, W): one call per channel covers its N images.
-    static func transformInput(_ x: UnsafePointer<Float>, c: Int, _ g: Winograd4Tiles, _ v: UnsafeMutablePointer<Float>)
-    {
-        let plane = Winograd.planeStride(c * g.count)
-        parallelFor(c) { ch in
-            reid_wino4_input(x + ch * g.n * g.h * g.w, Int32(g.h), Int32(g.w), Int32(g.n), v + ch * g.count, plane)
+    static func transformInput(
+        _ x: UnsafePointer<Float>, c: Int, _ g: Winograd4Tiles, _ v: UnsafeMutablePointer<Float>, _ ws: Workspace
+    ) {
+        let plane = Winograd.planeStride(c * g.count), path = ws.options.path
+        parallelFor(c, threads: ws.threads) { ch in
+            reid_wino4_input(
+                path, x + ch * g.n * g.h * g.w, Int32(g.h), Int32(g.w), Int32(g.n), v + ch * g.count, plane)
         }
     }
 
     /// y (C, N, H, W) = A^T M A per tile; adds into y when `accumulate`.
     static func transformOutput(
         _ m: UnsafePointer<Float>, c: Int, _ g: Winograd4Tiles,
-        _ y: UnsafeMutablePointer<Float>, accumulate: Bool
+        _ y: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
     ) {
-        let plane = Winograd.planeStride(c * g.count)
-        parallelFor(c) { ch in
+        let plane = Winograd.planeStride(c * g.count), path = ws.options.path
+        parallelFor(c, threads: ws.threads) { ch in
             reid_wino4_output(
-                m + ch * g.count, plane, Int32(g.h), Int32(g.w), Int32(g.n), y + ch * g.n * g.h * g.w,
+                path, m + ch * g.count, plane, Int32(g.h), Int32(g.w), Int32(g.n), y + ch * g.n * g.h * g.w,
                 accumulate ? 1 : 0)
         }
     }
 
     /// Z[e][c][t] = (A dY A^T)[e] per 4x4 tile of dY (C, N, H, W).
     static func transformOutputGrad(
-        _ dy: UnsafePointer<Float>, c: Int, _ g: Winograd4Tiles, _ z: UnsafeMutablePointer<Float>
+        _ dy: UnsafePointer<Float>, c: Int, _ g: Winograd4Tiles, _ z: UnsafeMutablePointer<Float>, _ ws: Workspace
     ) {
-        let plane = Winograd.planeStride(c * g.count)
-        parallelFor(c) { ch in
+        let plane = Winograd.planeStride(c * g.count), path = ws.options.path
+        parallelFor(c, threads: ws.threads) { ch in
             reid_wino4_output_grad(
-                dy + ch * g.n * g.h * g.w, Int32(g.h), Int32(g.w), Int32(g.n), z + ch * g.count, plane)
+                path, dy + ch * g.n * g.h * g.w, Int32(g.h), Int32(g.w), Int32(g.n), z + ch * g.count, plane)
         }
     }
 
     /// dW[o][i] += G^T dU[.][o][i] G.
-    static func accumulateWeightGrad(_ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>)
-    {
-        let plane = Winograd.planeStride(cout * cin)
-        parallelChunks(cout, minChunk: 4) { o in
-            reid_wino4_weight_grad(du, plane, Int32(cout), Int32(cin), Int32(o.lowerBound), Int32(o.upperBound), dw)
+    static func accumulateWeightGrad(
+        _ du: UnsafePointer<Float>, cout: Int, cin: Int, _ dw: UnsafeMutablePointer<Float>, _ ws: Workspace
+    ) {
+        let plane = Winograd.planeStride(cout * cin), path = ws.options.path
+        parallelChunks(cout, threads: ws.threads, minChunk: 4) { o in
+            reid_wino4_weight_grad(
+                path, du, plane, Int32(cout), Int32(cin), Int32(o.lowerBound), Int32(o.upperBound), dw)
         }
     }
 
@@ -87,17 +92,18 @@ enum Winograd4 {
     static func convolve(
         _ x: UnsafePointer<Float>?, cin: Int, cout: Int, _ g: Winograd4Tiles, u: UnsafePointer<Float>,
         v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
-        out: UnsafeMutablePointer<Float>, accumulate: Bool
+        out: UnsafeMutablePointer<Float>, accumulate: Bool, _ ws: Workspace
     ) {
         let t = g.count, su = Winograd.planeStride(cout * cin), sv = Winograd.planeStride(cin * t)
-        let sm = Winograd.planeStride(cout * t)
-        if let x { Profile.measure(.im2col) { transformInput(x, c: cin, g, v) } }
-        Profile.measure(.gemm) {
-            Winograd.products(products) { e in
+        let sm = Winograd.planeStride(cout * t), chunk = ws.options.winogradChunk
+        if let x { ws.measure(.im2col) { transformInput(x, c: cin, g, v, ws) } }
+        ws.measure(.gemm) {
+            Winograd.products(products, ws) { e in
                 Winograd.gemmChunked(
-                    m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t)
+                    m: cout, n: t, k: cin, a: u + e * su, lda: cin, b: v + e * sv, ldb: t, c: m + e * sm, ldc: t,
+                    chunk: chunk)
             }
         }
-        Profile.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate) }
+        ws.measure(.im2col) { transformOutput(m, c: cout, g, out, accumulate: accumulate, ws) }
     }
 }

@@ -27,19 +27,20 @@ extension Winograd {
     /// Of `images` planes, how many the C kernels take in groups of 16 tiles (AVX-512: even H and W,
     /// tw dividing 16, whole groups of tile rows; `ckernels.h`); the loops below take the rest.
     @inline(__always)
-    private static func inGroups(_ g: WinogradTiles, _ rows: Range<Int>, _ images: Int) -> Int {
-        guard cKernels else { return 0 }
-        return Int(
-            reid_wino_groups(Int32(g.h), Int32(g.w), Int32(images), Int32(rows.lowerBound), Int32(rows.upperBound)))
+    private static func inGroups(_ g: WinogradTiles, _ rows: Range<Int>, _ images: Int, _ path: Int32) -> Int {
+        Int(
+            reid_wino_groups(
+                path, Int32(g.h), Int32(g.w), Int32(images), Int32(rows.lowerBound), Int32(rows.upperBound)))
     }
 
     /// Runs the C kernels on the images `inGroups` gives them (groups(their count)), the loops
     /// on the rest (loops(the first image left)).
     @inline(__always)
     private static func split(
-        _ g: WinogradTiles, _ rows: Range<Int>, _ images: Int, groups: (Int32) -> Void, loops: (Int) -> Void
+        _ g: WinogradTiles, _ rows: Range<Int>, _ images: Int, _ path: Int32, groups: (Int32) -> Void,
+        loops: (Int) -> Void
     ) {
-        let done = inGroups(g, rows, images)
+        let done = inGroups(g, rows, images, path)
         if done > 0 { groups(Int32(done)) }
         if done < images { loops(done) }
     }
@@ -51,11 +52,11 @@ extension Winograd {
     @inline(__always)
     static func inputTiles(
         _ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
-        _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>
+        _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>, path: Int32
     ) {
         let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
         split(
-            g, rows, images, groups: { reid_wino_input_groups(src, h, w, $0, ty0, ty1, dst, plane) },
+            g, rows, images, path, groups: { reid_wino_input_groups(src, h, w, $0, ty0, ty1, dst, plane) },
             loops: { first in
                 inputTilesLoop(
                     src + first * g.h * g.w, g, rows: rows, images: images - first, dst + first * rows.count * g.tw,
@@ -67,11 +68,11 @@ extension Winograd {
     @inline(__always)
     static func outputTiles(
         _ src0: UnsafePointer<Float>, plane: Int, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
-        _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>
+        _ dst: UnsafeMutablePointer<Float>, accumulate: Bool, _ buf: UnsafeMutablePointer<Float>, path: Int32
     ) {
         let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
         split(
-            g, rows, images,
+            g, rows, images, path,
             groups: { reid_wino_output_groups(src0, plane, h, w, $0, ty0, ty1, dst, accumulate ? 1 : 0) },
             loops: { first in
                 outputTilesLoop(
@@ -85,11 +86,11 @@ extension Winograd {
     @inline(__always)
     static func outputGradTiles(
         _ src: UnsafePointer<Float>, _ g: WinogradTiles, rows: Range<Int>, images: Int = 1,
-        _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>
+        _ dst: UnsafeMutablePointer<Float>, plane: Int, _ buf: UnsafeMutablePointer<Float>, path: Int32
     ) {
         let (h, w, ty0, ty1) = (Int32(g.h), Int32(g.w), Int32(rows.lowerBound), Int32(rows.upperBound))
         split(
-            g, rows, images, groups: { reid_wino_output_grad_groups(src, h, w, $0, ty0, ty1, dst, plane) },
+            g, rows, images, path, groups: { reid_wino_output_grad_groups(src, h, w, $0, ty0, ty1, dst, plane) },
             loops: { first in
                 outputGradTilesLoop(
                     src + first * g.h * g.w, g, rows: rows, images: images - first, dst + first * rows.count * g.tw,

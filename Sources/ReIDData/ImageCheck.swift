@@ -7,10 +7,12 @@ import ReIDCore
 import ReIDImage
 
 /// Reads the headers of `paths` on `threads` threads; returns each failure (the path and
-/// the error, which names the path), in path order. `progress(done, total)` is called now and then from one thread.
-public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, Int) -> Void)? = nil) -> [(
-    path: String, error: String
-)] {
+/// the error, which names the path), in path order: unreadable, or more than `maxPixels` pixels.
+/// `progress(done, total)` is called now and then from one thread.
+public func checkImageHeaders(
+    _ paths: [String], threads: Int, maxPixels: Int = RGBImage.defaultMaxPixels,
+    progress: ((Int, Int) -> Void)? = nil
+) -> [(path: String, error: String)] {
     let lock = NSLock()
     var bad: [(Int, String)] = []
     var done = 0
@@ -20,7 +22,9 @@ public func checkImageHeaders(_ paths: [String], threads: Int, progress: ((Int, 
         while c < chunks {
             var mine: [(Int, String)] = []
             for i in (c * chunk)..<Swift.min((c + 1) * chunk, paths.count) {
-                do { try RGBImage.checkHeader(file: paths[i]) } catch { mine.append((i, "\(error)")) }
+                do { try RGBImage.checkHeader(file: paths[i], maxPixels: maxPixels) } catch {
+                    mine.append((i, "\(error)"))
+                }
             }
             lock.lock()
             bad += mine

@@ -19,13 +19,17 @@ public final class ImageLoader {
     public let augment: AugmentConfig
     public let seed: UInt64
     public let skipBadImages: Bool
+    /// The largest image decoded, in pixels (`data.max_pixels`).
+    public let maxPixels: Int
     /// Unreadable images skipped so far (only with skipBadImages).
     public private(set) var skipped: [String] = []
     private let lock = NSLock()
 
     public init(
-        samples: [Sample], height: Int, width: Int, augment: AugmentConfig, seed: UInt64, skipBadImages: Bool = false
+        samples: [Sample], height: Int, width: Int, augment: AugmentConfig, seed: UInt64, skipBadImages: Bool = false,
+        maxPixels: Int = RGBImage.defaultMaxPixels
     ) {
+        self.maxPixels = maxPixels
         self.samples = samples
         self.height = height
         self.width = width
@@ -36,7 +40,7 @@ public final class ImageLoader {
 
     /// Decoded and resized to (H, W).
     public func image(_ i: Int) throws -> RGBImage {
-        let img = try RGBImage(file: samples[i].path)
+        let img = try RGBImage(file: samples[i].path, maxPixels: maxPixels)
         return img.width == width && img.height == height ? img : img.resized(width: width, height: height)
     }
 

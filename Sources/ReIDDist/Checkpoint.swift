@@ -36,6 +36,40 @@ public struct CheckpointState: Codable {
     }
 }
 
+/// Where a run stands, as one value: restored from a checkpoint (`CheckpointState.position`),
+/// broadcast from rank 0 to every rank as one value (`Communicator.broadcast`), and what the
+/// training loop goes on from.
+public struct TrainingPosition: Codable, Equatable, Sendable {
+    /// Epochs completed.
+    public var epoch = 0
+    /// Optimizer steps taken over the whole run.
+    public var globalStep = 0
+    /// The optimizer's own step count (Adam's bias correction).
+    public var optimizerSteps = 0
+    /// Steps of epoch `epoch + 1` already taken (a mid-epoch checkpoint), and that epoch's loss
+    /// sum, images and correct predictions so far (summed over ranks).
+    public var stepInEpoch = 0
+    public var epochProgress: [Double]?
+    /// The best evaluation mAP so far (-1: none yet).
+    public var bestMAP = -1.0
+
+    public init() {}
+}
+
+extension CheckpointState {
+    /// The position this checkpoint continues from.
+    public var position: TrainingPosition {
+        var p = TrainingPosition()
+        p.epoch = epoch
+        p.globalStep = step
+        p.optimizerSteps = optimizerSteps
+        p.stepInEpoch = stepInEpoch ?? 0
+        p.epochProgress = epochProgress
+        p.bestMAP = metrics["best_mAP"] ?? -1
+        return p
+    }
+}
+
 public enum Checkpoint {
     static let latestFile = "latest", bestFile = "best"
     static let modelFile = "model.safetensors", optimizerFile = "optimizer.safetensors",
@@ -60,7 +94,7 @@ public enum Checkpoint {
         func path(_ f: String) -> String { (tmp as NSString).appendingPathComponent(f) }
         var meta = card?.metadata ?? ["producer": "reid-dist", "classes": "\(state.classes)"]
         meta["format"] = "pt"
-        meta["conv_algorithm"] = Conv2d.algorithm.rawValue // information only: the weights mean the same
+        meta["conv_algorithm"] = model.ws.options.convAlgorithm.rawValue // information only: the weights mean the same
         try SafeTensors.write(model.arena.stateRecords(), metadata: meta, to: path(modelFile))
         try SafeTensors.write(
             [

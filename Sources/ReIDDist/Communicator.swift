@@ -80,6 +80,29 @@ extension Communicator {
         let flat = bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
         return (0..<size).map { Array(flat[($0 * values.count)..<(($0 + 1) * values.count)]) }
     }
+
+    /// Every rank's `values`, whose counts may differ between ranks, indexed [rank][i].
+    public func allgatherVariable(_ values: [Double]) throws -> [[Double]] {
+        let counts = try allgather([Double(values.count)]).map { Int($0[0]) }
+        let longest = Swift.max(1, counts.max() ?? 1)
+        let all = try allgather(values + [Double](repeating: 0, count: longest - values.count))
+        return zip(all, counts).map { Array($0.prefix($1)) }
+    }
+
+    /// `root`'s `value`, on every rank: encoded as JSON, its length broadcast, then its bytes.
+    /// Doubles keep every bit (JSON's shortest round-trip digits).
+    public func broadcast<T: Codable>(_ value: T, root: Int) throws -> T {
+        guard size > 1 else { return value }
+        var bytes = rank == root ? [UInt8](try JSONEncoder().encode(value)) : []
+        var length = [Int64(bytes.count)]
+        try length.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: $0.count, root: root) }
+        guard length[0] > 0, length[0] < 1 << 30 else {
+            throw CommError("a broadcast value of \(length[0]) bytes from rank \(root)")
+        }
+        if rank != root { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
+        try bytes.withUnsafeMutableBytes { try broadcast($0.baseAddress!, bytes: $0.count, root: root) }
+        return try JSONDecoder().decode(T.self, from: Data(bytes))
+    }
 }
 
 public final class SingleProcess: Communicator {

@@ -4,15 +4,16 @@ import Foundation
 import ReIDCore
 import ReIDData
 import ReIDEval
+import ReIDImage
 
 public func extractFeatures(
     model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-    flip: Bool, skipBadImages: Bool = false, producer: String,
+    flip: Bool, skipBadImages: Bool = false, maxPixels: Int = RGBImage.defaultMaxPixels, producer: String,
     progress: ((Int, Int) -> Void)? = nil
 ) throws -> FeatureSet {
     let loader = ImageLoader(
         samples: split.samples, height: height, width: width, augment: .none, seed: 0,
-        skipBadImages: skipBadImages)
+        skipBadImages: skipBadImages, maxPixels: maxPixels)
     let n = split.samples.count
     let batches = stride(from: 0, to: n, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, n)) }
     let dim = model.spec.featureChannels
@@ -52,13 +53,14 @@ public func extractFeatures(
 /// rank's batches.
 public func extractFeatures(
     model: GroupedMultiBranchNet, split: Split, height: Int, width: Int, batchSize: Int,
-    flip: Bool, skipBadImages: Bool = false, comm: Communicator, producer: String,
-    progress: ((Int, Int) -> Void)? = nil
+    flip: Bool, skipBadImages: Bool = false, maxPixels: Int = RGBImage.defaultMaxPixels, comm: Communicator,
+    producer: String, progress: ((Int, Int) -> Void)? = nil
 ) throws -> FeatureSet? {
     if comm.size == 1 {
         return try extractFeatures(
             model: model, split: split, height: height, width: width, batchSize: batchSize,
-            flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
+            flip: flip, skipBadImages: skipBadImages, maxPixels: maxPixels, producer: producer,
+            progress: progress)
     }
     let n = split.samples.count, ranks = comm.size, r = comm.rank
     let batches = stride(from: 0, to: n, by: batchSize).map { $0..<Swift.min($0 + batchSize, n) }
@@ -71,7 +73,8 @@ public func extractFeatures(
     if !mine.samples.isEmpty {
         let f = try extractFeatures(
             model: model, split: mine, height: height, width: width, batchSize: batchSize,
-            flip: flip, skipBadImages: skipBadImages, producer: producer, progress: progress)
+            flip: flip, skipBadImages: skipBadImages, maxPixels: maxPixels, producer: producer,
+            progress: progress)
         guard f.count == mine.samples.count else {
             throw CommError(
                 "rank \(r): \(mine.samples.count - f.count) images of its share of \(split.folder) could not be decoded; "

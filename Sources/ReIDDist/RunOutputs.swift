@@ -20,13 +20,13 @@ public final class RunOutputs {
     let runDir: String?
     /// What run.json says of this run (ranks, threads, processor, ...).
     public var runInfo: [String: Any] = [:]
-    var windowWait = 0.0
+    public internal(set) var windowWait = 0.0
     let logEvery: Int, heads: Double, worldSize: Int, averagingNote: String
 
     // The run.
     var runStart = 0.0, imagesSeen = 0
     /// This rank's wait for the all-reduce after backward, per step.
-    var allreduceWaits: [Double] = []
+    public internal(set) var allreduceWaits: [Double] = []
     var plan = (epochs: 0, end: 0, imagesPerStep: 0)
     // The epoch, summed over ranks.
     var epoch = 0, steps = 0
@@ -159,11 +159,10 @@ public final class RunOutputs {
     /// The epoch's loss sum, images and correct predictions so far (for a mid-epoch checkpoint).
     public var epochProgress: [Double] { [lossSum, Double(seen), Double(correct)] }
 
-    /// After each step, with its figures summed over ranks: the trace, and every `logEvery`
-    /// steps (and at the epoch's end) the progress line and a "train" record.
-    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double)
-        throws
-    {
+    /// After each step, with its figures summed over ranks: the epoch's sums and the trace.
+    /// Returns whether the step ends a log window (every `logEvery` steps and at the epoch's end):
+    /// then the caller gathers every rank's `windowWait` and calls `logWindow`.
+    public func stepDone(_ r: StepResult, totals: StepTotals, step: Int) -> Bool {
         lossSum += totals.lossSum
         seen += totals.images
         correct += totals.correct
@@ -172,10 +171,16 @@ public final class RunOutputs {
         allreduceWaits.append(r.total(.allreduceWait))
         windowWait += r.total(.allreduceWait)
         trace(r)
-        guard (step + 1) % logEvery == 0 || step + 1 == steps else { return }
-        // Over ranks, the window's wait after backward: the smallest is the exposed all-reduce,
-        // the rest waiting for the slowest rank (GradientSync.splitWaits).
-        let waits = comm.size > 1 ? ((try? comm.allgather([windowWait]).map { $0[0] }) ?? [windowWait]) : [windowWait]
+        return (step + 1) % logEvery == 0 || step + 1 == steps
+    }
+
+    /// The progress line and a "train" record of the window that `step` ends. `rankWaits`: every
+    /// rank's `windowWait` (the time it waited after backward), gathered by the caller: the
+    /// smallest is the exposed all-reduce, the rest waiting for the slowest rank (GradientSync.splitWaits).
+    public func logWindow(
+        _ r: StepResult, totals: StepTotals, step: Int, globalStep: Int, lr: Float, dataWait: Double,
+        rankWaits waits: [Double]
+    ) {
         windowWait = 0
         let now = Profile.now()
         let ips = Double(windowImages) / Swift.max(now - windowStart, 1e-9)
@@ -235,13 +240,15 @@ public final class RunOutputs {
 
     /// The summary line (and, with several MPI ranks, the all-reduce's exposed time and the
     /// ranks' imbalance as a "comm" record), then the trace file if one was asked for.
-    public func endRun() throws {
+    /// `rankWaits`: every rank's `allreduceWaits` (several ranks); `traces`: every rank's
+    /// `traceValues` (with `train.trace`), both gathered by the caller.
+    public func endRun(rankWaits: [[Double]]?, traces: [[Double]]?) throws {
         let total = Profile.now() - runStart
         var summary = String(
             format: "trained %d images in %@ (%.1f img/s)", imagesSeen, formatDuration(total),
             Double(imagesSeen) / Swift.max(total, 1e-9))
-        if comm.size > 1 {
-            let (exposed, imbalance) = GradientSync.splitWaits(try comm.allgather(allreduceWaits))
+        if let rankWaits, rankWaits.count > 1 {
+            let (exposed, imbalance) = GradientSync.splitWaits(rankWaits)
             summary += String(
                 format:
                     "; gradient all-reduce exposed %.1f s (%.1f%% of the run), ranks waiting for the slowest %.1f s",
@@ -253,7 +260,7 @@ public final class RunOutputs {
             ])
         }
         log(summary)
-        if tracePath != nil { try writeTrace() }
+        if let traces { try writeTrace(traces) }
         writeRunInfo(finished: true)
         writeReport()
     }
@@ -298,18 +305,16 @@ public final class RunOutputs {
         for b in r.buckets { traceEvents.append((.bucket(b.bucket), base + b.start, b.end - b.start)) }
     }
 
-    /// Rank 0 gathers every rank's events (pid = rank) into a Chrome trace-event file.
-    func writeTrace() throws {
-        guard let tracePath else { return }
-        // Every rank's events as (kind, start, duration) doubles, padded to the longest with -1.
-        var mine = traceEvents.flatMap { [$0.kind.code, $0.start, $0.duration] }
-        let counts = try comm.allgather([Double(mine.count)]).map { Int($0[0]) }
-        mine += [Double](repeating: -1, count: counts.max()! - mine.count)
-        let all = try comm.allgather(mine)
-        guard comm.isRoot else { return }
+    /// This rank's trace events as (kind, start, duration) doubles, for gathering over ranks.
+    public var traceValues: [Double] { traceEvents.flatMap { [$0.kind.code, $0.start, $0.duration] } }
+
+    /// Rank 0 writes every rank's events (pid = rank; `all`: each rank's `traceValues`) as a
+    /// Chrome trace-event file.
+    func writeTrace(_ all: [[Double]]) throws {
+        guard let tracePath, comm.isRoot else { return }
         var events: [[String: Any]] = []
         for (rank, values) in all.enumerated() {
-            for k in stride(from: 0, to: counts[rank], by: 3) {
+            for k in stride(from: 0, to: values.count - 2, by: 3) {
                 let kind = TraceKind(code: values[k])
                 events.append([
                     "name": kind.name, "ph": "X", "pid": rank, "tid": kind.thread, "ts": values[k + 1] * 1e6,

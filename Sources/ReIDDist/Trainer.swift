@@ -32,11 +32,15 @@ public final class Trainer {
     public let outputs: RunOutputs
     /// BLAS and engine threads of this process.
     public let threads: Int
-    public var startEpoch = 0, globalStep = 0
-    public var bestMAP = -1.0
-    /// Steps of `startEpoch` already taken (a mid-epoch checkpoint), and that epoch's figures so far.
-    public var startStep = 0
-    var resumedProgress: [Double]?
+    /// Where the run stands: where it starts (a checkpoint's position, or the beginning), then
+    /// its global step and best mAP as it goes.
+    public var position = TrainingPosition()
+    /// The epoch the loop starts at (epochs completed before it).
+    public var startEpoch: Int { position.epoch }
+    public var globalStep: Int { position.globalStep }
+    public var bestMAP: Double { position.bestMAP }
+    /// Steps of `startEpoch` already taken (a mid-epoch checkpoint).
+    public var startStep: Int { position.stepInEpoch }
     /// Every replica's batch-norm buffers from a mid-epoch checkpoint (rank 0), until synchronised.
     var resumedReplicaBuffers: [Float]?
     /// Rank 0's hold on the run folder (RunFolder.swift).
@@ -106,21 +110,20 @@ public final class Trainer {
         try Self.checkDivisible(config.sampler, ranks: world)
         threads = config.train.threadsPerRank(ranksOnNode: comm.localSize)
         setBLASThreads(threads)
-        engineThreads = threads
         let data = config.data, m = config.model
-        RGBImage.maxPixels = data.maxPixels
         dataset = try data.load()
         guard dataset.train.samples.count >= 2 else {
             throw DataError("\(dataset.train.folder): fewer than 2 training images")
         }
         if data.checkImages {
-            try Self.checkImages(dataset, skipBadTraining: data.skipBadImages, comm: comm, threads: threads)
+            try Self.checkImages(
+                dataset, skipBadTraining: data.skipBadImages, maxPixels: data.maxPixels, comm: comm, threads: threads)
         }
         var spec = m.spec
         spec.classes = dataset.classes
-        model = GroupedMultiBranchNet(spec, seed: UInt64(config.train.seed))
+        model = GroupedMultiBranchNet(
+            spec, seed: UInt64(config.train.seed), options: config.engineOptions(threads: threads))
         optimizer = config.optim.make(paramCount: model.arena.paramCount)
-        Conv2d.algorithm = m.convAlgorithm
         if let pre = m.pretrained {
             try model.loadPretrainedBackbone(try pretrainedWeights(pre, modelElements: model.arena.paramCount))
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }
@@ -153,12 +156,14 @@ public final class Trainer {
 
     /// Every image's header, each rank reading its share; a damaged query or gallery image
     /// (or training image, unless data.skip_bad_images) stops the run before it starts.
-    static func checkImages(_ d: ReIDDataset, skipBadTraining: Bool, comm: Communicator, threads: Int) throws {
+    static func checkImages(
+        _ d: ReIDDataset, skipBadTraining: Bool, maxPixels: Int, comm: Communicator, threads: Int
+    ) throws {
         let t0 = Profile.now()
         let splits = [d.train, d.query, d.gallery]
         let paths = splits.flatMap { $0.samples.map(\.path) }
         let mine = stride(from: comm.rank, to: paths.count, by: comm.size).map { paths[$0] }
-        let bad = checkImageHeaders(mine, threads: Swift.max(threads, 2)) { done, total in
+        let bad = checkImageHeaders(mine, threads: Swift.max(threads, 2), maxPixels: maxPixels) { done, total in
             if comm.isRoot && total > 2000 && done < total {
                 print(String(format: "\rchecking images: %d of %d", done * comm.size, paths.count), terminator: "")
                 fflush(stdout)
@@ -213,7 +218,8 @@ public final class Trainer {
         let end = Swift.min(untilEpoch ?? epochs, epochs)
         let loader = ImageLoader(
             samples: dataset.train.samples, height: config.data.height, width: config.data.width,
-            augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages)
+            augment: config.augment, seed: UInt64(config.train.seed), skipBadImages: config.data.skipBadImages,
+            maxPixels: config.data.maxPixels)
         let comm = self.comm
         let step = TrainingStep(
             model: model, optimizer: optimizer, averaging: averaging, loss: config.loss,
@@ -233,7 +239,7 @@ public final class Trainer {
                 }
             }
             let lr = Float(config.schedule.rate(epoch: Double(epoch)))
-            outputs.beginEpoch(epoch, steps: mine[0].count, progress: first > 0 ? resumedProgress : nil)
+            outputs.beginEpoch(epoch, steps: mine[0].count, progress: first > 0 ? position.epochProgress : nil)
             for s in first..<mine[0].count {
                 watchdog.arm("epoch \(epoch + 1) step \(s + 1)")
                 defer { watchdog.disarm() }
@@ -241,17 +247,21 @@ public final class Trainer {
                     let b = try feeds[i].next(s)
                     return (b.images, b.labels)
                 }
-                globalStep += 1
+                position.globalStep += 1
                 let totals = try agree(on: result)
-                try outputs.stepDone(
-                    result, totals: totals, step: s, globalStep: globalStep, lr: lr, dataWait: feeds[0].waitSeconds)
+                if outputs.stepDone(result, totals: totals, step: s) {
+                    let waits = try comm.allgather([outputs.windowWait]).map { $0[0] }
+                    outputs.logWindow(
+                        result, totals: totals, step: s, globalStep: globalStep, lr: lr,
+                        dataWait: feeds[0].waitSeconds, rankWaits: waits)
+                }
                 try checkReplicasIfDue()
                 if totals.stop || totals.checkpoint {
                     let dir = try saveMidEpoch(epoch: epoch, stepsDone: s + 1)
                     if totals.stop { return try stopped(checkpoint: dir) }
                 }
             }
-            startStep = 0
+            position.stepInEpoch = 0
             if !loader.skipped.isEmpty {
                 outputs.warn(
                     "\(loader.skipped.count) unreadable image(s) skipped so far (data.skip_bad_images); first: \(loader.skipped[0])"
@@ -259,8 +269,16 @@ public final class Trainer {
             }
             try endEpoch(epoch + 1, runEnd: end, watchdog: watchdog)
         }
-        try outputs.endRun()
+        try finishRun()
         return .finished
+    }
+
+    /// Every rank's all-reduce waits and trace events, gathered (collectives: every rank calls
+    /// this at the run's end), then rank 0's summary and trace file.
+    func finishRun() throws {
+        let waits = comm.size > 1 ? try comm.allgather(outputs.allreduceWaits) : nil
+        let traces = config.train.trace == nil ? nil : try comm.allgatherVariable(outputs.traceValues)
+        try outputs.endRun(rankWaits: waits, traces: traces)
     }
 
     /// The step's figures summed over ranks, with any rank's stop request (a signal) and
@@ -284,7 +302,7 @@ public final class Trainer {
         log(
             "stopped on \(why) after step \(globalStep)"
                 + (dir.map { "; checkpoint \($0); continue with --resume auto" } ?? ""))
-        try outputs.endRun()
+        try finishRun()
         return .stopped(signal: why, checkpoint: dir)
     }
 
@@ -316,7 +334,7 @@ public final class Trainer {
             metrics["mAP"] = e.ranking.mAP
             metrics["rank1"] = e.ranking.rank(1)
             let isBest = e.ranking.mAP > bestMAP
-            if isBest { bestMAP = e.ranking.mAP }
+            if isBest { position.bestMAP = e.ranking.mAP }
             metrics["best_mAP"] = bestMAP
             // The best pointer names the best evaluated checkpoint: this one if it beats every
             // evaluation so far, or if none of the saved ones has been marked yet.
@@ -376,16 +394,9 @@ public final class Trainer {
         if optimizer.state2.count > 0 {
             try comm.broadcast(optimizer.state2.ptr, bytes: optimizer.state2.count * 4, root: 0)
         }
-        let progress = resumedProgress ?? [0, 0, 0]
-        var pos =
-            [Double(startEpoch), Double(globalStep), bestMAP, Double(optimizer.steps), Double(startStep)] + progress
-        try pos.withUnsafeMutableBytes { try comm.broadcast($0.baseAddress!, bytes: $0.count, root: 0) }
-        startEpoch = Int(pos[0])
-        globalStep = Int(pos[1])
-        bestMAP = pos[2]
-        optimizer.restore(steps: Int(pos[3]))
-        startStep = Int(pos[4])
-        resumedProgress = Array(pos[5...])
+        position.optimizerSteps = optimizer.steps
+        position = try comm.broadcast(position, root: 0)
+        optimizer.restore(steps: position.optimizerSteps)
         if startStep > 0 { try averaging.restoreReplicaBuffers(resumedReplicaBuffers) }
         resumedReplicaBuffers = nil
         try checkReplicas()
@@ -433,11 +444,7 @@ public final class Trainer {
             )
         }
         try Checkpoint.loadOptimizer(dir, into: optimizer)
-        startEpoch = st.epoch
-        globalStep = st.step
-        startStep = st.stepInEpoch ?? 0
-        resumedProgress = st.epochProgress
-        bestMAP = st.metrics["best_mAP"] ?? -1
+        position = st.position
         averaging.adoptModelState() // every replica starts from the saved (averaged) statistics
         if st.midEpoch {
             resumedReplicaBuffers = try Checkpoint.loadReplicaBuffers(
@@ -501,20 +508,12 @@ public final class Trainer {
     /// a share), then the protocol on rank 0, which alone gets a result.
     @discardableResult
     public func evaluate() throws -> EvalResult? {
-        let t0 = Profile.now()
-        let d = config.data, e = config.eval
-        func features(_ s: Split) throws -> FeatureSet? {
-            try extractFeatures(
-                model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
-                comm: comm, producer: "reid-dist")
-        }
-        let q = try features(dataset.query), g = try features(dataset.gallery)
-        guard let q, let g else { return nil }
-        let r =
-            e.rerank
-            ? try rankReranked(query: q, gallery: g, metric: e.metric)
-            : try rank(query: q, gallery: g, metric: e.metric)
-        let sec = Profile.now() - t0
+        let e = config.eval
+        guard
+            let ev = try Evaluation.run(
+                model: model, dataset: dataset, data: config.data, eval: e, comm: comm, producer: "reid-dist")
+        else { return nil }
+        let q = ev.query, g = ev.gallery, r = ev.ranking, sec = ev.seconds
         let epoch = globalStep == 0 ? startEpoch : outputs.epoch + 1
         let ranked = RankedListsFile(
             title: "epoch \(epoch)",

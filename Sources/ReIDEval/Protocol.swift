@@ -93,8 +93,11 @@ func queryOutcome(
 public struct ProtocolAccumulator {
     public let maxRank: Int
     var outcomes: [QueryOutcome]
-    public init(queries: Int, maxRank: Int) {
+    /// Worker threads scoring the queries of a block.
+    let threads: Int
+    public init(queries: Int, maxRank: Int, threads: Int = 1) {
         self.maxRank = maxRank
+        self.threads = threads
         outcomes = [QueryOutcome](repeating: QueryOutcome(), count: queries)
     }
 
@@ -108,7 +111,7 @@ public struct ProtocolAccumulator {
             gallery.pids.withUnsafeBufferPointer { gp in
                 gallery.camids.withUnsafeBufferPointer { gc in
                     let o = out.baseAddress!, gpp = gp.baseAddress!, gcp = gc.baseAddress!
-                    parallelFor(rows) { r in
+                    parallelFor(rows, threads: threads) { r in
                         let q = q0 + r
                         o[q] = queryOutcome(
                             distances + r * g, qpid: query.pids[q], qcam: query.camids[q],
@@ -139,11 +142,11 @@ public struct ProtocolAccumulator {
 /// The protocol on a full distance matrix (Q x G, row-major).
 public func evaluateDistances(
     _ dist: [Float], queryPids: [Int64], queryCams: [Int64],
-    galleryPids: [Int64], galleryCams: [Int64], maxRank: Int = 50
+    galleryPids: [Int64], galleryCams: [Int64], maxRank: Int = 50, threads: Int = 1
 ) -> RankingResult {
     precondition(dist.count == queryPids.count * galleryPids.count)
     var acc = ProtocolAccumulator(
-        queries: queryPids.count, maxRank: Swift.max(1, Swift.min(maxRank, galleryPids.count)))
+        queries: queryPids.count, maxRank: Swift.max(1, Swift.min(maxRank, galleryPids.count)), threads: threads)
     dist.withUnsafeBufferPointer {
         acc.add(
             rows: queryPids.count, firstQuery: 0, distances: $0.baseAddress!,

@@ -21,12 +21,12 @@ public func checkComparable(_ q: FeatureSet, _ g: FeatureSet) throws {
 }
 
 /// Squared L2 norm of each row of x (n, d).
-func rowNormsSquared(_ x: Tensor) -> [Float] {
+func rowNormsSquared(_ x: Tensor, threads: Int) -> [Float] {
     let n = x.shape[0], d = x.shape[1]
     var out = [Float](repeating: 0, count: n)
     out.withUnsafeMutableBufferPointer { o in
         let op = o.baseAddress!
-        parallelFor(n, minChunk: 256) { i in op[i] = vdot(x.ptr + i * d, x.ptr + i * d, d) }
+        parallelFor(n, threads: threads, minChunk: 256) { i in op[i] = vdot(x.ptr + i * d, x.ptr + i * d, d) }
     }
     return out
 }
@@ -35,7 +35,7 @@ func rowNormsSquared(_ x: Tensor) -> [Float] {
 /// (rows x b.count, leading dimension `ldc`).
 func distanceBlock(
     _ a: FeatureSet, _ b: FeatureSet, q0 a0: Int, rows: Int, metric: Metric,
-    qn an: [Float], gn bn: [Float], out: UnsafeMutablePointer<Float>, ldc: Int? = nil
+    qn an: [Float], gn bn: [Float], out: UnsafeMutablePointer<Float>, ldc: Int? = nil, threads: Int
 ) {
     let d = a.dim, bc = b.count, ld = ldc ?? bc
     sgemm(transB: true, m: rows, n: bc, k: d, alpha: 1, a: a.features.ptr + a0 * d, b: b.features.ptr, c: out, ldc: ld)
@@ -44,7 +44,7 @@ func distanceBlock(
         let binv = bn.map { 1 / Swift.max($0.squareRoot(), 1e-12) }
         binv.withUnsafeBufferPointer { bi in
             let bip = bi.baseAddress!
-            parallelFor(rows) { r in
+            parallelFor(rows, threads: threads) { r in
                 let row = out + r * ld, ix = 1 / Swift.max(an[a0 + r].squareRoot(), 1e-12)
                 for j in 0..<bc { row[j] = 1 - row[j] * ix * bip[j] }
             }
@@ -52,7 +52,7 @@ func distanceBlock(
     case .euclidean:
         bn.withUnsafeBufferPointer { bb in
             let bp = bb.baseAddress!
-            parallelFor(rows) { r in
+            parallelFor(rows, threads: threads) { r in
                 let row = out + r * ld, x = an[a0 + r]
                 for j in 0..<bc { row[j] = x + bp[j] - 2 * row[j] }
             }
@@ -73,11 +73,11 @@ func checkNonZero(_ norms: [Float], _ set: FeatureSet, _ what: String) throws {
 }
 
 /// The full distance matrix (Q x G); for re-ranking and tests. Memory Q*G floats.
-public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric) -> Tensor {
+public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric, threads: Int = 1) -> Tensor {
     let out = Tensor([q.count, g.count], zero: false)
     distanceBlock(
-        q, g, q0: 0, rows: q.count, metric: metric, qn: rowNormsSquared(q.features),
-        gn: rowNormsSquared(g.features), out: out.ptr)
+        q, g, q0: 0, rows: q.count, metric: metric, qn: rowNormsSquared(q.features, threads: threads),
+        gn: rowNormsSquared(g.features, threads: threads), out: out.ptr, threads: threads)
     return out
 }
 
@@ -85,16 +85,17 @@ public func distanceMatrix(_ q: FeatureSet, _ g: FeatureSet, metric: Metric) -> 
 /// The result is identical for any block size.
 public func rank(
     query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
-    maxRank: Int = 50, blockRows: Int = 512
+    maxRank: Int = 50, blockRows: Int = 512, threads: Int = 1
 ) throws -> RankingResult {
     try checkComparable(q, g)
-    let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
+    let qn = rowNormsSquared(q.features, threads: threads), gn = rowNormsSquared(g.features, threads: threads)
     if metric == .cosine {
         try checkNonZero(qn, q, "query")
         try checkNonZero(gn, g, "gallery")
     }
     // At most the gallery's size, as torchreid (a CMC past it is flat, and a huge --max-rank would only take memory).
-    var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
+    var acc = ProtocolAccumulator(
+        queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)), threads: threads)
     let rowsPerBlock = Swift.max(1, Swift.min(blockRows, q.count))
     let block = Tensor([rowsPerBlock, g.count], zero: false)
     var q0 = 0
@@ -102,7 +103,7 @@ public func rank(
     while q0 < q.count {
         let rows = Swift.min(rowsPerBlock, q.count - q0)
         let t0 = Profile.now()
-        distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: block.ptr)
+        distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: block.ptr, threads: threads)
         let t1 = Profile.now()
         acc.add(
             rows: rows, firstQuery: q0, distances: block.ptr,

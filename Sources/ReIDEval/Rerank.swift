@@ -37,7 +37,12 @@ public final class Reranker {
     var top: [Int32] = [] // (total, k1+1) nearest, self included
     var v: [SparseRow] = []
 
-    public init(query: FeatureSet, gallery: FeatureSet, metric: Metric, params: RerankParams = RerankParams()) throws {
+    /// Worker threads of the distance and neighbour loops.
+    let threads: Int
+
+    public init(
+        query: FeatureSet, gallery: FeatureSet, metric: Metric, params: RerankParams = RerankParams(), threads: Int = 1
+    ) throws {
         try checkComparable(query, gallery)
         guard params.k1 >= 1, params.k2 >= 1, params.k2 <= params.k1 + 1, (0...1).contains(params.lambda) else {
             throw RankingError("re-ranking needs k1 >= 1, 1 <= k2 <= k1+1 and lambda in [0, 1]; got \(params)")
@@ -49,10 +54,11 @@ public final class Reranker {
         g = gallery
         self.metric = metric
         self.params = params
+        self.threads = threads
         nq = query.count
         total = query.count + gallery.count
-        qn = rowNormsSquared(query.features)
-        gn = rowNormsSquared(gallery.features)
+        qn = rowNormsSquared(query.features, threads: threads)
+        gn = rowNormsSquared(gallery.features, threads: threads)
         nearestNeighbours()
         encode()
     }
@@ -66,8 +72,11 @@ public final class Reranker {
             let start = fromQuery ? r : r - nq
             let n = Swift.min(r0 + rows - r, (fromQuery ? nq : total) - r)
             let o = out + (r - r0) * total
-            distanceBlock(src, q, q0: start, rows: n, metric: metric, qn: srcNorm, gn: qn, out: o, ldc: total)
-            distanceBlock(src, g, q0: start, rows: n, metric: metric, qn: srcNorm, gn: gn, out: o + nq, ldc: total)
+            distanceBlock(
+                src, q, q0: start, rows: n, metric: metric, qn: srcNorm, gn: qn, out: o, ldc: total, threads: threads)
+            distanceBlock(
+                src, g, q0: start, rows: n, metric: metric, qn: srcNorm, gn: gn, out: o + nq, ldc: total,
+                threads: threads)
             r += n
         }
         let count = rows * total
@@ -88,7 +97,7 @@ public final class Reranker {
             rowMax.withUnsafeMutableBufferPointer { rm in
                 top.withUnsafeMutableBufferPointer { tp in
                     let rmp = rm.baseAddress!, tpp = tp.baseAddress!
-                    parallelFor(rows) { r in
+                    parallelFor(rows, threads: threads) { r in
                         let row = bp + r * t
                         var mx = -Float.infinity
                         // Sorted (value, index) of the k smallest so far.
@@ -147,7 +156,7 @@ public final class Reranker {
         var raw = [SparseRow](repeating: SparseRow(), count: total)
         raw.withUnsafeMutableBufferPointer { rp in
             let rows = rp.baseAddress!
-            parallelFor(total, minChunk: 64) { i in
+            parallelFor(total, threads: threads, minChunk: 64) { i in
                 let r = self.reciprocal(i, k1 + 1)
                 var expansion = Set(r)
                 let rset = Set(r)
@@ -170,7 +179,7 @@ public final class Reranker {
         var qe = [SparseRow](repeating: SparseRow(), count: total)
         qe.withUnsafeMutableBufferPointer { qp in
             let rows = qp.baseAddress!
-            parallelFor(total, minChunk: 64) { i in
+            parallelFor(total, threads: threads, minChunk: 64) { i in
                 var acc: [Int32: Float] = [:]
                 for nb in self.neighbours(i, k2) {
                     let row = raw[Int(nb)]
@@ -187,8 +196,8 @@ public final class Reranker {
     public func distances(q0: Int, rows: Int, into out: UnsafeMutablePointer<Float>) {
         let gc = g.count, lambda = Float(params.lambda)
         let inverted = self.inverted // built here, not inside the parallel loop
-        distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: out)
-        parallelFor(rows) { r in
+        distanceBlock(q, g, q0: q0, rows: rows, metric: metric, qn: qn, gn: gn, out: out, threads: threads)
+        parallelFor(rows, threads: threads) { r in
             let i = q0 + r
             let row = out + r * gc
             var minSum = [Float](repeating: 0, count: gc)
@@ -219,12 +228,13 @@ public final class Reranker {
 /// The protocol on re-ranked distances, in blocks of queries.
 public func rankReranked(
     query q: FeatureSet, gallery g: FeatureSet, metric: Metric = .cosine,
-    params: RerankParams = RerankParams(), maxRank: Int = 50, blockRows: Int = 256
+    params: RerankParams = RerankParams(), maxRank: Int = 50, blockRows: Int = 256, threads: Int = 1
 ) throws -> RankingResult {
     // Junk never takes part, not even as a neighbour (torchreid's loaders drop it).
     let g = g.droppingJunk()
-    let rr = try Reranker(query: q, gallery: g, metric: metric, params: params)
-    var acc = ProtocolAccumulator(queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)))
+    let rr = try Reranker(query: q, gallery: g, metric: metric, params: params, threads: threads)
+    var acc = ProtocolAccumulator(
+        queries: q.count, maxRank: Swift.max(1, Swift.min(maxRank, g.count)), threads: threads)
     let rows = Swift.max(1, Swift.min(blockRows, q.count))
     let block = Tensor([rows, g.count], zero: false)
     var q0 = 0

@@ -13,12 +13,12 @@ public struct SearchHit: Equatable {
 /// The `k` nearest gallery entries of every query (ties: lower gallery index first).
 /// `rows(q0, n, out)` may supply the distance rows instead (re-ranked ones, say).
 public func searchTopK(
-    query q: FeatureSet, gallery g: FeatureSet, metric: Metric, k: Int, blockRows: Int = 512,
+    query q: FeatureSet, gallery g: FeatureSet, metric: Metric, k: Int, blockRows: Int = 512, threads: Int = 1,
     rows supplied: ((Int, Int, UnsafeMutablePointer<Float>) -> Void)? = nil
 ) throws -> [[SearchHit]] {
     try checkComparable(q, g)
     let k = Swift.max(1, Swift.min(k, g.count))
-    let qn = rowNormsSquared(q.features), gn = rowNormsSquared(g.features)
+    let qn = rowNormsSquared(q.features, threads: threads), gn = rowNormsSquared(g.features, threads: threads)
     if metric == .cosine && supplied == nil {
         try checkNonZero(qn, q, "query")
         try checkNonZero(gn, g, "gallery")
@@ -32,12 +32,12 @@ public func searchTopK(
         if let supplied {
             supplied(q0, n, block.ptr)
         } else {
-            distanceBlock(q, g, q0: q0, rows: n, metric: metric, qn: qn, gn: gn, out: block.ptr)
+            distanceBlock(q, g, q0: q0, rows: n, metric: metric, qn: qn, gn: gn, out: block.ptr, threads: threads)
         }
         let gc = g.count, bp = block.ptr
         out.withUnsafeMutableBufferPointer { o in
             let op = o.baseAddress!
-            parallelFor(n) { r in
+            parallelFor(n, threads: threads) { r in
                 // Keep the k best in a sorted array: k is small next to the gallery.
                 let row = bp + r * gc
                 var best: [SearchHit] = []

@@ -32,10 +32,10 @@ public struct RGBImage {
         self.pixels = pixels
     }
 
-    /// The largest image any reader decodes, in pixels (`data.max_pixels`): a larger one is
-    /// refused from its header, before its pixels take memory (a 20000x20000 JPEG would
-    /// take 1.2 GB as RGB). Process-wide: set once from the configuration.
-    public nonisolated(unsafe) static var maxPixels = 40_000_000
+    /// The largest image a reader decodes unless told otherwise, in pixels (`data.max_pixels`'s
+    /// default): a larger one is refused from its header, before its pixels take memory (a
+    /// 20000x20000 JPEG would take 1.2 GB as RGB).
+    public static let defaultMaxPixels = 40_000_000
 
     /// The image formats read, told apart by their first bytes (not the file name).
     public enum Format { case jpeg, png }
@@ -49,11 +49,11 @@ public struct RGBImage {
         return nil
     }
 
-    /// Decodes JPEG or PNG bytes; `path` names the source in errors.
-    public init(data: Data, path: String) throws {
+    /// Decodes JPEG or PNG bytes of at most `maxPixels` pixels; `path` names the source in errors.
+    public init(data: Data, path: String, maxPixels: Int = defaultMaxPixels) throws {
         switch Self.format(of: data) {
-        case .png: try self.init(png: data, path: path)
-        case .jpeg: try self.init(jpeg: data, path: path)
+        case .png: try self.init(png: data, path: path, maxPixels: maxPixels)
+        case .jpeg: try self.init(jpeg: data, path: path, maxPixels: maxPixels)
         case nil:
             throw ImageError(
                 path,
@@ -65,20 +65,20 @@ public struct RGBImage {
     }
 
     /// Reads and decodes an image file (JPEG or PNG).
-    public init(file path: String) throws {
+    public init(file path: String, maxPixels: Int = defaultMaxPixels) throws {
         if let problem = InputFile.problem(path) { throw ImageError(path, problem) }
         guard let data = FileManager.default.contents(atPath: path) else { throw ImageError(path, "cannot read file") }
-        try self.init(data: data, path: path)
+        try self.init(data: data, path: path, maxPixels: maxPixels)
     }
 
     /// Decodes JPEG bytes; `path` names the source in errors.
-    public init(jpeg data: Data, path: String) throws {
-        try self.init(data, path: path, format: "JPEG", decode: rd_jpeg_decode, free: rd_free)
+    public init(jpeg data: Data, path: String, maxPixels: Int = defaultMaxPixels) throws {
+        try self.init(data, path: path, format: "JPEG", decode: rd_jpeg_decode, free: rd_free, limit: maxPixels)
     }
 
     /// Decodes PNG bytes (libpng's simplified API: errors are returned, never longjmp-ed).
-    public init(png data: Data, path: String) throws {
-        try self.init(data, path: path, format: "PNG", decode: rd_png_decode, free: rd_png_free)
+    public init(png data: Data, path: String, maxPixels: Int = defaultMaxPixels) throws {
+        try self.init(data, path: path, format: "PNG", decode: rd_png_decode, free: rd_png_free, limit: maxPixels)
     }
 
     /// Both C decoders share one signature: (bytes, size, max pixels, &rgb, &w, &h, err, errlen).
@@ -87,13 +87,13 @@ public struct RGBImage {
         UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<CChar>?, Int
     ) -> Int32
 
-    private init(_ data: Data, path: String, format: String, decode: Decoder, free: (UnsafeMutableRawPointer?) -> Void)
-        throws
-    {
+    private init(
+        _ data: Data, path: String, format: String, decode: Decoder, free: (UnsafeMutableRawPointer?) -> Void,
+        limit: Int
+    ) throws {
         var out: UnsafeMutablePointer<UInt8>?
         var w: Int32 = 0, h: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
-        let limit = Self.maxPixels
         let rc = data.withUnsafeBytes { raw -> Int32 in
             guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return -2 }
             return decode(base, raw.count, limit, &out, &w, &h, &err, err.count)
@@ -110,7 +110,9 @@ public struct RGBImage {
     /// Checks an image file's header only: readable JPEG or PNG, a sane size, within
     /// `maxPixels`. Returns (width, height).
     @discardableResult
-    public static func checkHeader(file path: String) throws -> (width: Int, height: Int) {
+    public static func checkHeader(file path: String, maxPixels: Int = defaultMaxPixels) throws -> (
+        width: Int, height: Int
+    ) {
         if let problem = InputFile.problem(path) { throw ImageError(path, problem) }
         guard let fh = FileHandle(forReadingAtPath: path) else { throw ImageError(path, "cannot read file") }
         defer { try? fh.close() }

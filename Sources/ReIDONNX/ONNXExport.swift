@@ -78,7 +78,7 @@ public enum ONNXExport {
             let mirrored = g.node("Slice", [x, starts, ends, axes, steps], name: "flip.mirror")
             x = g.node("Concat", [x, mirrored], name: "flip.concat", attrs: [.int("axis", 0)])
         }
-        x = try g.backbone(x, spec: net.spec)
+        x = try g.backbone(x, graph: net.backbone.graph)
         var f = g.node(
             "Flatten", [g.node("GlobalAveragePool", [x], name: "pool")], name: "pool.flatten", attrs: [.int("axis", 1)])
         f = try g.groupBatchNorms(f, spec: net.spec)
@@ -265,35 +265,26 @@ struct GraphBuilder {
         return relu ? node("Relu", [y], name: conv + ".relu") : y
     }
 
-    /// torchvision's ResNet (v1.5) with BN folded; names follow the state dict.
-    mutating func backbone(_ input: String, spec: ModelSpec) throws -> String {
-        guard let (bottleneck, counts) = ResNet.depths[spec.depth] else {
-            throw ONNXExportError("depth \(spec.depth) is not 18, 34 or 50")
+    /// The backbone's graph (`Backbone.graph`: for ResNet, torchvision's v1.5) with every batch
+    /// norm folded into its convolution; names follow the state dict.
+    mutating func backbone(_ input: String, graph: [GraphNode]) throws -> String {
+        var x = input
+        func chain(_ convs: [ConvBN], _ from: String) throws -> String {
+            var y = from
+            for c in convs { y = try convBN(y, conv: c.conv, bn: c.bn, stride: c.stride, relu: c.relu) }
+            return y
         }
-        let p = "backbone."
-        var x = try convBN(input, conv: p + "conv1", bn: p + "bn1", stride: 2, relu: true)
-        x = node(
-            "MaxPool", [x], name: p + "maxpool",
-            attrs: [.ints("kernel_shape", [3, 3]), .ints("strides", [2, 2]), .ints("pads", [1, 1, 1, 1])])
-        for (l, n) in counts.enumerated() {
-            let layerStride = l == 0 ? 1 : l == 3 ? spec.lastStride : 2
-            for b in 0..<n {
-                let bp = p + "layer\(l + 1).\(b)", stride = b == 0 ? layerStride : 1
-                var identity = x
-                if weights.has(bp + ".downsample.0.weight") {
-                    identity = try convBN(
-                        x, conv: bp + ".downsample.0", bn: bp + ".downsample.1", stride: stride, relu: false)
-                }
-                var y: String
-                if bottleneck {
-                    y = try convBN(x, conv: bp + ".conv1", bn: bp + ".bn1", stride: 1, relu: true)
-                    y = try convBN(y, conv: bp + ".conv2", bn: bp + ".bn2", stride: stride, relu: true)
-                    y = try convBN(y, conv: bp + ".conv3", bn: bp + ".bn3", stride: 1, relu: false)
-                } else {
-                    y = try convBN(x, conv: bp + ".conv1", bn: bp + ".bn1", stride: stride, relu: true)
-                    y = try convBN(y, conv: bp + ".conv2", bn: bp + ".bn2", stride: 1, relu: false)
-                }
-                x = node("Relu", [node("Add", [y, identity], name: bp + ".add")], name: bp + ".relu")
+        for n in graph {
+            switch n {
+            case .convBN(let c):
+                x = try chain([c], x)
+            case .maxPool(let name, let k, let s, let p):
+                x = node(
+                    "MaxPool", [x], name: name,
+                    attrs: [.ints("kernel_shape", [k, k]), .ints("strides", [s, s]), .ints("pads", [p, p, p, p])])
+            case .residual(let name, _, let body, let shortcut):
+                let identity = try chain(shortcut, x), y = try chain(body, x)
+                x = node("Relu", [node("Add", [y, identity], name: name + ".add")], name: name + ".relu")
             }
         }
         return x

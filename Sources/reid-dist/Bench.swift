@@ -23,7 +23,6 @@ struct Bench: ParsableCommand {
         defaultSubcommand: BenchTrain.self)
 }
 
-extension Bench { nonisolated(unsafe) static var quiet = false }
 extension WireType: ExpressibleByArgument {}
 extension ConvAlgorithm: ExpressibleByArgument {}
 extension KernelPath: ExpressibleByArgument {}
@@ -38,46 +37,36 @@ enum WinogradFusionChoice: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-/// How the 7x7 stem runs, for the first line and the JSON.
-var stemKernel: String {
-    if Conv2d.directStemRuns { return "direct 7x7, \(Conv2d.directKernelPath)" }
-    return Conv2d.directStem
-        ? "blocked im2col + GEMM (the C kernels run \(Conv2d.directKernelPath) here, slower)" : "blocked im2col + GEMM"
+/// How the 7x7 stem runs under `options`, for the first line and the JSON.
+func stemKernel(_ options: EngineOptions) -> String {
+    let path = options.effectiveKernelPath.name
+    return options.directStemRuns
+        ? "direct 7x7, \(path)" : "blocked im2col + GEMM (the C kernels run \(path) here, slower)"
 }
 
+/// Whether this process is a rank other than 0 of an MPI job (its launcher's environment says so).
+let isNonRootRank: Bool = {
+    let env = ProcessInfo.processInfo.environment
+    let rank = env["OMPI_COMM_WORLD_RANK"] ?? env["PMI_RANK"] ?? env["PMIX_RANK"] ?? "0"
+    return rank != "0"
+}()
+
 /// print, on rank 0 only.
-func say(_ s: String) { if !Bench.quiet { print(s) } }
+func say(_ s: String) { if !isNonRootRank { print(s) } }
 
 struct BenchTrain: ParsableCommand {
     var comm: Communicator = SingleProcess()
     enum CodingKeys: CodingKey {
         case steps, threads, cases, noStages, torchPython, torchScript, json, bucketMb, gradDtype, convAlgorithm,
-            winogradFusion, keepFusedInput, threadedProducts, gemmStem, loopTransforms, kernels, scaling
+            winogradFusion, kernels, scaling
     }
     @Option(help: "3x3 stride-1 convolutions: auto, gemm or winograd (as model.conv_algorithm).")
     var convAlgorithm: ConvAlgorithm = .auto
     @Option(help: "Which Winograd passes run fused, block by block: default (thin layers), none or all.")
     var winogradFusion: WinogradFusionChoice = .default
-    @Flag(
-        help:
-            "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward)."
-    )
-    var keepFusedInput = false
-    @Flag(
-        help:
-            "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison)."
-    )
-    var threadedProducts = false
-    @Flag(help: "The 7x7 stem runs as blocked im2col + GEMM instead of the direct convolution (for comparison).")
-    var gemmStem = false
-    @Flag(
-        help:
-            "The Winograd transforms run as the Swift loops instead of the C kernels' AVX-512 versions (for comparison)."
-    )
-    var loopTransforms = false
     @Option(
         help:
-            "Limit the C kernels (the direct stem) to this vector path: avx512, avx2 or portable (default: the best this processor runs)."
+            "Limit the C kernels (the direct stem, the Winograd transforms) to this vector path: avx512, avx2 or portable (default: the best this processor runs)."
     )
     var kernels: KernelPath?
     @Option(help: "Under mpirun: the gradients' type in the all-reduce (float32, bfloat16, float16).")
@@ -137,40 +126,38 @@ struct BenchTrain: ParsableCommand {
 
     var selected: [String] { cases == "all" ? benchCases.map(\.name) : cases.split(separator: ",").map(String.init) }
 
+    /// The engine options every model of this benchmark computes with, on `threads` threads.
+    func engine(threads: Int) -> EngineOptions {
+        EngineOptions(
+            threads: threads, convAlgorithm: convAlgorithm, kernelPath: kernels ?? .avx512,
+            winogradFusion: winogradFusion.fusion)
+    }
+
     mutating func run() throws {
         let comm = try MPICommunicator.forThisProcess()
         defer { (comm as? MPICommunicator)?.finalize() }
         self.comm = comm
-        if !comm.isRoot { Bench.quiet = true }
-        let threads = threadCount
-        Conv2d.algorithm = convAlgorithm
-        Winograd.fusion = winogradFusion.fusion
-        if keepFusedInput { Winograd.recomputeAbove = .max }
-        Winograd.splitProducts = !threadedProducts
-        Conv2d.directStem = !gemmStem
-        Winograd.cKernels = !loopTransforms
-        if let kernels, Conv2d.limitKernels(to: kernels) != kernels {
-            say("note: this processor has no \(kernels.rawValue) path; the kernels run \(Conv2d.directKernelPath)")
+        let threads = threadCount, options = engine(threads: threads)
+        let kernelPath = options.effectiveKernelPath
+        if let kernels, kernelPath != kernels {
+            say("note: this processor has no \(kernels.rawValue) path; the kernels run \(kernelPath.name)")
         }
         setBLASThreads(threads)
-        engineThreads = threads
         var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
         say(
-            "convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue)\(keepFusedInput ? " (input kept)" : "")\(threadedProducts ? ", threaded products" : ""); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel); F(2x2) transforms: \(Winograd.transformPath); F(4x4) transforms: C, \(Conv2d.directKernelPath)"
+            "convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel(options)); F(2x2) transforms: \(Winograd.transformPath(options)); F(4x4) transforms: C, \(kernelPath.name)"
         )
         report["openblas_core"] = blasCoreName()
         report["OPENBLAS_CORETYPE"] = coretype
         report["threads"] = threads
         report["conv_algorithm"] = convAlgorithm.rawValue
         report["winograd_fusion"] = winogradFusion.rawValue
-        report["keep_fused_input"] = keepFusedInput
-        report["threaded_products"] = threadedProducts
         report["engine_vector_path"] = engineVectorPath
-        report["stem_kernel"] = stemKernel
-        report["winograd_transforms"] = Winograd.transformPath
-        report["winograd4_transforms"] = Conv2d.directKernelPath
+        report["stem_kernel"] = stemKernel(options)
+        report["winograd_transforms"] = Winograd.transformPath(options)
+        report["winograd4_transforms"] = kernelPath.name
 
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
@@ -178,14 +165,14 @@ struct BenchTrain: ParsableCommand {
 
         if !noStages {
             var stages: [String: Any] = [:]
-            for name in selected { stages[name] = stageTimes(benchCases.first { $0.name == name }!) }
+            for name in selected { stages[name] = stageTimes(benchCases.first { $0.name == name }!, options) }
             report["stages"] = stages
         }
 
         var rows: [[String: Any]] = []
         for name in selected {
             let c = benchCases.first { $0.name == name }!
-            rows.append(try trainStep(c))
+            rows.append(try trainStep(c, options))
         }
         report["train_step"] = rows
         if scaling, threads > 1, comm.size == 1 { report["scaling"] = try scalingRows(rows, threads: threads) }
@@ -204,15 +191,15 @@ struct BenchTrain: ParsableCommand {
     }
 
     /// Forward and backward time of each backbone stage of a case.
-    func stageTimes(_ c: BenchCase) -> [[String: Any]] {
-        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
+    func stageTimes(_ c: BenchCase, _ options: EngineOptions) -> [[String: Any]] {
+        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes), options: options)
         let x = Tensor([c.batch, 3, c.height, c.imageWidth])
         var rng = RNG(key: 1)
         for i in 0..<x.count { x.ptr[i] = Float(rng.normal()) }
         let labels = (0..<c.batch).map { $0 % c.classes }
         _ = net.forwardLoss(x, labels: labels, labelSmoothing: 0.1)
         net.backward() // sizes every buffer
-        let bb = net.backbone
+        guard let bb = net.resnet else { return [] } // per-stage timing is ResNet's
         var fwd = [Double](repeating: .infinity, count: 5), bwd = fwd
         for _ in 0..<3 {
             var t = bb.input
@@ -242,8 +229,8 @@ struct BenchTrain: ParsableCommand {
 
     /// Median training step (forward, loss, backward, gradient averaging, SGD update) of the
     /// full network: the trainer's own TrainingStep on a fixed random batch.
-    func trainStep(_ c: BenchCase) throws -> [String: Any] {
-        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
+    func trainStep(_ c: BenchCase, _ options: EngineOptions) throws -> [String: Any] {
+        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes), options: options)
         let opt = Optimizer(.sgd, paramCount: net.arena.paramCount, momentum: 0.9, weightDecay: 5e-4)
         let x = Tensor([c.batch, 3, c.height, c.imageWidth])
         var rng = RNG(key: 2)
@@ -255,12 +242,9 @@ struct BenchTrain: ParsableCommand {
         defer { averaging.close() }
         let step = TrainingStep(model: net, optimizer: opt, averaging: averaging, labelSmoothing: 0.1)
         var times: [Double] = [], waits: [Double] = [], busy: [Double] = []
-        Profile.reset()
+        let profile = Profile()
         for i in 0..<(steps + 2) {
-            if i == 2 {
-                Profile.reset()
-                Profile.enabled = true
-            }
+            if i == 2 { net.ws.profile = profile }
             let r = try step.run(lr: 0.01, context: "bench step \(i + 1)") { _ in (x, labels) }
             if i >= 2 {
                 let wait = r.total(.allreduceWait)
@@ -269,14 +253,14 @@ struct BenchTrain: ParsableCommand {
                 busy.append(r.buckets.isEmpty ? wait : GradientSync.covered(r.buckets.map { ($0.start, $0.end) }))
             }
         }
-        Profile.enabled = false
+        net.ws.profile = nil
         let med = times.sorted()[times.count / 2]
         let total = times.reduce(0, +)
         var parts: [String: Double] = [:]
         var accounted = 0.0
         for p in Profile.Part.allCases where p != .other {
-            parts["\(p)"] = Profile.seconds[p.rawValue] / total
-            accounted += Profile.seconds[p.rawValue]
+            parts["\(p)"] = profile.seconds[p.rawValue] / total
+            accounted += profile.seconds[p.rawValue]
         }
         parts["other"] = max(0, 1 - accounted / total)
         let split = ["gemm", "im2col", "batchnorm", "pool", "other"].map {
@@ -323,15 +307,11 @@ struct BenchTrain: ParsableCommand {
     /// Every case again with 1 thread: efficiency = images/s with N threads / (N x images/s with 1).
     func scalingRows(_ rows: [[String: Any]], threads: Int) throws -> [[String: Any]] {
         setBLASThreads(1)
-        engineThreads = 1
-        defer {
-            setBLASThreads(threads)
-            engineThreads = threads
-        }
+        defer { setBLASThreads(threads) }
         say("with 1 thread, for the scaling of \(threads):")
         var out: [[String: Any]] = []
         for (name, row) in zip(selected, rows) {
-            let one = try trainStep(benchCases.first { $0.name == name }!)
+            let one = try trainStep(benchCases.first { $0.name == name }!, engine(threads: 1))
             let r1 = one["images_per_second"] as! Double, rn = row["images_per_second"] as! Double
             let eff = rn / (Double(threads) * r1)
             say(

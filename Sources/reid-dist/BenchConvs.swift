@@ -22,26 +22,11 @@ struct ConvShape: Hashable {
 func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch: Int, lastStride: Int = 1)
     -> [ConvShape]
 {
-    let (bottleneck, counts) = ResNet.depths[depth]!
-    var h = (height + 1) / 2, w = (imageWidth + 1) / 2 // stem
-    h = (h + 1) / 2
-    w = (w + 1) / 2 // max pool
-    var cin = width, shapes: [ConvShape] = []
-    for (l, n) in counts.enumerated() {
-        let planes = width << l, layerStride = l == 0 ? 1 : l == 3 ? lastStride : 2
-        for b in 0..<n {
-            let s = b == 0 ? layerStride : 1
-            // bottleneck: its one 3x3 (planes -> planes, strided); basic: conv1 (cin -> planes, strided)
-            shapes.append(ConvShape(cin: bottleneck ? planes : cin, cout: planes, stride: s, n: batch, h: h, w: w))
-            if s == 2 {
-                h = (h + 1) / 2
-                w = (w + 1) / 2
-            }
-            // conv2
-            if !bottleneck { shapes.append(ConvShape(cin: planes, cout: planes, stride: 1, n: batch, h: h, w: w)) }
-            cin = planes * (bottleneck ? 4 : 1)
-        }
-    }
+    // from the network's one description (ResNet.graph): every 3x3 convolution with its input's size
+    let shapes = ResNet.graph(depth: depth, width: width, lastStride: lastStride)
+        .convolutions(height: height, width: imageWidth)
+        .filter { $0.conv.kernel == 3 }
+        .map { ConvShape(cin: $0.conv.cin, cout: $0.conv.cout, stride: $0.conv.stride, n: batch, h: $0.h, w: $0.w) }
     var seen = Set<ConvShape>()
     return shapes.filter { seen.insert($0).inserted }
 }
@@ -76,16 +61,6 @@ struct BenchConvs: ParsableCommand {
     @Option(help: "Cases (comma-separated): \(benchCases.map(\.name).joined(separator: ",")), or 'all'.") var cases =
         "all"
     @Flag(help: "Skip the float64 error columns.") var noErrors = false
-    @Flag(
-        help:
-            "Fused layers always keep their transformed input from forward for the weight gradient (by default, those whose transformed input passes 16 MB redo it in backward)."
-    )
-    var keepFusedInput = false
-    @Flag(
-        help:
-            "Whole-batch Winograd passes split each of their 16 GEMMs among the threads instead of sharing the GEMMs out, one per thread at a time (for comparison)."
-    )
-    var threadedProducts = false
     @Option(
         help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).")
     var torchPython: String?
@@ -102,9 +77,6 @@ struct BenchConvs: ParsableCommand {
 
     func run() throws {
         setBLASThreads(threads)
-        engineThreads = threads
-        if keepFusedInput { Winograd.recomputeAbove = .max }
-        Winograd.splitProducts = !threadedProducts
         let gf = measureSGEMM()
         print(
             String(format: "OpenBLAS %@ kernel, %d thread(s), sgemm 2048^3 %.1f GFLOP/s", blasCoreName(), threads, gf))
@@ -124,11 +96,12 @@ struct BenchConvs: ParsableCommand {
         var rows: [[String: Any]] = []
         for (caseName, s) in shapes {
             for a in s.stride == 1 ? [ConvAlgorithm.gemm, .winograd, .winograd4] : [.gemm] {
-                Conv2d.algorithm = a
-                let (fwd, bwd, dataShare) = time(s)
-                let err = noErrors ? [] : errors(s)
+                let options = EngineOptions(threads: threads, convAlgorithm: a)
+                let (fwd, bwd, dataShare) = time(s, options)
+                let err = noErrors ? [] : errors(s, options)
                 let t = torch[s.name] ?? []
-                let fused = a == .winograd ? Winograd.fusedPasses(cin: s.cin, cout: s.cout) : []
+                let fused =
+                    a == .winograd ? Winograd.fusedPasses(cin: s.cin, cout: s.cout, options.winogradFusion) : []
                 print(
                     String(
                         format: "%-19@ %-22@ %-9@ %-10@ %7.2f %8.2f %8.1f %5.0f%%", caseName, s.name, a.rawValue,
@@ -144,7 +117,6 @@ struct BenchConvs: ParsableCommand {
                 ])
             }
         }
-        Conv2d.algorithm = .auto
         if let json {
             let report: [String: Any] = [
                 "sgemm_gflops": gf, "threads": threads, "openblas_core": blasCoreName(), "convs": rows
@@ -156,19 +128,17 @@ struct BenchConvs: ParsableCommand {
     }
 
     /// Median forward and backward (dW and dX) seconds, and the share of im2col/transforms in both.
-    func time(_ s: ConvShape) -> (Double, Double, Double) {
+    func time(_ s: ConvShape, _ options: EngineOptions) -> (Double, Double, Double) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
         arena.allocate(seed: 1)
-        let ws = Workspace()
+        let ws = Workspace(options), profile = Profile()
         let x = Tensor([s.cin, s.n, s.h, s.w]), dy = Tensor([s.cout, s.n, s.ho, s.wo]),
             dx = Tensor([s.cin, s.n, s.h, s.w])
         for i in 0..<x.count { x.ptr[i] = Float(i % 17) * 0.1 - 0.8 }
         for i in 0..<dy.count { dy.ptr[i] = Float(i % 13) * 0.1 - 0.6 }
         var f: [Double] = [], b: [Double] = []
-        Profile.enabled = true
-        Profile.reset()
-        defer { Profile.enabled = false }
+        ws.profile = profile
         for r in 0..<(reps + 1) {
             let t0 = Profile.now()
             conv.forward(x, ws)
@@ -180,7 +150,7 @@ struct BenchConvs: ParsableCommand {
                 b.append(t2 - t1)
             } // the first is a warm-up
         }
-        let p = Profile.seconds
+        let p = profile.seconds
         let share =
             p[Profile.Part.im2col.rawValue]
             / max(p[Profile.Part.gemm.rawValue] + p[Profile.Part.im2col.rawValue], 1e-12)
@@ -188,7 +158,7 @@ struct BenchConvs: ParsableCommand {
     }
 
     /// Largest |error| / largest |value| of forward, dX, dW against float64, on one image.
-    func errors(_ full: ConvShape) -> [Double] {
+    func errors(_ full: ConvShape, _ options: EngineOptions) -> [Double] {
         let s = ConvShape(cin: full.cin, cout: full.cout, stride: full.stride, n: 1, h: full.h, w: full.w)
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
@@ -199,7 +169,7 @@ struct BenchConvs: ParsableCommand {
         sharedNormals(dy.ptr, dy.count, seed: 2)
         sharedNormals(
             arena.value + conv.weight, s.cout * s.cin * 9, seed: 3, scale: (2.0 / Double(s.cout * 9)).squareRoot())
-        let ws = Workspace()
+        let ws = Workspace(options)
         let y = conv.forward(x, ws).array
         let dx = Tensor(x.shape)
         conv.backward(dy.ptr, dX: dx.ptr, ws)

@@ -37,7 +37,6 @@ struct BenchEval: ParsableCommand {
 
     func run() throws {
         setBLASThreads(threads)
-        engineThreads = threads
         try createFolder(workdir, what: "--workdir")
         var rows: [[String: Any]] = []
         let gflops = measureSGEMM()

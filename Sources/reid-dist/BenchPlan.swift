@@ -74,7 +74,8 @@ struct BenchPlan: ParsableCommand {
 
     func run() throws {
         let c = benchCases.first { $0.name == `case` }!
-        let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes))
+        let net = GroupedMultiBranchNet(
+            ModelSpec(depth: c.depth, width: c.width, classes: c.classes), options: EngineOptions(threads: threads))
         let bytes = Double(net.arena.paramCount * 4)
         var stepS: Double, backwardShare: Double
         if let step {
@@ -84,7 +85,6 @@ struct BenchPlan: ParsableCommand {
             backwardShare = parts[1]
         } else {
             setBLASThreads(threads)
-            engineThreads = threads
             (stepS, backwardShare) = try measure(c, net)
         }
         let bw = try Self.bitsPerSecond(rate) / 8 * efficiency, lat = latencyUs * 1e-6, fixed = fixedMs * 1e-3

@@ -82,12 +82,12 @@ struct Embed: ParsableCommand {
         let c = loaded.config
         let watchdog = heartbeatWatch("the feature extraction (embed)", c, comm)
         defer { watchdog?.close() }
-        useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
-        RGBImage.maxPixels = c.data.maxPixels
+        let threads = c.train.threadsPerRank(ranksOnNode: comm.localSize)
+        useThreads(threads, for: loaded.model)
         var paths = try imagePaths(images)
         guard !paths.isEmpty else { throw DataError("\(images): no .jpg, .jpeg or .png images") }
         // Headers first (in parallel): a damaged file is named before any work, or skipped and counted.
-        let bad = checkImageHeaders(paths, threads: max(2, engineThreads))
+        let bad = checkImageHeaders(paths, threads: max(2, threads), maxPixels: c.data.maxPixels)
         if !bad.isEmpty {
             guard skipBadImages else {
                 throw DataError(
@@ -119,7 +119,8 @@ struct Embed: ParsableCommand {
         let t0 = Profile.now()
         let f = try extractFeatures(
             model: loaded.model, split: split, height: c.data.height, width: c.data.width,
-            batchSize: batch ?? c.eval.batchSize, flip: flip ?? c.eval.flip, skipBadImages: skipBadImages, comm: comm,
+            batchSize: batch ?? c.eval.batchSize, flip: flip ?? c.eval.flip, skipBadImages: skipBadImages,
+            maxPixels: c.data.maxPixels, comm: comm,
             producer: "reid-dist embed \(loaded.file)",
             progress: comm.isRoot
                 ? { done, total in progress.update(min(samples.count, done * samples.count / max(total, 1))) } : nil)
@@ -177,28 +178,33 @@ struct Search: ParsableCommand {
     }
 
     func run() throws {
-        useThreads(ProcessInfo.processInfo.activeProcessorCount)
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        setBLASThreads(threads)
         let g = try FeatureSet(path: gallery)
         let q: FeatureSet
         if let image, let checkpoint {
-            let loaded = try loadModel(config: nil, overrides: [], checkpoint: checkpoint)
+            let loaded = try LoadedModel.load(checkpoint: checkpoint, config: nil, overrides: [])
+            useThreads(threads, for: loaded.model)
             let split = Split(
                 name: "image", folder: image, samples: [Sample(path: image, pid: -1, camera: -1)], fileCount: 1)
             q = try extractFeatures(
                 model: loaded.model, split: split, height: loaded.config.data.height, width: loaded.config.data.width,
-                batchSize: 1, flip: loaded.config.eval.flip, producer: "reid-dist search")
+                batchSize: 1, flip: loaded.config.eval.flip, maxPixels: loaded.config.data.maxPixels,
+                producer: "reid-dist search")
         } else {
             q = try FeatureSet(path: query!)
         }
         let t0 = Profile.now()
         var hits: [[SearchHit]]
         if rerank {
-            let rr = try Reranker(query: q, gallery: g, metric: metric)
-            hits = try searchTopK(query: q, gallery: g, metric: metric, k: topk, blockRows: block) { q0, n, out in
+            let rr = try Reranker(query: q, gallery: g, metric: metric, threads: threads)
+            hits = try searchTopK(
+                query: q, gallery: g, metric: metric, k: topk, blockRows: block, threads: threads
+            ) { q0, n, out in
                 rr.distances(q0: q0, rows: n, into: out)
             }
         } else {
-            hits = try searchTopK(query: q, gallery: g, metric: metric, k: topk, blockRows: block)
+            hits = try searchTopK(query: q, gallery: g, metric: metric, k: topk, blockRows: block, threads: threads)
         }
         let sec = Profile.now() - t0
         func name(_ set: FeatureSet, _ i: Int) -> String { i < set.paths.count ? set.paths[i] : "#\(i)" }

@@ -56,8 +56,7 @@ struct Export: ParsableCommand {
         print(
             "features \(flip ? "flip-averaged" : "not flip-averaged") (\(self.flip == nil ? "the model's eval.flip" : self.flip! ? "--flip" : "--no-flip"))"
         )
-        useThreads(c.train.threadsPerRank(ranksOnNode: 1))
-        RGBImage.maxPixels = c.data.maxPixels
+        useThreads(c.train.threadsPerRank(ranksOnNode: 1), for: net)
         let card = ModelCard(spec: net.spec, height: c.data.height, width: c.data.width, flip: flip)
         var o = ONNXExportOptions(height: card.height, width: card.width, mean: card.mean, std: card.std)
         o.opset = opset
@@ -87,8 +86,10 @@ struct Export: ParsableCommand {
         let split = Split(name: "check", folder: images, samples: samples, fileCount: samples.count)
         let f = try extractFeatures(
             model: loaded.model, split: split, height: c.data.height, width: c.data.width,
-            batchSize: c.eval.batchSize, flip: flip, producer: "reid-dist export")
-        let loader = ImageLoader(samples: samples, height: c.data.height, width: c.data.width, augment: .none, seed: 0)
+            batchSize: c.eval.batchSize, flip: flip, maxPixels: c.data.maxPixels, producer: "reid-dist export")
+        let loader = ImageLoader(
+            samples: samples, height: c.data.height, width: c.data.width, augment: .none, seed: 0,
+            maxPixels: c.data.maxPixels)
         let plane = c.data.height * c.data.width
         var pixels = [Float](repeating: 0, count: samples.count * 3 * plane)
         for i in samples.indices {

@@ -48,15 +48,16 @@ struct Rank: ParsableCommand {
 
     func run() throws {
         setBLASThreads(threads)
-        engineThreads = threads
         let t0 = Profile.now()
         let q = try FeatureSet(path: query), g = try FeatureSet(path: gallery)
         let tLoad = Profile.now() - t0
         let params = RerankParams(k1: k1, k2: k2, lambda: lambda)
         let r =
             rerank
-            ? try rankReranked(query: q, gallery: g, metric: metric, params: params, maxRank: maxRank, blockRows: block)
-            : try rank(query: q, gallery: g, metric: metric, maxRank: maxRank, blockRows: block)
+            ? try rankReranked(
+                query: q, gallery: g, metric: metric, params: params, maxRank: maxRank, blockRows: block,
+                threads: threads)
+            : try rank(query: q, gallery: g, metric: metric, maxRank: maxRank, blockRows: block, threads: threads)
         let seconds = Profile.now() - t0
         printTable(r, q: q, g: g, seconds: seconds, load: tLoad)
         if let dir = visualize { try drawPictures(q, g, dir: dir, params: params, result: r) }
@@ -92,11 +93,11 @@ struct Rank: ParsableCommand {
         let dist: Tensor
         if rerank {
             // Re-ranked distances need the whole query set's neighbourhoods.
-            let rr = try Reranker(query: q, gallery: gal, metric: metric, params: params)
+            let rr = try Reranker(query: q, gallery: gal, metric: metric, params: params, threads: threads)
             dist = Tensor([n, gal.count])
             for (r, i) in picked.enumerated() { rr.distances(q0: i, rows: 1, into: dist.ptr + r * gal.count) }
         } else {
-            dist = distanceMatrix(head, gal, metric: metric)
+            dist = distanceMatrix(head, gal, metric: metric, threads: threads)
         }
         var pics = RankedListPictures()
         pics.imageRoot = imageRoot

@@ -60,12 +60,6 @@ func checkOutputFolder(_ file: String?, _ option: String) throws {
     guard access(dir, W_OK) == 0 else { throw ConfigError("\(option) \(file): the folder \(dir) is not writable") }
 }
 
-/// OpenBLAS's threads and the engine's own loops.
-func useThreads(_ n: Int) {
-    setBLASThreads(n)
-    engineThreads = n
-}
-
 /// Runs `body` with MPI under a launcher, else as one process. Under MPI one
 /// rank's error ends the whole job (no rank is left waiting in a collective),
 /// after printing the rank and the cause.
@@ -199,86 +193,9 @@ struct ModelConfigOptions: ParsableArguments {
         [String] = []
 }
 
-/// A trained model and the configuration to use it with.
-struct LoadedModel {
-    let model: GroupedMultiBranchNet
-    let config: Config
-    let file: String
-}
-
-/// Finds the model of `checkpoint` (a checkpoint folder, a run folder: its newest checkpoint
-/// that verifies, or a model.safetensors file, verified against its folder's state.json when
-/// beside one), builds it from its own description (older files: from the config), and
-/// resolves the configuration: the given one checked against the model, else the one the
-/// checkpoint was trained with, else the defaults with the model's settings.
+/// The model of `checkpoint` with the configuration to use it with (`LoadedModel.load`).
 func loadModel(_ options: ModelConfigOptions, checkpoint: String, extra: [String] = []) throws -> LoadedModel {
-    try loadModel(config: options.config, overrides: options.overrides + extra, checkpoint: checkpoint)
-}
-
-func loadModel(config configFile: String?, overrides: [String], checkpoint: String) throws -> LoadedModel {
-    var file = checkpoint, stateDir: String?
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: checkpoint, isDirectory: &isDir) else {
-        throw CheckpointError("\(checkpoint): no such checkpoint folder, run folder or model file")
-    }
-    if isDir.boolValue {
-        guard let found = try Checkpoint.resolve(checkpoint, runDir: checkpoint) else {
-            throw CheckpointError("\(checkpoint): the run folder holds no checkpoint yet")
-        }
-        if let note = found.note { print("note: " + note) }
-        file = (found.dir as NSString).appendingPathComponent("model.safetensors")
-        stateDir = found.dir
-    } else {
-        let folder = (checkpoint as NSString).deletingLastPathComponent
-        let dir = folder.isEmpty ? "." : folder
-        if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("state.json")) {
-            _ = try Checkpoint.verify(dir)
-            stateDir = dir
-        }
-    }
-    let weights = try SafeTensorsFile(path: file)
-    let card = try ModelCard(metadata: weights.metadata, file: file)
-    var c: Config
-    if let path = configFile {
-        c = try Config(file: path)
-    } else if let dir = stateDir, let st = try? Checkpoint.verify(dir) {
-        c = Config()
-        for (k, v) in st.config { try? c.apply(override: "\(k)=\(v == "\"\"" ? "" : v)") }
-    } else {
-        guard let card else {
-            throw ConfigError(
-                "\(file) does not describe its model (written before reid-dist 0.5): give the --config it was trained with"
-            )
-        }
-        c = Config()
-        for o in [
-            "model.depth=\(card.spec.depth)", "model.width=\(card.spec.width)",
-            "model.last_stride=\(card.spec.lastStride)",
-            "model.groups=\(card.spec.groups)", "model.branches=\(card.spec.branches)", "data.height=\(card.height)",
-            "data.width=\(card.width)", "eval.flip=\(card.flip)", "data.root=."
-        ] { try c.apply(override: o) }
-    }
-    for o in overrides { try c.apply(override: o) }
-    try c.validate()
-    var spec = c.model.spec
-    if let card {
-        let clash = card.contradictions(c)
-        guard clash.isEmpty else {
-            throw ConfigError(
-                "\(file): the model and the configuration disagree: \(clash.joined(separator: "; ")); a config may only change data paths and evaluation settings"
-            )
-        }
-        spec = card.spec
-    } else {
-        spec.classes = try Checkpoint.classes(modelFile: file)
-    }
-    let m = GroupedMultiBranchNet(spec)
-    Conv2d.algorithm = c.model.convAlgorithm
-    try m.arena.load(from: weights, strict: true)
-    if let bad = m.arena.firstNonFinite() {
-        throw CheckpointError("\(file): \(bad); refusing to compute features with it")
-    }
-    return LoadedModel(model: m, config: c, file: file)
+    try LoadedModel.load(checkpoint: checkpoint, config: options.config, overrides: options.overrides + extra)
 }
 
 struct Extract: ParsableCommand {
@@ -300,15 +217,14 @@ struct Extract: ParsableCommand {
         try checkOutputFolder(out, "--out")
         let loaded = try loadModel(options, checkpoint: checkpoint, extra: data.overrides)
         let c = loaded.config, model = loaded.model
-        useThreads(c.train.threadsPerRank(ranksOnNode: 1))
+        useThreads(c.train.threadsPerRank(ranksOnNode: 1), for: model)
         let d = c.data
-        RGBImage.maxPixels = d.maxPixels
         let ds = try d.load()
         let s = split == "query" ? ds.query : split == "gallery" ? ds.gallery : ds.train
         let t0 = Profile.now()
         let f = try extractFeatures(
             model: model, split: s, height: d.height, width: d.width, batchSize: c.eval.batchSize, flip: c.eval.flip,
-            skipBadImages: d.skipBadImages, producer: "reid-dist extract \(checkpoint)")
+            skipBadImages: d.skipBadImages, maxPixels: d.maxPixels, producer: "reid-dist extract \(checkpoint)")
         try f.write(to: out, producer: "reid-dist extract \(checkpoint)")
         print(
             String(
@@ -342,26 +258,17 @@ struct Evaluate: ParsableCommand {
         let c = loaded.config, model = loaded.model
         let watchdog = heartbeatWatch("the evaluation", c, comm)
         defer { watchdog?.close() }
-        useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize))
+        useThreads(c.train.threadsPerRank(ranksOnNode: comm.localSize), for: model)
         let d = c.data, e = c.eval
-        RGBImage.maxPixels = d.maxPixels
         let ds = try d.load()
-        let t0 = Profile.now()
-        func features(_ s: Split) throws -> FeatureSet? {
-            try extractFeatures(
-                model: model, split: s, height: d.height, width: d.width, batchSize: e.batchSize, flip: e.flip,
-                comm: comm, producer: "reid-dist evaluate")
-        }
-        let q = try features(ds.query), g = try features(ds.gallery)
-        guard let q, let g else {
+        guard
+            let ev = try Evaluation.run(
+                model: model, dataset: ds, data: d, eval: e, comm: comm, producer: "reid-dist evaluate")
+        else {
             try comm.barrier()
             return
         }
-        let r =
-            e.rerank
-            ? try rankReranked(query: q, gallery: g, metric: e.metric)
-            : try rank(query: q, gallery: g, metric: e.metric)
-        let sec = Profile.now() - t0
+        let q = ev.query, g = ev.gallery, r = ev.ranking, sec = ev.seconds
         let which = modelDescription(checkpoint, classes: model.spec.classes)
         print(
             "\(which)\non \(d.root) (layout \(d.layout.rawValue)\(d.layout == .market || d.layout == .duke ? "" : ", Market protocol: same-camera images of the query's id removed"))"

@@ -6,45 +6,50 @@ import XCTest
 @testable import ReIDCore
 
 final class DirectConvTests: XCTestCase {
-    /// The paths to test here: portable C, then AVX2+FMA and AVX-512 where the processor has them.
-    var paths: [Int32] { Array(0...reid_kernels_best_path()) }
-
-    override func setUp() { Conv2d.directOnPortable = true } // the portable path is tested too
-
-    override func tearDown() {
-        reid_kernels_limit_path(Int32(REID_PATH_AVX512))
-        Conv2d.blockColumns = 2048
-        Conv2d.directStem = true
-        Conv2d.directOnPortable = false
-        engineThreads = 1
+    /// The paths to test here: portable C, then AVX2+FMA and AVX-512 where the processor has them,
+    /// each with the direct convolution on (the portable path too), on 2 workers.
+    var paths: [EngineOptions] {
+        KernelPath.allCases.prefix(through: KernelPath.allCases.firstIndex(of: .best)!).map { path in
+            EngineOptions(threads: 2, kernelPath: path).with { $0.directOnPortable = true }
+        }
     }
 
     /// Without AVX2 the stem falls back to the blocked GEMM (faster than 4-wide C vectors).
     func testPortablePathFallsBackToGEMMUnlessAsked() {
         let conv = Conv2d(Arena(), "c", cin: 3, cout: 8, kernel: 7, stride: 2, pad: 3)
-        reid_kernels_limit_path(Int32(REID_PATH_PORTABLE))
-        Conv2d.directOnPortable = false
-        XCTAssertFalse(conv.runsDirect)
-        XCTAssertFalse(Conv2d.directStemRuns)
-        Conv2d.directOnPortable = true
-        XCTAssertTrue(conv.runsDirect)
-        reid_kernels_limit_path(Int32(REID_PATH_AVX512))
-        Conv2d.directOnPortable = false
-        XCTAssertEqual(conv.runsDirect, reid_kernels_best_path() > Int32(REID_PATH_PORTABLE))
+        let portable = EngineOptions(kernelPath: .portable)
+        XCTAssertEqual(portable.effectiveKernelPath, .portable)
+        XCTAssertFalse(conv.runsDirect(portable))
+        XCTAssertFalse(portable.directStemRuns)
+        XCTAssertTrue(conv.runsDirect(portable.with { $0.directOnPortable = true }))
+        XCTAssertEqual(conv.runsDirect(EngineOptions()), KernelPath.best != .portable)
+    }
+
+    /// A kernel path the processor lacks is never taken: asking for more than the best gives the best.
+    func testKernelPathIsClampedToTheProcessor() {
+        XCTAssertEqual(EngineOptions(kernelPath: .avx512).effectiveKernelPath, .best)
+        for path in KernelPath.allCases {
+            let got = EngineOptions(kernelPath: path).effectiveKernelPath
+            XCTAssertLessThanOrEqual(
+                KernelPath.allCases.firstIndex(of: got)!, KernelPath.allCases.firstIndex(of: path)!)
+        }
     }
 
     /// Forward and dW of one layer against float64, with the error allowed per output scaled by the
     /// sum of its terms' magnitudes (float32 rounding of a 147-term sum stays far below 1e-5 of it).
-    func checkAgainstFloat64(cin: Int, cout: Int, s: Int, p: Int, n: Int, h: Int, w: Int, tag: String) {
+    func checkAgainstFloat64(
+        cin: Int, cout: Int, s: Int, p: Int, n: Int, h: Int, w: Int, tag: String, _ options: EngineOptions
+    ) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: 7, stride: s, pad: p)
         arena.allocate(seed: 11)
-        XCTAssertTrue(conv.runsDirect, tag)
+        XCTAssertTrue(conv.runsDirect(options), tag)
+        let ws = Workspace(options)
         let x = randomTensor([cin, n, h, w], seed: 12)
-        let y = conv.forward(x, Workspace())
+        let y = conv.forward(x, ws)
         let (ho, wo) = conv.outputSize(h, w)
         let dy = randomTensor(y.shape, seed: 13)
-        conv.backward(dy.ptr, dX: nil, Workspace())
+        conv.backward(dy.ptr, dX: nil, ws)
         let wt = arena.value + conv.weight, gw = arena.grad + conv.weight
         func input(_ ci: Int, _ b: Int, _ iy: Int, _ ix: Int) -> Double {
             iy >= 0 && iy < h && ix >= 0 && ix < w ? Double(x.ptr[((ci * n + b) * h + iy) * w + ix]) : 0
@@ -101,18 +106,17 @@ final class DirectConvTests: XCTestCase {
     /// and 3 pixels; channel counts that leave remainders of every forward and gradient tile;
     /// stride 1 and 2, the stem's padding and others; rows cut into blocks shared by 2 workers.
     func testForwardAndWeightGradientMatchFloat64OnEveryPath() {
-        engineThreads = 2
         for path in paths {
-            XCTAssertEqual(reid_kernels_limit_path(path), path)
+            XCTAssertEqual(path.effectiveKernelPath, path.kernelPath)
             for columns in [2048, 40] {
-                Conv2d.blockColumns = columns
-                let tag = "\(String(cString: reid_kernels_path_name(path))) blocks of \(columns)"
-                checkAgainstFloat64(cin: 3, cout: 32, s: 2, p: 3, n: 2, h: 24, w: 64, tag: tag + " 3->32 wo 32")
-                checkAgainstFloat64(cin: 3, cout: 13, s: 2, p: 3, n: 1, h: 9, w: 128, tag: tag + " 3->13 wo 64")
-                checkAgainstFloat64(cin: 1, cout: 11, s: 2, p: 3, n: 2, h: 13, w: 73, tag: tag + " 1->11 wo 37")
-                checkAgainstFloat64(cin: 4, cout: 3, s: 1, p: 3, n: 1, h: 5, w: 17, tag: tag + " 4->3 s1 wo 17")
-                checkAgainstFloat64(cin: 2, cout: 5, s: 2, p: 0, n: 2, h: 12, w: 11, tag: tag + " 2->5 p0 wo 3")
-                checkAgainstFloat64(cin: 3, cout: 9, s: 1, p: 1, n: 1, h: 8, w: 9, tag: tag + " 3->9 s1 p1 wo 5")
+                let o = path.with { $0.blockColumns = columns }
+                let tag = "\(path.kernelPath.name) blocks of \(columns)"
+                checkAgainstFloat64(cin: 3, cout: 32, s: 2, p: 3, n: 2, h: 24, w: 64, tag: tag + " 3->32 wo 32", o)
+                checkAgainstFloat64(cin: 3, cout: 13, s: 2, p: 3, n: 1, h: 9, w: 128, tag: tag + " 3->13 wo 64", o)
+                checkAgainstFloat64(cin: 1, cout: 11, s: 2, p: 3, n: 2, h: 13, w: 73, tag: tag + " 1->11 wo 37", o)
+                checkAgainstFloat64(cin: 4, cout: 3, s: 1, p: 3, n: 1, h: 5, w: 17, tag: tag + " 4->3 s1 wo 17", o)
+                checkAgainstFloat64(cin: 2, cout: 5, s: 2, p: 0, n: 2, h: 12, w: 11, tag: tag + " 2->5 p0 wo 3", o)
+                checkAgainstFloat64(cin: 3, cout: 9, s: 1, p: 1, n: 1, h: 8, w: 9, tag: tag + " 3->9 s1 p1 wo 5", o)
             }
         }
     }
@@ -120,37 +124,37 @@ final class DirectConvTests: XCTestCase {
     /// dW and dX against finite differences on every path (dX of a first layer goes through
     /// GEMM + col2im, checked here with the direct forward it differentiates).
     func testGradientsOnEveryPath() {
-        engineThreads = 2
-        Conv2d.blockColumns = 4
         for path in paths {
-            reid_kernels_limit_path(path)
-            checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
-            checkConv(cin: 3, cout: 9, k: 7, s: 2, p: 3, n: 1, h: 7, w: 39)
+            let o = path.with { $0.blockColumns = 4 }
+            checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9, options: o)
+            checkConv(cin: 3, cout: 9, k: 7, s: 2, p: 3, n: 1, h: 7, w: 39, options: o)
         }
     }
 
     /// The direct and GEMM paths of the same layer agree to float32 rounding, and the direct path
     /// is the one taken by ResNet's stem.
     func testDirectMatchesGEMMPath() {
-        engineThreads = 2
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: 3, cout: 32, kernel: 7, stride: 2, pad: 3)
         arena.allocate(seed: 21)
         let x = randomTensor([3, 4, 64, 32], seed: 22)
         let dy = randomTensor([32, 4, 32, 16], seed: 23)
         var outs: [[Float]] = [], grads: [[Float]] = []
-        for direct in [true, false] {
-            Conv2d.directStem = direct
-            XCTAssertEqual(conv.runsDirect, direct)
-            outs.append(conv.forward(x, Workspace()).array)
+        // the direct path (the best vector path with it), and the blocked GEMM the portable path takes
+        let direct = EngineOptions(threads: 2).with { $0.directOnPortable = true }
+        let gemm = EngineOptions(threads: 2, kernelPath: .portable)
+        for o in [direct, gemm] {
+            XCTAssertEqual(conv.runsDirect(o), o == direct)
+            let ws = Workspace(o)
+            outs.append(conv.forward(x, ws).array)
             arena.grad.update(repeating: 0, count: arena.paramCount)
-            conv.backward(dy.ptr, dX: nil, Workspace())
+            conv.backward(dy.ptr, dX: nil, ws)
             grads.append(Array(UnsafeBufferPointer(start: arena.grad + conv.weight, count: 32 * 147)))
         }
         let scaleY = outs[1].map(abs).max()!, scaleG = grads[1].map(abs).max()!
         for i in outs[0].indices { XCTAssertEqual(outs[0][i], outs[1][i], accuracy: 1e-5 * scaleY) }
         for i in grads[0].indices { XCTAssertEqual(grads[0][i], grads[1][i], accuracy: 1e-5 * scaleG) }
-        Conv2d.directStem = true
-        XCTAssertTrue(ResNet(Arena(), depth: 18, width: 8).conv1.runsDirect)
+        let stem = ResNet(Arena(), depth: 18, width: 8)
+        XCTAssertEqual(stem.conv1.runsDirect(stem.ws.options), KernelPath.best != .portable)
     }
 }

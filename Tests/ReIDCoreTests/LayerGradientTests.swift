@@ -7,12 +7,12 @@ extension XCTestCase {
     /// A convolution's dX and dW against finite differences (also used by WinogradTests).
     func checkConv(
         cin: Int, cout: Int, k: Int, s: Int, p: Int, n: Int, h: Int, w: Int, accumulate: Bool = false,
-        cacheBudget: Int = 1 << 30
+        cacheBudget: Int = 1 << 30, options: EngineOptions = EngineOptions()
     ) {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: cin, cout: cout, kernel: k, stride: s, pad: p)
         arena.allocate(seed: 1)
-        let ws = Workspace(cacheBudget: cacheBudget)
+        let ws = Workspace(options.with { $0.cacheBudget = cacheBudget })
         let x = randomTensor([cin, n, h, w], seed: 2)
         let y = conv.forward(x, ws)
         let (ho, wo) = conv.outputSize(h, w)
@@ -26,7 +26,7 @@ extension XCTestCase {
             return weightedSum(o.ptr, r.ptr, o.count)
         }
         let gc = GradCheck()
-        let tag = "conv k\(k) s\(s) p\(p) n\(n) \(h)x\(w)"
+        let tag = "conv k\(k) s\(s) p\(p) n\(n) \(h)x\(w) \(options.convAlgorithm) \(options.kernelPath)"
         gc.check(
             "\(tag) dX", x.ptr, count: x.count,
             analytic: { dx.ptr[$0] - (accumulate ? before[$0] : 0) }, loss: loss)
@@ -44,34 +44,27 @@ final class LayerGradientTests: XCTestCase {
     /// blocks of 4 output columns shared by 2 workers: images cut into several row blocks,
     /// the last one shorter, and the workers' weight-gradient sums added at the end.
     func testConvGradients() {
-        defer {
-            Conv2d.blockedMaxInputChannels = 4
-            Conv2d.blockColumns = 2048
-            engineThreads = 1
-        }
-        for blocked in [false, true] {
-            Conv2d.blockedMaxInputChannels = blocked ? 4 : 0
-            Conv2d.blockColumns = blocked ? 4 : 2048
-            engineThreads = blocked ? 2 : 1
-            convGradientCases()
-        }
+        let whole = EngineOptions().with { $0.blockedMaxInputChannels = 0 }
+        let blocked = EngineOptions(threads: 2).with { $0.blockColumns = 4 }
+        for options in [whole, blocked] { convGradientCases(options) }
     }
 
-    func convGradientCases() {
-        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
-        checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7)
-        checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9)
-        checkConv(cin: 2, cout: 3, k: 3, s: 2, p: 1, n: 1, h: 5, w: 41) // stride-2 rows gathered 8 at a time
-        checkConv(cin: 2, cout: 2, k: 7, s: 2, p: 3, n: 1, h: 7, w: 45)
-        checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3) // pointwise, no im2col
-        checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5) // strided downsample
-        checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1) // tiny width
-        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
-        checkConv(cin: 4, cout: 3, k: 1, s: 1, p: 0, n: 2, h: 3, w: 3, accumulate: true)
-        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0) // col rebuilt in backward
-        checkConv(cin: 3, cout: 4, k: 3, s: 2, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
-        checkConv(cin: 2, cout: 3, k: 5, s: 1, p: 2, n: 2, h: 4, w: 3) // shift wider than the image
-        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 0, n: 2, h: 6, w: 5) // stride 1, "valid"
+    func convGradientCases(_ o: EngineOptions) {
+        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5, options: o)
+        checkConv(cin: 3, cout: 5, k: 3, s: 2, p: 1, n: 1, h: 9, w: 7, options: o)
+        checkConv(cin: 2, cout: 3, k: 7, s: 2, p: 3, n: 2, h: 11, w: 9, options: o)
+        // stride-2 rows gathered 8 at a time
+        checkConv(cin: 2, cout: 3, k: 3, s: 2, p: 1, n: 1, h: 5, w: 41, options: o)
+        checkConv(cin: 2, cout: 2, k: 7, s: 2, p: 3, n: 1, h: 7, w: 45, options: o)
+        checkConv(cin: 4, cout: 6, k: 1, s: 1, p: 0, n: 3, h: 5, w: 3, options: o) // pointwise, no im2col
+        checkConv(cin: 4, cout: 6, k: 1, s: 2, p: 0, n: 2, h: 7, w: 5, options: o) // strided downsample
+        checkConv(cin: 3, cout: 2, k: 3, s: 2, p: 1, n: 2, h: 3, w: 1, options: o) // tiny width
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true, options: o)
+        checkConv(cin: 4, cout: 3, k: 1, s: 1, p: 0, n: 2, h: 3, w: 3, accumulate: true, options: o)
+        checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0, options: o) // col rebuilt
+        checkConv(cin: 3, cout: 4, k: 3, s: 2, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0, options: o)
+        checkConv(cin: 2, cout: 3, k: 5, s: 1, p: 2, n: 2, h: 4, w: 3, options: o) // shift wider than the image
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 0, n: 2, h: 6, w: 5, options: o) // stride 1, "valid"
     }
 
     /// Conv2d forward against a direct 7-loop convolution.
@@ -122,16 +115,16 @@ final class LayerGradientTests: XCTestCase {
         let x = randomTensor([c, n, hw], seed: 2, scale: 1.5)
         let res = residual ? randomTensor([c, n, hw], seed: 9) : nil
         let saved = Array(UnsafeBufferPointer(start: arena.buffer, count: arena.bufferCount))
-        let y = bn.forward(x, training: training, relu: relu, residual: res)
+        let y = bn.forward(x, training: training, relu: relu, residual: res, Workspace())
         let r = randomTensor(y.shape, seed: 3)
         let g = Tensor(r.shape)
         g.copy(from: r)
         let dx = Tensor(x.shape)
-        bn.backward(g.ptr, dX: dx.ptr) // g becomes d(bn + residual)
+        bn.backward(g.ptr, dX: dx.ptr, Workspace()) // g becomes d(bn + residual)
         let loss = { () -> Double in
             // Running statistics must not drift between evaluations in inference mode.
             arena.buffer.update(from: saved, count: saved.count)
-            let o = bn.forward(x, training: training, relu: relu, residual: res)
+            let o = bn.forward(x, training: training, relu: relu, residual: res, Workspace())
             return weightedSum(o.ptr, r.ptr, o.count)
         }
         let tag = "bn train=\(training) relu=\(relu) res=\(residual)"
@@ -158,12 +151,12 @@ final class LayerGradientTests: XCTestCase {
         let bn = BatchNorm(arena, "bn", channels: 1)
         arena.allocate(seed: 0)
         let x = Tensor([1, 4], [1, 2, 3, 6]) // mean 3, biased var 3.5, unbiased 14/3
-        let y = bn.forward(x, training: true)
+        let y = bn.forward(x, training: true, Workspace())
         XCTAssertEqual(arena.buffer[bn.runningMean], 0.3, accuracy: 1e-6)
         XCTAssertEqual(arena.buffer[bn.runningVar], 0.9 + 0.1 * 14 / 3, accuracy: 1e-6)
         XCTAssertEqual(arena.counters[bn.counters[0]], 1)
         XCTAssertEqual(y.ptr[0], (1 - 3) / (3.5 + 1e-5).squareRoot(), accuracy: 1e-6)
-        let e = bn.forward(x, training: false)
+        let e = bn.forward(x, training: false, Workspace())
         XCTAssertEqual(e.ptr[3], (6 - 0.3) / (arena.buffer[bn.runningVar] + 1e-5).squareRoot(), accuracy: 1e-5)
         XCTAssertEqual(arena.counters[bn.counters[0]], 1, "inference does not count batches")
     }
@@ -171,24 +164,24 @@ final class LayerGradientTests: XCTestCase {
     func testMaxPoolGradientAndTies() {
         let pool = MaxPool2d()
         let x = randomTensor([2, 2, 7, 5], seed: 11)
-        let y = pool.forward(x)
+        let y = pool.forward(x, Workspace())
         XCTAssertEqual(y.shape, [2, 2, 4, 3])
         let r = randomTensor(y.shape, seed: 12)
         let dx = Tensor(x.shape)
-        pool.backward(r.ptr, dX: dx.ptr)
+        pool.backward(r.ptr, dX: dx.ptr, Workspace())
         gc.check(
             "maxpool dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] },
             loss: {
-                let o = pool.forward(x)
+                let o = pool.forward(x, Workspace())
                 return weightedSum(o.ptr, r.ptr, o.count)
             })
         // Ties: the first maximum in scan order takes the whole gradient.
         let t = Tensor([1, 1, 2, 2], [1, 1, 1, 1])
-        let o = pool.forward(t)
+        let o = pool.forward(t, Workspace())
         XCTAssertEqual(o.shape, [1, 1, 1, 1])
         let d = Tensor(t.shape)
         let g = Tensor([1, 1, 1, 1], [5])
-        pool.backward(g.ptr, dX: d.ptr)
+        pool.backward(g.ptr, dX: d.ptr, Workspace())
         XCTAssertEqual(d.array, [5, 0, 0, 0])
     }
 
@@ -212,12 +205,12 @@ final class LayerGradientTests: XCTestCase {
         for i in (2 * h * w)..<(3 * h * w) { x.ptr[i] = -.infinity } // plane 2
         x.ptr[2 * h * w + 4 * w + 26] = .nan
         let pool = MaxPool2d()
-        let y = pool.forward(x)
+        let y = pool.forward(x, Workspace())
         let (ho, wo) = (y.shape[2], y.shape[3])
         let g = Tensor(y.shape)
         for i in 0..<g.count { g.ptr[i] = Float(i + 1) }
         let dx = Tensor(x.shape)
-        pool.backward(g.ptr, dX: dx.ptr)
+        pool.backward(g.ptr, dX: dx.ptr, Workspace())
         var want = [Float](repeating: 0, count: x.count)
         for pl in 0..<planes {
             for oy in 0..<ho {
@@ -256,13 +249,13 @@ final class LayerGradientTests: XCTestCase {
         let pool = GlobalAvgPool()
         let r = randomTensor([3, 2], seed: 14)
         let dx = Tensor(x.shape)
-        XCTAssertEqual(pool.forward(x).shape, [3, 2])
+        XCTAssertEqual(pool.forward(x, Workspace()).shape, [3, 2])
         XCTAssertEqual(pool.output.ptr[4], (0..<15).map { x.ptr[4 * 15 + $0] }.reduce(0, +) / 15, accuracy: 1e-6)
-        pool.backward(r.ptr, dX: dx.ptr)
+        pool.backward(r.ptr, dX: dx.ptr, Workspace())
         gc.check(
             "gap dX", x.ptr, count: x.count, analytic: { dx.ptr[$0] },
             loss: {
-                let y = pool.forward(x)
+                let y = pool.forward(x, Workspace())
                 return weightedSum(y.ptr, r.ptr, 6)
             })
     }

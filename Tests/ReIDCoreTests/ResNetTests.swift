@@ -1,5 +1,6 @@
 // ResNet and the grouped multi-branch network: torchvision's names and
 // parameter counts, and whole-network gradients against finite differences.
+import Foundation
 import XCTest
 
 @testable import ReIDCore
@@ -27,6 +28,34 @@ final class ResNetTests: XCTestCase {
         XCTAssertEqual(names.count, 318)
     }
 
+    /// The graph ResNet is built from describes exactly its layers: every convolution of the
+    /// graph is a parameter of that name and shape (and there is no other), every batch norm
+    /// follows its convolution, and walking the graph's sizes gives the feature map's shape.
+    func testTheGraphDescribesTheLayers() {
+        for depth in [18, 34, 50] {
+            let arena = Arena()
+            let net = ResNet(arena, prefix: "backbone.", depth: depth, width: 8, lastStride: 2)
+            var convs: [ConvBN] = []
+            for node in net.graph {
+                switch node {
+                case .convBN(let c): convs.append(c)
+                case .residual(_, _, let body, let shortcut): convs += body + shortcut
+                case .maxPool: break
+                }
+            }
+            let shapes = Dictionary(uniqueKeysWithValues: arena.params.map { ($0.name, $0.shape) })
+            for c in convs {
+                XCTAssertEqual(shapes[c.conv + ".weight"], [c.cout, c.cin, c.kernel, c.kernel], c.conv)
+                XCTAssertEqual(shapes[c.bn + ".weight"], [c.cout], c.bn)
+            }
+            XCTAssertEqual(convs.count, arena.params.filter { $0.shape.count == 4 }.count, "depth \(depth)")
+            let walked = net.graph.convolutions(height: 96, width: 40).last!
+            let (h, w) = walked.conv.outputSize(walked.h, walked.w)
+            let f = net.forward(nchw: randomTensor([2, 3, 96, 40], seed: 4), training: false)
+            XCTAssertEqual(f.shape, [net.graph.outChannels, 2, h, w], "depth \(depth)")
+        }
+    }
+
     func testOutputShapesAndLastStride() {
         for (ls, hw) in [(1, [8, 4]), (2, [4, 2])] {
             let net = GroupedMultiBranchNet(
@@ -39,8 +68,11 @@ final class ResNetTests: XCTestCase {
 
     /// Every parameter tensor of a small network against finite differences
     /// (directional: see GradCheck.checkDirectional).
-    func checkNetwork(_ spec: ModelSpec, h: Int, w: Int, batch: Int, step: Float = 1e-3, rtol: Double = 2e-2) {
-        let net = GroupedMultiBranchNet(spec, seed: 3)
+    func checkNetwork(
+        _ spec: ModelSpec, h: Int, w: Int, batch: Int, step: Float = 1e-3, rtol: Double = 2e-2,
+        algorithm: ConvAlgorithm
+    ) {
+        let net = GroupedMultiBranchNet(spec, seed: 3, options: EngineOptions(convAlgorithm: algorithm))
         // Larger classifier weights than the 0.001 init so head gradients are not tiny.
         for s in net.arena.params where s.name.contains("classifiers") {
             for j in 0..<s.count { net.arena.value[s.offset + j] *= 300 }
@@ -64,12 +96,10 @@ final class ResNetTests: XCTestCase {
     }
 
     func testResNet18NetworkGradients() {
-        defer { Conv2d.algorithm = .auto }
         for a in [ConvAlgorithm.gemm, .winograd, .winograd4] {
-            Conv2d.algorithm = a
             checkNetwork(
                 ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 2, branches: 2, classes: 5), h: 65, w: 33,
-                batch: 4)
+                batch: 4, algorithm: a)
         }
     }
 
@@ -79,11 +109,40 @@ final class ResNetTests: XCTestCase {
     /// Winograd's backward is checked layer by layer (WinogradTests) and, for whole networks,
     /// against float64 PyTorch (ReferenceTests, both algorithms) and the ResNet-18 check above.
     func testResNet50NetworkGradients() {
-        defer { Conv2d.algorithm = .auto }
-        Conv2d.algorithm = .gemm
         checkNetwork(
             ModelSpec(depth: 50, width: 8, lastStride: 1, groups: 4, branches: 1, classes: 4), h: 63, w: 33, batch: 4,
-            step: 1e-4, rtol: 5e-2)
+            step: 1e-4, rtol: 5e-2, algorithm: .gemm)
+    }
+
+    /// Engine options are each model's own, not the process's: two models with different options
+    /// (GEMM on one thread; F(4x4) on two, with the portable C kernels), run at the same time on two
+    /// threads, give bit for bit what each gives alone. OpenBLAS runs single-threaded here, so
+    /// that nothing but the options can differ.
+    func testModelsWithDifferentOptionsRunSideBySide() {
+        let blas = blasThreads()
+        setBLASThreads(1)
+        defer { setBLASThreads(blas) }
+        let spec = ModelSpec(depth: 18, width: 8, groups: 2, branches: 1, classes: 3)
+        let x = randomTensor([4, 3, 64, 32], seed: 5)
+        let options = [
+            EngineOptions(convAlgorithm: .gemm),
+            EngineOptions(threads: 2, convAlgorithm: .winograd4, kernelPath: .portable)
+        ]
+        let alone = options.map { GroupedMultiBranchNet(spec, seed: 1, options: $0).features(x).array }
+        XCTAssertNotEqual(alone[0], alone[1], "the two options should compute differently")
+        let nets = options.map { GroupedMultiBranchNet(spec, seed: 1, options: $0) }
+        let lock = NSLock()
+        var together = [[Float]](repeating: [], count: 2)
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            for _ in 0..<3 {
+                let f = nets[i].features(x).array
+                lock.lock()
+                together[i] = f
+                lock.unlock()
+            }
+        }
+        XCTAssertEqual(together[0], alone[0])
+        XCTAssertEqual(together[1], alone[1])
     }
 
     func testFeaturesAreUnitNorm() {

@@ -6,17 +6,6 @@ import XCTest
 @testable import ReIDCore
 
 final class WinogradTests: XCTestCase {
-    override func tearDown() {
-        Conv2d.algorithm = .auto
-        Winograd.fusion = .default
-        Winograd.maxK = 128
-        Winograd.fusedMinTiles = 64
-        Winograd.recomputeAbove = 16 << 20
-        Winograd.cKernels = true
-        engineThreads = 1
-        reid_kernels_limit_path(Int32(REID_PATH_AVX512))
-    }
-
     /// The algorithms and Winograd variants every check runs under: GEMM, Winograd with each
     /// pass whole-batch (transform, 16 GEMMs, transform; on 1 thread, and on 2 sharing out the
     /// GEMMs), and Winograd with each pass fused
@@ -24,86 +13,52 @@ final class WinogradTests: XCTestCase {
     /// shared by two workers (whose weight-gradient sums are added at the end); fused, the weight
     /// gradient either redoes the input's transform block by block (the default on large layers)
     /// or reads the transformed input kept from forward.
-    static let variants: [(String, () -> Void)] = [
-        ("gemm", { Conv2d.algorithm = .gemm }),
-        (
-            "winograd",
-            {
-                Conv2d.algorithm = .winograd
-                Winograd.fusion = .none
-                Winograd.fusedMinTiles = 64
-                engineThreads = 1
-            }
-        ),
+    static let variants: [(String, EngineOptions)] = [
+        ("gemm", EngineOptions(convAlgorithm: .gemm)),
+        ("winograd", EngineOptions(convAlgorithm: .winograd, winogradFusion: .none)),
         (
             "winograd, products shared by 2 threads",
-            {
-                Conv2d.algorithm = .winograd
-                Winograd.fusion = .none
-                engineThreads = 2
-            }
+            EngineOptions(threads: 2, convAlgorithm: .winograd, winogradFusion: .none)
         ),
         (
             "winograd fused",
-            {
-                Conv2d.algorithm = .winograd
-                Winograd.fusion = .all
-                Winograd.fusedMinTiles = 8
-                engineThreads = 2
-                Winograd.recomputeAbove = 0
+            EngineOptions(threads: 2, convAlgorithm: .winograd, winogradFusion: .all).with {
+                $0.fusedMinTiles = 8
+                $0.recomputeAbove = 0
             }
         ),
         (
             "winograd fused, V kept",
-            {
-                Conv2d.algorithm = .winograd
-                Winograd.fusion = .all
-                Winograd.fusedMinTiles = 8
-                engineThreads = 2
-                Winograd.recomputeAbove = .max
+            EngineOptions(threads: 2, convAlgorithm: .winograd, winogradFusion: .all).with {
+                $0.fusedMinTiles = 8
+                $0.recomputeAbove = .max
             }
         ),
-        (
-            "winograd4",
-            {
-                Conv2d.algorithm = .winograd4
-                engineThreads = 1
-            }
-        ),
-        (
-            "winograd4, products shared by 2 threads",
-            {
-                Conv2d.algorithm = .winograd4
-                engineThreads = 2
-            }
-        )
+        ("winograd4", EngineOptions(convAlgorithm: .winograd4)),
+        ("winograd4, products shared by 2 threads", EngineOptions(threads: 2, convAlgorithm: .winograd4))
     ]
 
     /// The 3x3 stride-1 gradient checks of LayerGradientTests, under each algorithm (odd sizes, 1-wide images, accumulate, no cache).
     func testGradientsUnderBothAlgorithms() {
-        for (_, setUp) in Self.variants {
-            setUp()
-            checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5)
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 1, w: 3) // one row: shifts past the block
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true)
-            checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0)
+        for (_, o) in Self.variants {
+            checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 7, w: 5, options: o)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 1, w: 3, options: o) // one row: shifts past the block
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 5, w: 4, accumulate: true, options: o)
+            checkConv(cin: 3, cout: 4, k: 3, s: 1, p: 1, n: 2, h: 6, w: 5, cacheBudget: 0, options: o)
             // 18 tiles a row: the transforms' 8- and 16-wide loops, their tails, and accumulate
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 1, h: 3, w: 35, accumulate: true, options: o)
             // 8 columns, then a tail of 5
-            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true)
+            checkConv(cin: 2, cout: 2, k: 3, s: 1, p: 1, n: 2, h: 4, w: 13, accumulate: true, options: o)
             // whole-batch with AVX-512, the C transforms: 8x4 planes (a group of 2 images, then 1 left
             // to the loops), 16x8 (groups of 4 tile rows, with a halo window)
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 3, h: 8, w: 4, accumulate: true)
-            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 3, h: 8, w: 4, accumulate: true, options: o)
+            checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8, options: o)
         }
         // fused blocks that are whole groups of 16 tiles, so the fused passes run the C transforms
         // too (AVX-512): 16x8 in blocks of 4 tile rows, 8x32 in blocks of 1 (first, middle and last windows)
-        Conv2d.algorithm = .winograd
-        Winograd.fusion = .all
-        Winograd.fusedMinTiles = 16
-        engineThreads = 2
-        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8, accumulate: true)
-        checkConv(cin: 3, cout: 2, k: 3, s: 1, p: 1, n: 1, h: 8, w: 32)
+        let o = EngineOptions(threads: 2, convAlgorithm: .winograd, winogradFusion: .all).with { $0.fusedMinTiles = 16 }
+        checkConv(cin: 2, cout: 3, k: 3, s: 1, p: 1, n: 2, h: 16, w: 8, accumulate: true, options: o)
+        checkConv(cin: 3, cout: 2, k: 3, s: 1, p: 1, n: 1, h: 8, w: 32, options: o)
     }
 
     /// Forward, input gradient and weight gradient against float64 sums: F(2x2)'s largest error
@@ -119,11 +74,11 @@ final class WinogradTests: XCTestCase {
     func checkAgainstFloat64(cin: Int, cout: Int, n: Int, h: Int, w: Int) {
         let r = Reference(cin: cin, cout: cout, n: n, h: h, w: w, seeds: (11, 12, 13))
         var errors: [String: [Double]] = [:]
-        for (name, setUp) in Self.variants {
-            setUp()
+        for (name, o) in Self.variants {
             XCTAssertEqual(
-                r.conv.winogradTile(n: n, h: h, w: w), name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
-            errors[name] = r.errors()
+                r.conv.winogradTile(n: n, h: h, w: w, o.convAlgorithm),
+                name == "gemm" ? 0 : name.hasPrefix("winograd4") ? 4 : 2)
+            errors[name] = r.errors(o)
         }
         print("relative error vs float64 (forward, dX, dW), \(cin)->\(cout) \(n)x\(h)x\(w): \(errors)")
         for name in Self.variants.map(\.0) where name != "gemm" {
@@ -141,18 +96,16 @@ final class WinogradTests: XCTestCase {
             (64, 64, 64, 32), (128, 128, 32, 16), (256, 256, 16, 8), (256, 512, 16, 8), (512, 512, 16, 8),
             (32, 32, 32, 16), (64, 64, 16, 8), (128, 128, 8, 4), (128, 256, 8, 4), (256, 256, 8, 4)
         ]
-        let best = Int(reid_kernels_best_path())
+        let paths = KernelPath.allCases.prefix(through: KernelPath.allCases.firstIndex(of: .best)!)
         for (cin, cout, h, w) in shapes {
             let n = h * w >= 128 ? 1 : 2
             let r = Reference(cin: cin, cout: cout, n: n, h: h, w: w, seeds: (UInt64(cin + h), UInt64(cout + w), 3))
-            Conv2d.algorithm = .gemm
-            let gemm = r.errors()
-            Conv2d.algorithm = .winograd4
-            engineThreads = 2
-            for path in 0...best {
-                reid_kernels_limit_path(Int32(path))
-                let e = r.errors()
-                let name = "\(cin)->\(cout) \(n)x\(h)x\(w), \(String(cString: reid_kernels_path_name(Int32(path))))"
+            let gemm = r.errors(EngineOptions(convAlgorithm: .gemm))
+            for path in paths {
+                let o = EngineOptions(threads: 2, convAlgorithm: .winograd4, kernelPath: path)
+                XCTAssertEqual(o.effectiveKernelPath, path)
+                let e = r.errors(o)
+                let name = "\(cin)->\(cout) \(n)x\(h)x\(w), \(path.name)"
                 print(
                     "F(4x4) error vs float64 (forward, dX, dW), \(name): \(e.map { String(format: "%.2e", $0) }), gemm \(gemm.map { String(format: "%.2e", $0) })"
                 )
@@ -161,7 +114,6 @@ final class WinogradTests: XCTestCase {
                     XCTAssertLessThan(e[i], 20 * gemm[i], name)
                 }
             }
-            reid_kernels_limit_path(Int32(REID_PATH_AVX512))
         }
     }
 
@@ -171,12 +123,12 @@ final class WinogradTests: XCTestCase {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: 8, cout: 8, kernel: 3, stride: 1, pad: 1)
         let strided = Conv2d(arena, "s", cin: 8, cout: 8, kernel: 3, stride: 2, pad: 1)
-        Conv2d.algorithm = .auto
-        XCTAssertEqual(conv.winogradTile(n: 32, h: 8, w: 4), 4) // 64 tiles of 4x4
-        XCTAssertEqual(conv.winogradTile(n: 16, h: 8, w: 4), 2) // 32 tiles of 4x4, 128 of 2x2
-        XCTAssertEqual(conv.winogradTile(n: 1, h: 8, w: 4), 0) // 8 tiles of 2x2
-        XCTAssertEqual(conv.winogradTile(n: 64, h: 5, w: 5), 2) // 4x4 tiles cover 64 pixels for 25
-        XCTAssertEqual(strided.winogradTile(n: 64, h: 32, w: 16), 0)
+        XCTAssertEqual(conv.winogradTile(n: 32, h: 8, w: 4, .auto), 4) // 64 tiles of 4x4
+        XCTAssertEqual(conv.winogradTile(n: 16, h: 8, w: 4, .auto), 2) // 32 tiles of 4x4, 128 of 2x2
+        XCTAssertEqual(conv.winogradTile(n: 1, h: 8, w: 4, .auto), 0) // 8 tiles of 2x2
+        XCTAssertEqual(conv.winogradTile(n: 64, h: 5, w: 5, .auto), 2) // 4x4 tiles cover 64 pixels for 25
+        XCTAssertEqual(strided.winogradTile(n: 64, h: 32, w: 16, .auto), 0)
+        XCTAssertEqual(conv.winogradTile(n: 32, h: 8, w: 4, .gemm), 0)
     }
 
     /// Forward, input gradient and weight gradient of a 3x3 pad-1 convolution as float64 sums.
@@ -214,13 +166,13 @@ final class WinogradTests: XCTestCase {
     /// Largest |error| / largest |value| of forward, dX and dW against float64 sums.
     static func convErrors(
         _ conv: Conv2d, _ arena: Arena, _ x: Tensor, _ dy: Tensor,
-        _ y64: [Double], _ dx64: [Double], _ dw64: [Double]
+        _ y64: [Double], _ dx64: [Double], _ dw64: [Double], _ options: EngineOptions
     ) -> [Double] {
         func relError(_ got: [Float], _ want: [Double]) -> Double {
             zip(got, want).map { abs(Double($0) - $1) }.max()! / want.map(abs).max()!
         }
         arena.zeroGrad()
-        let ws = Workspace()
+        let ws = Workspace(options)
         let y = conv.forward(x, ws).array
         let dx = Tensor(x.shape)
         conv.backward(dy.ptr, dX: dx.ptr, ws)
@@ -231,19 +183,15 @@ final class WinogradTests: XCTestCase {
     }
 
     /// With 512 input and output channels the products' dot products are 512 long; summed in
-    /// chunks of at most 128 (`Winograd.maxK`), forward and input-gradient errors drop well below
+    /// chunks of at most 128 (`EngineOptions.winogradChunk`), forward and input-gradient errors drop well below
     /// those of one 512-long sum, to within 1.5x the GEMM path's (whose K = 4,608 OpenBLAS itself
     /// sums in blocks). Unchunked, they were 2.4x PyTorch's float32 error on ResNet's 512 layers.
     func testLongSumsAreChunked() {
         let (c, n, h, w) = (512, 1, 6, 6)
         let r = Reference(cin: c, cout: c, n: n, h: h, w: w, seeds: (21, 22, 23))
-        Conv2d.algorithm = .gemm
-        let gemm = r.errors()
-        Conv2d.algorithm = .winograd
-        Winograd.maxK = 1 << 30
-        let whole = r.errors()
-        Winograd.maxK = 128
-        let chunked = r.errors()
+        let gemm = r.errors(EngineOptions(convAlgorithm: .gemm))
+        let chunked = r.errors(EngineOptions(convAlgorithm: .winograd))
+        let whole = r.errors(EngineOptions(convAlgorithm: .winograd).with { $0.winogradChunk = 1 << 30 })
         print(
             "512 channels, error (forward, dX, dW): gemm \(gemm), winograd one sum \(whole), chunks of 128 \(chunked)")
         for i in 0..<2 {
@@ -261,8 +209,9 @@ final class WinogradTests: XCTestCase {
     /// call them), where blocks that are not whole groups fall to the loops.
     func testGroupKernelsMatchTheLoops() throws {
         try XCTSkipIf(
-            reid_wino_groups(8, 4, 2, 0, 4) == 0,
-            "this processor has no AVX-512: the group kernels do not run here, the loops do")
+            KernelPath.best != .avx512, "this processor has no AVX-512: the group kernels do not run here, the loops do"
+        )
+        let kernels = Workspace(EngineOptions(kernelPath: .avx512)), loops = Workspace(EngineOptions(kernelPath: .avx2))
         let taken: [(Int, Int)] = [
             (8, 4), (4, 8), (4, 4), (2, 2), (8, 8), (4, 2), (2, 16), (16, 2), (16, 8), (32, 16),
             (64, 32), (32, 4), (8, 32)
@@ -271,29 +220,27 @@ final class WinogradTests: XCTestCase {
             for n in [1, 2, 3, 5] {
                 let c = 3, g = WinogradTiles(n: n, h: h, w: w)
                 XCTAssertEqual(
-                    reid_wino_groups(Int32(h), Int32(w), Int32(n), 0, Int32(g.th)) > 0,
+                    reid_wino_groups(Int32(REID_PATH_AVX512), Int32(h), Int32(w), Int32(n), 0, Int32(g.th)) > 0,
                     taken.contains { $0 == (h, w) } && (g.th * g.tw >= 16 || n >= 16 / (g.th * g.tw)),
                     "\(h)x\(w), \(n) images")
                 let x = randomTensor([c, n, h, w], seed: UInt64(h * 100 + w * 10 + n))
                 for i in 0..<x.count where x.ptr[i] < 0 { x.ptr[i] = 0 } // exact zeros, as after ReLU: -0 vs +0 shows
                 let plane = Winograd.planeStride(c * g.count)
                 let m = randomTensor([16 * plane], seed: 77)
-                func run(_ kernels: Bool) -> [[UInt32]] {
-                    Winograd.cKernels = kernels
-                    defer { Winograd.cKernels = true }
+                func run(_ ws: Workspace) -> [[UInt32]] {
                     var v = [Float](repeating: .nan, count: 16 * plane), z = v
-                    Winograd.transformInput(x.ptr, c: c, g, &v)
-                    Winograd.transformOutputGrad(x.ptr, c: c, g, &z)
+                    Winograd.transformInput(x.ptr, c: c, g, &v, ws)
+                    Winograd.transformOutputGrad(x.ptr, c: c, g, &z, ws)
                     let y = Tensor([c, n, h, w]), acc = randomTensor([c, n, h, w], seed: 5)
-                    Winograd.transformOutput(m.ptr, c: c, g, y.ptr, accumulate: false)
-                    Winograd.transformOutput(m.ptr, c: c, g, acc.ptr, accumulate: true)
+                    Winograd.transformOutput(m.ptr, c: c, g, y.ptr, accumulate: false, ws)
+                    Winograd.transformOutput(m.ptr, c: c, g, acc.ptr, accumulate: true, ws)
                     let used = (0..<16).flatMap { e in (0..<(c * g.count)).map { e * plane + $0 } }
                     return [
                         used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern },
                         y.array.map(\.bitPattern), acc.array.map(\.bitPattern)
                     ]
                 }
-                compare(run(true), run(false), "whole-batch \(c)x\(n)x\(h)x\(w)")
+                compare(run(kernels), run(loops), "whole-batch \(c)x\(n)x\(h)x\(w)")
             }
             // blocks of tile rows of one image: whole groups (C), and not (loops)
             let g = WinogradTiles(n: 1, h: h, w: w)
@@ -306,18 +253,17 @@ final class WinogradTests: XCTestCase {
                 let m = randomTensor([16 * plane], seed: 78)
                 let buf = UnsafeMutablePointer<Float>.allocate(capacity: Winograd.tileScratch(g))
                 defer { buf.deallocate() }
-                func run(_ kernels: Bool) -> [[UInt32]] {
-                    Winograd.cKernels = kernels
-                    defer { Winograd.cKernels = true }
+                func run(_ path: KernelPath) -> [[UInt32]] {
+                    let p = EngineOptions(kernelPath: path).path
                     var v = [Float](repeating: .nan, count: 16 * plane), z = v
-                    Winograd.inputTiles(x.ptr, g, rows: rows, &v, plane: plane, buf)
-                    Winograd.outputGradTiles(x.ptr, g, rows: rows, &z, plane: plane, buf)
+                    Winograd.inputTiles(x.ptr, g, rows: rows, &v, plane: plane, buf, path: p)
+                    Winograd.outputGradTiles(x.ptr, g, rows: rows, &z, plane: plane, buf, path: p)
                     let y = randomTensor([h, w], seed: 6)
-                    Winograd.outputTiles(m.ptr, plane: plane, g, rows: rows, y.ptr, accumulate: true, buf)
+                    Winograd.outputTiles(m.ptr, plane: plane, g, rows: rows, y.ptr, accumulate: true, buf, path: p)
                     let used = (0..<16).flatMap { e in (0..<n).map { e * plane + $0 } }
                     return [used.map { v[$0].bitPattern }, used.map { z[$0].bitPattern }, y.array.map(\.bitPattern)]
                 }
-                compare(run(true), run(false), "block \(h)x\(w) tile rows \(rows)")
+                compare(run(.avx512), run(.avx2), "block \(h)x\(w) tile rows \(rows)")
             }
         }
     }
@@ -333,20 +279,20 @@ final class WinogradTests: XCTestCase {
     /// loops' values bit for bit, for forward (Cout x Cin) and for the input gradient (flipped, Cin x Cout).
     func testKernelTransformMatchesTheLoops() throws {
         try XCTSkipIf(
-            reid_wino_groups(8, 4, 2, 0, 4) == 0,
-            "this processor has no AVX-512: the C transform does not run here, the loops do")
+            KernelPath.best != .avx512, "this processor has no AVX-512: the C transform does not run here, the loops do"
+        )
         for (cout, cin) in [(1, 1), (3, 5), (16, 16), (17, 33), (40, 24), (64, 128)] {
             let w = randomTensor([cout, cin, 3, 3], seed: UInt64(cout * 1000 + cin))
             for flip in [false, true] {
                 let plane = Winograd.planeStride(cout * cin)
-                func run(_ kernels: Bool) -> [UInt32] {
-                    Winograd.cKernels = kernels
-                    defer { Winograd.cKernels = true }
+                func run(_ path: KernelPath) -> [UInt32] {
                     var u = [Float](repeating: .nan, count: 16 * plane)
-                    Winograd.transformWeights(w.ptr, cout: cout, cin: cin, transposeFlip: flip, &u)
+                    Winograd.transformWeights(
+                        w.ptr, cout: cout, cin: cin, transposeFlip: flip, &u, Workspace(EngineOptions(kernelPath: path))
+                    )
                     return (0..<16).flatMap { e in (0..<(cout * cin)).map { u[e * plane + $0].bitPattern } }
                 }
-                let kernels = run(true), loops = run(false)
+                let kernels = run(.avx512), loops = run(.avx2)
                 let first = kernels.indices.first { kernels[$0] != loops[$0] }
                 XCTAssertNil(first, "\(cout)x\(cin), flipped: \(flip): first difference at value \(first ?? -1)")
             }
@@ -369,6 +315,8 @@ struct Reference {
         (y64, dx64, dw64) = WinogradTests.float64Conv(conv, arena, x, dy)
     }
 
-    /// Largest |error| / largest |value| of forward, dX and dW under the current algorithm.
-    func errors() -> [Double] { WinogradTests.convErrors(conv, arena, x, dy, y64, dx64, dw64) }
+    /// Largest |error| / largest |value| of forward, dX and dW computed under `options`.
+    func errors(_ options: EngineOptions) -> [Double] {
+        WinogradTests.convErrors(conv, arena, x, dy, y64, dx64, dw64, options)
+    }
 }

@@ -64,14 +64,13 @@ final class ReliabilityTests: XCTestCase {
 
     func testAnOversizedImageIsRefusedFromItsHeader() throws {
         let path = try XCTUnwrap(try ReIDDataset(root: tinyData, layout: .market).query.samples.first?.path)
-        let saved = RGBImage.maxPixels
-        defer { RGBImage.maxPixels = saved }
-        RGBImage.maxPixels = 100
-        XCTAssertThrowsError(try RGBImage(file: path)) {
+        XCTAssertThrowsError(try RGBImage(file: path, maxPixels: 100)) {
             XCTAssert("\($0)".contains("more than data.max_pixels = 100; not decoded"), "\($0)")
         }
-        XCTAssertThrowsError(try RGBImage.checkHeader(file: path)) { XCTAssert("\($0)".hasPrefix(path), "\($0)") }
-        RGBImage.maxPixels = saved
+        XCTAssertThrowsError(try RGBImage.checkHeader(file: path, maxPixels: 100)) {
+            XCTAssert("\($0)".hasPrefix(path), "\($0)")
+        }
+        XCTAssertEqual(checkImageHeaders([path], threads: 1, maxPixels: 100).count, 1)
         XCTAssertGreaterThan(try RGBImage.checkHeader(file: path).width, 0)
     }
 

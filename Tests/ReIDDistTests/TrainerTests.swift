@@ -133,16 +133,44 @@ final class ConfigTests: XCTestCase {
         for page in ["README.md", "CHANGELOG.md"] + docs {
             let text = try String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)
             let folder = (page as NSString).deletingLastPathComponent
-            for m in text.matches(of: #/\]\(([^)#:\s]+)(#[^)]*)?\)/#) {
+            for m in text.matches(of: #/\]\(([^)#:\s]*)(#[^)]*)?\)/#) {
                 let target = String(m.1)
-                let path = ((root.path as NSString).appendingPathComponent(folder) as NSString).appendingPathComponent(
-                    target)
+                let path =
+                    target.isEmpty
+                    ? root.appendingPathComponent(page).path
+                    : ((root.path as NSString).appendingPathComponent(folder) as NSString).appendingPathComponent(
+                        target)
                 XCTAssert(
                     FileManager.default.fileExists(atPath: path), "\(page) links to \(target), which does not exist")
+                // an anchor names one of the target page's headings (GitHub's slugs)
+                if let anchor = m.2.map({ String($0.dropFirst()) }), path.hasSuffix(".md"),
+                    let target = try? String(contentsOfFile: path, encoding: .utf8)
+                {
+                    let slugs = target.split(separator: "\n").filter { $0.hasPrefix("#") }.map { Self.slug(String($0)) }
+                    XCTAssert(slugs.contains(anchor), "\(page) links to \(m.0), whose page has no such heading")
+                }
+                checked += 1
+            }
+            // every repository path named in code spans exists (Cluster/..., Configs/..., Sources/..., ...)
+            for m in text.matches(of: #/`((?:Cluster|Configs|Sources|Tests|docs|\.ci)/[A-Za-z0-9_./+-]*[A-Za-z0-9_])/#)
+            {
+                let target = String(m.1)
+                XCTAssert(
+                    FileManager.default.fileExists(atPath: root.appendingPathComponent(target).path),
+                    "\(page) names \(target), which does not exist")
                 checked += 1
             }
         }
         XCTAssertGreaterThan(checked, 10)
+    }
+
+    /// A heading's anchor as GitHub makes it: lower case, spaces to hyphens, other punctuation dropped.
+    static func slug(_ heading: String) -> String {
+        let title = heading.drop { $0 == "#" }.trimmingCharacters(in: .whitespaces).lowercased()
+        return String(
+            title.compactMap { c -> Character? in
+                c == " " ? "-" : (c.isLetter || c.isNumber || c == "-" || c == "_") ? c : nil
+            })
     }
 
     func testFilesOverridesAndTheResolvedYAMLRoundTrip() throws {
@@ -179,6 +207,22 @@ extension String {
 }
 
 final class TrainerTests: XCTestCase {
+    /// The training position is broadcast as JSON (`Communicator.broadcast`): every field comes
+    /// back bit for bit, doubles that have no short decimal form included.
+    func testTrainingPositionRoundTripsExactly() throws {
+        var p = TrainingPosition()
+        p.epoch = 3
+        p.globalStep = 1234
+        p.optimizerSteps = 1234
+        p.stepInEpoch = 17
+        p.epochProgress = [0.1 + 0.2, 1e-300, Double.pi * 1e17, 5e-324]
+        p.bestMAP = 0.4692012345678901
+        let back = try JSONDecoder().decode(TrainingPosition.self, from: JSONEncoder().encode(p))
+        XCTAssertEqual(back, p)
+        XCTAssertEqual(back.epochProgress!.map(\.bitPattern), p.epochProgress!.map(\.bitPattern))
+        XCTAssertEqual(try SingleProcess().broadcast(p, root: 0), p)
+    }
+
     func weights(_ t: Trainer) -> [Float] {
         Array(UnsafeBufferPointer(start: t.model.arena.value, count: t.model.arena.paramCount))
     }

@@ -17,10 +17,10 @@ enum { REID_PATH_PORTABLE = 0, REID_PATH_AVX2 = 1, REID_PATH_AVX512 = 2 };
 
 /// The best path this processor runs.
 int reid_kernels_best_path(void);
-/// The path the kernels take: the best one, or lower after reid_kernels_limit_path.
-int reid_kernels_path(void);
-/// Limits the path to at most `path` (tests run every path this processor has). Returns the path in effect.
-int reid_kernels_limit_path(int path);
+/// The path a kernel takes when asked for `path`: that one, or the best this processor runs when it is
+/// lower. Every kernel below takes the path asked for as its first argument (the engine's options
+/// choose it; tests run each path this processor has) and clamps it so.
+int reid_kernels_usable_path(int path);
 /// "AVX-512", "AVX2+FMA" or "portable C (4-wide vectors)".
 const char *reid_kernels_path_name(int path);
 
@@ -32,13 +32,13 @@ size_t reid_conv7_scratch_floats(int cin, int rows, int wo, int stride);
 ///   x:  (Cin, N, H, W) input
 ///   wt: (Cin*49, Cout) weights, tap-major: wt[((ci*7 + ki)*7 + kj)*cout + co] = W[co, ci, ki, kj]
 ///   y:  (Cout, N, Ho, Wo) output; only the block's rows are written (=)
-void reid_conv7_forward(float *y, const float *x, const float *wt,
+void reid_conv7_forward(int path, float *y, const float *x, const float *wt,
                         int cin, int cout, int n, int h, int w, int ho, int wo,
                         int stride, int pad, int img, int oy0, int oy1, float *scratch);
 
 /// Weight gradient of the same block: dwt[((ci*7 + ki)*7 + kj)*cout + co] += sum over the block's
 /// output pixels of dy[co, pixel] * x[ci, tap's input pixel] (tap-major, like wt).
-void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
+void reid_conv7_weight_grad(int path, float *dwt, const float *dy, const float *x,
                             int cin, int cout, int n, int h, int w, int ho, int wo,
                             int stride, int pad, int img, int oy0, int oy1, float *scratch);
 
@@ -52,7 +52,7 @@ void reid_conv7_weight_grad(float *dwt, const float *dy, const float *x,
 /// How many of `images` planes a call can take (a multiple of the images a group holds), or 0
 /// when the kernels do not apply (the plane's shape, rows not whole groups, or no AVX-512). The three
 /// calls below are AVX-512 code: call them only for the images this gives.
-int reid_wino_groups(int h, int w, int images, int ty0, int ty1);
+int reid_wino_groups(int path, int h, int w, int images, int ty0, int ty1);
 
 /// V[e][tile] = (B^T d B)[e], d the tile's 4x4 input window (pad 1), from x.
 void reid_wino_input_groups(const float *x, int h, int w, int images, int ty0, int ty1, float *v, size_t plane);
@@ -67,7 +67,7 @@ void reid_wino_output_grad_groups(const float *dy, int h, int w, int images, int
 /// U[e][r][c] = (G g G^T)[e] for rows r0 ..< r1 of the transformed kernels (rows: Cout, columns: Cin;
 /// with `transpose_flip`, rows Cin and columns Cout of the input gradient's kernel, g = flip(w[c][r]));
 /// w: (Cout, Cin, 3, 3); matrices `plane` floats apart. Returns 0, computing nothing, without AVX-512.
-int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
+int reid_wino_weights(int path, const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
 
 // Winograd F(4x4,3x3) (wino4.c): 6x6 input tiles, 36 products, 4x4 outputs; every vector path.
 // Tiles of `images` consecutive planes (h x w each) of one channel: th = (h + 3) / 4 rows of
@@ -75,13 +75,13 @@ int reid_wino_weights(const float *w, int cout, int cin, int transpose_flip, int
 // matrices, `plane` floats apart. Outputs past the plane's edge are cropped, inputs padded with 0.
 
 /// V[e][tile] = (B^T d B)[e], d the tile's 6x6 input window (pad 1), from x.
-void reid_wino4_input(const float *x, int h, int w, int images, float *v, size_t plane);
+void reid_wino4_input(int path, const float *x, int h, int w, int images, float *v, size_t plane);
 /// y = A^T M A per tile (4x4, cropped at the plane's edge), from m (adds into y when `accumulate`).
-void reid_wino4_output(const float *m, size_t plane, int h, int w, int images, float *y, int accumulate);
+void reid_wino4_output(int path, const float *m, size_t plane, int h, int w, int images, float *y, int accumulate);
 /// Z[e][tile] = (A dy A^T)[e] of each 4x4 tile of dy (0 past the plane's edge).
-void reid_wino4_output_grad(const float *dy, int h, int w, int images, float *z, size_t plane);
+void reid_wino4_output_grad(int path, const float *dy, int h, int w, int images, float *z, size_t plane);
 /// U[e][r][c] = (G g G^T)[e] for rows r0 ..< r1, laid out as reid_wino_weights lays out F(2x2)'s.
-void reid_wino4_weights(const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
+void reid_wino4_weights(int path, const float *w, int cout, int cin, int transpose_flip, int r0, int r1, float *u, size_t plane);
 /// dw[o][i] += G^T dU[.][o][i] G for output channels o0 ..< o1; dw: (Cout, Cin, 3, 3).
-void reid_wino4_weight_grad(const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw);
+void reid_wino4_weight_grad(int path, const float *du, size_t plane, int cout, int cin, int o0, int o1, float *dw);
 #endif
