@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "ReIDDataTests", dependencies: ["ReIDData", "ReIDCore", "ReIDImage"]),
         .testTarget(
             name: "ReIDDistTests",
-            dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage"]),
+            dependencies: ["ReIDDist", "ReIDONNX", "ReIDData", "ReIDCore", "ReIDEval", "ReIDImage", "ReIDReport"]),
         .testTarget(
             name: "ReIDReportTests", dependencies: ["ReIDReport", "ReIDDist", "ReIDData", "ReIDEval", "ReIDCore"]),
         .testTarget(name: "FuzzTests", dependencies: ["ReIDDist", "ReIDData", "ReIDCore", "ReIDImage", "ReIDTorch"])

@@ -37,6 +37,52 @@ public struct Evaluation {
     }
 }
 
+/// What `evaluate --json` writes (and its readers read): the protocol's figures, where and how.
+public struct EvaluationSummary: Codable, Equatable {
+    public var rank1: Double, rank5: Double, rank10: Double, rank20: Double, mAP: Double, mINP: Double
+    public var validQueries: Int
+    public var cmc: [Double]
+    public var seconds: Double
+    /// MPI ranks that extracted the features.
+    public var ranks: Int
+    /// The checkpoint and what it was trained on; the data evaluated on.
+    public var model: String, dataRoot: String, layout: String
+
+    public init(_ e: Evaluation, ranks: Int, model: String, data: DataSettings) {
+        let r = e.ranking
+        rank1 = r.rank(1)
+        rank5 = r.rank(5)
+        rank10 = r.rank(10)
+        rank20 = r.rank(20)
+        mAP = r.mAP
+        mINP = r.mINP
+        validQueries = r.validQueries
+        cmc = r.cmc
+        seconds = e.seconds
+        self.ranks = ranks
+        self.model = model
+        dataRoot = data.root
+        layout = data.layout.rawValue
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rank1, rank5, rank10, rank20, mAP, mINP, cmc, seconds, ranks, model, layout
+        case validQueries = "valid_queries"
+        case dataRoot = "data_root"
+    }
+
+    /// As a file: pretty-printed, keys sorted.
+    public func json() throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try enc.encode(self)
+    }
+
+    public static func read(_ path: String) throws -> EvaluationSummary {
+        try JSONDecoder().decode(EvaluationSummary.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}
+
 /// OpenBLAS's threads and the model's own loops (`EngineOptions.threads`).
 public func useThreads(_ n: Int, for model: GroupedMultiBranchNet) {
     setBLASThreads(n)

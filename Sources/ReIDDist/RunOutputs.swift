@@ -88,12 +88,10 @@ public final class RunOutputs {
         }
     }
 
-    /// One line of metrics.jsonl.
-    public func record(_ obj: [String: Any]) {
-        guard let metrics, let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else {
-            return
-        }
-        metrics.write(data + Data("\n".utf8))
+    /// One line of metrics.jsonl (rank 0 of a run that writes files).
+    public func record<R: Encodable>(_ r: R) {
+        guard let metrics else { return }
+        do { metrics.write(try MetricsFile.line(r)) } catch { warn("a metrics record could not be written: \(error)") }
     }
 
     public func beginRun(epochs: Int, until end: Int, imagesPerStep: Int) {
@@ -191,22 +189,23 @@ public final class RunOutputs {
             String(
                 format: "epoch %d/%d step %d/%d  loss %.4f  acc %5.1f%%  lr %.2e  %.1f img/s  ETA %@",
                 epoch + 1, plan.epochs, step + 1, steps, epochLoss, acc * 100, lr, ips, formatDuration(eta)))
-        var rec: [String: Any] = [
-            "kind": "train", "epoch": epoch + 1, "step": step + 1, "global_step": globalStep, "loss": epochLoss,
-            "step_loss": totals.lossSum / Double(Swift.max(totals.images, 1)), "acc": acc, "lr": Double(lr),
-            "images_per_second": ips, "data_wait_s": dataWait, "ranks": worldSize
-        ]
-        if comm.size > 1 {
-            rec["allreduce_exposed_s"] = waits.min()!
-            rec["rank_wait_s"] = waits.max()! - waits.min()!
+        var rec = TrainRecord(
+            epoch: epoch + 1, step: step + 1, globalStep: globalStep, loss: epochLoss, acc: acc, lr: Double(lr))
+        rec.stepLoss = totals.lossSum / Double(Swift.max(totals.images, 1))
+        rec.imagesPerSecond = ips
+        rec.dataWaitS = dataWait
+        rec.ranks = worldSize
+        if waits.count > 1 {
+            rec.allreduceExposedS = waits.min()!
+            rec.rankWaitS = waits.max()! - waits.min()!
         }
         if totals.triplet.anchors > 0 {
             let t = totals.triplet, a = Double(t.anchors)
-            rec["triplet_loss"] = t.lossSum / a
-            rec["triplet_d_ap"] = t.dapSum / a
-            rec["triplet_d_an"] = t.danSum / a
+            rec.tripletLoss = t.lossSum / a
+            rec.tripletDAp = t.dapSum / a
+            rec.tripletDAn = t.danSum / a
         }
-        if r.gatherSeconds > 0 { rec["feature_allgather_s"] = r.gatherSeconds } // this rank's, this step's
+        if r.gatherSeconds > 0 { rec.featureAllgatherS = r.gatherSeconds } // this rank's, this step's
         record(rec)
         windowStart = now
         windowImages = 0
@@ -221,11 +220,10 @@ public final class RunOutputs {
                     "eval: rank-1 %.2f%%  rank-5 %.2f%%  rank-10 %.2f%%  mAP %.2f%%  mINP %.2f%%  (%d queries, %d gallery, %.1f s)",
                 r.rank1 * 100, r.rank5 * 100, r.rank10 * 100, r.mAP * 100, r.mINP * 100, r.queries, r.gallery, r.seconds
             ))
-        record([
-            "kind": "eval", "epoch": epoch, "global_step": globalStep, "rank1": r.rank1, "rank5": r.rank5,
-            "rank10": r.rank10,
-            "mAP": r.mAP, "mINP": r.mINP, "seconds": r.seconds, "cmc": Array(r.cmc.prefix(50))
-        ])
+        record(
+            EvalRecord(
+                epoch: epoch, globalStep: globalStep, rank1: r.rank1, rank5: r.rank5, rank10: r.rank10, mAP: r.mAP,
+                mINP: r.mINP, seconds: r.seconds, cmc: r.cmc))
         if let runDir, let ranked {
             let dir = (runDir as NSString).appendingPathComponent(RunReport.folder)
             do {
@@ -253,11 +251,10 @@ public final class RunOutputs {
                 format:
                     "; gradient all-reduce exposed %.1f s (%.1f%% of the run), ranks waiting for the slowest %.1f s",
                 exposed, exposed / Swift.max(total, 1e-9) * 100, imbalance)
-            record([
-                "kind": "comm", "allreduce_exposed_s": exposed, "rank_imbalance_s": imbalance, "run_s": total,
-                "ranks": worldSize,
-                "averaging": averagingNote
-            ])
+            record(
+                CommRecord(
+                    allreduceExposedS: exposed, rankImbalanceS: imbalance, runS: total, ranks: worldSize,
+                    averaging: averagingNote))
         }
         log(summary)
         if let traces { try writeTrace(traces) }

@@ -233,7 +233,7 @@ public enum StudyRunState: Equatable {
     /// Finished: an evaluation of the last epoch is recorded; failed: the runner left the reason
     /// beside the run folder (`failureFile`, removed when the run is tried again).
     public init(runDir: String, epochs: Int) {
-        if let last = StudyResults.finalEval(runDir), (last["epoch"] as? Int) == epochs {
+        if let last = StudyResults.finalEval(runDir), last.epoch == epochs {
             self = .finished
             return
         }
@@ -284,17 +284,7 @@ public struct StudyResults {
     public let rows: [Row]
 
     /// The last "eval" record of a run folder's metrics.jsonl.
-    public static func finalEval(_ runDir: String) -> [String: Any]? {
-        records(runDir).last { $0["kind"] as? String == "eval" }
-    }
-
-    static func records(_ runDir: String) -> [[String: Any]] {
-        let path = (runDir as NSString).appendingPathComponent("metrics.jsonl")
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-    }
+    public static func finalEval(_ runDir: String) -> EvalRecord? { MetricsFile.records(runDir: runDir).evals.last }
 
     public init(_ study: Study, configs: [Config]) {
         self.study = study
@@ -304,12 +294,10 @@ public struct StudyResults {
                 seed: run.seed, runDir: run.runDir,
                 state: StudyRunState(runDir: run.runDir, epochs: configs[i].schedule.epochs))
             if s.state == .finished, let e = Self.finalEval(run.runDir) {
-                s.rank1 = 100 * (e["rank1"] as? Double ?? 0)
-                s.mAP = 100 * (e["mAP"] as? Double ?? 0)
-                s.mINP = 100 * (e["mINP"] as? Double ?? 0)
-                let ips = Self.records(run.runDir).filter { $0["kind"] as? String == "train" }.compactMap {
-                    $0["images_per_second"] as? Double
-                }.sorted()
+                s.rank1 = 100 * e.rank1
+                s.mAP = 100 * e.mAP
+                s.mINP = 100 * e.mINP
+                let ips = MetricsFile.records(runDir: run.runDir).train.compactMap(\.imagesPerSecond).sorted()
                 s.imagesPerSecond = ips.isEmpty ? 0 : ips[ips.count / 2]
                 let info =
                     (try? Data(

@@ -56,10 +56,10 @@ public final class Trainer {
         set { outputs.log = newValue }
     }
 
-    /// Loads the training data, builds the model (random, pretrained backbone or a whole
-    /// state dict), and on rank 0 with `writeFiles` locks and prepares the run folder as
-    /// `start` says; then continues from a checkpoint if asked, and makes every replica
-    /// equal to rank 0's.
+    /// Sets a run up, step by step: the run folder and where to resume from (rank 0), the data,
+    /// the model and optimizer, gradient averaging and the outputs; then continues from a
+    /// checkpoint if asked, and makes every replica equal to rank 0's. With `writeFiles` false
+    /// nothing is written (tests, benchmarks).
     public init(
         config: Config, writeFiles: Bool = true, comm: Communicator = SingleProcess(), simulateRanks: Int = 1,
         start: StartMode = .fresh
@@ -67,63 +67,101 @@ public final class Trainer {
         try config.validate()
         self.config = config
         self.comm = comm
-        let runDir = config.train.runDir
-        var resumeFrom: (dir: String, note: String?)?
-        if writeFiles && comm.isRoot {
-            lock = try RunLock(runDir: runDir)
-            for t in Checkpoint.removeUnfinished(runDir: runDir) {
-                print("removed \(t), an unfinished checkpoint of an earlier job")
-            }
-            switch start {
-            case .restart:
-                if ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).contains(where: {
-                    $0 != ".lock"
-                }) {
-                    print("moved the previous run to \(try RunFolder.moveAside(runDir))")
-                }
-            case .fresh:
-                if let what = RunFolder.holdsRun(runDir) {
-                    throw ConfigError(
-                        "\(runDir): already holds a run (\(what)); continue it with --resume auto, or move it aside and start over with --restart"
-                    )
-                }
-            case .resume(let spec):
-                resumeFrom = try Checkpoint.resolve(spec, runDir: runDir)
-                if resumeFrom == nil {
-                    // A job that ended before its first checkpoint (killed, preempted, a dead link) is
-                    // started again: what it wrote is moved aside as --restart does, so a requeued or
-                    // resubmitted job with --resume auto always goes on.
-                    if let what = RunFolder.holdsRun(runDir) {
-                        print(
-                            "\(runDir) holds \(what) but no checkpoint yet: moved it to \(try RunFolder.moveAside(runDir)) and starting from scratch"
-                        )
-                    } else {
-                        print("no checkpoint in \(runDir) yet: starting from scratch")
-                    }
-                }
-            }
-        } else {
-            lock = nil
-            if case .resume(let spec) = start, comm.isRoot { resumeFrom = try Checkpoint.resolve(spec, runDir: runDir) }
-        }
+        let folder = try Self.prepareRunFolder(config.train.runDir, start: start, writeFiles: writeFiles, comm: comm)
+        lock = folder.lock
         let world = comm.size > 1 ? comm.size : simulateRanks
-        try Self.checkDivisible(config.sampler, ranks: world)
         threads = config.train.threadsPerRank(ranksOnNode: comm.localSize)
         setBLASThreads(threads)
-        let data = config.data, m = config.model
-        dataset = try data.load()
+        dataset = try Self.loadData(config, ranks: world, comm: comm, threads: threads)
+        model = try Self.buildModel(config, classes: dataset.classes, threads: threads)
+        optimizer = config.optim.make(paramCount: model.arena.paramCount)
+        averaging = try makeGradientAveraging(
+            comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes,
+            wire: config.train.gradType)
+        outputs = try Self.makeOutputs(
+            config, writeFiles: writeFiles, comm: comm, model: model.spec, world: world, threads: threads,
+            averaging: averaging.description)
+        if config.loss.usesTriplet { log("loss: " + config.loss.description) }
+        if let r = folder.resumeFrom {
+            if let note = r.note { log("note: " + note) }
+            try resume(from: r.dir)
+        }
+        try synchronizeReplicas()
+    }
+
+    /// Set-up, step 1 (rank 0 with `writeFiles`): the run folder's lock, unfinished checkpoints
+    /// removed, and the folder prepared as `start` says: refused when it holds a run (`fresh`),
+    /// moved aside (`restart`), or the checkpoint to continue from found (`resume`; none yet: the
+    /// run starts over, what was there moved aside). Without `writeFiles` rank 0 only finds the
+    /// checkpoint; other ranks do nothing here (rank 0's position reaches them by broadcast).
+    static func prepareRunFolder(_ runDir: String, start: StartMode, writeFiles: Bool, comm: Communicator) throws -> (
+        lock: RunLock?, resumeFrom: (dir: String, note: String?)?
+    ) {
+        guard writeFiles && comm.isRoot else {
+            if case .resume(let spec) = start, comm.isRoot {
+                return (nil, try Checkpoint.resolve(spec, runDir: runDir))
+            }
+            return (nil, nil)
+        }
+        let lock = try RunLock(runDir: runDir)
+        for t in Checkpoint.removeUnfinished(runDir: runDir) {
+            print("removed \(t), an unfinished checkpoint of an earlier job")
+        }
+        switch start {
+        case .restart:
+            if ((try? FileManager.default.contentsOfDirectory(atPath: runDir)) ?? []).contains(where: { $0 != ".lock" })
+            {
+                print("moved the previous run to \(try RunFolder.moveAside(runDir))")
+            }
+            return (lock, nil)
+        case .fresh:
+            if let what = RunFolder.holdsRun(runDir) {
+                throw ConfigError(
+                    "\(runDir): already holds a run (\(what)); continue it with --resume auto, or move it aside and start over with --restart"
+                )
+            }
+            return (lock, nil)
+        case .resume(let spec):
+            if let found = try Checkpoint.resolve(spec, runDir: runDir) { return (lock, found) }
+            // A job that ended before its first checkpoint (killed, preempted, a dead link) is
+            // started again: what it wrote is moved aside as --restart does, so a requeued or
+            // resubmitted job with --resume auto always goes on.
+            if let what = RunFolder.holdsRun(runDir) {
+                print(
+                    "\(runDir) holds \(what) but no checkpoint yet: moved it to \(try RunFolder.moveAside(runDir)) and starting from scratch"
+                )
+            } else {
+                print("no checkpoint in \(runDir) yet: starting from scratch")
+            }
+            return (lock, nil)
+        }
+    }
+
+    /// Set-up, step 2: the dataset, the sampler checked against the ranks, and (with
+    /// `data.check_images`) every image's header, each rank reading its share (a collective).
+    static func loadData(_ config: Config, ranks: Int, comm: Communicator, threads: Int) throws -> ReIDDataset {
+        try checkDivisible(config.sampler, ranks: ranks)
+        let data = config.data
+        let dataset = try data.load()
         guard dataset.train.samples.count >= 2 else {
             throw DataError("\(dataset.train.folder): fewer than 2 training images")
         }
         if data.checkImages {
-            try Self.checkImages(
+            try checkImages(
                 dataset, skipBadTraining: data.skipBadImages, maxPixels: data.maxPixels, comm: comm, threads: threads)
         }
+        return dataset
+    }
+
+    /// Set-up, step 3: the network for `classes` identities with the configuration's engine
+    /// options, initialised from `train.seed`, then from `model.pretrained` (the backbone) and
+    /// `model.init` (everything) when given.
+    static func buildModel(_ config: Config, classes: Int, threads: Int) throws -> GroupedMultiBranchNet {
+        let m = config.model
         var spec = m.spec
-        spec.classes = dataset.classes
-        model = GroupedMultiBranchNet(
+        spec.classes = classes
+        let model = GroupedMultiBranchNet(
             spec, seed: UInt64(config.train.seed), options: config.engineOptions(threads: threads))
-        optimizer = config.optim.make(paramCount: model.arena.paramCount)
         if let pre = m.pretrained {
             try model.loadPretrainedBackbone(try pretrainedWeights(pre, modelElements: model.arena.paramCount))
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(pre) (model.pretrained): \(bad)") }
@@ -132,26 +170,27 @@ public final class Trainer {
             try model.arena.load(from: try SafeTensorsFile(path: initial), strict: true)
             if let bad = model.arena.firstNonFinite() { throw CheckpointError("\(initial) (model.init): \(bad)") }
         }
-        averaging = try makeGradientAveraging(
-            comm: comm, simulatedRanks: simulateRanks, arena: model.arena, bucketBytes: config.train.bucketBytes,
-            wire: config.train.gradType)
-        outputs = try RunOutputs(
+        return model
+    }
+
+    /// Set-up, step 4: what the run prints and writes (the run folder's files on rank 0).
+    static func makeOutputs(
+        _ config: Config, writeFiles: Bool, comm: Communicator, model spec: ModelSpec, world: Int, threads: Int,
+        averaging: String
+    ) throws -> RunOutputs {
+        let outputs = try RunOutputs(
             runDir: writeFiles ? config.train.runDir : nil, configYAML: config.yaml, comm: comm,
             logEvery: config.train.logEvery, heads: spec.groups * spec.branches, worldSize: world,
-            averaging: averaging.description, tracePath: config.train.trace)
+            averaging: averaging, tracePath: config.train.trace)
+        let data = config.data
         outputs.runInfo = [
-            "threads_per_rank": threads, "gradient_averaging": averaging.description,
+            "threads_per_rank": threads, "gradient_averaging": averaging,
             "data": "\(data.root) (\(data.layout.rawValue))",
             "model":
                 "ResNet-\(spec.depth) width \(spec.width), \(spec.groups) groups x \(spec.branches) branches, \(spec.classes) classes",
             "loss": config.loss.description
         ]
-        if config.loss.usesTriplet { log("loss: " + config.loss.description) }
-        if let r = resumeFrom {
-            if let note = r.note { log("note: " + note) }
-            try resume(from: r.dir)
-        }
-        try synchronizeReplicas()
+        return outputs
     }
 
     /// Every image's header, each rank reading its share; a damaged query or gallery image

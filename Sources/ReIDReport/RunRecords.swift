@@ -5,19 +5,11 @@ import Foundation
 import ReIDEval
 
 final class RunRecords {
-    struct Train {
-        var globalStep: Double, epoch: Int, step: Int, loss: Double, stepLoss: Double?, acc: Double, lr: Double
-        var ips: Double, dataWait: Double, exposed: Double?, rankWait: Double?
-    }
-    struct Eval {
-        var globalStep: Int, epoch: Int?, rank1: Double, rank5: Double, rank10: Double, mAP: Double, mINP: Double,
-            cmc: [Double]
-    }
     struct CheckpointRow { var name: String, epoch: Int, mAP: Double? }
 
     let runDir: String
     var name: String { (runDir as NSString).lastPathComponent }
-    var train: [Train] = [], evals: [Eval] = [], comm: [[String: Any]] = []
+    var train: [TrainRecord] = [], evals: [EvalRecord] = [], comm: [CommRecord] = []
     var info: [(String, String)] = []
     /// "training" for a run folder; "evaluation" for the folder `evaluate --report` writes.
     var kind = "training"
@@ -53,44 +45,14 @@ final class RunRecords {
 
     init(runDir: String) throws {
         self.runDir = runDir
-        let metrics = (runDir as NSString).appendingPathComponent("metrics.jsonl")
+        let metrics = (runDir as NSString).appendingPathComponent(MetricsFile.name)
         guard let text = try? String(contentsOfFile: metrics, encoding: .utf8) else {
             throw ReportError("\(metrics): missing or unreadable; is \(runDir) a reid-dist run folder?")
         }
-        for (n, line) in text.split(separator: "\n").enumerated() {
-            guard let obj = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                throw ReportError("\(metrics):\(n + 1): not a JSON object")
-            }
-            func d(_ k: String) -> Double? { (obj[k] as? NSNumber)?.doubleValue }
-            // A count (epoch, step) must be a whole number a run can reach: 1e300 or NaN is a damaged line.
-            func count(_ k: String) throws -> Int? {
-                guard let v = d(k) else { return nil }
-                guard v.isFinite, v == v.rounded(), abs(v) <= 1e15 else {
-                    throw ReportError("\(metrics):\(n + 1): '\(k)' is \(v), not a count a run reaches")
-                }
-                return Int(v)
-            }
-            switch obj["kind"] as? String {
-            case "train":
-                train.append(
-                    Train(
-                        globalStep: d("global_step") ?? 0, epoch: try count("epoch") ?? 0, step: try count("step") ?? 0,
-                        loss: d("loss") ?? .nan,
-                        stepLoss: d("step_loss"), acc: d("acc") ?? .nan, lr: d("lr") ?? .nan,
-                        ips: d("images_per_second") ?? .nan,
-                        dataWait: d("data_wait_s") ?? .nan, exposed: d("allreduce_exposed_s"),
-                        rankWait: d("rank_wait_s")))
-            case "eval":
-                evals.append(
-                    Eval(
-                        globalStep: try count("global_step") ?? 0, epoch: try count("epoch"), rank1: d("rank1") ?? .nan,
-                        rank5: d("rank5") ?? .nan, rank10: d("rank10") ?? .nan, mAP: d("mAP") ?? .nan,
-                        mINP: d("mINP") ?? .nan,
-                        cmc: (obj["cmc"] as? [NSNumber])?.map(\.doubleValue) ?? []))
-            case "comm": comm.append(obj)
-            default: break
-            }
-        }
+        let records = try MetricsFile.parse(text, path: metrics)
+        train = records.train
+        evals = records.evals
+        comm = records.comm
         config =
             (try? String(contentsOfFile: (runDir as NSString).appendingPathComponent("config.yaml"), encoding: .utf8))
             ?? "(no config.yaml)"
@@ -108,11 +70,11 @@ final class RunRecords {
             for k in keys { info.append(Self.human(k, obj[k]!)) }
         }
         for c in comm.suffix(1) {
-            for k in ["allreduce_exposed_s", "rank_imbalance_s", "run_s"] {
-                if let v = c[k] {
-                    let (label, text) = Self.human(k, v)
-                    info.append(("Last run: " + label.lowercased(), text))
-                }
+            for (k, v) in [
+                ("allreduce_exposed_s", c.allreduceExposedS), ("rank_imbalance_s", c.rankImbalanceS), ("run_s", c.runS)
+            ] {
+                let (label, text) = Self.human(k, v as NSNumber)
+                info.append(("Last run: " + label.lowercased(), text))
             }
         }
         readCheckpoints()
@@ -160,7 +122,7 @@ final class RunRecords {
         // Epoch boundaries: after each epoch's last logged step.
         var ends: [Double] = []
         for (a, b) in zip(train, train.dropFirst()) where b.epoch != a.epoch {
-            ends.append((a.globalStep + b.globalStep) / 2)
+            ends.append(Double(a.globalStep + b.globalStep) / 2)
         }
         func chart(
             _ file: String, _ title: String, _ y: String, _ series: [SVGChart.Series], range: ClosedRange<Double>? = nil
@@ -170,7 +132,7 @@ final class RunRecords {
             c.yRange = range
             out.append((file, c))
         }
-        let x = train.map(\.globalStep)
+        let x = train.map { Double($0.globalStep) }
         func pts(_ v: [Double]) -> [(x: Double, y: Double)] { zip(x, v).map { ($0, $1) } }
         var loss = [SVGChart.Series("epoch mean", pts(train.map(\.loss)), color: "#1f77b4")]
         if train.contains(where: { $0.stepLoss != nil }) {
@@ -181,16 +143,18 @@ final class RunRecords {
             "accuracy", "Training accuracy (per head, epoch so far)", "%",
             [.init("accuracy", pts(train.map { $0.acc * 100 }), color: "#2ca02c")])
         chart("lr", "Learning rate", "lr", [.init("lr", pts(train.map(\.lr)), color: "#9467bd")])
-        chart("throughput", "Throughput", "images/s", [.init("images/s", pts(train.map(\.ips)), color: "#ff7f0e")])
+        chart(
+            "throughput", "Throughput", "images/s",
+            [.init("images/s", pts(train.map { $0.imagesPerSecond ?? .nan }), color: "#ff7f0e")])
         chart(
             "data-wait", "Data-loader wait (cumulative in the epoch)", "s",
-            [.init("wait", pts(train.map(\.dataWait)), color: "#8c564b")])
-        if train.contains(where: { $0.exposed != nil }) {
+            [.init("wait", pts(train.map { $0.dataWaitS ?? .nan }), color: "#8c564b")])
+        if train.contains(where: { $0.allreduceExposedS != nil }) {
             chart(
                 "allreduce", "All-reduce per logged window", "s",
                 [
-                    .init("exposed all-reduce", pts(train.map { $0.exposed ?? .nan }), color: "#d62728"),
-                    .init("waiting for the slowest rank", pts(train.map { $0.rankWait ?? .nan }), color: "#7f7f7f")
+                    .init("exposed all-reduce", pts(train.map { $0.allreduceExposedS ?? .nan }), color: "#d62728"),
+                    .init("waiting for the slowest rank", pts(train.map { $0.rankWaitS ?? .nan }), color: "#7f7f7f")
                 ])
         }
         let ex = evals.enumerated().map { Double($1.epoch ?? $0 + 1) }
@@ -210,12 +174,12 @@ final class RunRecords {
 
     /// The CMC curve of the last evaluation (ranks 1-50), if there is one.
     func cmcChart() -> SVGChart? {
-        guard let last = evals.last, !last.cmc.isEmpty else { return nil }
+        guard let last = evals.last, let cmc = last.cmc, !cmc.isEmpty else { return nil }
         var c = SVGChart(
             title: kind == "evaluation" ? "CMC" : "CMC of the last evaluation", xLabel: "rank", yLabel: "%",
             series: [
                 .init(
-                    "CMC", last.cmc.prefix(50).enumerated().map { (Double($0 + 1), $1 * 100) }, color: "#1f77b4",
+                    "CMC", cmc.prefix(50).enumerated().map { (Double($0 + 1), $1 * 100) }, color: "#1f77b4",
                     dots: true)
             ])
         c.yRange = 0...100

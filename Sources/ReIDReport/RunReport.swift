@@ -104,7 +104,7 @@ public enum RunReport {
         if let e = run.evals.last {
             h +=
                 "<h2>Metrics</h2><table><tr><th>rank-1</th><th>rank-5</th><th>rank-10</th><th>rank-20</th><th>mAP</th><th>mINP</th></tr><tr>"
-            let r20 = e.cmc.count >= 20 ? e.cmc[19] : Double.nan
+            let cmc = e.cmc ?? [], r20 = cmc.count >= 20 ? cmc[19] : Double.nan
             for v in [e.rank1, e.rank5, e.rank10, r20, e.mAP, e.mINP] {
                 h += v.isNaN ? "<td>-</td>" : String(format: "<td>%.2f%%</td>", v * 100)
             }

@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import ReIDDist
+import ReIDReport
 
 struct StudyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -84,7 +85,7 @@ struct StudyCommand: ParsableCommand {
                 print(
                     String(
                         format: "%@: done in %@: rank-1 %.2f%%, mAP %.2f%%", what, took,
-                        100 * (e["rank1"] as? Double ?? 0), 100 * (e["mAP"] as? Double ?? 0)))
+                        100 * e.rank1, 100 * e.mAP))
             } else if status == StopSignal.exitStatus || StopSignal.pending != nil {
                 print("\(what): stopped at a checkpoint after \(took); call the study again to continue")
                 try writeSummary(study, configs)

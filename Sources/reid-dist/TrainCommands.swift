@@ -283,13 +283,7 @@ struct Evaluate: ParsableCommand {
                 r.rank(1) * 100, r.rank(5) * 100, r.rank(10) * 100, r.rank(20) * 100, r.mAP * 100, r.mINP * 100))
         print(String(format: "valid queries %d of %d; %.1f s", r.validQueries, r.totalQueries, sec))
         if let json {
-            let obj: [String: Any] = [
-                "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10), "rank20": r.rank(20), "mAP": r.mAP,
-                "mINP": r.mINP, "valid_queries": r.validQueries, "cmc": r.cmc, "seconds": sec, "ranks": comm.size,
-                "model": which, "data_root": d.root, "layout": d.layout.rawValue
-            ]
-            try writeAtomically(
-                try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), to: json)
+            try writeAtomically(try EvaluationSummary(ev, ranks: comm.size, model: which, data: d).json(), to: json)
         }
         if let dir = report {
             try writeEvaluationReport(
@@ -318,13 +312,10 @@ func writeEvaluationReport(
     data: DataSettings, flip: Bool, metric: Metric, seconds: Double
 ) throws {
     try createFolder(dir + "/" + RunReport.folder, what: "--report")
-    let record: [String: Any] = [
-        "kind": "eval", "epoch": 0, "global_step": 0, "rank1": r.rank(1), "rank5": r.rank(5), "rank10": r.rank(10),
-        "mAP": r.mAP, "mINP": r.mINP, "seconds": seconds, "cmc": Array(r.cmc.prefix(50))
-    ]
-    try writeAtomically(
-        try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) + Data("\n".utf8),
-        to: dir + "/metrics.jsonl")
+    let record = EvalRecord(
+        epoch: 0, globalStep: 0, rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
+        seconds: seconds, cmc: r.cmc)
+    try writeAtomically(try MetricsFile.line(record), to: dir + "/" + MetricsFile.name)
     let info: [String: Any] = [
         "kind": "evaluation", "model": which,
         "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "

@@ -3,6 +3,7 @@
 // These run the reid-dist executable that `swift test` builds beside the tests.
 import Foundation
 import ReIDData
+import ReIDReport
 import XCTest
 
 @testable import ReIDCore
@@ -91,10 +92,8 @@ final class MPITests: XCTestCase {
     }
 
     /// The "train" records of a run's metrics.jsonl.
-    func trainRecords(_ run: String) throws -> [[String: Any]] {
-        try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
-            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            .filter { $0["kind"] as? String == "train" }
+    func trainRecords(_ run: String) throws -> [TrainRecord] {
+        try MetricsFile.read(run + "/" + MetricsFile.name).train
     }
 
     /// Cross-entropy + triplet with mining over both ranks' images: mpirun -np 2 takes the same
@@ -129,15 +128,16 @@ final class MPITests: XCTestCase {
         XCTAssertGreaterThanOrEqual(sim.count, 3, "a few steps: \(o0)")
         XCTAssertEqual(sim.count, viaMPI.count)
         for (a, b) in zip(sim, viaMPI).prefix(8) {
-            for key in ["step_loss", "triplet_loss", "triplet_d_an"] {
-                let x = try XCTUnwrap(a[key] as? Double, key), y = try XCTUnwrap(b[key] as? Double, key)
-                XCTAssertEqual(x, y, accuracy: 1e-6 * abs(y), "\(key) at step \(a["step"] ?? "?")")
+            for (key, path) in [
+                ("step_loss", \TrainRecord.stepLoss), ("triplet_loss", \.tripletLoss), ("triplet_d_an", \.tripletDAn)
+            ] {
+                let x = try XCTUnwrap(a[keyPath: path], key), y = try XCTUnwrap(b[keyPath: path], key)
+                XCTAssertEqual(x, y, accuracy: 1e-6 * abs(y), "\(key) at step \(a.step)")
             }
         }
         let g = sim[0], l = local[0]
-        XCTAssertEqual(
-            try XCTUnwrap(g["triplet_d_ap"] as? Double), try XCTUnwrap(l["triplet_d_ap"] as? Double), accuracy: 1e-9)
-        XCTAssertLessThan(try XCTUnwrap(g["triplet_d_an"] as? Double), try XCTUnwrap(l["triplet_d_an"] as? Double))
+        XCTAssertEqual(try XCTUnwrap(g.tripletDAp), try XCTUnwrap(l.tripletDAp), accuracy: 1e-9)
+        XCTAssertLessThan(try XCTUnwrap(g.tripletDAn), try XCTUnwrap(l.tripletDAn))
     }
 
     func testTwoRanksEqualTwoSimulatedRanks() throws {
@@ -404,17 +404,13 @@ final class MPITests: XCTestCase {
         for n in [2, 3] {
             let (s2, o2) = try run(mpi, mpiArgs(n) + [Self.binary] + common + ["--json", "\(dir)/many.json"])
             XCTAssertEqual(s2, 0, o2)
-            let a =
-                try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/one.json")))
-                as! [String: Any]
-            let b =
-                try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: dir + "/many.json")))
-                as! [String: Any]
-            for k in ["rank1", "rank5", "mAP", "mINP"] {
-                XCTAssertEqual(a[k] as? Double, b[k] as? Double, "\(k) with \(n) ranks")
+            let a = try EvaluationSummary.read(dir + "/one.json"), b = try EvaluationSummary.read(dir + "/many.json")
+            for (k, path) in [("rank1", \EvaluationSummary.rank1), ("rank5", \.rank5), ("mAP", \.mAP), ("mINP", \.mINP)]
+            {
+                XCTAssertEqual(a[keyPath: path], b[keyPath: path], "\(k) with \(n) ranks")
             }
-            XCTAssertEqual(a["cmc"] as? [Double], b["cmc"] as? [Double])
-            XCTAssertEqual(b["ranks"] as? Int, n)
+            XCTAssertEqual(a.cmc, b.cmc)
+            XCTAssertEqual(b.ranks, n)
         }
     }
 

@@ -3,6 +3,7 @@
 // continues (finished runs skipped, the unfinished one resumed, the broken cell failed with its
 // reason and kept), and its table equals the metrics in its run folders.
 import Foundation
+import ReIDReport
 import XCTest
 
 @testable import ReIDDist
@@ -75,14 +76,11 @@ final class StudyTests: XCTestCase {
             let name = c["name"] as! String
             var rank1: [Double] = [], mAP: [Double] = []
             for seed in [1, 2] {
-                let metrics = try String(contentsOfFile: "\(out)/\(name)/seed-\(seed)/metrics.jsonl", encoding: .utf8)
-                let evals = metrics.split(separator: "\n").compactMap {
-                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-                }
-                .filter { $0["kind"] as? String == "eval" }
-                XCTAssertEqual(evals.last?["epoch"] as? Int, 2, name)
-                rank1.append(100 * (evals.last?["rank1"] as! Double))
-                mAP.append(100 * (evals.last?["mAP"] as! Double))
+                let evals = try MetricsFile.read("\(out)/\(name)/seed-\(seed)/metrics.jsonl").evals
+                let last = try XCTUnwrap(evals.last, name)
+                XCTAssertEqual(last.epoch, 2, name)
+                rank1.append(100 * last.rank1)
+                mAP.append(100 * last.mAP)
             }
             XCTAssertEqual(c["rank1_mean"] as! Double, (rank1[0] + rank1[1]) / 2, accuracy: 1e-9, name)
             XCTAssertEqual(c["mAP_mean"] as! Double, (mAP[0] + mAP[1]) / 2, accuracy: 1e-9, name)

@@ -1,6 +1,7 @@
 // Configuration errors, a short training run, checkpoints and resume.
 import Foundation
 import ReIDEval
+import ReIDReport
 import XCTest
 
 @testable import ReIDCore
@@ -233,12 +234,7 @@ final class TrainerTests: XCTestCase {
         var lines: [String] = []
         t.log = { lines.append($0) }
         try t.run()
-        let losses = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
-            .compactMap {
-                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]).flatMap {
-                    $0["kind"] as? String == "train" ? $0["loss"] as? Double : nil
-                }
-            }
+        let losses = try MetricsFile.read(run + "/metrics.jsonl").train.map(\.loss)
         XCTAssertGreaterThan(losses.count, 4)
         XCTAssertLessThan(losses.suffix(3).reduce(0, +) / 3, losses.prefix(3).reduce(0, +) / 3, "loss falls: \(losses)")
         XCTAssert(lines.contains { $0.hasPrefix("eval: rank-1") }, "evaluates at the end")
@@ -542,9 +538,6 @@ final class DatasetRunTests: XCTestCase {
         XCTAssertEqual(p.terminationStatus, 0, out)
         XCTAssert(out.contains("(trained on \(tinyData), layout market, 8 classes, epoch 1)"), out)
         XCTAssert(out.contains("on \(other) (layout msmt17, Market protocol"), out)
-        let json =
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/cross.json")))
-            as! [String: Any]
-        XCTAssertEqual(json["layout"] as? String, "msmt17")
+        XCTAssertEqual(try EvaluationSummary.read(run + "/cross.json").layout, "msmt17")
     }
 }

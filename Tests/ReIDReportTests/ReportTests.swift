@@ -115,12 +115,20 @@ final class ReportTests: XCTestCase {
             XCTAssert("\($0)".contains("metrics.jsonl: missing"), "\($0)")
         }
         // A count no run reaches is a damaged line, named, not a wrapped integer (or a trap).
+        let base = metrics.hasSuffix("\n") ? metrics : metrics + "\n"
         try
-            ((metrics.hasSuffix("\n") ? metrics : metrics + "\n")
-            + #"{"kind":"train","epoch":1e300,"step":1,"global_step":1,"loss":5}"# + "\n")
+            (base
+            + #"{"kind":"train","epoch":1e300,"step":1,"global_step":1,"loss":5,"acc":0,"lr":0.1}"# + "\n")
             .write(toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        let line = metrics.split(separator: "\n").count + 1
         XCTAssertThrowsError(try RunReport.write(runDir: run)) {
-            XCTAssert("\($0)".contains("'epoch' is 1e+300, not a count a run reaches"), "\($0)")
+            XCTAssert("\($0)".contains("metrics.jsonl:\(line): 'epoch' is 1e+300, not a count a run reaches"), "\($0)")
+        }
+        // a record without a key its kind needs is named the same way
+        try (base + #"{"kind":"eval","global_step":3}"# + "\n").write(
+            toFile: run + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try RunReport.write(runDir: run)) {
+            XCTAssert("\($0)".contains("metrics.jsonl:\(line): no 'rank1'"), "\($0)")
         }
     }
 }
