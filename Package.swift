@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "ReIDEval", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDData", dependencies: ["ReIDCore", "ReIDImage"], swiftSettings: fast),
         .target(name: "ReIDReport", dependencies: ["ReIDCore", "ReIDImage", "ReIDEval"], swiftSettings: fast),
-        // ONNX export: the message types generated once from onnx.proto (Cluster/tools/gen-onnx-proto.sh).
+        // ONNX export: the message types generated once from onnx.proto (Cluster/dev/gen-onnx-proto.sh).
         .target(
             name: "ReIDONNX", dependencies: ["ReIDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // torch.save files (zip and legacy) through a restricted unpickler that never runs code.

@@ -6,7 +6,7 @@
 #   Cluster/bench-ranks.sh [N] [--torch-python PY] [reid-dist bench train args ...]
 #   e.g. Cluster/bench-ranks.sh 2 --cases r18w32-128x64-b32 --steps 10
 # With --torch-python (a Python that has torch), PyTorch DDP over gloo with the same ranks,
-# threads and per-rank batch (Cluster/tools/torch_ddp_bench.py, both memory layouts, the
+# threads and per-rank batch (Cluster/python/torch_ddp_bench.py, both memory layouts, the
 # best kept) is measured in the same run, and the ratio printed.
 # Default: N = cores, ResNet-50 256x128 batch 16 per rank, 4 timed steps.
 # For figures that represent this CPU: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE Cluster/bench-ranks.sh
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
   if [ "$1" = "--torch-python" ]; then torch_py=${2:?--torch-python needs a python}; shift 2; else rest+=("$1"); shift; fi
 done
 set -- "${rest[@]+"${rest[@]}"}"
-ddp=Cluster/tools/torch_ddp_bench.py
+ddp=Cluster/python/torch_ddp_bench.py
 if [ -n "$torch_py" ]; then
   [ -x "$torch_py" ] || { echo "bench-ranks.sh: --torch-python $torch_py is not an executable" >&2; exit 2; }
   [ -f "$ddp" ] || { echo "bench-ranks.sh: $ddp not found (the PyTorch DDP baseline)" >&2; exit 2; }

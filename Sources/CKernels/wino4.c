@@ -1,6 +1,6 @@
 // Winograd F(4x4,3x3) transforms (see include/ckernels.h), one copy per vector path, chosen at run
 // time. The 1-D transforms are generated from the interpolation points (wino4_transforms.h, by
-// Cluster/tools/make_winograd4.py); every path applies them in the same order, rows then columns.
+// Cluster/dev/make_winograd4.py); every path applies them in the same order, rows then columns.
 #include "ckernels.h"
 #include "vectors.h"
 #include "wino4_transforms.h"

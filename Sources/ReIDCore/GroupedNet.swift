@@ -1,6 +1,6 @@
 // The grouped multi-branch network of "In Defense of the Classification Loss
 // for Person Re-Identification" (Zhai et al., CVPRW 2019), exactly as its PyTorch
-// module Cluster/tools/reid_dist_torch.py:
+// module Cluster/python/reid_dist_torch.py:
 //   ResNet -> global average pool -> C channels split into G contiguous groups
 //   -> per group BatchNorm1d -> B bias-free classifiers per group
 //   loss = mean over the G*B label-smoothed cross-entropies (the default; a triplet loss on the

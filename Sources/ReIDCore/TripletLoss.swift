@@ -5,7 +5,7 @@
 //   l_a = max(0, margin + d_ap - d_an)      or, soft margin, log(1 + exp(d_ap - d_an))
 //   loss = mean of l_a over the anchors that have both a positive and a negative.
 // Distances: Euclidean, sqrt(max(|a|^2 + |b|^2 - 2 a.b, 1e-12)), or cosine, 1 - a.b / (|a| |b|).
-// In double from float features. The PyTorch module (Cluster/tools/reid_dist_torch.py,
+// In double from float features. The PyTorch module (Cluster/python/reid_dist_torch.py,
 // `triplet_loss`) computes the same definition; unlike reid-strong-baseline, an anchor is never its
 // own positive (with one image of an identity in the batch it has none and is left out).
 import CBLAS

@@ -9,7 +9,7 @@
 // Z = A dY A^T, dg = G^T dU G; input: the forward of dY with the flipped, transposed kernel).
 //
 // The matrices come from the interpolation points 0, -1, 1, 1/2, -2 and infinity (Barabasz et al.
-// 2020): `Cluster/tools/make_winograd4.py` derives them exactly and writes the transforms as C
+// 2020): `Cluster/dev/make_winograd4.py` derives them exactly and writes the transforms as C
 // (CKernels' wino4.c, one copy per vector path). Their error against float64 on every 3x3 shape of
 // the benchmark networks is in `reid-dist bench convs` and bounded in WinogradTests (1e-5 relative).
 // Whole-batch only: no block-by-block fusion (F(2x2)'s fused passes serve the thin layers).

@@ -102,10 +102,10 @@ struct BenchTrain: ParsableCommand {
     var noStages = false
     @Flag(help: "Also run every case with 1 thread and print the scaling efficiency of --threads.")
     var scaling = false
-    @Option(help: "A Python with torch: runs Cluster/tools/torch_baseline.py in the same run and prints ratios.")
+    @Option(help: "A Python with torch: runs Cluster/python/torch_baseline.py in the same run and prints ratios.")
     var torchPython: String?
-    @Option(help: "Path of the PyTorch baseline script (default: Cluster/tools/torch_baseline.py of this checkout).")
-    var torchScript = repositoryFile("Cluster/tools/torch_baseline.py")
+    @Option(help: "Path of the PyTorch baseline script (default: Cluster/python/torch_baseline.py of this checkout).")
+    var torchScript = repositoryFile("Cluster/python/torch_baseline.py")
     @Option(help: "Write all figures as JSON to this file.")
     var json: String?
 

@@ -31,7 +31,7 @@ func resnet3x3Shapes(depth: Int, width: Int, height: Int, imageWidth: Int, batch
     return shapes.filter { seen.insert($0).inserted }
 }
 
-/// Normal values that Python can make bit for bit (Cluster/tools/conv_error_torch.py):
+/// Normal values that Python can make bit for bit (Cluster/python/conv_error_torch.py):
 /// splitmix64 from `seed`, two uniforms (top 53 bits) per Box-Muller pair, the cosine branch,
 /// times `scale`, rounded to float32.
 func sharedNormals(_ p: UnsafeMutablePointer<Float>, _ n: Int, seed: UInt64, scale: Double = 1) {
@@ -62,7 +62,7 @@ struct BenchConvs: ParsableCommand {
         "all"
     @Flag(help: "Skip the float64 error columns.") var noErrors = false
     @Option(
-        help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/tools/conv_error_torch.py).")
+        help: "A Python with torch: PyTorch's float32 error on the same shapes (Cluster/python/conv_error_torch.py).")
     var torchPython: String?
     @Option(help: "Write the table as JSON to this file.") var json: String?
 
@@ -163,7 +163,7 @@ struct BenchConvs: ParsableCommand {
         let arena = Arena()
         let conv = Conv2d(arena, "c", cin: s.cin, cout: s.cout, kernel: 3, stride: s.stride, pad: 1)
         arena.allocate(seed: 7)
-        // The same values as Cluster/tools/conv_error_torch.py makes (one image: CNHW = NCHW order).
+        // The same values as Cluster/python/conv_error_torch.py makes (one image: CNHW = NCHW order).
         let x = Tensor([s.cin, 1, s.h, s.w]), dy = Tensor([s.cout, 1, s.ho, s.wo])
         sharedNormals(x.ptr, x.count, seed: 1)
         sharedNormals(dy.ptr, dy.count, seed: 2)
@@ -221,8 +221,8 @@ struct BenchConvs: ParsableCommand {
     func torchErrors(_ py: String, _ shapes: [ConvShape]) throws -> [String: [Double]] {
         let script = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent()
-            .appendingPathComponent("../../../Cluster/tools/conv_error_torch.py").standardized.path
-        let path = FileManager.default.fileExists(atPath: script) ? script : "Cluster/tools/conv_error_torch.py"
+            .appendingPathComponent("../../../Cluster/python/conv_error_torch.py").standardized.path
+        let path = FileManager.default.fileExists(atPath: script) ? script : "Cluster/python/conv_error_torch.py"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: py)
         p.arguments = [path] + shapes.map { "\($0.cin),\($0.cout),\($0.stride),\($0.h),\($0.w)" }

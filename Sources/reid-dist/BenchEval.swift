@@ -18,7 +18,7 @@ struct BenchEval: ParsableCommand {
     @Flag(help: "Also time --rerank (Market size only).") var rerank = false
     @Option(
         help:
-            "A Python with numpy (and torchreid, for its evaluator): times Cluster/tools/eval_baseline.py on the same files."
+            "A Python with numpy (and torchreid, for its evaluator): times Cluster/python/eval_baseline.py on the same files."
     )
     var python: String?
     @Option(help: "Write the figures as JSON.") var json: String?
@@ -82,9 +82,9 @@ struct BenchEval: ParsableCommand {
         }
     }
 
-    /// Cluster/tools/eval_baseline.py, found upwards from the executable (inside .build) or the working directory.
+    /// Cluster/python/eval_baseline.py, found upwards from the executable (inside .build) or the working directory.
     func baselineScript() throws -> String {
-        let rel = "Cluster/tools/eval_baseline.py"
+        let rel = "Cluster/python/eval_baseline.py"
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<6 {
             let p = dir.appendingPathComponent(rel).path

@@ -17,7 +17,7 @@ struct Export: ParsableCommand {
             (bilinear); the normalisation is inside the graph. Output "features": (N, D), L2-normalised, \
             as `reid-dist extract`. N is dynamic. Batch norms are folded into the convolutions.
             With --check-images, also writes <model>.check.safetensors: those images' input tensor and \
-            reid-dist's features for them; `Cluster/tools/check_onnx.py MODEL.onnx` compares them with onnxruntime.
+            reid-dist's features for them; `Cluster/python/check_onnx.py MODEL.onnx` compares them with onnxruntime.
             """)
     @OptionGroup var options: ModelConfigOptions
     @Option(help: "Checkpoint folder, run folder, or model.safetensors.") var checkpoint: String
@@ -106,7 +106,7 @@ struct Export: ParsableCommand {
         ]
         try writeAtomically(SafeTensors.encode(records, metadata: meta), to: out)
         print(
-            "wrote \(out): \(samples.count) images and their features; compare with Cluster/tools/check_onnx.py \(onnx)"
+            "wrote \(out): \(samples.count) images and their features; compare with Cluster/python/check_onnx.py \(onnx)"
         )
     }
 }

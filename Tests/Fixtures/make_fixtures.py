@@ -4,7 +4,7 @@
 Run once by anyone with torch (never needed by CI):
     python3 Tests/Fixtures/make_fixtures.py            # from the repository root
 
-For each case it builds the network in PyTorch (Cluster/tools/reid_dist_torch.py's
+For each case it builds the network in PyTorch (Cluster/python/reid_dist_torch.py's
 training_net), runs one training forward + backward on a fixed input and
 stores, as safetensors: every state_dict entry before the step (names as the
 reference), the input `x` (NCHW) and labels `y`, the loss, the backbone's
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "..", "Cluster", "tools"))
+sys.path.insert(0, os.path.join(here, "..", "..", "Cluster", "python"))
 from reid_dist_torch import loss as loss_fn, training_net as GroupedMultiBranchNet
 
 CASES = {  # name: (depth, width, last_stride, groups, branches, classes, batch, H, W[, loss settings])

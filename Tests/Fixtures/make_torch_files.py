@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "..", "Cluster", "tools"))
+sys.path.insert(0, os.path.join(here, "..", "..", "Cluster", "python"))
 from reid_dist_torch import Backbone
 
 torch.manual_seed(20261128)

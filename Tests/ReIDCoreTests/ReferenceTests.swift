@@ -1,5 +1,5 @@
 // The network against PyTorch: fixtures written by Tests/Fixtures/make_fixtures.py
-// from the network in PyTorch (Cluster/tools/reid_dist_torch.py; same weights, same input):
+// from the network in PyTorch (Cluster/python/reid_dist_torch.py; same weights, same input):
 // the state dict loads strictly, and loss, backbone feature map, every
 // parameter gradient, the updated running statistics and the inference
 // features all agree.
@@ -119,7 +119,7 @@ final class ReferenceTests: XCTestCase {
             "r18w8", spec: ModelSpec(depth: 18, width: 8, lastStride: 1, groups: 4, branches: 2, classes: 5))
     }
 
-    /// The triplet losses against PyTorch's (Cluster/tools/reid_dist_torch.py, `triplet_loss`): 3
+    /// The triplet losses against PyTorch's (Cluster/python/reid_dist_torch.py, `triplet_loss`): 3
     /// identities x 2 images; cross-entropy + 0.5 x hinge triplet (Euclidean, margin 0.3), and the
     /// soft-margin triplet alone on cosine distances (the classifiers then get no gradient).
     func testTripletLossesMatchPyTorch() throws {

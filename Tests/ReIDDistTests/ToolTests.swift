@@ -1,4 +1,4 @@
-// The Python tools under Cluster/tools that the README's figures come from,
+// The Python tools under Cluster/python and Cluster/dev that the documentation's figures come from,
 // run with the suite's Python (numpy, never torch).
 import Foundation
 import XCTest
@@ -19,9 +19,12 @@ func suitePython() throws -> String {
     return py
 }
 
+/// A tool of the repository: Cluster/python (PyTorch and onnxruntime) or Cluster/dev (developer tools).
 func toolPath(_ name: String) -> String {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Cluster/tools/\(name)").path
+    let cluster = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Cluster")
+    let python = cluster.appendingPathComponent("python/\(name)").path
+    return FileManager.default.fileExists(atPath: python) ? python : cluster.appendingPathComponent("dev/\(name)").path
 }
 
 final class ToolTests: XCTestCase {
@@ -59,7 +62,7 @@ final class ToolTests: XCTestCase {
 }
 
 /// The repository stands alone: nothing it holds names a file outside it (the reference module
-/// and the PyTorch baselines are its own, under Cluster/tools).
+/// and the PyTorch baselines are its own, under Cluster/python).
 final class StandAloneTests: XCTestCase {
     func testNothingNamesAFileOutsideTheRepository() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

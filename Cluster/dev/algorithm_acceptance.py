@@ -3,7 +3,7 @@
 on several synthetic sets, per arm (a set of config overrides), and the table that judges it: each
 arm's mean and spread of rank-1 and mAP, and the mean training loss per epoch side by side.
 
-    python3 Cluster/tools/algorithm_acceptance.py --work /tmp/acceptance \\
+    python3 Cluster/dev/algorithm_acceptance.py --work /tmp/acceptance \\
         --arm gemm=model.conv_algorithm=gemm --arm winograd4=model.conv_algorithm=winograd4
 
 Runs already finished in --work are read, not repeated (the script can be stopped and run again).

@@ -2,7 +2,7 @@
 # Renders a report (or any local HTML page) to a PNG with Debian's headless
 # Chromium, installing it when missing (apt, as root or with sudo). Offline:
 # the page is self-contained, and networking is not needed.
-#   Cluster/tools/screenshot.sh REPORT.html OUT.png [WIDTHxHEIGHT]
+#   Cluster/dev/screenshot.sh REPORT.html OUT.png [WIDTHxHEIGHT]
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 REPORT.html OUT.png [WIDTHxHEIGHT]" >&2; exit 2; }
 page=$1 out=$2 size=${3:-1280x2600}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks reid-dist's training and features against the PyTorch reference
-(the network in PyTorch: Cluster/tools/reid_dist_torch.py). Needs torch, safetensors, numpy
+(the network in PyTorch: Cluster/python/reid_dist_torch.py). Needs torch, safetensors, numpy
 and Pillow; run from the repository root after `swift build -c release`:
-    python3 Cluster/tools/compare_reference.py [WORKDIR]
+    python3 Cluster/python/compare_reference.py [WORKDIR]
 1. The reference initialises a ResNet-18 (width 32) grouped multi-branch net
    and saves it; reid-dist trains from it (model.init) with the sequential
    sampler, no augmentation and SGD, logging every step's loss.
@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file, load_file
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(root, "Cluster", "tools"))
+sys.path.insert(0, os.path.join(root, "Cluster", "python"))
 from reid_dist_torch import loss as loss_fn, training_net as GroupedMultiBranchNet
 
 work = sys.argv[1] if len(sys.argv) > 1 else "/tmp/reid-compare"
