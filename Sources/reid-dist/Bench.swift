@@ -143,55 +143,40 @@ struct BenchTrain: ParsableCommand {
             say("note: this processor has no \(kernels.rawValue) path; the kernels run \(kernelPath.name)")
         }
         setBLASThreads(threads)
-        var report: [String: Any] = [:]
         let env = ProcessInfo.processInfo.environment
         let coretype = env["OPENBLAS_CORETYPE"] ?? "(unset)"
         say(
             "convolutions: \(convAlgorithm.rawValue) (3x3 stride 1), Winograd fusion \(winogradFusion.rawValue); OpenBLAS \(blasCoreName()) kernel, OPENBLAS_CORETYPE=\(coretype), \(threads) thread(s)\(self.threads == nil ? " per rank (\(availableCores()) cores allowed / \(comm.localSize) rank(s) on this node)" : ""), OPENBLAS_THREAD_TIMEOUT=\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(unset)"); engine loops: \(engineVectorPath); stem: \(stemKernel(options)); F(2x2) transforms: \(Winograd.transformPath(options)); F(4x4) transforms: C, \(kernelPath.name)"
         )
-        report["openblas_core"] = blasCoreName()
-        report["OPENBLAS_CORETYPE"] = coretype
-        report["threads"] = threads
-        report["conv_algorithm"] = convAlgorithm.rawValue
-        report["winograd_fusion"] = winogradFusion.rawValue
-        report["engine_vector_path"] = engineVectorPath
-        report["stem_kernel"] = stemKernel(options)
-        report["winograd_transforms"] = Winograd.transformPath(options)
-        report["winograd4_transforms"] = kernelPath.name
-
         let gf = measureSGEMM()
         say(String(format: "sgemm 2048x2048x2048: %.1f GFLOP/s", gf))
-        report["sgemm_gflops"] = gf
-
+        var report = BenchReport(
+            openblasCore: blasCoreName(), openblasCoretype: coretype, threads: threads,
+            convAlgorithm: convAlgorithm.rawValue, winogradFusion: winogradFusion.rawValue,
+            engineVectorPath: engineVectorPath, stemKernel: stemKernel(options),
+            winogradTransforms: Winograd.transformPath(options), winograd4Transforms: kernelPath.name,
+            sgemmGflops: gf)
         if !noStages {
-            var stages: [String: Any] = [:]
+            var stages: [String: [BenchReport.StageTime]] = [:]
             for name in selected { stages[name] = stageTimes(benchCases.first { $0.name == name }!, options) }
-            report["stages"] = stages
+            report.stages = stages
         }
-
-        var rows: [[String: Any]] = []
         for name in selected {
             let c = benchCases.first { $0.name == name }!
-            rows.append(try trainStep(c, options))
+            report.trainStep.append(try trainStep(c, options))
         }
-        report["train_step"] = rows
-        if scaling, threads > 1, comm.size == 1 { report["scaling"] = try scalingRows(rows, threads: threads) }
-        let peak = peakRSSMB()
-        say(String(format: "peak resident memory: %.0f MB", peak))
-        report["peak_rss_mb"] = peak
-
-        if let py = torchPython {
-            report["torch"] = runTorch(py, ours: rows)
-        }
-        if let json {
-            let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
-            try data.write(to: URL(fileURLWithPath: json))
+        if scaling, threads > 1, comm.size == 1 { report.scaling = try scalingRows(report.trainStep, threads: threads) }
+        report.peakRssMb = peakRSSMB()
+        say(String(format: "peak resident memory: %.0f MB", report.peakRssMb))
+        if let py = torchPython { report.torch = runTorch(py, ours: report.trainStep) }
+        if let json, comm.isRoot {
+            try report.json().write(to: URL(fileURLWithPath: json))
             say("wrote \(json)")
         }
     }
 
     /// Forward and backward time of each backbone stage of a case.
-    func stageTimes(_ c: BenchCase, _ options: EngineOptions) -> [[String: Any]] {
+    func stageTimes(_ c: BenchCase, _ options: EngineOptions) -> [BenchReport.StageTime] {
         let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes), options: options)
         let x = Tensor([c.batch, 3, c.height, c.imageWidth])
         var rng = RNG(key: 1)
@@ -219,17 +204,15 @@ struct BenchTrain: ParsableCommand {
         }
         let names = ["stem", "layer1", "layer2", "layer3", "layer4"]
         say("\(c.name), per stage (best of 3):")
-        var out: [[String: Any]] = []
-        for s in 0..<5 {
+        return (0..<5).map { s in
             say(String(format: "  %-7@ forward %7.1f ms   backward %7.1f ms", names[s], fwd[s] * 1e3, bwd[s] * 1e3))
-            out.append(["stage": names[s], "forward_ms": fwd[s] * 1e3, "backward_ms": bwd[s] * 1e3])
+            return BenchReport.StageTime(stage: names[s], forwardMs: fwd[s] * 1e3, backwardMs: bwd[s] * 1e3)
         }
-        return out
     }
 
     /// Median training step (forward, loss, backward, gradient averaging, SGD update) of the
     /// full network: the trainer's own TrainingStep on a fixed random batch.
-    func trainStep(_ c: BenchCase, _ options: EngineOptions) throws -> [String: Any] {
+    func trainStep(_ c: BenchCase, _ options: EngineOptions) throws -> BenchReport.StepFigures {
         let net = GroupedMultiBranchNet(ModelSpec(depth: c.depth, width: c.width, classes: c.classes), options: options)
         let opt = Optimizer(.sgd, paramCount: net.arena.paramCount, momentum: 0.9, weightDecay: 5e-4)
         let x = Tensor([c.batch, 3, c.height, c.imageWidth])
@@ -295,38 +278,35 @@ struct BenchTrain: ParsableCommand {
             String(
                 format: "%-20@ b=%-3d %8.1f ms/step %8.2f img/s%@   [%@]", c.name, c.batch, med * 1e3,
                 Double(c.batch) * world / med, ranksNote, split.joined(separator: ", ")))
-        return [
-            "case": c.name, "batch": c.batch, "ranks": comm.size, "ms_per_step": med * 1e3,
-            "images_per_second": Double(c.batch) * world / med, "allreduce_wait_fraction": commTime / total,
-            "allreduce_blocking_ms": blocking * 1e3, "allreduce_in_flight_ms": inFlight * 1e3,
-            "allreduce_exposed_ms": exposed * 1e3, "allreduce_hidden_fraction": hidden,
-            "rank_imbalance_ms": imbalance * 1e3, "time_fraction": parts
-        ]
+        return BenchReport.StepFigures(
+            caseName: c.name, batch: c.batch, ranks: comm.size, msPerStep: med * 1e3,
+            imagesPerSecond: Double(c.batch) * world / med, allreduceWaitFraction: commTime / total,
+            allreduceBlockingMs: blocking * 1e3, allreduceInFlightMs: inFlight * 1e3, allreduceExposedMs: exposed * 1e3,
+            allreduceHiddenFraction: hidden, rankImbalanceMs: imbalance * 1e3, timeFraction: parts)
     }
 
     /// Every case again with 1 thread: efficiency = images/s with N threads / (N x images/s with 1).
-    func scalingRows(_ rows: [[String: Any]], threads: Int) throws -> [[String: Any]] {
+    func scalingRows(_ rows: [BenchReport.StepFigures], threads: Int) throws -> [BenchReport.ScalingRow] {
         setBLASThreads(1)
         defer { setBLASThreads(threads) }
         say("with 1 thread, for the scaling of \(threads):")
-        var out: [[String: Any]] = []
+        var out: [BenchReport.ScalingRow] = []
         for (name, row) in zip(selected, rows) {
             let one = try trainStep(benchCases.first { $0.name == name }!, engine(threads: 1))
-            let r1 = one["images_per_second"] as! Double, rn = row["images_per_second"] as! Double
+            let r1 = one.imagesPerSecond, rn = row.imagesPerSecond
             let eff = rn / (Double(threads) * r1)
             say(
                 String(
                     format: "  %-20@ 1 thread %.2f img/s, %d threads %.2f img/s: %.2fx, scaling efficiency %.0f%%",
                     name, r1, threads, rn, rn / r1, eff * 100))
-            out.append([
-                "case": name, "one_thread_images_per_second": r1, "threads": threads, "images_per_second": rn,
-                "efficiency": eff
-            ])
+            out.append(
+                BenchReport.ScalingRow(
+                    caseName: name, oneThreadImagesPerSecond: r1, threads: threads, imagesPerSecond: rn, efficiency: eff))
         }
         return out
     }
 
-    func runTorch(_ py: String, ours: [[String: Any]]) -> [String: Any] {
+    func runTorch(_ py: String, ours: [BenchReport.StepFigures]) -> BenchReport.TorchComparison {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("torch-bench-\(getpid()).json").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: py)
@@ -337,26 +317,23 @@ struct BenchTrain: ParsableCommand {
             p.waitUntilExit()
         } catch {
             say("  could not run \(py): \(error)")
-            return ["error": "\(error)"]
+            return BenchReport.TorchComparison(error: "\(error)")
         }
         guard p.terminationStatus == 0, let data = try? Data(contentsOf: URL(fileURLWithPath: out)),
-            let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]
+            let rows = try? JSONDecoder().decode([BenchReport.TorchRow].self, from: data)
         else {
             say("  the baseline failed (exit \(p.terminationStatus))")
-            return ["error": "exit \(p.terminationStatus)"]
+            return BenchReport.TorchComparison(error: "exit \(p.terminationStatus)")
         }
-        var ratios: [[String: Any]] = []
+        var ratios: [BenchReport.Ratio] = []
         say("reid-dist / PyTorch (best of its layouts), images/s:")
         for r in ours {
-            let name = r["case"] as! String, mine = r["images_per_second"] as! Double
-            let theirs = rows.filter { ($0["case"] as? String) == name }.compactMap {
-                $0["images_per_second"] as? Double
-            }.max()
-            guard let theirs else { continue }
+            let name = r.caseName, mine = r.imagesPerSecond
+            guard let theirs = rows.filter({ $0.caseName == name }).map(\.imagesPerSecond).max() else { continue }
             say(String(format: "  %-20@ %8.1f vs %8.1f  ratio %.2f", name, mine, theirs, mine / theirs))
-            ratios.append(["case": name, "reid_dist": mine, "torch": theirs, "ratio": mine / theirs])
+            ratios.append(BenchReport.Ratio(caseName: name, reidDist: mine, torch: theirs, ratio: mine / theirs))
         }
-        return ["rows": rows, "ratios": ratios]
+        return BenchReport.TorchComparison(rows: rows, ratios: ratios)
     }
 }
 

@@ -254,9 +254,19 @@ final class MPITests: XCTestCase {
         let (s1, o1) = try run(Self.binary, args, env: ["OPENBLAS_THREAD_TIMEOUT": String?.none])
         XCTAssertEqual(s1, 0, o1)
         XCTAssert(o1.contains("OPENBLAS_THREAD_TIMEOUT=4"), o1)
-        let (s2, o2) = try run(Self.binary, args, env: ["OPENBLAS_THREAD_TIMEOUT": "20"])
+        let json = scratch("bench-json") + "/bench.json"
+        let (s2, o2) = try run(Self.binary, args + ["--json", json], env: ["OPENBLAS_THREAD_TIMEOUT": "20"])
         XCTAssertEqual(s2, 0, o2)
         XCTAssert(o2.contains("OPENBLAS_THREAD_TIMEOUT=20"), o2)
+        // --json: the figures printed, with the settings they were measured under
+        let report = try XCTUnwrap(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        let rows = try XCTUnwrap(report["train_step"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["case"] as? String }, ["r18w32-128x64-b32"])
+        let ips = try XCTUnwrap(rows[0]["images_per_second"] as? Double)
+        XCTAssert(o2.contains(String(format: "%8.2f img/s", ips)), "the printed figure is the written one: \(ips)\n\(o2)")
+        XCTAssertEqual(report["threads"] as? Int, 2)
+        XCTAssertNotNil(report["sgemm_gflops"] as? Double)
     }
 
     func testBucketTimesAreCountedOnceWhereTheyOverlap() {
