@@ -9,7 +9,7 @@ import ReIDEval
 import ReIDReport
 
 /// This program's version, in run.json and the report.
-public let reidDistVersion = "0.13.0"
+public let reidDistVersion = "0.14.0"
 
 public final class RunOutputs {
     /// Prints a line (rank 0; a no-op elsewhere). Tests replace it.

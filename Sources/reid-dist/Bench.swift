@@ -301,7 +301,8 @@ struct BenchTrain: ParsableCommand {
                     name, r1, threads, rn, rn / r1, eff * 100))
             out.append(
                 BenchReport.ScalingRow(
-                    caseName: name, oneThreadImagesPerSecond: r1, threads: threads, imagesPerSecond: rn, efficiency: eff))
+                    caseName: name, oneThreadImagesPerSecond: r1, threads: threads, imagesPerSecond: rn, efficiency: eff
+                ))
         }
         return out
     }

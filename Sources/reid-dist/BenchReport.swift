@@ -19,7 +19,8 @@ struct BenchReport: Codable, Equatable {
         var stage: String, forwardMs: Double, backwardMs: Double
         enum CodingKeys: String, CodingKey {
             case stage
-            case forwardMs = "forward_ms", backwardMs = "backward_ms"
+            case forwardMs = "forward_ms"
+            case backwardMs = "backward_ms"
         }
     }
 
@@ -32,10 +33,15 @@ struct BenchReport: Codable, Equatable {
         var timeFraction: [String: Double]
         enum CodingKeys: String, CodingKey {
             case batch, ranks
-            case caseName = "case", msPerStep = "ms_per_step", imagesPerSecond = "images_per_second"
-            case allreduceWaitFraction = "allreduce_wait_fraction", allreduceBlockingMs = "allreduce_blocking_ms"
-            case allreduceInFlightMs = "allreduce_in_flight_ms", allreduceExposedMs = "allreduce_exposed_ms"
-            case allreduceHiddenFraction = "allreduce_hidden_fraction", rankImbalanceMs = "rank_imbalance_ms"
+            case caseName = "case"
+            case msPerStep = "ms_per_step"
+            case imagesPerSecond = "images_per_second"
+            case allreduceWaitFraction = "allreduce_wait_fraction"
+            case allreduceBlockingMs = "allreduce_blocking_ms"
+            case allreduceInFlightMs = "allreduce_in_flight_ms"
+            case allreduceExposedMs = "allreduce_exposed_ms"
+            case allreduceHiddenFraction = "allreduce_hidden_fraction"
+            case rankImbalanceMs = "rank_imbalance_ms"
             case timeFraction = "time_fraction"
         }
     }
@@ -45,7 +51,8 @@ struct BenchReport: Codable, Equatable {
         var efficiency: Double
         enum CodingKeys: String, CodingKey {
             case threads, efficiency
-            case caseName = "case", oneThreadImagesPerSecond = "one_thread_images_per_second"
+            case caseName = "case"
+            case oneThreadImagesPerSecond = "one_thread_images_per_second"
             case imagesPerSecond = "images_per_second"
         }
     }
@@ -60,7 +67,9 @@ struct BenchReport: Codable, Equatable {
         var imagesPerSecond: Double
         enum CodingKeys: String, CodingKey {
             case layout, precision, batch
-            case caseName = "case", msPerStep = "ms_per_step", imagesPerSecond = "images_per_second"
+            case caseName = "case"
+            case msPerStep = "ms_per_step"
+            case imagesPerSecond = "images_per_second"
         }
     }
 
@@ -68,17 +77,24 @@ struct BenchReport: Codable, Equatable {
         var caseName: String, reidDist: Double, torch: Double, ratio: Double
         enum CodingKeys: String, CodingKey {
             case torch, ratio
-            case caseName = "case", reidDist = "reid_dist"
+            case caseName = "case"
+            case reidDist = "reid_dist"
         }
     }
 
     enum CodingKeys: String, CodingKey {
         case threads, stages, scaling, torch
-        case openblasCore = "openblas_core", openblasCoretype = "OPENBLAS_CORETYPE"
-        case convAlgorithm = "conv_algorithm", winogradFusion = "winograd_fusion"
-        case engineVectorPath = "engine_vector_path", stemKernel = "stem_kernel"
-        case winogradTransforms = "winograd_transforms", winograd4Transforms = "winograd4_transforms"
-        case sgemmGflops = "sgemm_gflops", trainStep = "train_step", peakRssMb = "peak_rss_mb"
+        case openblasCore = "openblas_core"
+        case openblasCoretype = "OPENBLAS_CORETYPE"
+        case convAlgorithm = "conv_algorithm"
+        case winogradFusion = "winograd_fusion"
+        case engineVectorPath = "engine_vector_path"
+        case stemKernel = "stem_kernel"
+        case winogradTransforms = "winograd_transforms"
+        case winograd4Transforms = "winograd4_transforms"
+        case sgemmGflops = "sgemm_gflops"
+        case trainStep = "train_step"
+        case peakRssMb = "peak_rss_mb"
     }
 
     func json() throws -> Data {

@@ -264,7 +264,8 @@ final class MPITests: XCTestCase {
         let rows = try XCTUnwrap(report["train_step"] as? [[String: Any]])
         XCTAssertEqual(rows.map { $0["case"] as? String }, ["r18w32-128x64-b32"])
         let ips = try XCTUnwrap(rows[0]["images_per_second"] as? Double)
-        XCTAssert(o2.contains(String(format: "%8.2f img/s", ips)), "the printed figure is the written one: \(ips)\n\(o2)")
+        XCTAssert(
+            o2.contains(String(format: "%8.2f img/s", ips)), "the printed figure is the written one: \(ips)\n\(o2)")
         XCTAssertEqual(report["threads"] as? Int, 2)
         XCTAssertNotNil(report["sgemm_gflops"] as? Double)
     }
