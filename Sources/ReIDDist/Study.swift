@@ -68,65 +68,80 @@ public struct Study {
             throw ConfigError("\(file): 'out' must name the study folder")
         }
         out = o
-        if let s = entry("seeds") {
-            guard case .sequence(let items) = s, !items.isEmpty else {
-                throw ConfigError("\(file): 'seeds' must be a list of seeds, e.g. [1, 2, 3]")
-            }
-            seeds = try items.map {
-                guard let v = $0.scalar.flatMap({ Int($0.string) }), v >= 0 else {
-                    throw ConfigError("\(file): line \($0.mark?.line ?? 0): a seed must be an integer >= 0")
-                }
-                return v
-            }
-            guard Set(seeds).count == seeds.count else { throw ConfigError("\(file): 'seeds' lists a seed twice") }
-        } else {
-            seeds = [1]
-        }
+        seeds = try entry("seeds").map { try Self.seedList($0, file) } ?? [1]
         common = try entry("set").map { try Self.overrides($0, "set", file, &budget) } ?? []
-        var cells: [Cell] = []
-        if let g = entry("grid") {
-            guard case .mapping(let axes) = g, !axes.isEmpty else {
-                throw ConfigError("\(file): 'grid' must map keys to lists of values")
-            }
-            var product: [[(String, String)]] = [[]]
-            for (k, v) in axes {
-                guard let key = k.scalar?.string else {
-                    throw ConfigError("\(file): line \(k.mark?.line ?? 0): a grid key must be a config key")
-                }
-                guard case .sequence(let values) = v, !values.isEmpty else {
-                    throw ConfigError("\(file): grid key '\(key)' must have a non-empty list of values")
-                }
-                guard product.count * values.count * seeds.count <= Self.maxRuns else {
-                    throw ConfigError("\(file): the grid has more than \(Self.maxRuns) runs")
-                }
-                let texts = try values.map { try Self.text($0, key, file, &budget) }
-                product = product.flatMap { p in texts.map { p + [(key, $0)] } }
-            }
-            cells += product.map { p in
-                Cell(
-                    name: Self.folderName(p.map { "\(Self.short($0.0))-\($0.1)" }.joined(separator: "_")),
-                    overrides: p.map { "\($0.0)=\($0.1)" })
-            }
+        var all: [Cell] = []
+        if let grid = entry("grid") { all += try Self.gridCells(grid, seeds: seeds.count, file, &budget) }
+        if let named = entry("cells") { all += try Self.namedCells(named, file, &budget) }
+        try Self.check(all, runs: all.count * seeds.count, file)
+        cells = all
+    }
+
+    /// `seeds`: distinct integers >= 0.
+    static func seedList(_ node: Node, _ file: String) throws -> [Int] {
+        guard case .sequence(let items) = node, !items.isEmpty else {
+            throw ConfigError("\(file): 'seeds' must be a list of seeds, e.g. [1, 2, 3]")
         }
-        if let c = entry("cells") {
-            guard case .sequence(let items) = c else {
-                throw ConfigError("\(file): 'cells' must be a list of {name, set}")
+        let seeds = try items.map {
+            guard let v = $0.scalar.flatMap({ Int($0.string) }), v >= 0 else {
+                throw ConfigError("\(file): line \($0.mark?.line ?? 0): a seed must be an integer >= 0")
             }
-            for item in items {
-                guard case .mapping(let m) = item,
-                    let name = m.first(where: { $0.key.scalar?.string == "name" })?.value.scalar?.string,
-                    !name.isEmpty
-                else {
-                    throw ConfigError(
-                        "\(file): line \(item.mark?.line ?? 0): each cell needs a name and a set of overrides")
-                }
-                let set =
-                    try m.first(where: { $0.key.scalar?.string == "set" }).map {
-                        try Self.overrides($0.value, "cell \(name)", file, &budget)
-                    } ?? []
-                cells.append(Cell(name: name, overrides: set))
-            }
+            return v
         }
+        guard Set(seeds).count == seeds.count else { throw ConfigError("\(file): 'seeds' lists a seed twice") }
+        return seeds
+    }
+
+    /// `grid`: the product of its keys' values, one cell each, named by its values; its size
+    /// checked key by key before the product is built.
+    static func gridCells(_ node: Node, seeds: Int, _ file: String, _ budget: inout Int) throws -> [Cell] {
+        guard case .mapping(let axes) = node, !axes.isEmpty else {
+            throw ConfigError("\(file): 'grid' must map keys to lists of values")
+        }
+        var product: [[(String, String)]] = [[]]
+        for (k, v) in axes {
+            guard let key = k.scalar?.string else {
+                throw ConfigError("\(file): line \(k.mark?.line ?? 0): a grid key must be a config key")
+            }
+            guard case .sequence(let values) = v, !values.isEmpty else {
+                throw ConfigError("\(file): grid key '\(key)' must have a non-empty list of values")
+            }
+            guard product.count * values.count * seeds <= maxRuns else {
+                throw ConfigError("\(file): the grid has more than \(maxRuns) runs")
+            }
+            let texts = try values.map { try text($0, key, file, &budget) }
+            product = product.flatMap { p in texts.map { p + [(key, $0)] } }
+        }
+        return product.map { p in
+            Cell(
+                name: folderName(p.map { "\(short($0.0))-\($0.1)" }.joined(separator: "_")),
+                overrides: p.map { "\($0.0)=\($0.1)" })
+        }
+    }
+
+    /// `cells`: a list of {name, set}.
+    static func namedCells(_ node: Node, _ file: String, _ budget: inout Int) throws -> [Cell] {
+        guard case .sequence(let items) = node else {
+            throw ConfigError("\(file): 'cells' must be a list of {name, set}")
+        }
+        return try items.map { item in
+            guard case .mapping(let m) = item,
+                let name = m.first(where: { $0.key.scalar?.string == "name" })?.value.scalar?.string,
+                !name.isEmpty
+            else {
+                throw ConfigError(
+                    "\(file): line \(item.mark?.line ?? 0): each cell needs a name and a set of overrides")
+            }
+            let set =
+                try m.first(where: { $0.key.scalar?.string == "set" }).map {
+                    try overrides($0.value, "cell \(name)", file, &budget)
+                } ?? []
+            return Cell(name: name, overrides: set)
+        }
+    }
+
+    /// At least one cell, names that make folders and differ, at most `maxRuns` runs.
+    static func check(_ cells: [Cell], runs: Int, _ file: String) throws {
         guard !cells.isEmpty else { throw ConfigError("\(file): no cells: give a 'grid' or a list of 'cells'") }
         for c in cells {
             guard c.name.count <= 200, c.name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.+".contains($0) }),
@@ -139,10 +154,7 @@ public struct Study {
         if let dup = Dictionary(grouping: cells, by: \.name).first(where: { $0.value.count > 1 }) {
             throw ConfigError("\(file): two cells are named '\(dup.key)'")
         }
-        guard cells.count * seeds.count <= Self.maxRuns else {
-            throw ConfigError("\(file): more than \(Self.maxRuns) runs")
-        }
-        self.cells = cells
+        guard runs <= maxRuns else { throw ConfigError("\(file): more than \(maxRuns) runs") }
     }
 
     /// "model.groups" -> "groups", "loss.kind" -> "kind": a grid value's part of a cell's name.
