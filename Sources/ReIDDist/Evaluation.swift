@@ -5,6 +5,7 @@ import Foundation
 import ReIDCore
 import ReIDData
 import ReIDEval
+import ReIDReport
 
 /// One evaluation of a model on a dataset's query and gallery.
 public struct Evaluation {
@@ -34,6 +35,42 @@ public struct Evaluation {
             ? try rankReranked(query: q, gallery: g, metric: e.metric, threads: threads)
             : try rank(query: q, gallery: g, metric: e.metric, threads: threads)
         return Evaluation(query: q, gallery: g, ranking: r, seconds: Profile.now() - t0)
+    }
+}
+
+extension Evaluation {
+    /// This evaluation's own report in `dir`: a one-evaluation "run folder" (metrics.jsonl, run.json
+    /// describing the model `which` and the data, report/ranked.json with the worst and best
+    /// queries' ranked lists) and its report.html, whose path it returns (`evaluate --report`).
+    public func writeReport(
+        to dir: String, model which: String, spec: ModelSpec, data: DataSettings, eval e: EvalSettings
+    ) throws -> String {
+        let r = ranking, q = query, g = gallery
+        try createFolder(dir + "/" + RunReport.folder, what: "--report")
+        let record = EvalRecord(
+            epoch: 0, globalStep: 0, rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
+            seconds: seconds, cmc: r.cmc)
+        try writeAtomically(try MetricsFile.line(record), to: dir + "/" + MetricsFile.name)
+        let info: [String: Any] = [
+            "kind": "evaluation", "model": which,
+            "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "
+                + "\(spec.groups) groups x \(spec.branches) branches, \(spec.featureChannels)-d features",
+            "input": "\(data.height) x \(data.width) pixels"
+                + (e.flip ? ", features averaged with the mirror image's" : ""),
+            "evaluated_on":
+                "\(data.root) (layout \(data.layout.rawValue)): \(q.count) queries, \(g.count) gallery images",
+            "metric": e.metric == .cosine ? "cosine distance" : "squared Euclidean distance",
+            "seconds": seconds, "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()
+        ]
+        try writeAtomically(
+            try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]),
+            to: dir + "/run.json")
+        let ranked = RankedListsFile(
+            title: "this evaluation",
+            worst: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.worst, 4)),
+            best: rankedLists(query: q, gallery: g, metric: e.metric, result: r, indices: r.queries(.best, 4)))
+        try writeAtomically(try JSONEncoder().encode(ranked), to: dir + "/" + RunReport.folder + "/ranked.json")
+        return try RunReport.write(runDir: dir)
     }
 }
 

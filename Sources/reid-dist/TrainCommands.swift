@@ -286,8 +286,7 @@ struct Evaluate: ParsableCommand {
             try writeAtomically(try EvaluationSummary(ev, ranks: comm.size, model: which, data: d).json(), to: json)
         }
         if let dir = report {
-            try writeEvaluationReport(
-                dir, r, q, g, which: which, spec: model.spec, data: d, flip: e.flip, metric: e.metric, seconds: sec)
+            print("report: \(try ev.writeReport(to: dir, model: which, spec: model.spec, data: d, eval: e))")
         }
         if let prefix = saveFeatures {
             try q.write(to: prefix + "-query.safetensors", producer: "reid-dist evaluate \(checkpoint)")
@@ -303,34 +302,4 @@ struct ConfigKeys: ParsableCommand {
     func run() {
         print(configKeysMarkdown)
     }
-}
-
-/// An evaluation's own report: a one-evaluation "run folder" (metrics.jsonl, run.json,
-/// report/ranked.json) and its report.html.
-func writeEvaluationReport(
-    _ dir: String, _ r: RankingResult, _ q: FeatureSet, _ g: FeatureSet, which: String, spec: ModelSpec,
-    data: DataSettings, flip: Bool, metric: Metric, seconds: Double
-) throws {
-    try createFolder(dir + "/" + RunReport.folder, what: "--report")
-    let record = EvalRecord(
-        epoch: 0, globalStep: 0, rank1: r.rank(1), rank5: r.rank(5), rank10: r.rank(10), mAP: r.mAP, mINP: r.mINP,
-        seconds: seconds, cmc: r.cmc)
-    try writeAtomically(try MetricsFile.line(record), to: dir + "/" + MetricsFile.name)
-    let info: [String: Any] = [
-        "kind": "evaluation", "model": which,
-        "architecture": "ResNet-\(spec.depth), width \(spec.width), last stride \(spec.lastStride), "
-            + "\(spec.groups) groups x \(spec.branches) branches, \(spec.featureChannels)-d features",
-        "input": "\(data.height) x \(data.width) pixels" + (flip ? ", features averaged with the mirror image's" : ""),
-        "evaluated_on": "\(data.root) (layout \(data.layout.rawValue)): \(q.count) queries, \(g.count) gallery images",
-        "metric": metric == .cosine ? "cosine distance" : "squared Euclidean distance",
-        "seconds": seconds, "reid_dist_version": reidDistVersion, "blas_kernel": blasCoreName()
-    ]
-    try writeAtomically(
-        try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys]), to: dir + "/run.json")
-    let ranked = RankedListsFile(
-        title: "this evaluation",
-        worst: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.worst, 4)),
-        best: rankedLists(query: q, gallery: g, metric: metric, result: r, indices: r.queries(.best, 4)))
-    try writeAtomically(try JSONEncoder().encode(ranked), to: dir + "/" + RunReport.folder + "/ranked.json")
-    print("report: \(try RunReport.write(runDir: dir))")
 }
