@@ -199,6 +199,48 @@ public enum TorchFile {
         }
     }
 
+    /// Where each of a view's `count` elements lies in its storage of `available` elements: nil for
+    /// a contiguous view (element i at offset + i, nearly always), else a table (a transposed view,
+    /// say). The view's last element is checked to lie inside the storage first, without overflow,
+    /// so every position in the table does too.
+    static func storagePositions(
+        _ t: TensorRef, count: Int, available: Int, _ bad: (String) -> TorchFileError
+    ) throws -> [Int]? {
+        guard count > 0 else { return nil }
+        var last = t.offset
+        for (d, st) in zip(t.shape, t.stride) {
+            let (reach, o1) = (d - 1).multipliedReportingOverflow(by: st)
+            let (sum, o2) = last.addingReportingOverflow(reach)
+            guard !o1, !o2 else {
+                throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) overflows a 64-bit index")
+            }
+            last = sum
+        }
+        guard last < available else {
+            throw bad(
+                "its view (offset \(t.offset), strides \(t.stride.prefix(8))) reaches element \(last), past its storage of \(available)"
+            )
+        }
+        var contiguous = true, expected = 1
+        for d in t.shape.indices.reversed() {
+            if t.shape[d] != 1 && t.stride[d] != expected { contiguous = false }
+            expected *= t.shape[d]
+        }
+        if contiguous { return nil }
+        var table = [Int](repeating: 0, count: count), idx = [Int](repeating: 0, count: t.shape.count)
+        for i in 0..<count {
+            table[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
+            var d = t.shape.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < t.shape[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        return table
+    }
+
     /// The tensor's elements (its view of the storage, any strides) as float32 or int64.
     /// The view is checked before anything is allocated for it: sizes, strides and offset not
     /// negative, offset + sum((size - 1) * stride) within the storage, all without overflow, and
@@ -227,45 +269,7 @@ public enum TorchFile {
             throw bad("\(count) elements, more than the \(budget.elements) left of what this model's weights may hold")
         }
         budget.elements -= count
-        // Element i's position in the storage: offset + i for a contiguous tensor (nearly always);
-        // a table only for other strides (a transposed view, say).
-        var strided: [Int]? = nil
-        if count > 0 {
-            var last = t.offset
-            for (d, st) in zip(t.shape, t.stride) {
-                let (reach, o1) = (d - 1).multipliedReportingOverflow(by: st)
-                let (sum, o2) = last.addingReportingOverflow(reach)
-                guard !o1, !o2 else {
-                    throw bad("its view (offset \(t.offset), strides \(t.stride.prefix(8))) overflows a 64-bit index")
-                }
-                last = sum
-            }
-            guard last < available else {
-                throw bad(
-                    "its view (offset \(t.offset), strides \(t.stride.prefix(8))) reaches element \(last), past its storage of \(available)"
-                )
-            }
-            var contiguous = true, expected = 1
-            for d in t.shape.indices.reversed() {
-                if t.shape[d] != 1 && t.stride[d] != expected { contiguous = false }
-                expected *= t.shape[d]
-            }
-            if !contiguous {
-                // every index below is at most `last`, checked above
-                var table = [Int](repeating: 0, count: count), idx = [Int](repeating: 0, count: t.shape.count)
-                for i in 0..<count {
-                    table[i] = t.offset + zip(idx, t.stride).reduce(0) { $0 + $1.0 * $1.1 }
-                    var d = t.shape.count - 1
-                    while d >= 0 {
-                        idx[d] += 1
-                        if idx[d] < t.shape[d] { break }
-                        idx[d] = 0
-                        d -= 1
-                    }
-                }
-                strided = table
-            }
-        }
+        let strided = try storagePositions(t, count: count, available: available, bad)
         let index = (0..<count).lazy.map { strided?[$0] ?? t.offset + $0 }
         let base = storage.startIndex
         func raw(_ i: Int) -> UInt64 {
