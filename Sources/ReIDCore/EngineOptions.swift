@@ -65,7 +65,7 @@ public struct EngineOptions: Sendable, Equatable {
     /// The path the C kernels take: `kernelPath`, or the processor's best when that is lower.
     public var effectiveKernelPath: KernelPath { KernelPath(cValue: reid_kernels_usable_path(kernelPath.cValue)) }
 
-    /// `effectiveKernelPath` as the kernels' argument.
+    /// `kernelPath` as the C kernels' argument (each clamps it to the processor's best).
     var path: Int32 { kernelPath.cValue }
 
     /// Whether blocked 7x7 layers run as direct convolutions (for `bench` to print).
