@@ -216,7 +216,7 @@ final class TrainerTests: XCTestCase {
         p.globalStep = 1234
         p.optimizerSteps = 1234
         p.stepInEpoch = 17
-        p.epochProgress = [0.1 + 0.2, 1e-300, Double.pi * 1e17, 5e-324]
+        p.epochProgress = [0.1 + 0.2, 1e-300, Double.pi * 1e17, Double.leastNonzeroMagnitude]
         p.bestMAP = 0.4692012345678901
         let back = try JSONDecoder().decode(TrainingPosition.self, from: JSONEncoder().encode(p))
         XCTAssertEqual(back, p)
