@@ -41,17 +41,27 @@ public final class GroupedMultiBranchNet {
     /// The model's engine options, scratch memory and profile, shared by the backbone and the head.
     public var ws: Workspace { backbone.ws }
 
-    public init(_ spec: ModelSpec, seed: UInt64 = 0, options: EngineOptions = EngineOptions()) {
-        let c = spec.featureChannels
+    /// Channels of the pooled feature: the backbone's output channels.
+    public var featureChannels: Int { backbone.outChannels }
+
+    /// The network for `spec`: its ResNet, or the backbone `make` builds in the model's arena
+    /// (registering its parameters there under `backbone.`) with the model's engine options.
+    public init(
+        _ spec: ModelSpec, seed: UInt64 = 0, options: EngineOptions = EngineOptions(),
+        backbone make: ((Arena, EngineOptions) -> any Backbone)? = nil
+    ) {
+        let arena = self.arena
+        backbone =
+            make?(arena, options)
+            ?? ResNet(
+                arena, prefix: "backbone.", depth: spec.depth, width: spec.width, lastStride: spec.lastStride,
+                options: options)
+        let c = backbone.outChannels
         precondition(
             spec.groups >= 1 && c % spec.groups == 0,
             "model.groups=\(spec.groups) must divide the \(c) feature channels")
         precondition(spec.branches >= 1 && spec.classes >= 1)
         self.spec = spec
-        let arena = self.arena
-        backbone = ResNet(
-            arena, prefix: "backbone.", depth: spec.depth, width: spec.width, lastStride: spec.lastStride,
-            options: options)
         let d = c / spec.groups
         bn = BatchNorm(arena, (0..<spec.groups).map { "head.groups.\($0).bn" }, channels: c)
         classifiers = (0..<spec.groups).map { g in
@@ -63,7 +73,7 @@ public final class GroupedMultiBranchNet {
         arena.allocate(seed: seed)
     }
 
-    var groupDim: Int { spec.featureChannels / spec.groups }
+    var groupDim: Int { featureChannels / spec.groups }
 
     /// Training forward and loss for an NCHW batch; keeps what backward needs.
     /// Returns the mean loss over the G*B heads and the per-head correct counts summed. The

@@ -16,7 +16,7 @@ public func extractFeatures(
         skipBadImages: skipBadImages, maxPixels: maxPixels)
     let n = split.samples.count
     let batches = stride(from: 0, to: n, by: batchSize).map { Array($0..<Swift.min($0 + batchSize, n)) }
-    let dim = model.spec.featureChannels
+    let dim = model.featureChannels
     var rows: [Float] = [], kept: [Int] = []
     rows.reserveCapacity(n * dim)
     let pre = Prefetcher(steps: 0..<batches.count) { s in
@@ -67,7 +67,7 @@ public func extractFeatures(
     let mineIdx = batches.indices.filter { $0 % ranks == r }
     var mine = split
     mine.samples = mineIdx.flatMap { split.samples[batches[$0]] }
-    let dim = model.spec.featureChannels
+    let dim = model.featureChannels
     let rowsMax = ((batches.count + ranks - 1) / ranks) * batchSize
     var send = [Float](repeating: 0, count: rowsMax * dim)
     if !mine.samples.isEmpty {

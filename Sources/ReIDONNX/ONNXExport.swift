@@ -81,10 +81,10 @@ public enum ONNXExport {
         x = try g.backbone(x, graph: net.backbone.graph)
         var f = g.node(
             "Flatten", [g.node("GlobalAveragePool", [x], name: "pool")], name: "pool.flatten", attrs: [.int("axis", 1)])
-        f = try g.groupBatchNorms(f, spec: net.spec)
+        f = try g.groupBatchNorms(f, spec: net.spec, channels: net.featureChannels)
         f = g.l2Normalize(f, name: "normalize")
         if o.flip {
-            let shape = g.int64s("flip.shape", [2, -1, Int64(net.spec.featureChannels)])
+            let shape = g.int64s("flip.shape", [2, -1, Int64(net.featureChannels)])
             let pairs = g.node("Reshape", [f, shape], name: "flip.pairs")
             let sum = g.node(
                 "ReduceSum", [pairs, g.int64s("flip.sum.axes", [0])], name: "flip.sum", attrs: [.int("keepdims", 0)])
@@ -105,9 +105,9 @@ public enum ONNXExport {
         ]
         graph.output = [
             valueInfo(
-                outputName, dims: [.param("N"), .value(net.spec.featureChannels)],
+                outputName, dims: [.param("N"), .value(net.featureChannels)],
                 doc:
-                    "L2-normalised features (\(net.spec.groups) groups of \(net.spec.featureChannels / net.spec.groups))"
+                    "L2-normalised features (\(net.spec.groups) groups of \(net.featureChannels / net.spec.groups))"
                     + (o.flip ? ", averaged with the mirror image's" : ""))
         ]
         var m = Onnx_ModelProto()
@@ -291,8 +291,8 @@ struct GraphBuilder {
     }
 
     /// Split into the G groups, each group's BatchNorm1d, concatenation.
-    mutating func groupBatchNorms(_ f: String, spec: ModelSpec) throws -> String {
-        let d = spec.featureChannels / spec.groups
+    mutating func groupBatchNorms(_ f: String, spec: ModelSpec, channels: Int) throws -> String {
+        let d = channels / spec.groups
         let sizes = int64s("head.split.sizes", Array(repeating: Int64(d), count: spec.groups))
         var split = Onnx_NodeProto()
         split.opType = "Split"

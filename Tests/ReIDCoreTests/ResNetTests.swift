@@ -73,6 +73,15 @@ final class ResNetTests: XCTestCase {
         algorithm: ConvAlgorithm
     ) {
         let net = GroupedMultiBranchNet(spec, seed: 3, options: EngineOptions(convAlgorithm: algorithm))
+        checkGradients(net, name: "resnet\(spec.depth)", h: h, w: w, batch: batch, step: step, rtol: rtol)
+    }
+
+    /// Every parameter tensor of `net` (loss and all) against finite differences, on a random batch.
+    func checkGradients(
+        _ net: GroupedMultiBranchNet, name: String, h: Int, w: Int, batch: Int, step: Float = 1e-3,
+        rtol: Double = 2e-2
+    ) {
+        let spec = net.spec
         // Larger classifier weights than the 0.001 init so head gradients are not tiny.
         for s in net.arena.params where s.name.contains("classifiers") {
             for j in 0..<s.count { net.arena.value[s.offset + j] *= 300 }
@@ -89,7 +98,7 @@ final class ResNetTests: XCTestCase {
         let gc = GradCheck(h: step, rtol: rtol, atol: 1e-4)
         for s in net.arena.params {
             gc.checkDirectional(
-                "resnet\(spec.depth) \(s.name)", net.arena.value + s.offset, count: s.count,
+                "\(name) \(s.name)", net.arena.value + s.offset, count: s.count,
                 analytic: Array(grads[s.offset..<(s.offset + s.count)]),
                 loss: { net.forwardLoss(x, labels: labels, labelSmoothing: 0.1).loss })
         }
@@ -112,6 +121,26 @@ final class ResNetTests: XCTestCase {
         checkNetwork(
             ModelSpec(depth: 50, width: 8, lastStride: 1, groups: 4, branches: 1, classes: 4), h: 63, w: 33, batch: 4,
             step: 1e-4, rtol: 5e-2, algorithm: .gemm)
+    }
+
+    /// The backbone seam: a backbone that is not ResNet (`TinyBackbone`: a conv + BN + ReLU and one
+    /// residual block, built from its own graph) joins the grouped head with no change to the head. Its parameters are
+    /// named from its graph, the head sizes itself from its channels, and every gradient of the
+    /// whole network (backbone, head, loss) agrees with finite differences.
+    func testAnotherBackboneJoinsTheHead() {
+        let spec = ModelSpec(depth: 18, width: 8, groups: 4, branches: 2, classes: 3)
+        let net = GroupedMultiBranchNet(spec, seed: 3, backbone: { TinyBackbone($0, $1, channels: 16) })
+        XCTAssertEqual(net.featureChannels, 16)
+        XCTAssertEqual(
+            net.arena.params.map(\.name).filter { $0.hasPrefix("backbone.") },
+            [
+                "backbone.conv1.weight", "backbone.bn1.weight", "backbone.bn1.bias", "backbone.block.conv1.weight",
+                "backbone.block.bn1.weight", "backbone.block.bn1.bias", "backbone.block.conv2.weight",
+                "backbone.block.bn2.weight", "backbone.block.bn2.bias"
+            ])
+        let f = net.features(randomTensor([3, 3, 20, 12], seed: 2))
+        XCTAssertEqual(f.shape, [3, 16])
+        checkGradients(net, name: "tiny backbone", h: 20, w: 12, batch: 4)
     }
 
     /// Engine options are each model's own, not the process's: two models with different options
@@ -150,5 +179,51 @@ final class ResNetTests: XCTestCase {
         let f = net.features(randomTensor([3, 3, 64, 32], seed: 2))
         XCTAssertEqual(f.shape, [3, 32])
         for i in 0..<3 { XCTAssertEqual(vdot(f.ptr + i * 32, f.ptr + i * 32, 32), 1, accuracy: 1e-5) }
+    }
+}
+
+/// A small backbone that is not ResNet, for the seam's test: a 3x3 stride-2 conv + BN + ReLU, then
+/// one residual block of two 3x3 convs (ResNet's BasicBlock as a part), built from its own graph.
+final class TinyBackbone: Backbone {
+    let graph: [GraphNode]
+    let ws: Workspace
+    let conv: Conv2d, bn: BatchNorm, block: BasicBlock
+    let input = Tensor([0]), gb = GradBuffers()
+    let outChannels: Int
+
+    init(_ arena: Arena, _ options: EngineOptions, channels c: Int) {
+        let stem = ConvBN(conv: "backbone.conv1", bn: "backbone.bn1", cin: 3, cout: c, kernel: 3, stride: 2, relu: true)
+        let body = [
+            ConvBN(conv: "backbone.block.conv1", bn: "backbone.block.bn1", cin: c, cout: c, kernel: 3, relu: true),
+            ConvBN(conv: "backbone.block.conv2", bn: "backbone.block.bn2", cin: c, cout: c, kernel: 3, relu: false)
+        ]
+        graph = [.convBN(stem), .residual(name: "backbone.block", stage: 1, body: body, shortcut: [])]
+        ws = Workspace(options)
+        conv = Conv2d(arena, stem)
+        bn = BatchNorm(arena, stem.bn, channels: c)
+        block = BasicBlock(arena, body: body, shortcut: [])
+        outChannels = c
+    }
+
+    func forward(nchw x: Tensor, training: Bool) -> Tensor {
+        let n = x.shape[0], h = x.shape[2], w = x.shape[3]
+        input.resizeForOverwrite([3, n, h, w])
+        swapLeadingAxes(input.ptr, x.ptr, n, 3, h * w)
+        let a = bn.forward(conv.forward(input, ws, training: training), training: training, relu: true, ws)
+        return block.forward(a, training: training, ws)
+    }
+
+    func backward(_ dOut: Tensor, ready: ((Int) -> Void)?) {
+        let d = dOut === gb.a ? gb.b : gb.a
+        block.backward(dOut, dX: d, gb.s1, gb.s2, ws)
+        gb.s1.resizeForOverwrite(conv.output.shape)
+        bn.backward(d.ptr, dX: gb.s1.ptr, ws)
+        conv.backward(gb.s1.ptr, dX: nil, ws)
+        ready?(0)
+    }
+
+    func featureGradBuffer(_ shape: [Int]) -> Tensor {
+        gb.a.resizeForOverwrite(shape)
+        return gb.a
     }
 }
