@@ -122,7 +122,7 @@ struct StudyCommand: ParsableCommand {
         let cmd = command(bin, study, run)
         let logPath = StudyRunState.logFile(run.runDir)
         if !FileManager.default.fileExists(atPath: logPath) {
-            FileManager.default.createFile(atPath: logPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil) // checked by opening it below
         }
         guard let log = FileHandle(forWritingAtPath: logPath) else {
             throw ConfigError("\(logPath): cannot write the run's log")

@@ -88,7 +88,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertThrowsError(try ReIDDataset(root: root, layout: .market)) {
             XCTAssert("\($0)".contains("no usable .jpg or .png images"), "\($0)")
         }
-        FileManager.default.createFile(atPath: root + "/query/holiday.jpg", contents: Data([1]))
+        XCTAssert(FileManager.default.createFile(atPath: root + "/query/holiday.jpg", contents: Data([1])))
         XCTAssertThrowsError(try ReIDDataset(root: root, layout: .market)) {
             XCTAssert("\($0)".contains("holiday.jpg: file name does not start"), "\($0)")
         }

@@ -142,7 +142,8 @@ final class DeploymentTests: XCTestCase {
         (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir + "/nothing", "--out", dir + "/x.safetensors"])
         XCTAssertEqual(s, 1, o)
         XCTAssert(o.contains("no such folder or list file"), o)
-        FileManager.default.createFile(atPath: dir + "/a/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00]))
+        XCTAssert(
+            FileManager.default.createFile(atPath: dir + "/a/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00])))
         (s, o) = try cli(["embed", "--checkpoint", run, "--images", dir, "--out", dir + "/x.safetensors"])
         XCTAssertEqual(s, 1, o)
         XCTAssert(o.contains("broken.jpg: not a readable JPEG"), o)
@@ -162,7 +163,8 @@ final class DeploymentTests: XCTestCase {
         XCTAssertEqual(try FeatureSet(path: dir + "/x.safetensors").count, 6)
         // Nothing readable at all: an error, and no empty feature file.
         try FileManager.default.createDirectory(atPath: dir + "/bad", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/bad/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00]))
+        XCTAssert(
+            FileManager.default.createFile(atPath: dir + "/bad/broken.jpg", contents: Data([0xFF, 0xD8, 0xFF, 0x00])))
         (s, o) = try cli([
             "embed", "--checkpoint", run, "--images", dir + "/bad", "--out", dir + "/none.safetensors",
             "--skip-bad-images"
