@@ -80,11 +80,6 @@ public final class Conv2d {
         }
     }
 
-    /// Whether this layer runs as Winograd F(2x2,3x3) on an (N, H, W) input.
-    public func usesWinograd(n: Int, h: Int, w: Int, _ algorithm: ConvAlgorithm) -> Bool {
-        winogradTile(n: n, h: h, w: w, algorithm) == 2
-    }
-
     /// `auto`'s choice of F(4x4,3x3), from `reid-dist bench convs` (2-core AMD EPYC Zen 3, AVX2, 2
     /// threads, docs/performance.md): F(4x4) was faster than F(2x2) (fused or not) on every 3x3
     /// stride-1 shape of the three benchmark networks but one, where they tied (128->128 at

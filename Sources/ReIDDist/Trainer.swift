@@ -316,7 +316,7 @@ public final class Trainer {
     /// this at the run's end), then rank 0's summary and trace file.
     func finishRun() throws {
         let waits = comm.size > 1 ? try comm.allgather(outputs.allreduceWaits) : nil
-        let traces = config.train.trace == nil ? nil : try comm.allgatherVariable(outputs.traceValues)
+        let traces = outputs.tracePath == nil ? nil : try comm.allgatherVariable(outputs.traceValues)
         try outputs.endRun(rankWaits: waits, traces: traces)
     }
 

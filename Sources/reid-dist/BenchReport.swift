@@ -1,6 +1,6 @@
 // What `bench --json` writes, as types: the run's settings, sgemm, per-stage times, each case's
 // training step, the thread scaling and the PyTorch comparison. The keys are the snake_case ones
-// the JSON always had; `BenchReport.read` reads a file back (the tests do).
+// the JSON always had (MPITests reads them back and checks them against the printed figures).
 import Foundation
 
 struct BenchReport: Codable, Equatable {
@@ -101,9 +101,5 @@ struct BenchReport: Codable, Equatable {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try enc.encode(self)
-    }
-
-    static func read(_ path: String) throws -> BenchReport {
-        try JSONDecoder().decode(BenchReport.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }
